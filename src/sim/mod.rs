@@ -1,0 +1,1 @@
+//! keepstore-sim (placeholder)
