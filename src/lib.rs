@@ -4,8 +4,104 @@
 //!
 //! The modules follow the data flow of a run:
 //!
-//! - [`protocol`]: locators, signatures, rendezvous order (no I/O).
+//! - [`cli`]: flags (Go-compatible syntax) → validated [`cli::Config`].
+//! - [`settings`]: `-src`/`-dst` settings files.
+//! - [`services`]: each side's Keep services (services JSON or API server) and defaults.
+//! - [`index`]: fetching and parsing every service's index, refusing partial ones.
+//! - [`plan`]: the diff, a pure function: what to copy or top up, from where.
+//! - [`copy`]: the pipeline: read → verify → write replicas in rendezvous order.
+//! - [`report`]: counters, the human summary and the JSON report; [`progress`]
+//!   renders them while the run goes.
+//! - [`run`]: sequences the stages and maps the outcome to an exit code.
+//! - [`protocol`]: locators, signatures, rendezvous order, the HTTP calls.
 //! - [`sim`]: keepstore-sim, a faithful keepstore for tests, demo and benchmarks.
 
+pub mod cli;
+pub mod copy;
+pub mod error;
+pub mod index;
+pub mod plan;
+pub mod progress;
 pub mod protocol;
+pub mod report;
+pub mod run;
+pub mod services;
+pub mod settings;
 pub mod sim;
+pub mod throttle;
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+/// The `keep-rsync` program: parse argv, run, and return the exit code.
+pub fn main(argv: Vec<std::ffi::OsString>) -> u8 {
+    let cfg = match cli::parse(argv) {
+        Err(e) => {
+            // --help and --version exit 0; usage errors exit 2.
+            let _ = e.print();
+            return if e.use_stderr() {
+                error::exit::USAGE
+            } else {
+                error::exit::OK
+            };
+        }
+        Ok(Err(e)) => {
+            eprintln!("keep-rsync: {e}");
+            return e.exit_code();
+        }
+        Ok(Ok(cfg)) => cfg,
+    };
+    let reporter: Arc<dyn progress::Reporter> = match cfg.log_format {
+        cli::LogFormat::Json => Arc::new(progress::Json),
+        cli::LogFormat::Text if std::io::stderr().is_terminal() && !cfg.quiet => {
+            Arc::new(progress::Bars::new())
+        }
+        cli::LogFormat::Text => Arc::new(progress::Plain::new(cfg.quiet)),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keep-rsync: cannot start the async runtime: {e}");
+            return error::exit::USAGE;
+        }
+    };
+    rt.block_on(async move {
+        let soft = CancellationToken::new();
+        tokio::spawn(watch_signals(soft.clone(), reporter.clone()));
+        run::run(cfg, reporter, soft).await
+    })
+}
+
+/// First SIGINT/SIGTERM: stop starting blocks, finish those in flight, then
+/// summarise and exit 130. Second: exit 130 at once.
+async fn watch_signals(soft: CancellationToken, reporter: Arc<dyn progress::Reporter>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    for n in 0..2 {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        if n == 0 {
+            reporter.log(
+                progress::Level::Warn,
+                "interrupted: finishing the blocks in flight, then stopping (signal again to stop at once)",
+            );
+            soft.cancel();
+        } else {
+            reporter.finish();
+            eprintln!("keep-rsync: interrupted again: exiting now; rerun to finish the copy");
+            std::process::exit(error::exit::INTERRUPTED as i32);
+        }
+    }
+}

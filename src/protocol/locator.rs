@@ -106,7 +106,11 @@ pub struct Locator {
 impl Locator {
     /// A bare `HASH+SIZE` locator.
     pub fn new(hash: BlockHash, size: u64) -> Locator {
-        Locator { hash, size: Some(size), hints: Vec::new() }
+        Locator {
+            hash,
+            size: Some(size),
+            hints: Vec::new(),
+        }
     }
 
     /// `HASH+SIZE` (or `HASH`) without any hint: safe to log.
@@ -119,7 +123,9 @@ impl Locator {
 
     /// The `+A` permission hint, if any, as `(signature, expiry_hex)`.
     pub fn permission_hint(&self) -> Option<(&str, &str)> {
-        self.hints.iter().find_map(|h| h.strip_prefix('A')?.split_once('@'))
+        self.hints
+            .iter()
+            .find_map(|h| h.strip_prefix('A')?.split_once('@'))
     }
 }
 
@@ -142,7 +148,9 @@ impl FromStr for Locator {
         let mut hints = Vec::new();
         for (i, part) in parts.enumerate() {
             if i == 0 && part.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
-                let n: u64 = part.parse().map_err(|_| LocatorError::BadSize(part.into()))?;
+                let n: u64 = part
+                    .parse()
+                    .map_err(|_| LocatorError::BadSize(part.into()))?;
                 if n > MAX_BLOCK_SIZE || !part.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(LocatorError::BadSize(part.into()));
                 }
@@ -171,23 +179,36 @@ mod tests {
         assert!(a < b);
         assert!(h.has_prefix("acb") && !h.has_prefix("acc") && h.has_prefix(""));
         assert_eq!(h.first_digit(), 10);
-        assert!("ACBD18DB4CC2F85CEDEF654FCCC4A4D8".parse::<BlockHash>().is_err());
+        assert!("ACBD18DB4CC2F85CEDEF654FCCC4A4D8"
+            .parse::<BlockHash>()
+            .is_err());
         assert!("acbd".parse::<BlockHash>().is_err());
     }
 
     #[test]
     fn locator_parse() {
-        let l: Locator = "acbd18db4cc2f85cedef654fccc4a4d8+3+Zfoo+Aabc@7fffffff".parse().unwrap();
+        let l: Locator = "acbd18db4cc2f85cedef654fccc4a4d8+3+Zfoo+Aabc@7fffffff"
+            .parse()
+            .unwrap();
         assert_eq!(l.size, Some(3));
         assert_eq!(l.hints, vec!["Zfoo", "Aabc@7fffffff"]);
         assert_eq!(l.permission_hint(), Some(("abc", "7fffffff")));
         assert_eq!(l.unsigned(), "acbd18db4cc2f85cedef654fccc4a4d8+3");
-        assert_eq!(l.to_string(), "acbd18db4cc2f85cedef654fccc4a4d8+3+Zfoo+Aabc@7fffffff");
+        assert_eq!(
+            l.to_string(),
+            "acbd18db4cc2f85cedef654fccc4a4d8+3+Zfoo+Aabc@7fffffff"
+        );
         let bare: Locator = "acbd18db4cc2f85cedef654fccc4a4d8".parse().unwrap();
         assert_eq!(bare.size, None);
-        assert!("acbd18db4cc2f85cedef654fccc4a4d8+x".parse::<Locator>().is_err());
-        assert!("acbd18db4cc2f85cedef654fccc4a4d8+99999999999".parse::<Locator>().is_err());
-        assert!("acbd18db4cc2f85cedef654fccc4a4d8+-1".parse::<Locator>().is_err());
+        assert!("acbd18db4cc2f85cedef654fccc4a4d8+x"
+            .parse::<Locator>()
+            .is_err());
+        assert!("acbd18db4cc2f85cedef654fccc4a4d8+99999999999"
+            .parse::<Locator>()
+            .is_err());
+        assert!("acbd18db4cc2f85cedef654fccc4a4d8+-1"
+            .parse::<Locator>()
+            .is_err());
         assert!("".parse::<Locator>().is_err());
     }
 }

@@ -5,6 +5,7 @@
 //! Nothing here does I/O. Everything follows `keep-protocol.md` §1, §2 and §4,
 //! and is checked against the reference vectors of the Arvados SDKs.
 
+pub mod client;
 pub mod locator;
 pub mod rendezvous;
 pub mod signing;

@@ -25,8 +25,11 @@ pub fn weight(hash: &BlockHash, uuid_suffix: &str) -> [u8; 16] {
 
 /// Indices into `uuid_suffixes`, heaviest first: the probe order of `hash`.
 pub fn probe_order<S: AsRef<str>>(hash: &BlockHash, uuid_suffixes: &[S]) -> Vec<usize> {
-    let mut w: Vec<([u8; 16], usize)> =
-        uuid_suffixes.iter().enumerate().map(|(i, u)| (weight(hash, u.as_ref()), i)).collect();
+    let mut w: Vec<([u8; 16], usize)> = uuid_suffixes
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (weight(hash, u.as_ref()), i))
+        .collect();
     w.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     w.into_iter().map(|(_, i)| i).collect()
 }
@@ -39,7 +42,10 @@ mod tests {
     #[test]
     fn sdk_reference_orders() {
         let uuids: Vec<String> = (0..16).map(|j| format!("zzzzz-bi6l4-{j:015x}")).collect();
-        let suffixes: Vec<&str> = uuids.iter().map(|u| uuid_weight_suffix(u).unwrap()).collect();
+        let suffixes: Vec<&str> = uuids
+            .iter()
+            .map(|u| uuid_weight_suffix(u).unwrap())
+            .collect();
         let want = [
             ("10eab6008d5642cf42abd2aa41f847cb", "3eab2d5fc9681074"),
             ("9a25b027482b37e047104e2e532cabae", "097dba52e648f1c3"),
@@ -49,8 +55,10 @@ mod tests {
         for (i, (hash, order)) in want.iter().enumerate() {
             let h = BlockHash::of(format!("{i:064x}").as_bytes());
             assert_eq!(h.to_string(), *hash);
-            let got: String =
-                probe_order(&h, &suffixes).iter().map(|j| format!("{j:x}")).collect();
+            let got: String = probe_order(&h, &suffixes)
+                .iter()
+                .map(|j| format!("{j:x}"))
+                .collect();
             assert_eq!(got, *order, "block {i}");
         }
     }
@@ -58,6 +66,9 @@ mod tests {
     #[test]
     fn odd_uuid_lengths_refused() {
         assert!(uuid_weight_suffix("zzzzz-bi6l4-0").is_none());
-        assert_eq!(uuid_weight_suffix("zzzzz-bi6l4-000000000000001"), Some("000000000000001"));
+        assert_eq!(
+            uuid_weight_suffix("zzzzz-bi6l4-000000000000001"),
+            Some("000000000000001")
+        );
     }
 }

@@ -112,20 +112,34 @@ mod tests {
         assert_eq!(verify_signature(&ok, KEY, TOKEN, 1209600, now), Ok(()));
         let sig = ok.permission_hint().unwrap().0.to_string();
         let moved: Locator =
-            format!("acbd18db4cc2f85cedef654fccc4a4d8+3+A{sig}@7fffffff+Zfoo+K@zzzzz").parse().unwrap();
+            format!("acbd18db4cc2f85cedef654fccc4a4d8+3+A{sig}@7fffffff+Zfoo+K@zzzzz")
+                .parse()
+                .unwrap();
         assert_eq!(verify_signature(&moved, KEY, TOKEN, 1209600, now), Ok(()));
-        let nosize: Locator =
-            format!("acbd18db4cc2f85cedef654fccc4a4d8+Zx+A{sig}@7fffffff").parse().unwrap();
+        let nosize: Locator = format!("acbd18db4cc2f85cedef654fccc4a4d8+Zx+A{sig}@7fffffff")
+            .parse()
+            .unwrap();
         assert_eq!(verify_signature(&nosize, KEY, TOKEN, 1209600, now), Ok(()));
         assert_eq!(
             verify_signature(&ok, KEY, "othertoken", 1209600, now),
             Err(SignatureError::Invalid)
         );
-        assert_eq!(verify_signature(&ok, KEY, TOKEN, 3600, now), Err(SignatureError::Invalid));
+        assert_eq!(
+            verify_signature(&ok, KEY, TOKEN, 3600, now),
+            Err(SignatureError::Invalid)
+        );
         let bare: Locator = "acbd18db4cc2f85cedef654fccc4a4d8+3".parse().unwrap();
-        assert_eq!(verify_signature(&bare, KEY, TOKEN, 1209600, now), Err(SignatureError::Missing));
-        let expired: Locator = sign_locator(&bare, KEY, TOKEN, 100, 1209600).parse().unwrap();
-        assert_eq!(verify_signature(&expired, KEY, TOKEN, 1209600, now), Err(SignatureError::Expired));
+        assert_eq!(
+            verify_signature(&bare, KEY, TOKEN, 1209600, now),
+            Err(SignatureError::Missing)
+        );
+        let expired: Locator = sign_locator(&bare, KEY, TOKEN, 100, 1209600)
+            .parse()
+            .unwrap();
+        assert_eq!(
+            verify_signature(&expired, KEY, TOKEN, 1209600, now),
+            Err(SignatureError::Expired)
+        );
     }
 
     #[test]

@@ -1,0 +1,556 @@
+//! Flags: the Go keep-rsync's flags, same names, meanings and syntaxes
+//! (`-flag value`, `-flag=value`, `--flag value`, `--flag=value`), plus new
+//! ones in rclone's convention. [`parse`] turns argv into a validated
+//! [`Config`]; no other module looks at argv.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, ValueEnum};
+
+use crate::error::{Error, Result};
+
+/// Default `--transfers`: see docs/benchmarks.md for the measurements.
+pub const DEFAULT_TRANSFERS: usize = 32;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    complete: every planned block is at the destination with the wanted replicas
+  1    finished, but some blocks failed (listed at the end; rerun to retry them)
+  2    usage or configuration error (flags, settings file, services list)
+  3    a service, the API server or an index could not be read: nothing was planned
+  130  interrupted (SIGINT/SIGTERM); rerun to finish: the destination index is the checkpoint
+
+Memory: indexes take about 20 bytes per listed block, processed in hash sub-prefix
+passes so that a huge cluster stays within a fixed budget; copies hold at most
+--transfers blocks (each up to 64 MiB) at a time: lower --transfers if memory is tight.
+
+Settings files hold KEY=VALUE lines: ARVADOS_API_HOST, ARVADOS_API_TOKEN (the
+cluster's system root token), ARVADOS_API_HOST_INSECURE, ARVADOS_BLOB_SIGNING_KEY.";
+
+/// How log and progress output is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Bars on a terminal, Go-style timestamped lines otherwise.
+    Text,
+    /// One JSON object per event on stderr.
+    Json,
+}
+
+/// keep-rsync: copy Keep blocks from one Arvados cluster to another.
+///
+/// Fetches the block index of every source and destination keepstore (optionally
+/// only blocks whose hash starts with -prefix), and copies each block the
+/// destination lacks, or holds with too few replicas, once: read from a source
+/// service holding it, verified (MD5 and length), written to the destination in
+/// rendezvous order. Rerunning copies only what is still missing.
+#[derive(Parser, Debug)]
+#[command(name = "keep-rsync", version, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
+pub struct Args {
+    /// Source settings: a file path, or NAME for $HOME/.config/arvados/NAME.conf.
+    #[arg(
+        long,
+        value_name = "FILE|NAME",
+        default_value = "",
+        hide_default_value = true,
+        allow_hyphen_values = true
+    )]
+    pub src: String,
+
+    /// Destination settings: a file path, or NAME for $HOME/.config/arvados/NAME.conf.
+    #[arg(
+        long,
+        value_name = "FILE|NAME",
+        default_value = "",
+        hide_default_value = true,
+        allow_hyphen_values = true
+    )]
+    pub dst: String,
+
+    /// Source keep services list (JSON text, a file, or - for stdin); skips API discovery.
+    #[arg(
+        long = "src-keep-services-json",
+        value_name = "JSON|FILE|-",
+        allow_hyphen_values = true
+    )]
+    pub src_keep_services_json: Option<String>,
+
+    /// Destination keep services list (JSON text, a file, or - for stdin).
+    #[arg(
+        long = "dst-keep-services-json",
+        value_name = "JSON|FILE|-",
+        allow_hyphen_values = true
+    )]
+    pub dst_keep_services_json: Option<String>,
+
+    /// Replicas to write (0 = the destination's defaultCollectionReplication).
+    #[arg(
+        long,
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    pub replications: i64,
+
+    /// Only blocks whose hash starts with these hex digits.
+    #[arg(
+        long,
+        default_value = "",
+        hide_default_value = true,
+        value_name = "HEX"
+    )]
+    pub prefix: String,
+
+    /// Source blob signature TTL, a Go duration (336h, 1209600s); 0 = from the source's discovery document.
+    #[arg(
+        long = "src-blob-signature-ttl",
+        default_value = "0",
+        value_name = "DURATION"
+    )]
+    pub src_blob_signature_ttl: String,
+
+    /// Destination blob signature TTL (for --verify-existing reads); 0 = from discovery.
+    #[arg(
+        long = "dst-blob-signature-ttl",
+        default_value = "0",
+        value_name = "DURATION"
+    )]
+    pub dst_blob_signature_ttl: String,
+
+    /// Blocks copied concurrently (1 behaves like the Go tool: one at a time).
+    #[arg(long, default_value_t = DEFAULT_TRANSFERS, value_name = "N", help_heading = "Performance")]
+    pub transfers: usize,
+
+    /// Index requests in flight.
+    #[arg(
+        long,
+        default_value_t = 8,
+        value_name = "N",
+        help_heading = "Performance"
+    )]
+    pub checkers: usize,
+
+    /// Requests in flight to any one keepstore (protects it when many jobs run).
+    #[arg(
+        long = "max-per-service",
+        default_value_t = 16,
+        value_name = "N",
+        help_heading = "Performance"
+    )]
+    pub max_per_service: usize,
+
+    /// Cap on the block data read from sources, bytes/s shared by all transfers (50M, 1G; K/M/G = KiB/MiB/GiB).
+    #[arg(long, value_name = "RATE", help_heading = "Performance")]
+    pub bwlimit: Option<String>,
+
+    /// Index lines held in memory per pass before the work is split by hash sub-prefix.
+    #[arg(
+        long = "index-budget",
+        default_value_t = 4_000_000,
+        value_name = "LINES",
+        help_heading = "Performance"
+    )]
+    pub index_budget: u64,
+
+    /// Retries of each request on transient errors (5xx, 408, 429, timeouts, dropped connections).
+    #[arg(
+        long,
+        default_value_t = 5,
+        value_name = "N",
+        help_heading = "Networking"
+    )]
+    pub retries: u32,
+
+    /// First retry delay; doubles on each retry (with jitter), up to 30 times it.
+    #[arg(
+        long = "retry-backoff",
+        default_value = "1s",
+        value_name = "DURATION",
+        help_heading = "Networking"
+    )]
+    pub retry_backoff: String,
+
+    /// Connect timeout.
+    #[arg(
+        long,
+        default_value = "10s",
+        value_name = "DURATION",
+        help_heading = "Networking"
+    )]
+    pub contimeout: String,
+
+    /// Give up on a response that sends nothing for this long.
+    #[arg(
+        long,
+        default_value = "5m",
+        value_name = "DURATION",
+        help_heading = "Networking"
+    )]
+    pub timeout: String,
+
+    /// Plan only: fetch indexes, print counts and bytes (per source service and per first hex digit), write nothing.
+    #[arg(short = 'n', long = "dry-run", help_heading = "Copy")]
+    pub dry_run: bool,
+
+    /// Read back blocks the destination already lists, check their MD5, and rewrite bad or missing copies.
+    #[arg(long = "verify-existing", help_heading = "Copy")]
+    pub verify_existing: bool,
+
+    /// Storage classes to write (sent as X-Keep-Storage-Classes; each must be confirmed).
+    #[arg(long = "storage-classes", value_name = "A,B", help_heading = "Copy")]
+    pub storage_classes: Option<String>,
+
+    /// Write a JSON report of the run to FILE (schema: docs/report-schema.md).
+    #[arg(long, value_name = "FILE", help_heading = "Logging")]
+    pub report: Option<PathBuf>,
+
+    /// Log and progress format on stderr.
+    #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
+    pub log_format: LogFormat,
+
+    /// No per-block lines (plain output): only index, plan, errors and the summary.
+    #[arg(short, long, help_heading = "Logging")]
+    pub quiet: bool,
+}
+
+/// Validated settings of a run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub src: String,
+    pub dst: String,
+    pub src_services_json: Option<String>,
+    pub dst_services_json: Option<String>,
+    /// 0 = from the destination's discovery document.
+    pub replications: u32,
+    pub prefix: String,
+    /// 0 = from the source's discovery document (only when signing).
+    pub src_ttl: u64,
+    pub dst_ttl: u64,
+    pub transfers: usize,
+    pub checkers: usize,
+    pub max_per_service: usize,
+    pub bwlimit: Option<u64>,
+    pub index_budget: u64,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub connect_timeout: Duration,
+    pub stall_timeout: Duration,
+    pub dry_run: bool,
+    pub verify_existing: bool,
+    pub storage_classes: Option<String>,
+    pub report: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub quiet: bool,
+}
+
+/// Parse argv into a [`Config`]. `Err(clap::Error)` covers --help/--version
+/// (printed by the caller with exit 0) and clap's own usage errors (exit 2).
+pub fn parse<I, T>(argv: I) -> std::result::Result<Result<Config>, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let argv = normalize_go_flags(argv.into_iter().map(Into::into).collect());
+    let args = Args::try_parse_from(argv)?;
+    Ok(Config::from_args(args))
+}
+
+/// Rewrite Go-style single-dash long flags (`-src x`, `-prefix=ab`,
+/// `-version`) to clap's `--` form. Only known long names are rewritten,
+/// never a value following a flag that takes one, and nothing after `--`.
+pub fn normalize_go_flags(argv: Vec<OsString>) -> Vec<OsString> {
+    let cmd = Args::command();
+    let mut longs: Vec<(String, bool)> = cmd
+        .get_arguments()
+        .filter_map(|a| Some((a.get_long()?.to_string(), a.get_action().takes_values())))
+        .collect();
+    longs.push(("help".into(), false));
+    longs.push(("version".into(), false));
+    let takes_value = |name: &str| longs.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    let mut out = Vec::with_capacity(argv.len());
+    let mut iter = argv.into_iter();
+    if let Some(prog) = iter.next() {
+        out.push(prog);
+    }
+    let mut expect_value = false;
+    let mut rest_verbatim = false;
+    for arg in iter {
+        if rest_verbatim || expect_value {
+            expect_value = false;
+            out.push(arg);
+            continue;
+        }
+        let Some(s) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        if s == "--" {
+            rest_verbatim = true;
+            out.push(arg);
+            continue;
+        }
+        let body = if let Some(b) = s.strip_prefix("--") {
+            Some(b)
+        } else if s.len() > 2 && s.starts_with('-') {
+            Some(&s[1..])
+        } else {
+            None
+        };
+        if let Some(body) = body {
+            let (name, has_eq) = match body.split_once('=') {
+                Some((n, _)) => (n, true),
+                None => (body, false),
+            };
+            if let Some(tv) = takes_value(name) {
+                expect_value = tv && !has_eq;
+                out.push(OsString::from(format!("--{body}")));
+                continue;
+            }
+        }
+        out.push(arg);
+    }
+    out
+}
+
+/// Parse a Go duration (`336h`, `1209600s`, `2h45m`, `1.5h`, `300ms`, `0`).
+pub fn parse_go_duration(s: &str) -> std::result::Result<Duration, String> {
+    let orig = s;
+    let bad = || {
+        format!("{orig:?} is not a duration: write it as Go does, e.g. 336h, 1209600s, 2h45m or 0")
+    };
+    let s = s.trim();
+    let s = s.strip_prefix('+').unwrap_or(s);
+    if s.starts_with('-') {
+        return Err(format!("{orig:?}: a duration here cannot be negative"));
+    }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_digit() || *b == b'.')
+            .count();
+        if num_len == 0 {
+            return Err(bad());
+        }
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .bytes()
+            .take_while(|b| !b.is_ascii_digit() && *b != b'.')
+            .count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let mult = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += n * mult;
+    }
+    if !total.is_finite() || total > 1e12 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+impl Config {
+    pub fn from_args(a: Args) -> Result<Config> {
+        let dur = |flag: &str, v: &str| {
+            parse_go_duration(v).map_err(|e| Error::config(format!("bad value for -{flag}: {e}.")))
+        };
+        if a.src.is_empty() || a.dst.is_empty() {
+            let which = if a.src.is_empty() { "-src" } else { "-dst" };
+            return Err(Error::config(format!(
+                "{which} is required: name the source (-src) and destination (-dst) settings files, \
+                 e.g. keep-rsync -src old-cluster -dst new-cluster (see --help)."
+            )));
+        }
+        let prefix = a.prefix.clone();
+        if !crate::protocol::is_valid_prefix(&prefix) {
+            return Err(Error::config(format!(
+                "-prefix {prefix:?} is not a hash prefix: use 0 to 32 lowercase hex digits (0-9, a-f), \
+                 e.g. -prefix 0 … -prefix f for 16 parallel jobs."
+            )));
+        }
+        if a.replications < 0 {
+            return Err(Error::config(format!(
+                "-replications {} is negative: give the number of replicas to write, or 0 for the \
+                 destination's defaultCollectionReplication.",
+                a.replications
+            )));
+        }
+        if a.replications > 1000 {
+            return Err(Error::config(format!(
+                "-replications {} is not a sensible replica count.",
+                a.replications
+            )));
+        }
+        for (flag, v) in [
+            ("transfers", a.transfers),
+            ("checkers", a.checkers),
+            ("max-per-service", a.max_per_service),
+        ] {
+            if v == 0 {
+                return Err(Error::config(format!("--{flag} must be at least 1.")));
+            }
+        }
+        let bwlimit = match &a.bwlimit {
+            Some(r) => crate::throttle::parse_rate(r)
+                .map_err(|e| Error::config(format!("bad --bwlimit: {e}.")))?,
+            None => None,
+        };
+        if let Some(c) = &a.storage_classes {
+            if c.split(',')
+                .map(str::trim)
+                .any(|x| x.is_empty() || x.contains(['=', ' ']))
+            {
+                return Err(Error::config(format!(
+                    "--storage-classes {c:?} must be a comma-separated list of class names, e.g. default,archive."
+                )));
+            }
+        }
+        Ok(Config {
+            src_ttl: dur("src-blob-signature-ttl", &a.src_blob_signature_ttl)?.as_secs(),
+            dst_ttl: dur("dst-blob-signature-ttl", &a.dst_blob_signature_ttl)?.as_secs(),
+            retry_backoff: dur("retry-backoff", &a.retry_backoff)?,
+            connect_timeout: dur("contimeout", &a.contimeout)?.max(Duration::from_millis(1)),
+            stall_timeout: dur("timeout", &a.timeout)?.max(Duration::from_millis(1)),
+            src: a.src,
+            dst: a.dst,
+            src_services_json: a.src_keep_services_json,
+            dst_services_json: a.dst_keep_services_json,
+            replications: a.replications as u32,
+            prefix,
+            transfers: a.transfers,
+            checkers: a.checkers,
+            max_per_service: a.max_per_service,
+            bwlimit,
+            index_budget: a.index_budget.max(1000),
+            retries: a.retries,
+            dry_run: a.dry_run,
+            verify_existing: a.verify_existing,
+            storage_classes: a.storage_classes,
+            report: a.report,
+            log_format: a.log_format,
+            quiet: a.quiet,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(args: &[&str]) -> Result<Config> {
+        let mut v = vec!["keep-rsync"];
+        v.extend_from_slice(args);
+        parse(v).expect("clap accepts")
+    }
+
+    #[test]
+    fn go_and_gnu_syntaxes_agree() {
+        for form in [
+            vec![
+                "-src",
+                "a",
+                "-dst",
+                "b",
+                "-prefix",
+                "0a",
+                "-replications",
+                "3",
+            ],
+            vec!["-src=a", "-dst=b", "-prefix=0a", "-replications=3"],
+            vec![
+                "--src",
+                "a",
+                "--dst",
+                "b",
+                "--prefix",
+                "0a",
+                "--replications",
+                "3",
+            ],
+            vec!["--src=a", "--dst=b", "--prefix=0a", "--replications=3"],
+        ] {
+            let c = cfg(&form).unwrap();
+            assert_eq!(
+                (
+                    c.src.as_str(),
+                    c.dst.as_str(),
+                    c.prefix.as_str(),
+                    c.replications
+                ),
+                ("a", "b", "0a", 3),
+                "{form:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_that_look_like_flags_are_values() {
+        let c = cfg(&["-src", "-dst", "-dst", "x", "-src-keep-services-json", "-"]).unwrap();
+        assert_eq!(c.src, "-dst");
+        assert_eq!(c.dst, "x");
+        assert_eq!(c.src_services_json.as_deref(), Some("-"));
+    }
+
+    #[test]
+    fn durations() {
+        let d = |s| parse_go_duration(s).unwrap().as_secs_f64();
+        assert_eq!(d("336h"), 1209600.0);
+        assert_eq!(d("1209600s"), 1209600.0);
+        assert_eq!(d("2h45m"), 9900.0);
+        assert_eq!(d("0"), 0.0);
+        assert_eq!(d("1.5h"), 5400.0);
+        assert_eq!(d("300ms"), 0.3);
+        for bad in ["", "10", "1d", "h", "-1s", "1.2.3s"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad}");
+        }
+        let c = cfg(&["-src", "a", "-dst", "b", "-src-blob-signature-ttl", "2h45m"]).unwrap();
+        assert_eq!(c.src_ttl, 9900);
+    }
+
+    #[test]
+    fn bad_values_are_config_errors() {
+        for args in [
+            vec!["-src", "a", "-dst", "b", "-prefix", "xyz"],
+            vec!["-src", "a", "-dst", "b", "-prefix", &"0".repeat(33)],
+            vec!["-src", "a", "-dst", "b", "-replications", "-1"],
+            vec![
+                "-src",
+                "a",
+                "-dst",
+                "b",
+                "-src-blob-signature-ttl",
+                "forever",
+            ],
+            vec!["-src", "a", "-dst", "b", "--transfers", "0"],
+            vec!["-src", "a"],
+        ] {
+            let e = cfg(&args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert_eq!(e.exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn version_and_help_are_clap_exits() {
+        for f in ["-version", "--version", "-help", "-h"] {
+            assert!(parse(["keep-rsync", f]).is_err(), "{f}");
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The error type every stage returns, and the exit code each kind maps to.
+//!
+//! A run fails for one of three reasons, and the exit code says which, so cron
+//! wrappers and shard schedulers can react without parsing text:
+//! 2 = the admin must fix flags, a settings file or a services list;
+//! 3 = a service, the API server or an index could not be read (nothing was
+//! planned, nothing written); 130 = interrupted. Per-block failures are not
+//! errors here: they are counted in the report and make the exit code 1.
+//!
+//! Messages are one paragraph naming the file, line, service or locator at
+//! fault and what to do. They never contain tokens, keys or signatures.
+
+use std::fmt;
+
+/// Process exit codes, documented in `--help` and README.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const BLOCKS_FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const UNREADABLE: u8 = 3;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// A failure that ends the run before or instead of copying.
+#[derive(Debug)]
+pub enum Error {
+    /// Bad flags, settings or services list (exit 2).
+    Config(String),
+    /// A service, the API server or an index could not be read (exit 3).
+    Unreadable(String),
+    /// The run was interrupted before anything was planned (exit 130).
+    Interrupted,
+}
+
+impl Error {
+    pub fn config(msg: impl Into<String>) -> Error {
+        Error::Config(msg.into())
+    }
+    pub fn unreadable(msg: impl Into<String>) -> Error {
+        Error::Unreadable(msg.into())
+    }
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => exit::USAGE,
+            Error::Unreadable(_) => exit::UNREADABLE,
+            Error::Interrupted => exit::INTERRUPTED,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(m) | Error::Unreadable(m) => f.write_str(m),
+            Error::Interrupted => f.write_str("interrupted before any block was planned"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Render a reqwest error with its causes ("connection refused", "timed
+/// out"), without the URL (which may carry a signed locator): callers name the
+/// service themselves.
+pub fn describe_http_error(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut parts: Vec<String> = Vec::new();
+    if e.is_timeout() {
+        parts.push("timed out".into());
+    } else if e.is_connect() {
+        parts.push("could not connect".into());
+    } else if e.is_body() || e.is_decode() {
+        parts.push("connection broke while reading the body".into());
+    } else if e.is_request() {
+        parts.push("request failed".into());
+    }
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        src = s.source();
+    }
+    if parts.is_empty() {
+        parts.push("HTTP error".into());
+    }
+    crate::protocol::redact_signatures(&parts.join(": "))
+}

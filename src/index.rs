@@ -1,0 +1,349 @@
+//! Indexes: `GET /index/PREFIX` from every service of both sides, parsed as
+//! the body streams in, into 20 bytes per line.
+//!
+//! An index is the truth only when complete: it must end with the blank line
+//! keepstore sends last (protocol §5), and every line must be `HASH+SIZE
+//! MTIME`. A cut-short index is retried like any transient failure; if it
+//! stays incomplete, or a line is malformed, the run stops with exit 3 before
+//! planning anything, naming the service and the line.
+
+use std::sync::atomic::AtomicU64;
+
+use futures::stream::{self, StreamExt};
+
+use crate::error::{Error, Result};
+use crate::protocol::client::{with_retries, Backoff, Failure, FailureKind, KeepClient};
+use crate::protocol::{redact_signatures, BlockHash};
+use crate::services::KeepService;
+
+/// One index line, without its mtime: 20 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    pub hash: BlockHash,
+    pub size: u32,
+}
+
+/// Parse `HASH+SIZE MTIME` (hints after the size are tolerated and dropped).
+pub fn parse_line(line: &[u8]) -> Option<Entry> {
+    if line.len() < 36 || line[32] != b'+' {
+        return None;
+    }
+    let hash = BlockHash::from_hex(&line[..32])?;
+    let rest = &line[33..];
+    let loc_end = rest.iter().position(|&b| b == b' ')?;
+    let (loc_rest, mtime) = (&rest[..loc_end], &rest[loc_end + 1..]);
+    let size_end = loc_rest
+        .iter()
+        .position(|&b| b == b'+')
+        .unwrap_or(loc_rest.len());
+    let size_digits = &loc_rest[..size_end];
+    if size_digits.is_empty() || size_digits.len() > 9 {
+        return None;
+    }
+    let mut size: u64 = 0;
+    for &b in size_digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        size = size * 10 + (b - b'0') as u64;
+    }
+    if size > crate::protocol::MAX_BLOCK_SIZE {
+        return None;
+    }
+    if mtime.is_empty() || !mtime.iter().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(Entry {
+        hash,
+        size: size as u32,
+    })
+}
+
+/// Why an index body was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    Malformed { line_no: u64, line: String },
+    Incomplete { lines: u64 },
+}
+
+/// Incremental parser for an index body arriving in arbitrary chunks.
+#[derive(Default)]
+pub struct BodyParser {
+    partial: Vec<u8>,
+    lines: u64,
+    terminated: bool,
+}
+
+impl BodyParser {
+    /// Parse the complete lines in `chunk`, handing each entry to `out`.
+    pub fn feed(&mut self, mut chunk: &[u8], out: &mut impl FnMut(Entry)) -> Result<(), BodyError> {
+        while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
+            if self.partial.is_empty() {
+                self.line(&chunk[..nl], out)?;
+            } else {
+                let mut joined = std::mem::take(&mut self.partial);
+                joined.extend_from_slice(&chunk[..nl]);
+                let r = self.line(&joined, out);
+                joined.clear();
+                self.partial = joined;
+                r?;
+            }
+            chunk = &chunk[nl + 1..];
+        }
+        if !chunk.is_empty() {
+            if self.terminated {
+                return Err(self.malformed(chunk));
+            }
+            self.partial.extend_from_slice(chunk);
+            if self.partial.len() > 4096 {
+                let p = std::mem::take(&mut self.partial);
+                return Err(self.malformed(&p));
+            }
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut impl FnMut(Entry)) -> Result<(), BodyError> {
+        self.lines += 1;
+        if self.terminated {
+            return Err(self.malformed(line));
+        }
+        if line.is_empty() {
+            self.terminated = true;
+            return Ok(());
+        }
+        match parse_line(line) {
+            Some(e) => {
+                out(e);
+                Ok(())
+            }
+            None => Err(self.malformed(line)),
+        }
+    }
+
+    fn malformed(&self, line: &[u8]) -> BodyError {
+        let text: String = String::from_utf8_lossy(line).chars().take(120).collect();
+        BodyError::Malformed {
+            line_no: self.lines.max(1),
+            line: redact_signatures(&text),
+        }
+    }
+
+    /// The body has ended: it must have ended with the blank line.
+    pub fn finish(self) -> Result<u64, BodyError> {
+        if self.terminated && self.partial.is_empty() {
+            Ok(self.lines - 1)
+        } else {
+            Err(BodyError::Incomplete { lines: self.lines })
+        }
+    }
+}
+
+/// One service's index for one prefix: sorted, deduplicated entries.
+pub struct ServiceIndex {
+    pub entries: Vec<Entry>,
+    /// Lines received (before deduplication), for the report.
+    pub lines: u64,
+}
+
+/// What the index stage needs to know.
+#[derive(Clone)]
+pub struct FetchOptions {
+    pub checkers: usize,
+    pub retries: u32,
+    pub backoff: Backoff,
+}
+
+/// Which side and service an index request is for.
+#[derive(Clone)]
+pub struct Target<'a> {
+    pub role: &'static str,
+    pub service: &'a KeepService,
+    pub client: &'a KeepClient,
+}
+
+/// Fetch `prefix` from every target, at most `checkers` at a time. Returns
+/// the indexes in target order, or the first fatal error. `done` is called
+/// after each index arrives with the number still outstanding.
+pub async fn fetch_all(
+    targets: &[Target<'_>],
+    prefix: &str,
+    opts: &FetchOptions,
+    stats_bytes: &AtomicU64,
+    done: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<ServiceIndex>> {
+    let total = targets.len();
+    let mut results: Vec<Option<ServiceIndex>> = (0..total).map(|_| None).collect();
+    let mut remaining = total;
+    let mut s = stream::iter(targets.iter().enumerate())
+        .map(|(i, t)| async move { (i, fetch_one(t, prefix, opts, stats_bytes).await) })
+        .buffer_unordered(opts.checkers.max(1));
+    while let Some((i, r)) = s.next().await {
+        results[i] = Some(r?);
+        remaining -= 1;
+        done(remaining);
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every index fetched"))
+        .collect())
+}
+
+/// Fetch and parse one service's index, retrying transient failures and
+/// cut-short bodies (a malformed line is not retried).
+pub async fn fetch_one(
+    t: &Target<'_>,
+    prefix: &str,
+    opts: &FetchOptions,
+    bytes: &AtomicU64,
+) -> Result<ServiceIndex> {
+    let r = with_retries(opts.backoff, opts.retries, |_| attempt(t, prefix, bytes)).await;
+    let what = format!(
+        "the {} index of {} for prefix {:?}",
+        t.role,
+        t.service.label(),
+        prefix
+    );
+    match r {
+        Ok(mut idx) => {
+            idx.entries.sort_unstable();
+            idx.entries.dedup_by_key(|e| e.hash);
+            idx.entries.shrink_to_fit();
+            Ok(idx)
+        }
+        Err((f, _)) if f.kind == FailureKind::Rejected && f.detail.starts_with("malformed") => {
+            Err(Error::unreadable(format!(
+                "{what} has a {}. Nothing was copied. Check that the URL points at a keepstore \
+                 or keepproxy, and that the token is the cluster's system root token.",
+                f.detail
+            )))
+        }
+        Err((f, attempts)) => Err(Error::unreadable(format!(
+            "could not read {what} after {attempts} attempt{}: {f}. Nothing was copied: an \
+             incomplete index is never taken as the whole truth. {}",
+            if attempts == 1 { "" } else { "s" },
+            hint_for(&f)
+        ))),
+    }
+}
+
+async fn attempt(t: &Target<'_>, prefix: &str, bytes: &AtomicU64) -> Result<ServiceIndex, Failure> {
+    let resp = t.client.index(&t.service.url(), prefix).await?;
+    let mut parser = BodyParser::default();
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            Failure::new(
+                FailureKind::Transient,
+                format!(
+                    "index body broke after {} lines: {}",
+                    parser.lines,
+                    crate::error::describe_http_error(&e)
+                ),
+            )
+        })?;
+        bytes.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        parser
+            .feed(&chunk, &mut |e| entries.push(e))
+            .map_err(|e| match e {
+                BodyError::Malformed { line_no, line } => Failure::new(
+                    FailureKind::Rejected,
+                    format!("malformed line {line_no}: {line:?} (expected \"HASH+SIZE MTIME\")"),
+                ),
+                BodyError::Incomplete { .. } => Failure::new(FailureKind::Transient, "incomplete"),
+            })?;
+    }
+    match parser.finish() {
+        Ok(lines) => Ok(ServiceIndex { entries, lines }),
+        Err(BodyError::Incomplete { lines }) | Err(BodyError::Malformed { line_no: lines, .. }) => {
+            Err(Failure::new(
+                FailureKind::Transient,
+                format!("the index ended after {lines} lines without its terminating blank line"),
+            ))
+        }
+    }
+}
+
+fn hint_for(f: &Failure) -> &'static str {
+    match f.kind {
+        FailureKind::Denied => "Indexes are served only to the cluster's system root token: check ARVADOS_API_TOKEN in the settings file.",
+        FailureKind::NotFound | FailureKind::Rejected => "Check that the services list points at keepstore or keepproxy services.",
+        _ => "Check that the service is up and reachable from here, then rerun.",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: &str = "acbd18db4cc2f85cedef654fccc4a4d8";
+
+    fn parse_all(chunks: &[&[u8]]) -> (Vec<Entry>, Result<u64, BodyError>) {
+        let mut p = BodyParser::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            if let Err(e) = p.feed(c, &mut |e| out.push(e)) {
+                return (out, Err(e));
+            }
+        }
+        (out, p.finish())
+    }
+
+    #[test]
+    fn lines() {
+        assert_eq!(
+            parse_line(format!("{H}+3 1700000000000000000").as_bytes())
+                .unwrap()
+                .size,
+            3
+        );
+        assert_eq!(
+            parse_line(format!("{H}+3+Zx 17").as_bytes()).unwrap().size,
+            3
+        );
+        for bad in [
+            format!("{H} 17"),
+            format!("{H}+ 17"),
+            format!("{H}+3"),
+            format!("{H}+3 "),
+            format!("{H}+3 x"),
+            format!("{H}+99999999 17"),
+            format!("{}+3 17", H.to_uppercase()),
+            "garbage".to_string(),
+        ] {
+            assert!(parse_line(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn complete_incomplete_malformed() {
+        let l = format!("{H}+3 17\n");
+        let body = format!("{l}{l}\n");
+        // Every split point gives the same answer.
+        for cut in 0..body.len() {
+            let (a, b) = body.as_bytes().split_at(cut);
+            let (e, r) = parse_all(&[a, b]);
+            assert_eq!(e.len(), 2);
+            assert_eq!(r, Ok(2));
+        }
+        assert_eq!(parse_all(&[b"\n"]).1, Ok(0));
+        assert_eq!(
+            parse_all(&[l.as_bytes()]).1,
+            Err(BodyError::Incomplete { lines: 1 })
+        );
+        assert_eq!(parse_all(&[b""]).1, Err(BodyError::Incomplete { lines: 0 }));
+        assert_eq!(
+            parse_all(&[format!("{l}{H}+3").as_bytes()]).1,
+            Err(BodyError::Incomplete { lines: 1 })
+        );
+        match parse_all(&[format!("{l}bogus line\n\n").as_bytes()]).1 {
+            Err(BodyError::Malformed { line_no: 2, line }) => assert_eq!(line, "bogus line"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_all(&[format!("{l}\n{l}").as_bytes()]).1,
+            Err(BodyError::Malformed { line_no: 3, .. })
+        ));
+    }
+}

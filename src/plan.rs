@@ -1,0 +1,438 @@
+//! The plan: which blocks to copy, where from, and how many replicas each
+//! still needs. A pure function of the indexes: no I/O, table-tested.
+//!
+//! Both sides' per-service indexes arrive sorted, so the plan is a k-way
+//! merge of the source lists joined against a k-way merge of the destination
+//! lists, in one pass, holding nothing but the jobs it emits. Each source
+//! block appears once however many source services hold it.
+//!
+//! The destination index is the checkpoint, and it counts replicas: a block
+//! is done when at least `want` distinct writable destination services list
+//! it (a keepproxy's listing counts as done, since it hides its keepstores).
+//! A block no destination service lists is a `Copy`; one listed by fewer
+//! than `want` writable services is a `TopUp`.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use serde::Serialize;
+
+use crate::index::{Entry, ServiceIndex};
+use crate::protocol::{probe_order, BlockHash};
+use crate::services::KeepService;
+
+/// Why a block is in the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// No destination service lists it.
+    Copy,
+    /// Some, but fewer than the wanted number of, writable services list it.
+    TopUp,
+    /// Fully replicated; read back and checked (`--verify-existing`).
+    Verify,
+}
+
+/// One block to work on.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub hash: BlockHash,
+    pub size: u32,
+    pub action: Action,
+    /// Source services holding it, in source probe order.
+    pub sources: Box<[u16]>,
+    /// Destination services listing it (writable or not), in index order.
+    pub dst_holders: Box<[u16]>,
+    /// Replicas already counted at the destination.
+    pub replicas: u32,
+}
+
+/// Counts and bytes of a plan, per action, per source service and per first
+/// hex digit. Added up across sub-prefix passes.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PlanCounts {
+    pub src_blocks: u64,
+    pub src_bytes: u64,
+    pub dst_blocks: u64,
+    pub dst_bytes: u64,
+    /// Source blocks already at the destination with enough replicas.
+    pub present: u64,
+    pub present_bytes: u64,
+    pub to_copy: u64,
+    pub to_copy_bytes: u64,
+    pub to_top_up: u64,
+    pub to_top_up_bytes: u64,
+    pub to_verify: u64,
+    pub to_verify_bytes: u64,
+    /// Blocks to copy or top up, by the source service they will be read
+    /// from first (source services order).
+    pub per_source: Vec<BlocksBytes>,
+    /// Blocks to copy or top up, by the first hex digit of their hash.
+    pub per_digit: Vec<BlocksBytes>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct BlocksBytes {
+    pub blocks: u64,
+    pub bytes: u64,
+}
+
+impl BlocksBytes {
+    fn add(&mut self, bytes: u64) {
+        self.blocks += 1;
+        self.bytes += bytes;
+    }
+}
+
+impl PlanCounts {
+    pub fn new(sources: usize) -> PlanCounts {
+        PlanCounts {
+            per_source: vec![BlocksBytes::default(); sources],
+            per_digit: vec![BlocksBytes::default(); 16],
+            ..Default::default()
+        }
+    }
+
+    /// Blocks that need writing (copies and top-ups).
+    pub fn to_write(&self) -> u64 {
+        self.to_copy + self.to_top_up
+    }
+
+    pub fn to_write_bytes(&self) -> u64 {
+        self.to_copy_bytes + self.to_top_up_bytes
+    }
+
+    /// Add another pass's counts.
+    pub fn add(&mut self, o: &PlanCounts) {
+        self.src_blocks += o.src_blocks;
+        self.src_bytes += o.src_bytes;
+        self.dst_blocks += o.dst_blocks;
+        self.dst_bytes += o.dst_bytes;
+        self.present += o.present;
+        self.present_bytes += o.present_bytes;
+        self.to_copy += o.to_copy;
+        self.to_copy_bytes += o.to_copy_bytes;
+        self.to_top_up += o.to_top_up;
+        self.to_top_up_bytes += o.to_top_up_bytes;
+        self.to_verify += o.to_verify;
+        self.to_verify_bytes += o.to_verify_bytes;
+        for (a, b) in self.per_source.iter_mut().zip(&o.per_source) {
+            a.blocks += b.blocks;
+            a.bytes += b.bytes;
+        }
+        for (a, b) in self.per_digit.iter_mut().zip(&o.per_digit) {
+            a.blocks += b.blocks;
+            a.bytes += b.bytes;
+        }
+    }
+}
+
+/// A plan for one prefix (or sub-prefix pass).
+pub struct Plan {
+    pub jobs: Vec<Job>,
+    pub counts: PlanCounts,
+}
+
+/// Inputs that shape the plan besides the indexes.
+pub struct PlanOptions<'a> {
+    pub src_services: &'a [KeepService],
+    pub dst_services: &'a [KeepService],
+    /// Replicas wanted at the destination.
+    pub want: u32,
+    /// Also emit `Verify` jobs for fully replicated blocks.
+    pub verify_existing: bool,
+}
+
+/// Merge sorted, deduplicated per-service lists, yielding each hash once with
+/// its size and the services that list it.
+struct Merge<'a> {
+    lists: &'a [ServiceIndex],
+    pos: Vec<usize>,
+    heap: BinaryHeap<Reverse<(BlockHash, u16)>>,
+}
+
+impl<'a> Merge<'a> {
+    fn new(lists: &'a [ServiceIndex]) -> Merge<'a> {
+        let mut heap = BinaryHeap::with_capacity(lists.len());
+        for (i, l) in lists.iter().enumerate() {
+            if let Some(e) = l.entries.first() {
+                heap.push(Reverse((e.hash, i as u16)));
+            }
+        }
+        Merge {
+            lists,
+            pos: vec![0; lists.len()],
+            heap,
+        }
+    }
+
+    fn peek(&self) -> Option<BlockHash> {
+        self.heap.peek().map(|Reverse((h, _))| *h)
+    }
+
+    /// Next hash, its size (from the first holder) and holders (ascending).
+    fn next(&mut self, holders: &mut Vec<u16>) -> Option<Entry> {
+        holders.clear();
+        let hash = self.peek()?;
+        let mut size = None;
+        while let Some(Reverse((h, svc))) = self.heap.peek().copied() {
+            if h != hash {
+                break;
+            }
+            self.heap.pop();
+            let s = svc as usize;
+            let e = self.lists[s].entries[self.pos[s]];
+            size.get_or_insert(e.size);
+            holders.push(svc);
+            self.pos[s] += 1;
+            if let Some(n) = self.lists[s].entries.get(self.pos[s]) {
+                self.heap.push(Reverse((n.hash, svc)));
+            }
+        }
+        holders.sort_unstable();
+        Some(Entry {
+            hash,
+            size: size.unwrap_or(0),
+        })
+    }
+}
+
+/// Diff the indexes of one prefix into jobs and counts.
+pub fn plan(src: &[ServiceIndex], dst: &[ServiceIndex], opts: &PlanOptions<'_>) -> Plan {
+    let src_suffixes: Vec<&str> = opts
+        .src_services
+        .iter()
+        .map(|s| s.weight_suffix())
+        .collect();
+    let mut counts = PlanCounts::new(opts.src_services.len());
+    let mut jobs = Vec::new();
+    let mut sm = Merge::new(src);
+    let mut dm = Merge::new(dst);
+    let (mut sh, mut dh) = (Vec::new(), Vec::new());
+    let mut d_cur = dm.next(&mut dh);
+    if let Some(e) = d_cur {
+        counts.dst_blocks += 1;
+        counts.dst_bytes += e.size as u64;
+    }
+    while let Some(se) = sm.next(&mut sh) {
+        counts.src_blocks += 1;
+        counts.src_bytes += se.size as u64;
+        // Advance the destination merge up to this hash.
+        while let Some(de) = d_cur {
+            if de.hash >= se.hash {
+                break;
+            }
+            d_cur = dm.next(&mut dh);
+            if let Some(e) = d_cur {
+                counts.dst_blocks += 1;
+                counts.dst_bytes += e.size as u64;
+            }
+        }
+        let listed: &[u16] = match d_cur {
+            Some(de) if de.hash == se.hash => &dh,
+            _ => &[],
+        };
+        let replicas = count_replicas(listed, opts.dst_services, opts.want);
+        let size = se.size as u64;
+        let action = if listed.is_empty() {
+            counts.to_copy += 1;
+            counts.to_copy_bytes += size;
+            Action::Copy
+        } else if replicas < opts.want {
+            counts.to_top_up += 1;
+            counts.to_top_up_bytes += size;
+            Action::TopUp
+        } else {
+            counts.present += 1;
+            counts.present_bytes += size;
+            if !opts.verify_existing {
+                continue;
+            }
+            counts.to_verify += 1;
+            counts.to_verify_bytes += size;
+            Action::Verify
+        };
+        // Source holders in probe order: the first is where the block is read.
+        let order = probe_order(&se.hash, &src_suffixes);
+        let sources: Box<[u16]> = order
+            .iter()
+            .map(|&i| i as u16)
+            .filter(|i| sh.contains(i))
+            .collect();
+        if action != Action::Verify {
+            if let Some(&first) = sources.first() {
+                counts.per_source[first as usize].add(size);
+            }
+            counts.per_digit[se.hash.first_digit() as usize].add(size);
+        }
+        jobs.push(Job {
+            hash: se.hash,
+            size: se.size,
+            action,
+            sources,
+            dst_holders: listed.into(),
+            replicas,
+        });
+    }
+    // Count the destination-only blocks left after the last source hash.
+    while d_cur.is_some() {
+        d_cur = dm.next(&mut dh);
+        if let Some(e) = d_cur {
+            counts.dst_blocks += 1;
+            counts.dst_bytes += e.size as u64;
+        }
+    }
+    Plan { jobs, counts }
+}
+
+/// Replicas at the destination: distinct writable disk services listing the
+/// block; a writable keepproxy listing it counts as `want`.
+pub fn count_replicas(listed: &[u16], dst_services: &[KeepService], want: u32) -> u32 {
+    let mut n = 0u32;
+    for &i in listed {
+        let s = &dst_services[i as usize];
+        if !s.writable() {
+            continue;
+        }
+        n += if s.is_proxy() { want } else { 1 };
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(j: usize, read_only: bool) -> KeepService {
+        KeepService {
+            uuid: format!("zzzzz-bi6l4-{j:015x}"),
+            host: "127.0.0.1".into(),
+            port: 1000 + j as u16,
+            ssl: false,
+            service_type: "disk".into(),
+            read_only,
+        }
+    }
+
+    fn h(n: u8) -> BlockHash {
+        BlockHash([n; 16])
+    }
+
+    fn idx(hashes: &[u8]) -> ServiceIndex {
+        let mut entries: Vec<Entry> = hashes
+            .iter()
+            .map(|&n| Entry {
+                hash: h(n),
+                size: n as u32 * 10,
+            })
+            .collect();
+        entries.sort();
+        ServiceIndex {
+            lines: entries.len() as u64,
+            entries,
+        }
+    }
+
+    fn run(
+        src: Vec<ServiceIndex>,
+        dst: Vec<ServiceIndex>,
+        dst_ro: &[usize],
+        want: u32,
+        verify: bool,
+    ) -> Plan {
+        let ss: Vec<_> = (0..src.len()).map(|j| svc(j, false)).collect();
+        let ds: Vec<_> = (0..dst.len())
+            .map(|j| svc(j + 100, dst_ro.contains(&j)))
+            .collect();
+        plan(
+            &src,
+            &dst,
+            &PlanOptions {
+                src_services: &ss,
+                dst_services: &ds,
+                want,
+                verify_existing: verify,
+            },
+        )
+    }
+
+    #[test]
+    fn each_block_once_with_all_holders() {
+        let p = run(
+            vec![idx(&[1, 2, 3]), idx(&[2, 3, 4]), idx(&[])],
+            vec![idx(&[])],
+            &[],
+            1,
+            false,
+        );
+        let hashes: Vec<_> = p.jobs.iter().map(|j| j.hash).collect();
+        assert_eq!(hashes, vec![h(1), h(2), h(3), h(4)]);
+        let mut s2 = p.jobs[1].sources.to_vec();
+        s2.sort();
+        assert_eq!(s2, vec![0, 1]);
+        assert_eq!(p.counts.src_blocks, 4);
+        assert_eq!(p.counts.to_copy, 4);
+        assert_eq!(p.counts.to_copy_bytes, 100);
+        assert_eq!(p.counts.per_source.iter().map(|b| b.blocks).sum::<u64>(), 4);
+        assert_eq!(p.counts.per_digit[0].blocks, 4); // 0x01.., 0x02.. all start with digit 0
+    }
+
+    #[test]
+    fn replicas_counted_on_writable_services_only() {
+        // dst0 and dst1 writable, dst2 read-only.
+        let p = run(
+            vec![idx(&[1, 2, 3, 4, 5])],
+            vec![idx(&[1, 2, 9]), idx(&[1, 3]), idx(&[4, 1])],
+            &[2],
+            2,
+            false,
+        );
+        let by: Vec<(u8, Action, u32)> = p
+            .jobs
+            .iter()
+            .map(|j| (j.hash.0[0], j.action, j.replicas))
+            .collect();
+        // 1: on dst0+dst1 → done. 2: one → top up. 3: one → top up.
+        // 4: only on read-only → top up with 0 counted. 5: nowhere → copy.
+        assert_eq!(
+            by,
+            vec![
+                (2, Action::TopUp, 1),
+                (3, Action::TopUp, 1),
+                (4, Action::TopUp, 0),
+                (5, Action::Copy, 0)
+            ]
+        );
+        assert_eq!(p.counts.present, 1);
+        assert_eq!(p.counts.to_top_up, 3);
+        assert_eq!(p.counts.to_copy, 1);
+        assert_eq!(p.counts.dst_blocks, 5); // 1,2,3,4,9
+    }
+
+    #[test]
+    fn empty_sides_and_verify() {
+        let p = run(vec![idx(&[])], vec![idx(&[1])], &[], 1, false);
+        assert!(p.jobs.is_empty());
+        assert_eq!(p.counts.dst_blocks, 1);
+        let p = run(vec![idx(&[1, 2])], vec![idx(&[1])], &[], 1, true);
+        assert_eq!(
+            p.jobs.iter().map(|j| j.action).collect::<Vec<_>>(),
+            vec![Action::Verify, Action::Copy]
+        );
+        assert_eq!(p.counts.to_verify, 1);
+        assert_eq!(p.counts.present, 1);
+    }
+
+    #[test]
+    fn sources_in_probe_order() {
+        let src: Vec<ServiceIndex> = (0..4).map(|_| idx(&[7])).collect();
+        let p = run(src, vec![idx(&[])], &[], 1, false);
+        let ss: Vec<_> = (0..4).map(|j| svc(j, false)).collect();
+        let suffixes: Vec<&str> = ss.iter().map(|s| s.weight_suffix()).collect();
+        let want: Vec<u16> = probe_order(&h(7), &suffixes)
+            .into_iter()
+            .map(|i| i as u16)
+            .collect();
+        assert_eq!(p.jobs[0].sources.to_vec(), want);
+    }
+}

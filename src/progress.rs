@@ -1,0 +1,359 @@
+//! Progress: how a run shows what it is doing. One [`Reporter`] trait fed by
+//! the stages, three renderers:
+//!
+//! - `Bars`: indicatif bars on a terminal (index countdown; blocks and bytes
+//!   with rate and ETA), log lines printed above them;
+//! - `Plain`: timestamped lines like the Go tool's, for cron and log files
+//!   (`getting indexes: N...`, `copying data block i of n (x% done, ETA …): HASH+SIZE`);
+//! - `Json`: one JSON object per event on stderr (`--log-format json`), with
+//!   rclone's field names (`time`, `level`, `msg`, `object`, `size`).
+//!
+//! Messages never carry signatures: reporters see unsigned locators only.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use crate::plan::{Job, PlanCounts};
+use crate::report::human_duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warn => "warning",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// What the stages tell the person (or log collector) watching.
+pub trait Reporter: Send + Sync {
+    /// A free-form message.
+    fn log(&self, level: Level, msg: &str);
+    /// `remaining` of `total` index requests are still outstanding.
+    fn indexes(&self, remaining: usize, total: usize);
+    /// A plan (or one sub-prefix pass of it) is ready.
+    fn planned(&self, counts: &PlanCounts, pass: usize, passes: usize);
+    /// A block is about to be copied; `ordinal` counts from 1 over `total`.
+    fn block_started(&self, ordinal: u64, total: u64, job: &Job);
+    /// A block finished (`error` is `None` on success).
+    fn block_finished(&self, job: &Job, error: Option<&str>);
+    /// Bytes of block data have arrived (progress only).
+    fn bytes(&self, _n: u64) {}
+    /// The run is over: clear bars before the summary.
+    fn finish(&self) {}
+}
+
+/// `2026/11/22 03:42:55`, UTC, like Go's log prefix.
+pub fn timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}/{m:02}/{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Shared progress arithmetic: blocks and bytes done against the plan.
+struct Tally {
+    started: Instant,
+    total_bytes: AtomicU64,
+    done_bytes: AtomicU64,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            started: Instant::now(),
+            total_bytes: AtomicU64::new(0),
+            done_bytes: AtomicU64::new(0),
+        }
+    }
+    fn eta(&self) -> Option<f64> {
+        let (done, total) = (
+            self.done_bytes.load(Relaxed),
+            self.total_bytes.load(Relaxed),
+        );
+        if done == 0 || total < done {
+            return None;
+        }
+        Some(self.started.elapsed().as_secs_f64() * (total - done) as f64 / done as f64)
+    }
+}
+
+/// Go-style plain lines on stderr.
+pub struct Plain {
+    tally: Tally,
+    quiet: bool,
+}
+
+impl Plain {
+    pub fn new(quiet: bool) -> Plain {
+        Plain {
+            tally: Tally::new(),
+            quiet,
+        }
+    }
+}
+
+impl Reporter for Plain {
+    fn log(&self, level: Level, msg: &str) {
+        let tag = match level {
+            Level::Info => "",
+            Level::Warn => "warning: ",
+            Level::Error => "error: ",
+        };
+        eprintln!("{} {tag}{msg}", timestamp());
+    }
+    fn indexes(&self, remaining: usize, _total: usize) {
+        if remaining > 0 {
+            eprintln!("{} getting indexes: {remaining}...", timestamp());
+        }
+    }
+    fn planned(&self, c: &PlanCounts, pass: usize, passes: usize) {
+        self.tally
+            .total_bytes
+            .fetch_add(c.to_write_bytes() + c.to_verify_bytes, Relaxed);
+        let at = if passes > 1 {
+            format!(" (pass {pass} of {passes})")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "{} there are {} blocks in src and {} blocks in dst{at}; copying {} blocks, topping up {}{}",
+            timestamp(),
+            c.src_blocks,
+            c.dst_blocks,
+            c.to_copy,
+            c.to_top_up,
+            if c.to_verify > 0 { format!(", verifying {}", c.to_verify) } else { String::new() }
+        );
+    }
+    fn block_started(&self, ordinal: u64, total: u64, job: &Job) {
+        if self.quiet {
+            return;
+        }
+        let pct = if total > 0 {
+            (ordinal - 1) as f64 * 100.0 / total as f64
+        } else {
+            0.0
+        };
+        let eta = match self.tally.eta() {
+            Some(s) => format!(", ETA {}", human_duration(s)),
+            None => String::new(),
+        };
+        eprintln!(
+            "{} {} data block {ordinal} of {total} ({pct:.2}% done{eta}): {}+{}",
+            timestamp(),
+            match job.action {
+                crate::plan::Action::Copy => "copying",
+                crate::plan::Action::TopUp => "topping up",
+                crate::plan::Action::Verify => "verifying",
+            },
+            job.hash,
+            job.size
+        );
+    }
+    fn block_finished(&self, job: &Job, error: Option<&str>) {
+        self.tally.done_bytes.fetch_add(job.size as u64, Relaxed);
+        if let Some(e) = error {
+            eprintln!(
+                "{} error: block {}+{} failed: {e}",
+                timestamp(),
+                job.hash,
+                job.size
+            );
+        }
+    }
+}
+
+/// One JSON object per event on stderr.
+pub struct Json;
+
+impl Json {
+    fn emit(&self, level: Level, msg: &str, extra: serde_json::Value) {
+        let mut v = json!({"time": timestamp_rfc3339(), "level": level.as_str(), "msg": msg});
+        if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+            obj.extend(extra);
+        }
+        eprintln!("{v}");
+    }
+}
+
+fn timestamp_rfc3339() -> String {
+    let t = timestamp();
+    format!("{}T{}Z", t[..10].replace('/', "-"), &t[11..])
+}
+
+impl Reporter for Json {
+    fn log(&self, level: Level, msg: &str) {
+        self.emit(level, msg, json!({"event": "log"}));
+    }
+    fn indexes(&self, remaining: usize, total: usize) {
+        self.emit(
+            Level::Info,
+            "getting indexes",
+            json!({"event": "indexes", "remaining": remaining, "total": total}),
+        );
+    }
+    fn planned(&self, c: &PlanCounts, pass: usize, passes: usize) {
+        self.emit(
+            Level::Info,
+            "plan ready",
+            json!({"event": "plan", "pass": pass, "passes": passes, "plan": c}),
+        );
+    }
+    fn block_started(&self, ordinal: u64, total: u64, job: &Job) {
+        self.emit(
+            Level::Info,
+            "copying block",
+            json!({"event": "block_start", "object": format!("{}+{}", job.hash, job.size), "size": job.size, "action": job.action, "ordinal": ordinal, "total": total}),
+        );
+    }
+    fn block_finished(&self, job: &Job, error: Option<&str>) {
+        let (level, msg) = if error.is_some() {
+            (Level::Error, "block failed")
+        } else {
+            (Level::Info, "block done")
+        };
+        self.emit(
+            level,
+            msg,
+            json!({"event": "block_done", "object": format!("{}+{}", job.hash, job.size), "size": job.size, "action": job.action, "ok": error.is_none(), "error": error}),
+        );
+    }
+}
+
+/// indicatif bars on a terminal.
+pub struct Bars {
+    mp: MultiProgress,
+    index: ProgressBar,
+    blocks: ProgressBar,
+    bytes: ProgressBar,
+    lines: Mutex<()>,
+}
+
+impl Bars {
+    pub fn new() -> Bars {
+        let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+        let index = mp.add(ProgressBar::new(0));
+        index.set_style(
+            ProgressStyle::with_template("{prefix:>8} {wide_bar} {pos}/{len} services")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        index.set_prefix("indexes");
+        let blocks = mp.add(ProgressBar::hidden());
+        blocks.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>8} {wide_bar} {pos}/{len} blocks  {per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        blocks.set_prefix("blocks");
+        let bytes = mp.add(ProgressBar::hidden());
+        bytes.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>8} {wide_bar} {bytes}/{total_bytes}  {bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bytes.set_prefix("bytes");
+        index.enable_steady_tick(Duration::from_millis(250));
+        Bars {
+            mp,
+            index,
+            blocks,
+            bytes,
+            lines: Mutex::new(()),
+        }
+    }
+}
+
+impl Default for Bars {
+    fn default() -> Self {
+        Bars::new()
+    }
+}
+
+impl Reporter for Bars {
+    fn log(&self, level: Level, msg: &str) {
+        let _g = self.lines.lock();
+        let tag = match level {
+            Level::Info => "",
+            Level::Warn => "warning: ",
+            Level::Error => "error: ",
+        };
+        let _ = self.mp.println(format!("{tag}{msg}"));
+    }
+    fn indexes(&self, remaining: usize, total: usize) {
+        self.index.set_length(total as u64);
+        self.index.set_position((total - remaining) as u64);
+        if remaining == 0 {
+            self.index.finish();
+        }
+    }
+    fn planned(&self, c: &PlanCounts, _pass: usize, _passes: usize) {
+        self.blocks.set_draw_target(ProgressDrawTarget::stderr());
+        self.bytes.set_draw_target(ProgressDrawTarget::stderr());
+        self.blocks.inc_length(c.to_write() + c.to_verify);
+        self.bytes
+            .inc_length(c.to_write_bytes() + c.to_verify_bytes);
+    }
+    fn block_started(&self, _ordinal: u64, _total: u64, _job: &Job) {}
+    fn block_finished(&self, job: &Job, error: Option<&str>) {
+        self.blocks.inc(1);
+        if let Some(e) = error {
+            self.log(
+                Level::Error,
+                &format!("block {}+{} failed: {e}", job.hash, job.size),
+            );
+        }
+    }
+    fn bytes(&self, n: u64) {
+        self.bytes.inc(n);
+    }
+    fn finish(&self) {
+        self.index.finish_and_clear();
+        self.blocks.finish_and_clear();
+        self.bytes.finish_and_clear();
+        let _ = self.mp.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamp_shape() {
+        let t = super::timestamp();
+        assert_eq!(t.len(), 19, "{t}");
+        assert_eq!(&t[4..5], "/");
+        assert!(t.starts_with("20"));
+        assert!(super::timestamp_rfc3339().ends_with('Z'));
+    }
+}

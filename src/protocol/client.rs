@@ -1,0 +1,404 @@
+//! HTTP calls to Keep services (protocol §5): index, block GET, block PUT.
+//!
+//! Each call answers with the data or a classified [`Failure`]: the copy
+//! pipeline decides what to do next (retry the same service, move to the next
+//! holder or the next service in probe order, or give up) from the class
+//! alone. Block GETs verify length and MD5 here, hashing each byte once as it
+//! arrives, so no unverified byte can leave this module. URLs with signed
+//! locators never appear in a failure's text.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use md5::{Digest, Md5};
+use rand::Rng;
+use reqwest::StatusCode;
+
+use super::locator::BlockHash;
+use super::{
+    auth_header, HDR_DESIRED_REPLICAS, HDR_REPLICAS_STORED, HDR_STORAGE_CLASSES,
+    HDR_STORAGE_CLASSES_CONFIRMED,
+};
+use crate::error::describe_http_error;
+use crate::throttle::Throttle;
+
+/// What kind of failure a request met, which decides what happens next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Connection error, timeout, 408, 429, 5xx other than 507: retry with
+    /// backoff, then move on.
+    Transient,
+    /// 404/410: this service does not have it; move on, no retry.
+    NotFound,
+    /// 401/403: token or signature refused; move on, no retry.
+    Denied,
+    /// 507: this service is full; move on, no retry.
+    Full,
+    /// The body was short, long, or did not match its hash: fetch again,
+    /// preferably elsewhere.
+    BadData,
+    /// Any other refusal (400, 405, 413 …): move on, no retry.
+    Rejected,
+}
+
+/// A failed request: its class and a short, secret-free explanation.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub detail: String,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, detail: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            detail: super::redact_signatures(&detail.into()),
+        }
+    }
+    fn from_http(e: &reqwest::Error) -> Failure {
+        Failure::new(FailureKind::Transient, describe_http_error(e))
+    }
+    fn from_status(status: StatusCode, body_hint: &str) -> Failure {
+        let kind = match status.as_u16() {
+            404 | 410 => FailureKind::NotFound,
+            401 | 403 => FailureKind::Denied,
+            507 => FailureKind::Full,
+            408 | 409 | 423 | 429 => FailureKind::Transient,
+            s if s >= 500 => FailureKind::Transient,
+            _ => FailureKind::Rejected,
+        };
+        let hint = body_hint.trim();
+        let detail = if hint.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!(
+                "HTTP {status}: {}",
+                hint.chars().take(200).collect::<String>()
+            )
+        };
+        Failure::new(kind, detail)
+    }
+    pub fn is_transient(&self) -> bool {
+        self.kind == FailureKind::Transient
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// Exponential backoff with jitter: attempt k waits a random time in
+/// `[d/2, d]` where `d = min(base · 2^k, max)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let d = self
+            .base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max);
+        if d.is_zero() {
+            return d;
+        }
+        let nanos = d.as_nanos() as u64;
+        Duration::from_nanos(rand::thread_rng().gen_range(nanos / 2..=nanos))
+    }
+}
+
+/// Run `op` until it succeeds, fails for a non-transient reason, or has been
+/// retried `retries` times. `op` gets the attempt number (0 first).
+pub async fn with_retries<T, F, Fut>(
+    backoff: Backoff,
+    retries: u32,
+    mut op: F,
+) -> Result<T, (Failure, u32)>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op(attempt).await {
+            Ok(v) => return Ok(v),
+            Err(f) if f.is_transient() && attempt < retries => {
+                tokio::time::sleep(backoff.delay(attempt)).await;
+                attempt += 1;
+            }
+            Err(f) => return Err((f, attempt + 1)),
+        }
+    }
+}
+
+/// Connection settings for one side's Keep services.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub connect_timeout: Duration,
+    /// A response that sends nothing for this long is abandoned.
+    pub stall_timeout: Duration,
+    /// Accept self-signed certificates (`ARVADOS_API_HOST_INSECURE`).
+    pub insecure: bool,
+    /// Idle keep-alive connections kept per service.
+    pub pool_per_host: usize,
+}
+
+/// What a successful PUT reported.
+#[derive(Debug, Clone)]
+pub struct PutOk {
+    /// `X-Keep-Replicas-Stored` (1 when absent).
+    pub replicas: u32,
+    /// `X-Keep-Storage-Classes-Confirmed`, when sent.
+    pub classes_confirmed: Option<String>,
+}
+
+/// A pooled HTTP client speaking to one side's Keep services with its token.
+#[derive(Clone)]
+pub struct KeepClient {
+    http: reqwest::Client,
+    auth: Arc<str>,
+}
+
+impl KeepClient {
+    pub fn new(token: &str, opts: &ClientOptions) -> Result<KeepClient, String> {
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(opts.insecure)
+            .connect_timeout(opts.connect_timeout)
+            .read_timeout(opts.stall_timeout)
+            .pool_max_idle_per_host(opts.pool_per_host)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .http1_only()
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        Ok(KeepClient {
+            http,
+            auth: auth_header(token).into(),
+        })
+    }
+
+    /// `GET /index/PREFIX`: the response, once its status is 200. The caller
+    /// streams and checks the body.
+    pub async fn index(&self, base: &str, prefix: &str) -> Result<reqwest::Response, Failure> {
+        let resp = self
+            .http
+            .get(format!("{base}/index/{prefix}"))
+            .header("Authorization", &*self.auth)
+            .send()
+            .await
+            .map_err(|e| Failure::from_http(&e))?;
+        if resp.status() != StatusCode::OK {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Failure::from_status(status, &body));
+        }
+        Ok(resp)
+    }
+
+    /// `GET /LOCATOR`, verified: the body is exactly `size` bytes whose MD5 is
+    /// `hash`. `counter` is advanced as bytes arrive (for progress); the
+    /// optional throttle paces them (`--bwlimit`).
+    pub async fn get_block(
+        &self,
+        base: &str,
+        locator: &str,
+        hash: &BlockHash,
+        size: u64,
+        counter: &AtomicU64,
+        throttle: Option<&Throttle>,
+    ) -> Result<Bytes, Failure> {
+        let resp = self
+            .http
+            .get(format!("{base}/{locator}"))
+            .header("Authorization", &*self.auth)
+            .send()
+            .await
+            .map_err(|e| Failure::from_http(&e))?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Failure::from_status(status, &body));
+        }
+        if let Some(len) = resp.content_length() {
+            if len != size {
+                return Err(Failure::new(
+                    FailureKind::BadData,
+                    format!("Content-Length {len} differs from the locator's size {size}"),
+                ));
+            }
+        }
+        let mut md5 = Md5::new();
+        let mut buf = BytesMut::with_capacity(size as usize);
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                Failure::new(
+                    FailureKind::BadData,
+                    format!(
+                        "body cut short after {} of {size} bytes ({})",
+                        buf.len(),
+                        describe_http_error(&e)
+                    ),
+                )
+            })?;
+            if buf.len() as u64 + chunk.len() as u64 > size {
+                return Err(Failure::new(
+                    FailureKind::BadData,
+                    format!("body longer than the locator's size {size}"),
+                ));
+            }
+            if let Some(t) = throttle {
+                t.take(chunk.len() as u64).await;
+            }
+            md5.update(&chunk);
+            buf.extend_from_slice(&chunk);
+            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+        if buf.len() as u64 != size {
+            return Err(Failure::new(
+                FailureKind::BadData,
+                format!("body cut short: {} of {size} bytes", buf.len()),
+            ));
+        }
+        let got = BlockHash(md5.finalize().into());
+        if got != *hash {
+            return Err(Failure::new(
+                FailureKind::BadData,
+                format!("body MD5 is {got}, not {hash}: corrupt copy"),
+            ));
+        }
+        Ok(buf.freeze())
+    }
+
+    /// `PUT /HASH` with the verified block. `data` is shared, not copied, by
+    /// concurrent replica PUTs.
+    pub async fn put_block(
+        &self,
+        base: &str,
+        hash: &BlockHash,
+        data: Bytes,
+        desired: u32,
+        classes: Option<&str>,
+    ) -> Result<PutOk, Failure> {
+        let len = data.len();
+        let mut req = self
+            .http
+            .put(format!("{base}/{hash}"))
+            .header("Authorization", &*self.auth)
+            .header("Content-Length", len)
+            .header(HDR_DESIRED_REPLICAS, desired)
+            .body(data);
+        if let Some(c) = classes {
+            req = req.header(HDR_STORAGE_CLASSES, c);
+        }
+        let resp = req.send().await.map_err(|e| Failure::from_http(&e))?;
+        let status = resp.status();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let replicas = header(HDR_REPLICAS_STORED)
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(1);
+        let classes_confirmed = header(HDR_STORAGE_CLASSES_CONFIRMED);
+        let body = resp.text().await.unwrap_or_default();
+        if status != StatusCode::OK {
+            return Err(Failure::from_status(status, &body));
+        }
+        // The answer names the stored block: a service that stored something
+        // else (or nothing) has not stored ours.
+        let answered = body.trim().split('+').next().unwrap_or("");
+        if answered != hash.to_string() {
+            return Err(Failure::new(
+                FailureKind::Rejected,
+                "PUT answered 200 without the block's locator",
+            ));
+        }
+        Ok(PutOk {
+            replicas,
+            classes_confirmed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        for _ in 0..100 {
+            let d0 = b.delay(0);
+            assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(100));
+            let d3 = b.delay(3);
+            assert!(d3 >= Duration::from_millis(400) && d3 <= Duration::from_millis(800));
+            assert!(b.delay(30) <= Duration::from_secs(1));
+        }
+        let z = Backoff {
+            base: Duration::ZERO,
+            max: Duration::ZERO,
+        };
+        assert_eq!(z.delay(5), Duration::ZERO);
+    }
+
+    #[test]
+    fn status_classes() {
+        let k = |s: u16| Failure::from_status(StatusCode::from_u16(s).unwrap(), "").kind;
+        assert_eq!(k(404), FailureKind::NotFound);
+        assert_eq!(k(403), FailureKind::Denied);
+        assert_eq!(k(507), FailureKind::Full);
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert_eq!(k(s), FailureKind::Transient, "{s}");
+        }
+        assert_eq!(k(400), FailureKind::Rejected);
+        assert_eq!(k(413), FailureKind::Rejected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_transient_only() {
+        let b = Backoff {
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+        };
+        let mut calls = 0;
+        let r: Result<(), _> = with_retries(b, 3, |_| {
+            calls += 1;
+            async { Err(Failure::new(FailureKind::Transient, "x")) }
+        })
+        .await;
+        assert_eq!(r.unwrap_err().1, 4);
+        assert_eq!(calls, 4);
+        let mut calls = 0;
+        let r: Result<(), _> = with_retries(b, 3, |_| {
+            calls += 1;
+            async { Err(Failure::new(FailureKind::NotFound, "x")) }
+        })
+        .await;
+        assert_eq!(r.unwrap_err().1, 1);
+        assert_eq!(calls, 1);
+        let r = with_retries(b, 3, |a| async move {
+            if a < 2 {
+                Err(Failure::new(FailureKind::Transient, "x"))
+            } else {
+                Ok(a)
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 2);
+    }
+}

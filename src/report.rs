@@ -1,0 +1,396 @@
+//! The run's one stats model, the failure list, and what is made of them at
+//! the end: the human summary (always) and the JSON report (`--report`).
+//!
+//! Counters are atomics updated by the copy pipeline; renderers (see
+//! `progress`) only read them. Nothing here holds a token, key or signature:
+//! failures name locators as `HASH+SIZE` only.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::plan::{Action, PlanCounts};
+use crate::services::KeepService;
+
+/// Bumped when a field of the JSON report changes meaning or disappears.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Per-service request accounting.
+#[derive(Default)]
+pub struct ServiceStats {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// One block that could not be completed.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailedBlock {
+    /// `HASH+SIZE`, never signed.
+    pub locator: String,
+    pub action: Action,
+    /// The service whose failure decided it (uuid), or "" when none was tried.
+    pub service: String,
+    pub reason: String,
+}
+
+/// Live counters of a run.
+pub struct Stats {
+    pub started: Instant,
+    pub started_unix: f64,
+    pub index_lines: AtomicU64,
+    pub index_bytes: AtomicU64,
+    /// Block bytes received from sources (verified or not), for progress.
+    pub bytes_read: AtomicU64,
+    pub blocks_done: AtomicU64,
+    pub copied: AtomicU64,
+    pub copied_bytes: AtomicU64,
+    pub topped_up: AtomicU64,
+    pub topped_up_bytes: AtomicU64,
+    pub replicas_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub verified: AtomicU64,
+    pub verify_bad: AtomicU64,
+    pub repaired: AtomicU64,
+    pub failed: AtomicU64,
+    pub failed_bytes: AtomicU64,
+    pub src: Vec<ServiceStats>,
+    pub dst: Vec<ServiceStats>,
+    failures: Mutex<Vec<FailedBlock>>,
+}
+
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Stats {
+    pub fn new(src_services: usize, dst_services: usize) -> Stats {
+        Stats {
+            started: Instant::now(),
+            started_unix: unix_now(),
+            index_lines: AtomicU64::new(0),
+            index_bytes: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            blocks_done: AtomicU64::new(0),
+            copied: AtomicU64::new(0),
+            copied_bytes: AtomicU64::new(0),
+            topped_up: AtomicU64::new(0),
+            topped_up_bytes: AtomicU64::new(0),
+            replicas_written: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            verified: AtomicU64::new(0),
+            verify_bad: AtomicU64::new(0),
+            repaired: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            failed_bytes: AtomicU64::new(0),
+            src: (0..src_services).map(|_| ServiceStats::default()).collect(),
+            dst: (0..dst_services).map(|_| ServiceStats::default()).collect(),
+            failures: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn fail(&self, f: FailedBlock, size: u64) {
+        self.failed.fetch_add(1, Relaxed);
+        self.failed_bytes.fetch_add(size, Relaxed);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(f);
+    }
+
+    pub fn failures(&self) -> Vec<FailedBlock> {
+        let mut v = self
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        v.sort_by(|a, b| a.locator.cmp(&b.locator));
+        v
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Everything planned was done.
+    Complete,
+    /// Finished, but some blocks failed.
+    Incomplete,
+    /// A service or index could not be read.
+    Unreadable,
+    /// Stopped by a signal.
+    Interrupted,
+    /// `--dry-run`: planned only.
+    DryRun,
+}
+
+#[derive(Serialize)]
+pub struct ServiceReport {
+    pub uuid: String,
+    pub url: String,
+    pub service_type: String,
+    pub read_only: bool,
+    pub requests: u64,
+    pub errors: u64,
+    pub bytes: u64,
+}
+
+/// The JSON report (`--report FILE`); its schema is documented in
+/// docs/report-schema.md and versioned by `schema_version`.
+#[derive(Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub status: Status,
+    pub exit_code: u8,
+    pub error: Option<String>,
+    pub started_at: f64,
+    pub ended_at: f64,
+    pub elapsed_seconds: f64,
+    pub prefix: String,
+    pub replications: u32,
+    pub dry_run: bool,
+    pub source: Vec<ServiceReport>,
+    pub destination: Vec<ServiceReport>,
+    pub plan: PlanCounts,
+    pub index_lines: u64,
+    pub index_bytes: u64,
+    pub copied: u64,
+    pub copied_bytes: u64,
+    pub topped_up: u64,
+    pub topped_up_bytes: u64,
+    pub replicas_written: u64,
+    pub bytes_written: u64,
+    pub verified: u64,
+    pub verify_bad: u64,
+    pub repaired: u64,
+    pub failed: u64,
+    pub failed_bytes: u64,
+    pub rate_bytes_per_second: f64,
+    pub failures: Vec<FailedBlock>,
+}
+
+/// What the end of a run knows besides the counters.
+pub struct Ending<'a> {
+    pub status: Status,
+    pub exit_code: u8,
+    pub error: Option<String>,
+    pub prefix: &'a str,
+    pub replications: u32,
+    pub dry_run: bool,
+    pub src_services: &'a [KeepService],
+    pub dst_services: &'a [KeepService],
+    pub plan: &'a PlanCounts,
+}
+
+fn service_reports(services: &[KeepService], stats: &[ServiceStats]) -> Vec<ServiceReport> {
+    services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let st = stats.get(i);
+            let get =
+                |f: fn(&ServiceStats) -> &AtomicU64| st.map(|x| f(x).load(Relaxed)).unwrap_or(0);
+            ServiceReport {
+                uuid: s.uuid.clone(),
+                url: s.url(),
+                service_type: s.service_type.clone(),
+                read_only: s.read_only,
+                requests: get(|x| &x.requests),
+                errors: get(|x| &x.errors),
+                bytes: get(|x| &x.bytes),
+            }
+        })
+        .collect()
+}
+
+impl Report {
+    pub fn build(stats: &Stats, end: &Ending<'_>) -> Report {
+        let elapsed = stats.started.elapsed().as_secs_f64();
+        let copied_bytes = stats.copied_bytes.load(Relaxed);
+        let topped = stats.topped_up_bytes.load(Relaxed);
+        Report {
+            schema_version: SCHEMA_VERSION,
+            tool: "keep-rsync",
+            version: env!("CARGO_PKG_VERSION"),
+            status: end.status,
+            exit_code: end.exit_code,
+            error: end.error.clone(),
+            started_at: stats.started_unix,
+            ended_at: unix_now(),
+            elapsed_seconds: elapsed,
+            prefix: end.prefix.to_string(),
+            replications: end.replications,
+            dry_run: end.dry_run,
+            source: service_reports(end.src_services, &stats.src),
+            destination: service_reports(end.dst_services, &stats.dst),
+            plan: end.plan.clone(),
+            index_lines: stats.index_lines.load(Relaxed),
+            index_bytes: stats.index_bytes.load(Relaxed),
+            copied: stats.copied.load(Relaxed),
+            copied_bytes,
+            topped_up: stats.topped_up.load(Relaxed),
+            topped_up_bytes: topped,
+            replicas_written: stats.replicas_written.load(Relaxed),
+            bytes_written: stats.bytes_written.load(Relaxed),
+            verified: stats.verified.load(Relaxed),
+            verify_bad: stats.verify_bad.load(Relaxed),
+            repaired: stats.repaired.load(Relaxed),
+            failed: stats.failed.load(Relaxed),
+            failed_bytes: stats.failed_bytes.load(Relaxed),
+            rate_bytes_per_second: if elapsed > 0.0 {
+                (copied_bytes + topped) as f64 / elapsed
+            } else {
+                0.0
+            },
+            failures: stats.failures(),
+        }
+    }
+
+    /// The human summary printed at the end of every run.
+    pub fn human(&self) -> String {
+        let p = &self.plan;
+        let mut s = String::new();
+        let status = match self.status {
+            Status::Complete => "complete",
+            Status::Incomplete => "finished with failed blocks",
+            Status::Unreadable => "stopped: a service or index could not be read",
+            Status::Interrupted => "interrupted",
+            Status::DryRun => "dry run (nothing written)",
+        };
+        s.push_str(&format!("keep-rsync {status}\n"));
+        s.push_str(&format!(
+            "  blocks in source: {} ({})   in destination: {} ({})\n",
+            p.src_blocks,
+            human_bytes(p.src_bytes),
+            p.dst_blocks,
+            human_bytes(p.dst_bytes)
+        ));
+        s.push_str(&format!(
+            "  to copy: {} ({})   to top up: {} ({})   already present: {}\n",
+            p.to_copy,
+            human_bytes(p.to_copy_bytes),
+            p.to_top_up,
+            human_bytes(p.to_top_up_bytes),
+            p.present
+        ));
+        if !self.dry_run {
+            s.push_str(&format!(
+                "  copied: {} ({})   topped up: {} ({})   failed: {}   replicas written: {}\n",
+                self.copied,
+                human_bytes(self.copied_bytes),
+                self.topped_up,
+                human_bytes(self.topped_up_bytes),
+                self.failed,
+                self.replicas_written
+            ));
+            if p.to_verify > 0 || self.verified > 0 {
+                s.push_str(&format!(
+                    "  verified: {}   bad: {}   repaired: {}\n",
+                    self.verified, self.verify_bad, self.repaired
+                ));
+            }
+        }
+        s.push_str(&format!(
+            "  elapsed: {}   rate: {}/s\n",
+            human_duration(self.elapsed_seconds),
+            human_bytes(self.rate_bytes_per_second as u64)
+        ));
+        if self.dry_run && p.to_write() > 0 {
+            s.push_str("  per source service (blocks to read there first):\n");
+            for (svc, b) in self.source.iter().zip(&p.per_source) {
+                s.push_str(&format!(
+                    "    {} {:>10} blocks {:>12}\n",
+                    svc.uuid,
+                    b.blocks,
+                    human_bytes(b.bytes)
+                ));
+            }
+            s.push_str("  per first hex digit:\n   ");
+            for (d, b) in p.per_digit.iter().enumerate() {
+                s.push_str(&format!(" {d:x}:{}", b.blocks));
+            }
+            s.push('\n');
+        }
+        if !self.failures.is_empty() {
+            s.push_str(&format!("  failed blocks ({}):\n", self.failures.len()));
+            for f in self.failures.iter().take(50) {
+                s.push_str(&format!(
+                    "    {} {}: {}\n",
+                    f.locator,
+                    if f.service.is_empty() {
+                        "-"
+                    } else {
+                        &f.service
+                    },
+                    f.reason
+                ));
+            }
+            if self.failures.len() > 50 {
+                s.push_str(&format!(
+                    "    … and {} more (see --report)\n",
+                    self.failures.len() - 50
+                ));
+            }
+            s.push_str("  Rerun the same command to retry them: blocks already copied are not sent again.\n");
+        }
+        s
+    }
+}
+
+/// `1.5 GiB`-style byte counts.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `2h3m4s`-style durations, as Go prints them (whole seconds).
+pub fn human_duration(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "?".into();
+    }
+    if secs < 10.0 {
+        return format!("{secs:.1}s");
+    }
+    let t = secs.round() as u64;
+    let (h, m, s) = (t / 3600, t / 60 % 60, t % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(human_bytes(10), "10 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(human_duration(3.25), "3.2s");
+        assert_eq!(human_duration(123.0), "2m3s");
+        assert_eq!(human_duration(7384.0), "2h3m4s");
+    }
+}

@@ -1,0 +1,435 @@
+//! One run, stage by stage: settings → services → indexes → plan → copy →
+//! report. This module only sequences the stages and turns their outcome
+//! into an exit code; each stage lives in its own module.
+//!
+//! Indexes are fetched and planned in hash sub-prefix passes when a cluster
+//! is too big to hold in memory at once: a small probe (1/4096 of the hash
+//! space) estimates the index size, and the prefix is split into 16^d
+//! sub-prefixes so each pass stays under `--index-budget` lines.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Config;
+use crate::copy::{Copier, CopyOptions};
+use crate::error::{exit, Error, Result};
+use crate::index::{fetch_all, FetchOptions, ServiceIndex, Target};
+use crate::plan::{plan, PlanCounts, PlanOptions};
+use crate::progress::{Level, Reporter};
+use crate::protocol::client::{Backoff, ClientOptions, KeepClient};
+use crate::report::{Ending, Report, Stats, Status};
+use crate::services::{self, Discovery, KeepService, Side};
+use crate::settings::{self, Settings};
+use crate::throttle::Throttle;
+
+/// The default blob signature TTL of Arvados (two weeks).
+pub const DEFAULT_TTL: u64 = 1_209_600;
+
+/// Run keep-rsync to the end and return the process exit code.
+pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationToken) -> u8 {
+    let sides = match prepare(&cfg, &*reporter).await {
+        Ok(s) => s,
+        Err(e) => {
+            reporter.finish();
+            reporter.log(Level::Error, &e.to_string());
+            return e.exit_code();
+        }
+    };
+    let (src, dst, want) = sides;
+    let stats = Stats::new(src.services.len(), dst.services.len());
+    let mut counts = PlanCounts::new(src.services.len());
+    let outcome = sync(
+        &cfg,
+        &src,
+        &dst,
+        want,
+        &stats,
+        &mut counts,
+        &*reporter,
+        &soft,
+    )
+    .await;
+    reporter.finish();
+    let failed = stats.failed.load(Relaxed);
+    let (status, code, error) = match &outcome {
+        Err(e) => (
+            if e.exit_code() == exit::INTERRUPTED {
+                Status::Interrupted
+            } else {
+                Status::Unreadable
+            },
+            e.exit_code(),
+            Some(e.to_string()),
+        ),
+        Ok(()) if soft.is_cancelled() => (Status::Interrupted, exit::INTERRUPTED, None),
+        Ok(()) if cfg.dry_run => (Status::DryRun, exit::OK, None),
+        Ok(()) if failed > 0 => (Status::Incomplete, exit::BLOCKS_FAILED, None),
+        Ok(()) => (Status::Complete, exit::OK, None),
+    };
+    if let Some(e) = &error {
+        reporter.log(Level::Error, e);
+    }
+    let report = Report::build(
+        &stats,
+        &Ending {
+            status,
+            exit_code: code,
+            error,
+            prefix: &cfg.prefix,
+            replications: want,
+            dry_run: cfg.dry_run,
+            src_services: &src.services,
+            dst_services: &dst.services,
+            plan: &counts,
+        },
+    );
+    eprint!("{}", report.human());
+    if let Some(path) = &cfg.report {
+        if let Err(e) = write_report(path, &report) {
+            reporter.log(
+                Level::Error,
+                &format!("could not write the report {}: {e}", path.display()),
+            );
+        }
+    }
+    code
+}
+
+fn write_report(path: &std::path::Path, report: &Report) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, text + "\n")?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Settings, services and defaults for both sides; everything that can be
+/// wrong with the configuration is found here, before any index is fetched.
+async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<(Side, Side, u32)> {
+    let src_settings = settings::load(&cfg.src, "source", "-src")?;
+    let dst_settings = settings::load(&cfg.dst, "destination", "-dst")?;
+    for w in src_settings.warnings.iter().chain(&dst_settings.warnings) {
+        reporter.log(Level::Warn, w);
+    }
+    let src_services = side_services(
+        &src_settings,
+        cfg.src_services_json.as_deref(),
+        "source",
+        "-src-keep-services-json",
+        cfg,
+    )
+    .await?;
+    let dst_services = side_services(
+        &dst_settings,
+        cfg.dst_services_json.as_deref(),
+        "destination",
+        "-dst-keep-services-json",
+        cfg,
+    )
+    .await?;
+    if let Some(s) = src_services.iter().find(|s| {
+        dst_services
+            .iter()
+            .any(|d| d.url() == s.url() || d.uuid == s.uuid)
+    }) {
+        return Err(Error::config(format!(
+            "the source and destination both list {}: copying a cluster onto itself does nothing \
+             useful. Check -src/-dst and the services lists.",
+            s.label()
+        )));
+    }
+    // The discovery document is read only when a default is needed.
+    let need_dst_doc = cfg.replications == 0
+        || (cfg.verify_existing && dst_settings.blob_signing_key.is_some() && cfg.dst_ttl == 0);
+    let need_src_doc = src_settings.blob_signing_key.is_some() && cfg.src_ttl == 0;
+    let dst_doc = if need_dst_doc {
+        discovery(&dst_settings, "destination", cfg).await?
+    } else {
+        Discovery::default()
+    };
+    let src_doc = if need_src_doc {
+        discovery(&src_settings, "source", cfg).await?
+    } else {
+        Discovery::default()
+    };
+    let want = if cfg.replications > 0 {
+        cfg.replications
+    } else {
+        dst_doc.default_replication.filter(|&n| n > 0).ok_or_else(|| {
+            Error::unreadable(format!(
+                "the destination API server ({}) gave no defaultCollectionReplication: pass -replications N.",
+                dst_settings.api_host
+            ))
+        })?
+    };
+    let writable: Vec<&KeepService> = dst_services.iter().filter(|s| s.writable()).collect();
+    if writable.is_empty() {
+        return Err(Error::config("the destination has no writable keep service (all are read-only or gateways): nothing can be copied there.".to_string()));
+    }
+    if !writable.iter().any(|s| s.is_proxy()) && want as usize > writable.len() {
+        return Err(Error::config(format!(
+            "-replications {want} is more than the {} writable destination services: each replica \
+             needs its own keepstore. Lower -replications or add services.",
+            writable.len()
+        )));
+    }
+    let src_ttl = if cfg.src_ttl > 0 {
+        cfg.src_ttl
+    } else {
+        src_doc.blob_signature_ttl.unwrap_or(DEFAULT_TTL)
+    };
+    let dst_ttl = if cfg.dst_ttl > 0 {
+        cfg.dst_ttl
+    } else {
+        dst_doc.blob_signature_ttl.unwrap_or(DEFAULT_TTL)
+    };
+    let src = make_side("source", src_settings, src_services, src_ttl, cfg)?;
+    let dst = make_side("destination", dst_settings, dst_services, dst_ttl, cfg)?;
+    Ok((src, dst, want))
+}
+
+async fn side_services(
+    s: &Settings,
+    json: Option<&str>,
+    role: &'static str,
+    flag: &str,
+    cfg: &Config,
+) -> Result<Vec<KeepService>> {
+    match json {
+        Some(arg) => {
+            let (text, origin) = services::read_services_arg(arg, flag)?;
+            services::parse_services(&text, &origin, role)
+        }
+        None => {
+            services::fetch_accessible(&services::api_client(s, cfg.connect_timeout)?, s, role)
+                .await
+        }
+    }
+}
+
+async fn discovery(s: &Settings, role: &str, cfg: &Config) -> Result<Discovery> {
+    services::fetch_discovery(&services::api_client(s, cfg.connect_timeout)?, s, role).await
+}
+
+fn make_side(
+    role: &'static str,
+    settings: Settings,
+    services: Vec<KeepService>,
+    ttl: u64,
+    cfg: &Config,
+) -> Result<Side> {
+    let opts = ClientOptions {
+        connect_timeout: cfg.connect_timeout,
+        stall_timeout: cfg.stall_timeout,
+        insecure: settings.insecure,
+        pool_per_host: cfg.max_per_service.max(cfg.checkers),
+    };
+    let client = KeepClient::new(&settings.api_token, &opts).map_err(Error::config)?;
+    let limits = services
+        .iter()
+        .map(|_| Arc::new(Semaphore::new(cfg.max_per_service)))
+        .collect();
+    Ok(Side {
+        role,
+        settings,
+        services,
+        client,
+        ttl,
+        limits,
+    })
+}
+
+/// Index, plan and copy, pass by pass.
+#[allow(clippy::too_many_arguments)]
+async fn sync(
+    cfg: &Config,
+    src: &Side,
+    dst: &Side,
+    want: u32,
+    stats: &Stats,
+    counts: &mut PlanCounts,
+    reporter: &dyn Reporter,
+    soft: &CancellationToken,
+) -> Result<()> {
+    let fetch = FetchOptions {
+        checkers: cfg.checkers,
+        retries: cfg.retries,
+        backoff: Backoff {
+            base: cfg.retry_backoff,
+            max: cfg.retry_backoff.saturating_mul(30),
+        },
+    };
+    let targets: Vec<Target<'_>> = [src, dst]
+        .iter()
+        .flat_map(|side| {
+            side.services
+                .iter()
+                .filter(|s| !s.is_gateway())
+                .map(move |s| Target {
+                    role: side.role,
+                    service: s,
+                    client: &side.client,
+                })
+        })
+        .collect();
+    let n_src = src.services.iter().filter(|s| !s.is_gateway()).count();
+    let prefixes = passes(cfg, &targets, &fetch, stats, soft).await?;
+    let copy_opts = CopyOptions {
+        want,
+        transfers: cfg.transfers,
+        retries: cfg.retries,
+        backoff: fetch.backoff,
+        storage_classes: cfg.storage_classes.clone(),
+        throttle: cfg.bwlimit.map(Throttle::new),
+    };
+    let copier = Copier {
+        src,
+        dst,
+        opts: &copy_opts,
+        stats,
+        reporter,
+        ordinal: AtomicU64::new(0),
+        total: AtomicU64::new(0),
+    };
+    for (k, prefix) in prefixes.iter().enumerate() {
+        if soft.is_cancelled() {
+            break;
+        }
+        let total = targets.len();
+        reporter.indexes(total, total);
+        let on_index = |left| reporter.indexes(left, total);
+        let fetched = tokio::select! {
+            r = fetch_all(&targets, prefix, &fetch, &stats.index_bytes, &on_index) => r?,
+            // Interrupted while indexing: nothing of this pass was planned.
+            _ = soft.cancelled() => return if k == 0 { Err(Error::Interrupted) } else { Ok(()) },
+        };
+        let lines: u64 = fetched.iter().map(|i| i.lines).sum();
+        stats.index_lines.fetch_add(lines, Relaxed);
+        let (src_idx, dst_idx) = split_indexes(fetched, n_src, src, dst);
+        let p = plan(
+            &src_idx,
+            &dst_idx,
+            &PlanOptions {
+                src_services: &src.services,
+                dst_services: &dst.services,
+                want,
+                verify_existing: cfg.verify_existing,
+            },
+        );
+        drop((src_idx, dst_idx));
+        counts.add(&p.counts);
+        reporter.planned(&p.counts, k + 1, prefixes.len());
+        if cfg.dry_run || p.jobs.is_empty() {
+            continue;
+        }
+        copier.total.fetch_add(p.jobs.len() as u64, Relaxed);
+        copier.run(p.jobs, soft).await;
+    }
+    Ok(())
+}
+
+/// Put fetched indexes back in service order for each side (gateways, which
+/// are never indexed, get empty lists so indices match the services).
+fn split_indexes(
+    fetched: Vec<ServiceIndex>,
+    n_src: usize,
+    src: &Side,
+    dst: &Side,
+) -> (Vec<ServiceIndex>, Vec<ServiceIndex>) {
+    let mut it = fetched.into_iter();
+    let mut take = |side: &Side, n: usize| -> Vec<ServiceIndex> {
+        let mut got = it.by_ref().take(n);
+        side.services
+            .iter()
+            .map(|s| {
+                if s.is_gateway() {
+                    ServiceIndex {
+                        entries: Vec::new(),
+                        lines: 0,
+                    }
+                } else {
+                    got.next().unwrap_or(ServiceIndex {
+                        entries: Vec::new(),
+                        lines: 0,
+                    })
+                }
+            })
+            .collect()
+    };
+    let s = take(src, n_src);
+    let n_dst = dst.services.iter().filter(|s| !s.is_gateway()).count();
+    let d = take(dst, n_dst);
+    (s, d)
+}
+
+/// The prefixes to work through: just `cfg.prefix`, or its sub-prefixes when
+/// the probe says the indexes would not fit the budget.
+async fn passes(
+    cfg: &Config,
+    targets: &[Target<'_>],
+    fetch: &FetchOptions,
+    stats: &Stats,
+    soft: &CancellationToken,
+) -> Result<Vec<String>> {
+    const PROBE_DIGITS: usize = 3;
+    if cfg.prefix.len() + PROBE_DIGITS > 32 {
+        return Ok(vec![cfg.prefix.clone()]);
+    }
+    let probe = format!("{}{}", cfg.prefix, "0".repeat(PROBE_DIGITS));
+    let ignore = AtomicU64::new(0);
+    let fetched = tokio::select! {
+        r = fetch_all(targets, &probe, fetch, &ignore, &|_| {}) => r?,
+        _ = soft.cancelled() => return Err(Error::Interrupted),
+    };
+    let _ = stats;
+    let probe_lines: u64 = fetched.iter().map(|i| i.lines).sum();
+    let estimate = probe_lines.saturating_mul(16u64.pow(PROBE_DIGITS as u32));
+    let depth = split_depth(estimate, cfg.index_budget, 32 - cfg.prefix.len());
+    Ok(sub_prefixes(&cfg.prefix, depth))
+}
+
+/// Smallest number of extra hex digits that brings `estimate` lines per pass
+/// under `budget`.
+pub fn split_depth(estimate: u64, budget: u64, max_depth: usize) -> usize {
+    let mut depth = 0;
+    let mut per_pass = estimate;
+    while per_pass > budget && depth < max_depth.min(4) {
+        per_pass /= 16;
+        depth += 1;
+    }
+    depth
+}
+
+/// `prefix` extended by every combination of `depth` hex digits, in order.
+pub fn sub_prefixes(prefix: &str, depth: usize) -> Vec<String> {
+    let n = 16usize.pow(depth as u32);
+    (0..n)
+        .map(|i| {
+            if depth == 0 {
+                prefix.to_string()
+            } else {
+                format!("{prefix}{i:0depth$x}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_splitting() {
+        assert_eq!(split_depth(0, 4_000_000, 32), 0);
+        assert_eq!(split_depth(3_999_999, 4_000_000, 32), 0);
+        assert_eq!(split_depth(38_000_000, 4_000_000, 32), 1);
+        assert_eq!(split_depth(400_000_000, 4_000_000, 32), 2);
+        assert_eq!(split_depth(u64::MAX, 4_000_000, 2), 2);
+        assert_eq!(sub_prefixes("a", 0), vec!["a"]);
+        let s = sub_prefixes("a", 2);
+        assert_eq!(s.len(), 256);
+        assert_eq!((s[0].as_str(), s[255].as_str()), ("a00", "aff"));
+    }
+}
