@@ -429,11 +429,15 @@ async fn read_block(
         svc.counters
             .bytes_sent
             .fetch_add(cut as u64, Ordering::Relaxed);
-        let parts: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
-            Ok(Frame::data(data.slice(..cut))),
-            Err(std::io::Error::other("body truncated by fault injection")),
-        ];
-        StreamBody::new(futures::stream::iter(parts)).boxed_unsync()
+        // Headers and the first part go out (hyper flushes while the body
+        // is pending), then the body fails and hyper closes the connection.
+        let first =
+            futures::stream::iter([Ok::<_, std::io::Error>(Frame::data(data.slice(..cut)))]);
+        let fail = futures::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Err(std::io::Error::other("body truncated by fault injection"))
+        });
+        StreamBody::new(first.chain(fail)).boxed_unsync()
     } else {
         let data = if d.corrupt && len > 0 {
             svc.injected();
