@@ -1,1 +1,493 @@
-//! keepstore-sim (placeholder)
+//! keepstore-sim: a faithful Arvados keepstore simulator for tests, demos and
+//! benchmarks of keep-rsync (protocol §3–§6, §9, §10).
+//!
+//! A [`Cluster`] is N keepstores on 127.0.0.1 (each its own port and store,
+//! in memory or in a keepstore-style directory), with optional fault
+//! injection ([`Faults`]), an optional HTTPS API-server stub, a synthetic
+//! index mode for 10^7–10^8 blocks ([`SyntheticIndex`]), and direct helpers
+//! (put/get/corrupt blocks, counters, stop/restart a service) for tests.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use keep_rsync::sim::{Cluster, ClusterConfig};
+//! let cluster = Cluster::start(ClusterConfig::new(4, "roottoken")).await?;
+//! let h = cluster.put_block(cluster.probe_order(&keep_rsync::protocol::BlockHash::of(b"foo"))[0], b"foo");
+//! println!("{} {}", cluster.url(0), h);
+//! cluster.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Files: `server.rs` (Keep API handlers, listener life cycle), `store.rs`
+//! (memory and directory volumes), `faults.rs` (knobs and the deterministic
+//! decision rule), `api.rs` (HTTPS API stub), `synthetic.rs` (synthetic
+//! index), `seed.rs` (random blocks and placement), `cli.rs` (the binary).
+
+pub mod api;
+pub mod cli;
+pub mod faults;
+pub mod seed;
+pub mod server;
+pub mod store;
+pub mod synthetic;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+pub use faults::{FaultDecision, FaultOp, Faults};
+pub use seed::SizeRange;
+pub use synthetic::SyntheticIndex;
+
+use crate::protocol::{probe_order, BlockHash};
+use server::{Shared, Svc};
+
+/// How to build a cluster. `ClusterConfig::new(services, root_token)` gives
+/// the usual test setup; everything else has a sensible default.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Number of keepstores.
+    pub services: usize,
+    /// Cluster id in the service uuids (`<prefix>-bi6l4-%015x`), 5 characters.
+    pub uuid_prefix: String,
+    /// The system root ("data manager") token: needed for /index.
+    pub root_token: String,
+    /// Blob signing key: PUT answers are signed with it when set.
+    pub signing_key: Option<String>,
+    /// Refuse GET/HEAD without a valid signature (needs `signing_key`).
+    pub enforce_signatures: bool,
+    /// Blob signature TTL in seconds (also in the discovery document).
+    pub blob_signature_ttl: u64,
+    /// `None`: memory. `Some(dir)`: `dir/<uuid>/XYZ/HASH` per service.
+    pub data_dir: Option<PathBuf>,
+    /// Indices of read-only services (listed `read_only: true`; PUT → 507).
+    pub read_only: Vec<usize>,
+    /// Address to listen on.
+    pub listen: IpAddr,
+    /// Fixed ports, one per service; empty = ephemeral.
+    pub ports: Vec<u16>,
+    /// Initial faults of every service.
+    pub faults: Faults,
+    /// Also start the HTTPS API-server stub.
+    pub api_server: bool,
+    /// `defaultCollectionReplication` of the discovery document.
+    pub default_replication: u32,
+    /// Synthetic index entries served by every service.
+    pub synthetic: Option<SyntheticIndex>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            services: 1,
+            uuid_prefix: "zzzzz".into(),
+            root_token: String::new(),
+            signing_key: None,
+            enforce_signatures: false,
+            blob_signature_ttl: 1_209_600,
+            data_dir: None,
+            read_only: Vec::new(),
+            listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: Vec::new(),
+            faults: Faults::default(),
+            api_server: false,
+            default_replication: 2,
+            synthetic: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// `services` keepstores in memory with root token `root_token`.
+    pub fn new(services: usize, root_token: impl Into<String>) -> ClusterConfig {
+        ClusterConfig {
+            services,
+            root_token: root_token.into(),
+            ..ClusterConfig::default()
+        }
+    }
+}
+
+/// Requests for one block hash on one service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashCounters {
+    pub gets: u64,
+    pub puts: u64,
+}
+
+/// Request counters of one service (see `/_sim/counters`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterSnapshot {
+    pub gets: u64,
+    pub heads: u64,
+    pub puts: u64,
+    pub index_requests: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub faults_injected: u64,
+    /// Per block hash; serialized as a map from hex hash to counters.
+    #[serde(with = "hex_map")]
+    pub per_hash: BTreeMap<BlockHash, HashCounters>,
+}
+
+mod hex_map {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<BlockHash, HashCounters>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter().map(|(k, v)| (k.to_hex(), v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<BlockHash, HashCounters>, D::Error> {
+        let raw = BTreeMap::<String, HashCounters>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(k, v)| {
+                k.parse::<BlockHash>()
+                    .map(|h| (h, v))
+                    .map_err(serde::de::Error::custom)
+            })
+            .collect()
+    }
+}
+
+/// A running simulated cluster. Dropping it stops every service.
+pub struct Cluster {
+    cfg: ClusterConfig,
+    svcs: Vec<Arc<Svc>>,
+    api: Option<api::ApiServer>,
+}
+
+fn invalid(msg: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, msg.into())
+}
+
+impl Cluster {
+    /// Bind every service (and the API stub) and start serving.
+    pub async fn start(cfg: ClusterConfig) -> std::io::Result<Cluster> {
+        if cfg.services == 0 {
+            return Err(invalid("a cluster needs at least one service"));
+        }
+        if cfg.uuid_prefix.len() != 5 || !cfg.uuid_prefix.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(invalid("uuid prefix must be 5 letters or digits"));
+        }
+        if !cfg.ports.is_empty() && cfg.ports.len() != cfg.services {
+            return Err(invalid("give one port per service, or none"));
+        }
+        if cfg.enforce_signatures && cfg.signing_key.is_none() {
+            return Err(invalid("enforcing signatures needs a signing key"));
+        }
+        if cfg.root_token.is_empty() {
+            return Err(invalid("the root token must not be empty"));
+        }
+        if let Some(&i) = cfg.read_only.iter().find(|&&i| i >= cfg.services) {
+            return Err(invalid(format!("read-only service {i} does not exist")));
+        }
+        let shared = Arc::new(Shared {
+            root_token: cfg.root_token.clone(),
+            signing_key: cfg.signing_key.clone(),
+            enforce_signatures: cfg.enforce_signatures,
+            ttl: cfg.blob_signature_ttl,
+            n: cfg.services,
+            synthetic: cfg.synthetic.clone(),
+        });
+        let mut svcs = Vec::with_capacity(cfg.services);
+        for i in 0..cfg.services {
+            let uuid = format!("{}-bi6l4-{:015x}", cfg.uuid_prefix, i);
+            let store = store::Store::open(cfg.data_dir.as_ref().map(|d| d.join(&uuid)))?;
+            let port = cfg.ports.get(i).copied().unwrap_or(0);
+            let listener = TcpListener::bind((cfg.listen, port)).await?;
+            let addr = listener.local_addr()?;
+            let svc = Arc::new(Svc::new(
+                i,
+                uuid,
+                cfg.read_only.contains(&i),
+                addr,
+                store,
+                shared.clone(),
+                cfg.faults.clone(),
+            ));
+            svc.serve(listener);
+            svcs.push(svc);
+        }
+        let mut cluster = Cluster {
+            cfg,
+            svcs,
+            api: None,
+        };
+        if cluster.cfg.api_server {
+            let services_json = cluster.services_json();
+            let (root_token, prefix) = (
+                cluster.cfg.root_token.clone(),
+                cluster.cfg.uuid_prefix.clone(),
+            );
+            let (repl, ttl) = (
+                cluster.cfg.default_replication,
+                cluster.cfg.blob_signature_ttl,
+            );
+            let api = api::ApiServer::start(cluster.cfg.listen, move |addr| api::ApiState {
+                root_token,
+                services_json,
+                discovery: api::discovery_doc(&host_port(addr), &prefix, repl, ttl),
+                accessible_requests: Default::default(),
+                discovery_requests: Default::default(),
+            })
+            .await?;
+            cluster.api = Some(api);
+        }
+        Ok(cluster)
+    }
+
+    /// Number of services.
+    pub fn len(&self) -> usize {
+        self.svcs.len()
+    }
+
+    /// Whether the cluster has no services (never, once started).
+    pub fn is_empty(&self) -> bool {
+        self.svcs.is_empty()
+    }
+
+    /// Root URL of service `i`, `http://127.0.0.1:PORT`.
+    pub fn url(&self, i: usize) -> String {
+        format!("http://{}", host_port(self.svcs[i].addr))
+    }
+
+    /// Uuid of service `i`.
+    pub fn uuid(&self, i: usize) -> String {
+        self.svcs[i].uuid.clone()
+    }
+
+    /// The root token.
+    pub fn root_token(&self) -> &str {
+        &self.cfg.root_token
+    }
+
+    /// The configuration the cluster was started with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
+    /// The services list, shaped like `keep_services/accessible` (§3).
+    pub fn services_json(&self) -> serde_json::Value {
+        let owner = format!("{}-tpzed-000000000000000", self.cfg.uuid_prefix);
+        let items: Vec<serde_json::Value> = self
+            .svcs
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "kind": "arvados#keepService",
+                    "etag": format!("sim{:x}", s.index),
+                    "uuid": s.uuid,
+                    "href": format!("/keep_services/{}", s.uuid),
+                    "owner_uuid": owner,
+                    "created_at": "2024-01-01T00:00:00.000000000Z",
+                    "modified_at": "2024-01-01T00:00:00.000000000Z",
+                    "modified_by_user_uuid": owner,
+                    "modified_by_client_uuid": null,
+                    "service_host": s.addr.ip().to_string(),
+                    "service_port": s.addr.port(),
+                    "service_ssl_flag": false,
+                    "service_type": "disk",
+                    "read_only": s.read_only,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "kind": "arvados#keepServiceList",
+            "etag": "",
+            "self_link": "",
+            "offset": 0,
+            "limit": 1000,
+            "items_available": items.len(),
+            "items": items,
+        })
+    }
+
+    /// `127.0.0.1:PORT` of the HTTPS API stub, if started.
+    pub fn api_host(&self) -> Option<String> {
+        self.api.as_ref().map(|a| host_port(a.addr))
+    }
+
+    /// Requests to the API stub so far: (keep_services/accessible, discovery).
+    pub fn api_requests(&self) -> (u64, u64) {
+        match &self.api {
+            Some(a) => (
+                a.state.accessible_requests.load(Ordering::Relaxed),
+                a.state.discovery_requests.load(Ordering::Relaxed),
+            ),
+            None => (0, 0),
+        }
+    }
+
+    /// An arv-copy style settings file for this cluster (contains secrets).
+    pub fn settings_text(&self) -> String {
+        let host = self.api_host().unwrap_or_else(|| "none.invalid".into());
+        let mut s = format!(
+            "ARVADOS_API_HOST={host}\nARVADOS_API_TOKEN={}\nARVADOS_API_HOST_INSECURE=1\n",
+            self.cfg.root_token
+        );
+        if let Some(k) = &self.cfg.signing_key {
+            s.push_str(&format!("ARVADOS_BLOB_SIGNING_KEY={k}\n"));
+        }
+        s
+    }
+
+    /// Rendezvous probe order of `hash` over this cluster's services.
+    pub fn probe_order(&self, hash: &BlockHash) -> Vec<usize> {
+        let suffixes: Vec<&str> = self.svcs.iter().map(|s| &s.uuid[12..]).collect();
+        probe_order(hash, &suffixes)
+    }
+
+    /// Store `data` on service `i` directly (no HTTP, not counted; works on
+    /// read-only services too).
+    pub fn put_block(&self, i: usize, data: &[u8]) -> BlockHash {
+        let h = BlockHash::of(data);
+        if let Err(e) = self.svcs[i].store.put(&h, Bytes::copy_from_slice(data)) {
+            eprintln!("keepstore-sim: put_block on service {i}: {e}");
+        }
+        h
+    }
+
+    /// Whether service `i` holds `h`.
+    pub fn has_block(&self, i: usize, h: &BlockHash) -> bool {
+        self.svcs[i].store.contains(h)
+    }
+
+    /// The bytes service `i` holds for `h`.
+    pub fn get_block(&self, i: usize, h: &BlockHash) -> Option<Bytes> {
+        self.svcs[i].store.get(h).ok().flatten()
+    }
+
+    /// Remove `h` from service `i`; whether it was there.
+    pub fn remove_block(&self, i: usize, h: &BlockHash) -> bool {
+        self.svcs[i].store.remove(h)
+    }
+
+    /// Flip one stored byte of `h` on service `i`; whether it was there.
+    pub fn corrupt_block(&self, i: usize, h: &BlockHash) -> bool {
+        self.svcs[i].store.corrupt(h)
+    }
+
+    /// Every block service `i` holds, `(hash, size)`, sorted by hash
+    /// (synthetic entries excluded).
+    pub fn blocks(&self, i: usize) -> Vec<(BlockHash, u64)> {
+        self.svcs[i]
+            .store
+            .list("")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.hash, e.size))
+            .collect()
+    }
+
+    /// Put `n` random blocks (sizes from `sizes`, round robin) on the first
+    /// `replicas` writable services of each one's probe order. The same
+    /// `seed` gives the same blocks.
+    pub fn seed_blocks(
+        &self,
+        n: usize,
+        sizes: &[SizeRange],
+        replicas: usize,
+        seed: u64,
+    ) -> Vec<(BlockHash, u64)> {
+        let writable: Vec<bool> = self.svcs.iter().map(|s| !s.read_only).collect();
+        let mut out = Vec::with_capacity(n);
+        for data in seed::generate(n, sizes, seed) {
+            let h = BlockHash::of(&data);
+            for i in seed::placement(&self.probe_order(&h), &writable, replicas) {
+                if let Err(e) = self.svcs[i].store.put(&h, data.clone()) {
+                    eprintln!("keepstore-sim: seeding service {i}: {e}");
+                }
+            }
+            out.push((h, data.len() as u64));
+        }
+        out
+    }
+
+    /// Replace the faults of service `i` (attempt numbers restart at 0).
+    pub fn set_faults(&self, i: usize, f: Faults) {
+        self.svcs[i].set_faults(f);
+    }
+
+    /// The faults of service `i`.
+    pub fn faults(&self, i: usize) -> Faults {
+        self.svcs[i].faults()
+    }
+
+    /// Request counters of service `i`.
+    pub fn counters(&self, i: usize) -> CounterSnapshot {
+        self.svcs[i].snapshot()
+    }
+
+    /// Zero every service's counters (fault attempt numbers are kept).
+    pub fn reset_counters(&self) {
+        self.svcs.iter().for_each(|s| s.reset_counters());
+    }
+
+    /// GET requests for `h` over all services, whatever their outcome.
+    pub fn total_gets(&self, h: &BlockHash) -> u64 {
+        self.svcs.iter().map(|s| s.hash_counters(h).gets).sum()
+    }
+
+    /// PUT requests for `h` over all services, whatever their outcome.
+    pub fn total_puts(&self, h: &BlockHash) -> u64 {
+        self.svcs.iter().map(|s| s.hash_counters(h).puts).sum()
+    }
+
+    /// Close service `i`'s listener and connections: from now on connecting
+    /// to it is refused. Its store is kept.
+    pub fn stop_service(&self, i: usize) {
+        self.svcs[i].stop();
+    }
+
+    /// Listen again on the same port with the same store.
+    pub async fn restart_service(&self, i: usize) -> std::io::Result<()> {
+        let svc = &self.svcs[i];
+        svc.stop();
+        let listener = TcpListener::bind(svc.addr).await?;
+        svc.serve(listener);
+        Ok(())
+    }
+
+    /// Whether service `i` is listening.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.svcs[i].is_running()
+    }
+
+    /// Stop every service and the API stub.
+    pub async fn shutdown(self) {
+        self.stop_all();
+        tokio::task::yield_now().await;
+    }
+
+    fn stop_all(&self) {
+        self.svcs.iter().for_each(|s| s.stop());
+        if let Some(a) = &self.api {
+            a.stop();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+fn host_port(addr: SocketAddr) -> String {
+    match addr.ip() {
+        IpAddr::V6(ip) => format!("[{ip}]:{}", addr.port()),
+        IpAddr::V4(ip) => format!("{ip}:{}", addr.port()),
+    }
+}

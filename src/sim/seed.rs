@@ -1,0 +1,257 @@
+//! Seeding clusters with random blocks: size ranges (`1K-16K`, `3M`), the
+//! deterministic block generator, placement on the first R writable services
+//! of each block's probe order, and the same over HTTP PUT for a running
+//! `keepstore-sim` (the `seed` subcommand).
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use rand::{Rng, RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{probe_order, uuid_weight_suffix, BlockHash, MAX_BLOCK_SIZE};
+
+/// An inclusive range of block sizes in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SizeRange {
+    pub min: u64,
+    pub max: u64,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, mult) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 1 << 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (like 512, 16K, 3M)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+impl FromStr for SizeRange {
+    type Err = String;
+    /// `MIN-MAX` or `SIZE`, with K/M/G meaning KiB/MiB/GiB; at most 64 MiB.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (min, max) = match s.split_once('-') {
+            Some((a, b)) => (parse_size(a)?, parse_size(b)?),
+            None => {
+                let n = parse_size(s)?;
+                (n, n)
+            }
+        };
+        if min > max {
+            return Err(format!("size range {s:?}: minimum is above maximum"));
+        }
+        if max > MAX_BLOCK_SIZE {
+            return Err(format!("size range {s:?}: blocks are at most 64M"));
+        }
+        Ok(SizeRange { min, max })
+    }
+}
+
+impl fmt::Display for SizeRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.min, self.max)
+    }
+}
+
+/// Parse a comma-separated list of size ranges.
+pub fn parse_size_list(s: &str) -> Result<Vec<SizeRange>, String> {
+    let v: Vec<SizeRange> = s
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    if v.is_empty() {
+        return Err("no size ranges given".into());
+    }
+    Ok(v)
+}
+
+/// `n` blocks of random data, block k sized from `sizes[k % len]`;
+/// the same `seed` gives the same blocks.
+pub fn generate(n: usize, sizes: &[SizeRange], seed: u64) -> impl Iterator<Item = Bytes> + '_ {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n).map(move |k| {
+        let r = sizes
+            .get(k % sizes.len().max(1))
+            .copied()
+            .unwrap_or(SizeRange { min: 0, max: 0 });
+        let size = rng.gen_range(r.min..=r.max) as usize;
+        let mut v = vec![0u8; size];
+        rng.fill_bytes(&mut v);
+        Bytes::from(v)
+    })
+}
+
+/// The first `replicas` writable services in `order`.
+pub fn placement(order: &[usize], writable: &[bool], replicas: usize) -> Vec<usize> {
+    order
+        .iter()
+        .copied()
+        .filter(|&i| writable.get(i).copied().unwrap_or(false))
+        .take(replicas)
+        .collect()
+}
+
+/// A Keep service as listed in a services JSON document.
+#[derive(Clone, Debug)]
+pub struct RemoteService {
+    pub uuid: String,
+    pub url: String,
+    pub read_only: bool,
+}
+
+/// The services of a `keep_services/accessible`-shaped document.
+pub fn parse_services(v: &serde_json::Value) -> Result<Vec<RemoteService>, String> {
+    let items = v
+        .get("items")
+        .and_then(|i| i.as_array())
+        .ok_or("services JSON has no \"items\" list")?;
+    items
+        .iter()
+        .map(|it| {
+            let uuid = it
+                .get("uuid")
+                .and_then(|u| u.as_str())
+                .ok_or("service without uuid")?
+                .to_string();
+            if uuid_weight_suffix(&uuid).is_none() {
+                return Err(format!("service uuid {uuid:?} is not 27 characters"));
+            }
+            let host = it
+                .get("service_host")
+                .and_then(|h| h.as_str())
+                .ok_or("service without service_host")?;
+            let port = it
+                .get("service_port")
+                .and_then(|p| p.as_u64())
+                .ok_or("service without service_port")?;
+            let ssl = it
+                .get("service_ssl_flag")
+                .and_then(|s| s.as_bool())
+                .unwrap_or(false);
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.to_string()
+            };
+            let url = format!("{}://{host}:{port}", if ssl { "https" } else { "http" });
+            let read_only = it
+                .get("read_only")
+                .and_then(|r| r.as_bool())
+                .unwrap_or(false);
+            Ok(RemoteService {
+                uuid,
+                url,
+                read_only,
+            })
+        })
+        .collect()
+}
+
+/// Probe order of `hash` over `services`, as indices.
+pub fn remote_probe_order(services: &[RemoteService], hash: &BlockHash) -> Vec<usize> {
+    let suffixes: Vec<&str> = services
+        .iter()
+        .map(|s| uuid_weight_suffix(&s.uuid).unwrap_or(&s.uuid))
+        .collect();
+    probe_order(hash, &suffixes)
+}
+
+/// Seed a running cluster over HTTP: each generated block is PUT on the
+/// first `replicas` writable services of its probe order that accept it.
+/// Returns `(hash, size, services that stored it)` per block.
+pub async fn seed_over_http(
+    services: &[RemoteService],
+    token: &str,
+    n: usize,
+    sizes: &[SizeRange],
+    replicas: usize,
+    seed: u64,
+) -> Result<Vec<(BlockHash, u64, usize)>, String> {
+    let client = reqwest::Client::builder()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(n);
+    for data in generate(n, sizes, seed) {
+        let h = BlockHash::of(&data);
+        let mut stored = 0;
+        for i in remote_probe_order(services, &h) {
+            if stored >= replicas {
+                break;
+            }
+            let s = &services[i];
+            if s.read_only {
+                continue;
+            }
+            let resp = client
+                .put(format!("{}/{}", s.url, h))
+                .bearer_auth(token)
+                .header("X-Keep-Desired-Replicas", replicas.to_string())
+                .body(data.clone())
+                .send()
+                .await;
+            if matches!(resp, Ok(ref r) if r.status().is_success()) {
+                stored += 1;
+            }
+        }
+        if stored < replicas {
+            return Err(format!(
+                "block {h}+{}: stored {stored} of {replicas} replicas",
+                data.len()
+            ));
+        }
+        out.push((h, data.len() as u64, stored));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_ranges() {
+        assert_eq!(
+            "1K-16K".parse::<SizeRange>().unwrap(),
+            SizeRange {
+                min: 1024,
+                max: 16384
+            }
+        );
+        assert_eq!(
+            "3M".parse::<SizeRange>().unwrap(),
+            SizeRange {
+                min: 3 << 20,
+                max: 3 << 20
+            }
+        );
+        assert_eq!(
+            "0-0".parse::<SizeRange>().unwrap(),
+            SizeRange { min: 0, max: 0 }
+        );
+        assert_eq!("16M-64M".parse::<SizeRange>().unwrap().max, 64 << 20);
+        assert!("65M".parse::<SizeRange>().is_err());
+        assert!("2K-1K".parse::<SizeRange>().is_err());
+        assert!("x".parse::<SizeRange>().is_err());
+        assert_eq!(parse_size_list("1K-16K,3M").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn generation_is_deterministic() {
+        let sizes = [SizeRange { min: 10, max: 100 }];
+        let a: Vec<_> = generate(5, &sizes, 1).collect();
+        let b: Vec<_> = generate(5, &sizes, 1).collect();
+        let c: Vec<_> = generate(5, &sizes, 2).collect();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(a.iter().all(|d| (10..=100).contains(&d.len())));
+    }
+}

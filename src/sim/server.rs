@@ -1,0 +1,784 @@
+//! The Keep API of one simulated keepstore (protocol §5), served with hyper:
+//! `GET/HEAD /LOCATOR`, `PUT /HASH`, `GET /index[/PREFIX]`, plus the private
+//! `/_sim/...` endpoints, with faults injected as `faults.rs` decides.
+//!
+//! It also owns the listener life cycle: a service can be stopped (listener
+//! and connections closed: "connection refused" from then on) and restarted
+//! on the same port with the same store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::faults::{FaultOp, Faults};
+use super::store::{now_ns, Store};
+use super::synthetic::SyntheticIndex;
+use super::{CounterSnapshot, HashCounters};
+use crate::protocol::{
+    self, sign_locator, token_from_auth_header, verify_signature, BlockHash, Locator,
+    SignatureError, EMPTY_BLOCK_HASH, MAX_BLOCK_SIZE,
+};
+
+/// Response body type: whole buffers, or streams that may fail mid-way.
+pub(crate) type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Returned by the service to make hyper close the connection unanswered.
+#[derive(Debug)]
+pub(crate) struct Dropped;
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+impl std::error::Error for Dropped {}
+
+/// Settings every service of a cluster shares.
+pub(crate) struct Shared {
+    pub root_token: String,
+    pub signing_key: Option<String>,
+    pub enforce_signatures: bool,
+    pub ttl: u64,
+    pub n: usize,
+    pub synthetic: Option<SyntheticIndex>,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    gets: AtomicU64,
+    heads: AtomicU64,
+    puts: AtomicU64,
+    index_requests: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    faults_injected: AtomicU64,
+    per_hash: Mutex<BTreeMap<BlockHash, HashCounters>>,
+}
+
+/// A running listener: the slot the accept loop polls, and the token that
+/// ends the accept loop and every connection.
+struct Running {
+    slot: Arc<Mutex<Option<TcpListener>>>,
+    token: CancellationToken,
+}
+
+/// One simulated keepstore.
+pub(crate) struct Svc {
+    pub index: usize,
+    pub uuid: String,
+    pub read_only: bool,
+    pub addr: SocketAddr,
+    pub store: Arc<Store>,
+    pub shared: Arc<Shared>,
+    faults: Mutex<Faults>,
+    attempts: Mutex<HashMap<(FaultOp, BlockHash), u64>>,
+    counters: Counters,
+    run: Mutex<Option<Running>>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Svc {
+    pub fn new(
+        index: usize,
+        uuid: String,
+        read_only: bool,
+        addr: SocketAddr,
+        store: Store,
+        shared: Arc<Shared>,
+        faults: Faults,
+    ) -> Svc {
+        Svc {
+            index,
+            uuid,
+            read_only,
+            addr,
+            store: Arc::new(store),
+            shared,
+            faults: Mutex::new(faults),
+            attempts: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            run: Mutex::new(None),
+        }
+    }
+
+    pub fn faults(&self) -> Faults {
+        lock(&self.faults).clone()
+    }
+
+    /// Replace the faults; attempt numbers start again from 0.
+    pub fn set_faults(&self, f: Faults) {
+        *lock(&self.faults) = f;
+        lock(&self.attempts).clear();
+    }
+
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let c = &self.counters;
+        CounterSnapshot {
+            gets: c.gets.load(Ordering::Relaxed),
+            heads: c.heads.load(Ordering::Relaxed),
+            puts: c.puts.load(Ordering::Relaxed),
+            index_requests: c.index_requests.load(Ordering::Relaxed),
+            bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: c.bytes_received.load(Ordering::Relaxed),
+            faults_injected: c.faults_injected.load(Ordering::Relaxed),
+            per_hash: lock(&c.per_hash).clone(),
+        }
+    }
+
+    pub fn reset_counters(&self) {
+        let c = &self.counters;
+        for a in [
+            &c.gets,
+            &c.heads,
+            &c.puts,
+            &c.index_requests,
+            &c.bytes_sent,
+            &c.bytes_received,
+            &c.faults_injected,
+        ] {
+            a.store(0, Ordering::Relaxed);
+        }
+        lock(&c.per_hash).clear();
+    }
+
+    pub fn hash_counters(&self, h: &BlockHash) -> HashCounters {
+        lock(&self.counters.per_hash)
+            .get(h)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn next_attempt(&self, op: FaultOp, h: &BlockHash) -> u64 {
+        let mut a = lock(&self.attempts);
+        let n = a.entry((op, *h)).or_insert(0);
+        let cur = *n;
+        *n += 1;
+        cur
+    }
+
+    fn count_hash(&self, h: &BlockHash, put: bool) {
+        let mut m = lock(&self.counters.per_hash);
+        let e = m.entry(*h).or_default();
+        if put {
+            e.puts += 1;
+        } else {
+            e.gets += 1;
+        }
+    }
+
+    fn injected(&self) {
+        self.counters
+            .faults_injected
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Start serving on `listener` (replacing nothing: call `stop` first).
+    pub fn serve(self: &Arc<Self>, listener: TcpListener) {
+        let slot = Arc::new(Mutex::new(Some(listener)));
+        let token = CancellationToken::new();
+        *lock(&self.run) = Some(Running {
+            slot: slot.clone(),
+            token: token.clone(),
+        });
+        tokio::spawn(accept_loop(self.clone(), slot, token));
+    }
+
+    /// Close the listener now (synchronously: new connections are refused
+    /// as soon as this returns) and end every open connection.
+    pub fn stop(&self) {
+        if let Some(run) = lock(&self.run).take() {
+            run.token.cancel();
+            drop(lock(&run.slot).take());
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        lock(&self.run).is_some()
+    }
+}
+
+async fn accept_loop(
+    svc: Arc<Svc>,
+    slot: Arc<Mutex<Option<TcpListener>>>,
+    token: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = token.cancelled() => break,
+            r = poll_fn(|cx| match lock(&slot).as_ref() {
+                None => Poll::Ready(None),
+                Some(l) => l.poll_accept(cx).map(Some),
+            }) => r,
+        };
+        let stream = match accepted {
+            None => break,
+            Some(Ok((stream, _))) => stream,
+            Some(Err(_)) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = svc.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let s2 = svc.clone();
+            let service = hyper::service::service_fn(move |req| handle(s2.clone(), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = token.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn full(data: impl Into<Bytes>) -> Body {
+    Full::new(data.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
+}
+
+fn text(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(full(format!("{msg}\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn status_text(code: u16) -> Response<Body> {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let msg = match code {
+        503 => "volume unavailable (injected fault)",
+        _ => "internal error (injected fault)",
+    };
+    text(status, msg)
+}
+
+fn request_token(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(token_from_auth_header)
+        .map(str::to_string)
+}
+
+fn unix_now() -> u64 {
+    now_ns() / 1_000_000_000
+}
+
+/// Entry point for every request on a Keep service.
+pub(crate) async fn handle(
+    svc: Arc<Svc>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Dropped> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    if let Some(rest) = path.strip_prefix("/_sim/") {
+        let rest = rest.to_string();
+        return Ok(private(&svc, req, &rest).await);
+    }
+    if method == Method::OPTIONS {
+        return Ok(text(StatusCode::OK, ""));
+    }
+    let is_read = method == Method::GET || method == Method::HEAD;
+    if is_read && (path == "/index" || path.starts_with("/index/")) {
+        return index(
+            svc,
+            req,
+            path.strip_prefix("/index").unwrap_or("").to_string(),
+        )
+        .await;
+    }
+    // keepstore also accepts `//LOCATOR` on reads.
+    let loc_text = path
+        .strip_prefix("//")
+        .or_else(|| path.strip_prefix('/'))
+        .unwrap_or("");
+    if is_read {
+        read_block(svc, req, loc_text.to_string()).await
+    } else if method == Method::PUT {
+        write_block(svc, req, loc_text.to_string()).await
+    } else {
+        Ok(text(StatusCode::BAD_REQUEST, "Bad Request"))
+    }
+}
+
+async fn latency(f: &Faults) {
+    if f.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
+    }
+}
+
+async fn read_block(
+    svc: Arc<Svc>,
+    req: Request<Incoming>,
+    loc_text: String,
+) -> Result<Response<Body>, Dropped> {
+    let is_get = req.method() == Method::GET;
+    let faults = svc.faults();
+    let loc: Locator = match loc_text.parse() {
+        Ok(l) => l,
+        Err(e) => {
+            latency(&faults).await;
+            return Ok(text(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid locator: {e}"),
+            ));
+        }
+    };
+    let h = loc.hash;
+    let op = if is_get { FaultOp::Get } else { FaultOp::Head };
+    if is_get {
+        svc.counters.gets.fetch_add(1, Ordering::Relaxed);
+        svc.count_hash(&h, false);
+    } else {
+        svc.counters.heads.fetch_add(1, Ordering::Relaxed);
+    }
+    let d = faults.decide(svc.index, op, &h, svc.next_attempt(op, &h));
+    latency(&faults).await;
+    if d.drop {
+        svc.injected();
+        return Err(Dropped);
+    }
+    let Some(token) = request_token(&req) else {
+        return Ok(text(
+            StatusCode::UNAUTHORIZED,
+            "no token provided in Authorization header",
+        ));
+    };
+    if let Some(code) = d.fail {
+        svc.injected();
+        return Ok(status_text(code));
+    }
+    if is_get && loc.size.is_none() && h.to_hex() != EMPTY_BLOCK_HASH {
+        return Ok(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed (GET without a size hint)",
+        ));
+    }
+    if svc.shared.enforce_signatures {
+        if let Some(key) = &svc.shared.signing_key {
+            match verify_signature(&loc, key, &token, svc.shared.ttl, unix_now()) {
+                Ok(()) => {}
+                Err(SignatureError::Expired) => {
+                    return Ok(text(StatusCode::FORBIDDEN, "expired signature"));
+                }
+                Err(_) => return Ok(text(StatusCode::FORBIDDEN, "invalid signature")),
+            }
+        }
+    }
+    let store = svc.store.clone();
+    let got = if store.is_dir() {
+        tokio::task::spawn_blocking(move || store.get(&h))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    } else {
+        store.get(&h)
+    };
+    let data = match got {
+        Ok(Some(d)) => d,
+        Ok(None) => return Ok(text(StatusCode::NOT_FOUND, "Not Found")),
+        Err(e) => {
+            return Ok(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("read error: {e}"),
+            ))
+        }
+    };
+    let len = data.len();
+    let mut resp_builder = Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_LENGTH, len)
+        .header(CONTENT_TYPE, "application/octet-stream");
+    if let Some(h) = resp_builder.headers_mut() {
+        h.insert("vary", HeaderValue::from_static("X-Keep-Signature"));
+    }
+    if !is_get {
+        // hyper sends no body for HEAD but keeps our Content-Length.
+        return Ok(resp_builder
+            .body(full(Bytes::new()))
+            .unwrap_or_else(|_| text(StatusCode::OK, "")));
+    }
+    let cut = (len as u64 * d.position_permille as u64 / 1000) as usize;
+    let body: Body = if d.truncate && len > 0 {
+        svc.injected();
+        let cut = cut.min(len - 1);
+        svc.counters
+            .bytes_sent
+            .fetch_add(cut as u64, Ordering::Relaxed);
+        // Headers and the first part go out (hyper flushes while the body
+        // is pending), then the body fails and hyper closes the connection.
+        let first =
+            futures::stream::iter([Ok::<_, std::io::Error>(Frame::data(data.slice(..cut)))]);
+        let fail = futures::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Err(std::io::Error::other("body truncated by fault injection"))
+        });
+        StreamBody::new(first.chain(fail)).boxed_unsync()
+    } else {
+        let data = if d.corrupt && len > 0 {
+            svc.injected();
+            let mut v = data.to_vec();
+            let i = cut.min(len - 1);
+            v[i] ^= 0x01;
+            Bytes::from(v)
+        } else {
+            data
+        };
+        svc.counters
+            .bytes_sent
+            .fetch_add(len as u64, Ordering::Relaxed);
+        if faults.stall_ms > 0 && len > 1 {
+            let stall = Duration::from_millis(faults.stall_ms);
+            let (a, b) = (data.slice(..len / 2), data.slice(len / 2..));
+            let first = futures::stream::iter([Ok::<_, std::io::Error>(Frame::data(a))]);
+            let second = futures::stream::once(async move {
+                tokio::time::sleep(stall).await;
+                Ok(Frame::data(b))
+            });
+            StreamBody::new(first.chain(second)).boxed_unsync()
+        } else {
+            full(data)
+        }
+    };
+    Ok(resp_builder
+        .body(body)
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "response")))
+}
+
+/// Read and discard a request body we answer early, so that a client still
+/// sending it sees our answer rather than a reset connection. Skipped when
+/// the client waits for `100 Continue` (then it has sent nothing).
+async fn drain(req: Request<Incoming>) {
+    if req.headers().get(EXPECT).is_some() {
+        return;
+    }
+    let _ = Limited::new(req.into_body(), (MAX_BLOCK_SIZE + (16 << 20)) as usize)
+        .collect()
+        .await;
+}
+
+async fn early_answer(
+    req: Request<Incoming>,
+    resp: Response<Body>,
+) -> Result<Response<Body>, Dropped> {
+    drain(req).await;
+    Ok(resp)
+}
+
+async fn write_block(
+    svc: Arc<Svc>,
+    req: Request<Incoming>,
+    loc_text: String,
+) -> Result<Response<Body>, Dropped> {
+    let faults = svc.faults();
+    let loc: Locator = match loc_text.parse() {
+        Ok(l) => l,
+        Err(e) => {
+            latency(&faults).await;
+            drain(req).await;
+            return Ok(text(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid locator: {e}"),
+            ));
+        }
+    };
+    let h = loc.hash;
+    svc.counters.puts.fetch_add(1, Ordering::Relaxed);
+    svc.count_hash(&h, true);
+    let d = faults.decide(
+        svc.index,
+        FaultOp::Put,
+        &h,
+        svc.next_attempt(FaultOp::Put, &h),
+    );
+    latency(&faults).await;
+    if d.drop {
+        svc.injected();
+        return Err(Dropped);
+    }
+    let Some(token) = request_token(&req) else {
+        return early_answer(
+            req,
+            text(
+                StatusCode::UNAUTHORIZED,
+                "no token provided in Authorization header",
+            ),
+        )
+        .await;
+    };
+    if let Some(code) = d.fail {
+        svc.injected();
+        return early_answer(req, status_text(code)).await;
+    }
+    let clen = match req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()))
+    {
+        None => {
+            return early_answer(
+                req,
+                text(StatusCode::LENGTH_REQUIRED, "missing Content-Length"),
+            )
+            .await
+        }
+        Some(None) => {
+            return early_answer(req, text(StatusCode::BAD_REQUEST, "bad Content-Length")).await
+        }
+        Some(Some(n)) => n,
+    };
+    if clen > MAX_BLOCK_SIZE {
+        return early_answer(
+            req,
+            text(StatusCode::PAYLOAD_TOO_LARGE, "request entity too large"),
+        )
+        .await;
+    }
+    if faults.full || svc.read_only {
+        if faults.full {
+            svc.injected();
+        }
+        return early_answer(
+            req,
+            text(StatusCode::INSUFFICIENT_STORAGE, "insufficient storage"),
+        )
+        .await;
+    }
+    let body = match Limited::new(req.into_body(), MAX_BLOCK_SIZE as usize + 1)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Ok(text(
+                StatusCode::BAD_REQUEST,
+                &format!("reading request body: {e}"),
+            ))
+        }
+    };
+    svc.counters
+        .bytes_received
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    if body.len() as u64 != clen || loc.size.is_some_and(|s| s != clen) {
+        return Ok(text(StatusCode::BAD_REQUEST, "length mismatch in request"));
+    }
+    if BlockHash::of(&body) != h {
+        return Ok(text(StatusCode::BAD_REQUEST, "hash mismatch in request"));
+    }
+    let store = svc.store.clone();
+    let put = if store.is_dir() {
+        tokio::task::spawn_blocking(move || store.put(&h, body))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    } else {
+        store.put(&h, body)
+    };
+    if let Err(e) = put {
+        return Ok(text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("write error: {e}"),
+        ));
+    }
+    let plain = Locator::new(h, clen);
+    let locator = match &svc.shared.signing_key {
+        Some(key) => sign_locator(
+            &plain,
+            key,
+            &token,
+            unix_now() + svc.shared.ttl,
+            svc.shared.ttl,
+        ),
+        None => plain.to_string(),
+    };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(protocol::HDR_REPLICAS_STORED, "1")
+        .header(protocol::HDR_STORAGE_CLASSES_CONFIRMED, "default=1")
+        .body(full(format!("{locator}\n")))
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "response")))
+}
+
+/// `None` when `req` carries the root token, else the refusal (401 without
+/// a token, 403 with another one).
+fn require_root(svc: &Svc, req: &Request<Incoming>) -> Option<Response<Body>> {
+    match request_token(req) {
+        None => Some(text(
+            StatusCode::UNAUTHORIZED,
+            "no token provided in Authorization header",
+        )),
+        Some(t) if t == svc.shared.root_token => None,
+        Some(_) => Some(text(StatusCode::FORBIDDEN, "Forbidden")),
+    }
+}
+
+const MALFORMED_LINE: &[u8] = b"this-is-not-a-locator+12 1600000000000000000\n";
+
+async fn index(
+    svc: Arc<Svc>,
+    req: Request<Incoming>,
+    tail: String,
+) -> Result<Response<Body>, Dropped> {
+    let faults = svc.faults();
+    svc.counters.index_requests.fetch_add(1, Ordering::Relaxed);
+    let query_prefix = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("prefix="))
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+    });
+    let prefix = match query_prefix {
+        Some(p) => p,
+        None => tail.strip_prefix('/').unwrap_or(&tail).to_string(),
+    };
+    let key = BlockHash::of(prefix.as_bytes());
+    let d = faults.decide(
+        svc.index,
+        FaultOp::Index,
+        &key,
+        svc.next_attempt(FaultOp::Index, &key),
+    );
+    latency(&faults).await;
+    if d.drop {
+        svc.injected();
+        return Err(Dropped);
+    }
+    if let Some(refusal) = require_root(&svc, &req) {
+        return Ok(refusal);
+    }
+    if !tail.is_empty() && !tail.starts_with('/') || !protocol::is_valid_prefix(&prefix) {
+        return Ok(text(StatusCode::BAD_REQUEST, "Bad Request"));
+    }
+    if let Some(code) = d.fail {
+        svc.injected();
+        return Ok(status_text(code));
+    }
+    let store = svc.store.clone();
+    let p2 = prefix.clone();
+    let listed = if store.is_dir() {
+        tokio::task::spawn_blocking(move || store.list(&p2))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    } else {
+        store.list(&p2)
+    };
+    let entries = match listed {
+        Ok(e) => e,
+        Err(e) => {
+            return Ok(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("index error: {e}"),
+            ))
+        }
+    };
+    // Stored blocks, in ~64 KiB chunks.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut buf = String::new();
+    for e in &entries {
+        use std::fmt::Write;
+        let _ = writeln!(buf, "{}+{} {}", e.hash, e.size, e.mtime_ns);
+        if buf.len() >= 64 << 10 {
+            chunks.push(Bytes::from(std::mem::take(&mut buf)));
+        }
+    }
+    if !buf.is_empty() {
+        chunks.push(Bytes::from(buf));
+    }
+    if faults.index_malformed {
+        svc.injected();
+        chunks.insert(0, Bytes::from_static(MALFORMED_LINE));
+    }
+    let synthetic = svc
+        .shared
+        .synthetic
+        .as_ref()
+        .map(|s| s.chunks(svc.index, svc.shared.n, &prefix));
+    let tail_chunk = if faults.index_incomplete {
+        svc.injected();
+        None
+    } else {
+        Some(Bytes::from_static(b"\n"))
+    };
+    let counter = svc.clone();
+    let stream = futures::stream::iter(
+        chunks
+            .into_iter()
+            .chain(synthetic.into_iter().flatten())
+            .chain(tail_chunk),
+    )
+    .map(move |b| {
+        counter
+            .counters
+            .bytes_sent
+            .fetch_add(b.len() as u64, Ordering::Relaxed);
+        Ok::<_, std::io::Error>(Frame::data(b))
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(StreamBody::new(stream).boxed_unsync())
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "response")))
+}
+
+fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// `/_sim/counters` (GET), `/_sim/faults` (GET, PUT), `/_sim/reset-counters`
+/// (POST or PUT). All need the root token; none is counted or faulted.
+async fn private(svc: &Svc, req: Request<Incoming>, what: &str) -> Response<Body> {
+    if let Some(refusal) = require_root(svc, &req) {
+        return refusal;
+    }
+    match (req.method().clone(), what) {
+        (Method::GET, "counters") => json(StatusCode::OK, &svc.snapshot()),
+        (Method::GET, "faults") => json(StatusCode::OK, &svc.faults()),
+        (Method::PUT, "faults") | (Method::POST, "faults") => {
+            let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return text(StatusCode::BAD_REQUEST, &format!("reading body: {e}")),
+            };
+            match serde_json::from_slice::<Faults>(&body) {
+                Ok(f) => {
+                    svc.set_faults(f);
+                    json(StatusCode::OK, &svc.faults())
+                }
+                Err(e) => text(StatusCode::BAD_REQUEST, &format!("bad Faults JSON: {e}")),
+            }
+        }
+        (Method::PUT, "reset-counters") | (Method::POST, "reset-counters") => {
+            svc.reset_counters();
+            text(StatusCode::OK, "ok")
+        }
+        _ => text(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
