@@ -46,7 +46,7 @@ pub enum LogFormat {
 /// service holding it, verified (MD5 and length), written to the destination in
 /// rendezvous order. Rerunning copies only what is still missing.
 #[derive(Parser, Debug)]
-#[command(name = "keep-rsync", version, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
+#[command(name = "keep-rsync", version, args_override_self = true, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
 pub struct Args {
     /// Source settings: a file path, or NAME for $HOME/.config/arvados/NAME.conf.
     #[arg(

@@ -145,12 +145,18 @@ async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<(Side, Side, u
         || (cfg.verify_existing && dst_settings.blob_signing_key.is_some() && cfg.dst_ttl == 0);
     let need_src_doc = src_settings.blob_signing_key.is_some() && cfg.src_ttl == 0;
     let dst_doc = if need_dst_doc {
-        discovery(&dst_settings, "destination", cfg).await?
+        let flag = if cfg.replications == 0 {
+            "-replications N"
+        } else {
+            "-dst-blob-signature-ttl DURATION"
+        };
+        discovery(&dst_settings, "destination", flag, cfg).await?
     } else {
         Discovery::default()
     };
     let src_doc = if need_src_doc {
-        discovery(&src_settings, "source", cfg).await?
+        let flag = "-src-blob-signature-ttl DURATION (the source's blobSignatureTtl, needed to sign locators)";
+        discovery(&src_settings, "source", flag, cfg).await?
     } else {
         Discovery::default()
     };
@@ -209,8 +215,14 @@ async fn side_services(
     }
 }
 
-async fn discovery(s: &Settings, role: &str, cfg: &Config) -> Result<Discovery> {
-    services::fetch_discovery(&services::api_client(s, cfg.connect_timeout)?, s, role).await
+async fn discovery(s: &Settings, role: &str, needed_for: &str, cfg: &Config) -> Result<Discovery> {
+    services::fetch_discovery(
+        &services::api_client(s, cfg.connect_timeout)?,
+        s,
+        role,
+        needed_for,
+    )
+    .await
 }
 
 fn make_side(

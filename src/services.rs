@@ -215,6 +215,7 @@ async fn api_get(
     settings: &Settings,
     role: &str,
     path: &str,
+    instead: &str,
 ) -> Result<Value> {
     let url = format!("https://{}{}", settings.api_host, path);
     let unreadable = |why: String| {
@@ -225,10 +226,8 @@ async fn api_get(
         };
         Error::unreadable(format!(
             "cannot read {url} (the {role} API server named in {}): {why}.{hint} Check \
-             ARVADOS_API_HOST, or give the services with -{}-keep-services-json and the \
-             defaults with flags.",
+             ARVADOS_API_HOST, or {instead} so that the API server is not needed.",
             settings.path.display(),
-            if role == "source" { "src" } else { "dst" }
         ))
     };
     let resp = http
@@ -258,7 +257,20 @@ pub async fn fetch_accessible(
     settings: &Settings,
     role: &str,
 ) -> Result<Vec<KeepService>> {
-    let v = api_get(http, settings, role, "/arvados/v1/keep_services/accessible").await?;
+    let flag = if role == "source" {
+        "-src-keep-services-json"
+    } else {
+        "-dst-keep-services-json"
+    };
+    let instead = format!("give the {role} services with {flag}");
+    let v = api_get(
+        http,
+        settings,
+        role,
+        "/arvados/v1/keep_services/accessible",
+        &instead,
+    )
+    .await?;
     let origin = format!(
         "https://{}/arvados/v1/keep_services/accessible",
         settings.api_host
@@ -267,12 +279,22 @@ pub async fn fetch_accessible(
 }
 
 /// The discovery document's `defaultCollectionReplication` and `blobSignatureTtl`.
+/// `needed_for` names the flag that would make the document unnecessary.
 pub async fn fetch_discovery(
     http: &reqwest::Client,
     settings: &Settings,
     role: &str,
+    needed_for: &str,
 ) -> Result<Discovery> {
-    let v = api_get(http, settings, role, "/discovery/v1/apis/arvados/v1/rest").await?;
+    let instead = format!("pass {needed_for}");
+    let v = api_get(
+        http,
+        settings,
+        role,
+        "/discovery/v1/apis/arvados/v1/rest",
+        &instead,
+    )
+    .await?;
     Ok(Discovery {
         default_replication: v
             .get("defaultCollectionReplication")

@@ -1,0 +1,200 @@
+//! Shared harness for end-to-end tests: start keepstore-sim clusters in
+//! process, write settings and services files, run the real `keep-rsync`
+//! binary against them, and look at what happened on both sides.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use keep_rsync::protocol::BlockHash;
+use keep_rsync::sim::{Cluster, ClusterConfig, SizeRange};
+
+pub const SRC_TOKEN: &str = "srcroottoken4p2m9x7kq1z8w3v5b6n0c";
+pub const DST_TOKEN: &str = "dstroottoken8h3j6k1l0p2o9i4u7y5t";
+pub const SRC_KEY: &str = "srcsigningkeyq7w8e9r0t1y2u3i4o5p6a7s8d9f0g1h2j3k4l5";
+pub const DST_KEY: &str = "dstsigningkeyz1x2c3v4b5n6m7a8s9d0f1g2h3j4k5l6q7w8e9";
+
+/// Sizes used by most tests: small blocks plus a few of 100–300 KiB.
+pub fn sizes() -> Vec<SizeRange> {
+    vec![
+        SizeRange { min: 1, max: 4096 },
+        SizeRange {
+            min: 100 << 10,
+            max: 300 << 10,
+        },
+    ]
+}
+
+/// A source and a destination cluster, with their files in a temp dir.
+pub struct Pair {
+    pub src: Cluster,
+    pub dst: Cluster,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn signed(services: usize, token: &str, key: &str) -> ClusterConfig {
+    let mut c = ClusterConfig::new(services, token);
+    c.signing_key = Some(key.to_string());
+    c.enforce_signatures = true;
+    c
+}
+
+impl Pair {
+    /// Both sides with signatures enforced (different keys), 4 + 4 services.
+    pub async fn start() -> Pair {
+        Pair::with(signed(4, SRC_TOKEN, SRC_KEY), signed(4, DST_TOKEN, DST_KEY)).await
+    }
+
+    pub async fn with(mut src: ClusterConfig, mut dst: ClusterConfig) -> Pair {
+        if src.uuid_prefix == dst.uuid_prefix {
+            src.uuid_prefix = "aaaaa".into();
+            dst.uuid_prefix = "bbbbb".into();
+        }
+        let src = Cluster::start(src).await.expect("start source cluster");
+        let dst = Cluster::start(dst)
+            .await
+            .expect("start destination cluster");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = Pair { src, dst, dir };
+        write_private(&p.path("src.conf"), &p.src.settings_text());
+        write_private(&p.path("dst.conf"), &p.dst.settings_text());
+        std::fs::write(p.path("src.json"), p.src.services_json().to_string()).unwrap();
+        std::fs::write(p.path("dst.json"), p.dst.services_json().to_string()).unwrap();
+        p
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The usual arguments: settings files and services-list files.
+    pub fn base_args(&self) -> Vec<String> {
+        vec![
+            "-src".into(),
+            self.path("src.conf").display().to_string(),
+            "-dst".into(),
+            self.path("dst.conf").display().to_string(),
+            "-src-keep-services-json".into(),
+            self.path("src.json").display().to_string(),
+            "-dst-keep-services-json".into(),
+            self.path("dst.json").display().to_string(),
+            "-src-blob-signature-ttl".into(),
+            "336h".into(),
+        ]
+    }
+
+    /// Run keep-rsync with the base arguments plus `extra`.
+    pub async fn rsync(&self, extra: &[&str]) -> Run {
+        let mut args = self.base_args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run_rsync(&args).await
+    }
+
+    /// Every destination holder of `h`, in service order.
+    pub fn dst_holders(&self, h: &BlockHash) -> Vec<usize> {
+        (0..self.dst.len())
+            .filter(|&i| self.dst.has_block(i, h))
+            .collect()
+    }
+
+    /// Assert each block sits on exactly the first `n` writable destination
+    /// services of its probe order, byte-identical to the source.
+    pub fn assert_placed(&self, blocks: &[(BlockHash, u64)], n: usize) {
+        let ro = &self.dst.config().read_only;
+        for (h, size) in blocks {
+            let want: Vec<usize> = {
+                let mut v: Vec<usize> = self
+                    .dst
+                    .probe_order(h)
+                    .into_iter()
+                    .filter(|i| !ro.contains(i))
+                    .take(n)
+                    .collect();
+                v.sort();
+                v
+            };
+            assert_eq!(self.dst_holders(h), want, "placement of {h}+{size}");
+            let src_copy = (0..self.src.len())
+                .find_map(|i| self.src.get_block(i, h))
+                .expect("source copy");
+            for &i in &want {
+                assert_eq!(
+                    self.dst.get_block(i, h).as_deref(),
+                    Some(&src_copy[..]),
+                    "content of {h} on dst {i}"
+                );
+            }
+        }
+    }
+
+    pub fn total_dst_puts(&self) -> u64 {
+        (0..self.dst.len()).map(|i| self.dst.counters(i).puts).sum()
+    }
+
+    pub fn total_src_gets(&self) -> u64 {
+        (0..self.src.len()).map(|i| self.src.counters(i).gets).sum()
+    }
+}
+
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Output of one keep-rsync run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Panic with the output when the exit code is not `code`.
+    pub fn expect(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_keep-rsync")
+}
+
+/// Run keep-rsync with `args` (fast retries so fault tests stay quick).
+pub async fn run_rsync(args: &[String]) -> Run {
+    run_rsync_env(args, &[]).await
+}
+
+pub async fn run_rsync_env(args: &[String], env: &[(&str, &str)]) -> Run {
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.args(args)
+        .arg("--retry-backoff")
+        .arg("5ms")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), cmd.output())
+        .await
+        .expect("keep-rsync finished within 120 s")
+        .expect("keep-rsync ran");
+    Run::from(out)
+}
