@@ -773,3 +773,60 @@ async fn api_stub_over_https() {
         .contains("ARVADOS_API_HOST=none.invalid\n"));
     assert!(plain.api_host().is_none());
 }
+
+/// Throughput of one in-memory service over loopback HTTP (numbers for
+/// docs/keepstore-sim.md). Run with:
+/// `cargo test --test sim throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput() {
+    use futures::StreamExt;
+    let c = start(1).await;
+    let http = client();
+    let url = c.url(0);
+    for (label, size, count, conc) in [
+        ("4 KiB", 4usize << 10, 4000usize, 8usize),
+        ("16 MiB", 16 << 20, 24, 2),
+    ] {
+        let blocks: Vec<Vec<u8>> = (0..count)
+            .map(|i| {
+                let mut v = vec![0u8; size];
+                v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                v[size - 1] = 1;
+                v
+            })
+            .collect();
+        let hashes: Vec<BlockHash> = blocks.iter().map(|b| BlockHash::of(b)).collect();
+        let t = Instant::now();
+        futures::stream::iter(blocks.into_iter().zip(&hashes))
+            .map(|(b, h)| {
+                let rb = http.put(format!("{url}/{h}")).bearer_auth("t").body(b);
+                async move { assert_eq!(rb.send().await.unwrap().status(), 200) }
+            })
+            .buffer_unordered(conc)
+            .collect::<Vec<_>>()
+            .await;
+        let put = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        futures::stream::iter(&hashes)
+            .map(|h| {
+                let rb = http.get(format!("{url}/{h}+{size}")).bearer_auth("t");
+                async move {
+                    let b = rb.send().await.unwrap().bytes().await.unwrap();
+                    assert_eq!(b.len(), size);
+                }
+            })
+            .buffer_unordered(conc)
+            .collect::<Vec<_>>()
+            .await;
+        let get = t.elapsed().as_secs_f64();
+        let mib = (count * size) as f64 / (1 << 20) as f64;
+        println!(
+            "{label}: PUT {:.0}/s ({:.0} MiB/s), GET {:.0}/s ({:.0} MiB/s), {count} blocks, concurrency {conc}",
+            count as f64 / put,
+            mib / put,
+            count as f64 / get,
+            mib / get
+        );
+    }
+}
