@@ -516,6 +516,34 @@ async fn drop_and_latency() {
         200
     );
     assert!(t.elapsed() >= Duration::from_millis(150));
+    c.set_faults(
+        0,
+        Faults {
+            stall_ms: 200,
+            ..Faults::default()
+        },
+    );
+    let t = Instant::now();
+    let r = http
+        .get(format!("{}/{h}+1", c.url(0)))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        &r.bytes().await.unwrap()[..],
+        b"x",
+        "a 1-byte body cannot stall half-way"
+    );
+    let big = c.put_block(0, &[5u8; 1000]);
+    let r = http
+        .get(format!("{}/{big}+1000", c.url(0)))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), 1000);
+    assert!(t.elapsed() >= Duration::from_millis(200));
     // Private endpoints: faults over HTTP (root token only), not counted.
     let u = c.url(0);
     assert_eq!(
@@ -524,19 +552,19 @@ async fn drop_and_latency() {
     );
     let (s, f) = body(http.get(format!("{u}/_sim/faults")).bearer_auth(ROOT)).await;
     assert_eq!(s, 200);
-    assert_eq!(serde_json::from_str::<Faults>(&f).unwrap().latency_ms, 150);
+    assert_eq!(serde_json::from_str::<Faults>(&f).unwrap().stall_ms, 200);
     let put = http
         .put(format!("{u}/_sim/faults"))
         .bearer_auth(ROOT)
         .body(r#"{"fail_rate": 1.0}"#);
     assert_eq!(status(put).await, 200);
     assert_eq!(c.faults(0).fail_rate, 1.0);
-    assert_eq!(c.faults(0).latency_ms, 0);
+    assert_eq!(c.faults(0).stall_ms, 0);
     let (s, js) = body(http.get(format!("{u}/_sim/counters")).bearer_auth(ROOT)).await;
     assert_eq!(s, 200);
     let v: serde_json::Value = serde_json::from_str(&js).unwrap();
-    assert_eq!(v["gets"], 2);
-    assert_eq!(v["per_hash"][h.to_hex()]["gets"], 2);
+    assert_eq!(v["gets"], 4);
+    assert_eq!(v["per_hash"][h.to_hex()]["gets"], 3);
     assert_eq!(v["faults_injected"], 1);
     c.reset_counters();
     assert_eq!(c.counters(0).gets, 0);
