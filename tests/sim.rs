@@ -516,6 +516,34 @@ async fn drop_and_latency() {
         200
     );
     assert!(t.elapsed() >= Duration::from_millis(150));
+    c.set_faults(
+        0,
+        Faults {
+            stall_ms: 200,
+            ..Faults::default()
+        },
+    );
+    let t = Instant::now();
+    let r = http
+        .get(format!("{}/{h}+1", c.url(0)))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        &r.bytes().await.unwrap()[..],
+        b"x",
+        "a 1-byte body cannot stall half-way"
+    );
+    let big = c.put_block(0, &[5u8; 1000]);
+    let r = http
+        .get(format!("{}/{big}+1000", c.url(0)))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), 1000);
+    assert!(t.elapsed() >= Duration::from_millis(200));
     // Private endpoints: faults over HTTP (root token only), not counted.
     let u = c.url(0);
     assert_eq!(
@@ -524,19 +552,19 @@ async fn drop_and_latency() {
     );
     let (s, f) = body(http.get(format!("{u}/_sim/faults")).bearer_auth(ROOT)).await;
     assert_eq!(s, 200);
-    assert_eq!(serde_json::from_str::<Faults>(&f).unwrap().latency_ms, 150);
+    assert_eq!(serde_json::from_str::<Faults>(&f).unwrap().stall_ms, 200);
     let put = http
         .put(format!("{u}/_sim/faults"))
         .bearer_auth(ROOT)
         .body(r#"{"fail_rate": 1.0}"#);
     assert_eq!(status(put).await, 200);
     assert_eq!(c.faults(0).fail_rate, 1.0);
-    assert_eq!(c.faults(0).latency_ms, 0);
+    assert_eq!(c.faults(0).stall_ms, 0);
     let (s, js) = body(http.get(format!("{u}/_sim/counters")).bearer_auth(ROOT)).await;
     assert_eq!(s, 200);
     let v: serde_json::Value = serde_json::from_str(&js).unwrap();
-    assert_eq!(v["gets"], 2);
-    assert_eq!(v["per_hash"][h.to_hex()]["gets"], 2);
+    assert_eq!(v["gets"], 4);
+    assert_eq!(v["per_hash"][h.to_hex()]["gets"], 3);
     assert_eq!(v["faults_injected"], 1);
     c.reset_counters();
     assert_eq!(c.counters(0).gets, 0);
@@ -772,4 +800,61 @@ async fn api_stub_over_https() {
         .settings_text()
         .contains("ARVADOS_API_HOST=none.invalid\n"));
     assert!(plain.api_host().is_none());
+}
+
+/// Throughput of one in-memory service over loopback HTTP (numbers for
+/// docs/keepstore-sim.md). Run with:
+/// `cargo test --test sim throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput() {
+    use futures::StreamExt;
+    let c = start(1).await;
+    let http = client();
+    let url = c.url(0);
+    for (label, size, count, conc) in [
+        ("4 KiB", 4usize << 10, 4000usize, 8usize),
+        ("16 MiB", 16 << 20, 24, 2),
+    ] {
+        let blocks: Vec<Vec<u8>> = (0..count)
+            .map(|i| {
+                let mut v = vec![0u8; size];
+                v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                v[size - 1] = 1;
+                v
+            })
+            .collect();
+        let hashes: Vec<BlockHash> = blocks.iter().map(|b| BlockHash::of(b)).collect();
+        let t = Instant::now();
+        futures::stream::iter(blocks.into_iter().zip(&hashes))
+            .map(|(b, h)| {
+                let rb = http.put(format!("{url}/{h}")).bearer_auth("t").body(b);
+                async move { assert_eq!(rb.send().await.unwrap().status(), 200) }
+            })
+            .buffer_unordered(conc)
+            .collect::<Vec<_>>()
+            .await;
+        let put = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        futures::stream::iter(&hashes)
+            .map(|h| {
+                let rb = http.get(format!("{url}/{h}+{size}")).bearer_auth("t");
+                async move {
+                    let b = rb.send().await.unwrap().bytes().await.unwrap();
+                    assert_eq!(b.len(), size);
+                }
+            })
+            .buffer_unordered(conc)
+            .collect::<Vec<_>>()
+            .await;
+        let get = t.elapsed().as_secs_f64();
+        let mib = (count * size) as f64 / (1 << 20) as f64;
+        println!(
+            "{label}: PUT {:.0}/s ({:.0} MiB/s), GET {:.0}/s ({:.0} MiB/s), {count} blocks, concurrency {conc}",
+            count as f64 / put,
+            mib / put,
+            count as f64 / get,
+            mib / get
+        );
+    }
 }

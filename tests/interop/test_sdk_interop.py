@@ -79,6 +79,9 @@ def wait_for(path, proc, timeout=60):
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
+    if "KEEPSTORE_SIM" not in os.environ:
+        # Make sure the default binary exists and is current (quick when it is).
+        subprocess.run(["cargo", "build", "--quiet", "--bin", "keepstore-sim"], cwd=ROOT, check=True)
     if not os.access(SIM, os.X_OK):
         pytest.fail("keepstore-sim binary not found at %s (cargo build, or set KEEPSTORE_SIM)" % SIM)
     tmp = tmp_path_factory.mktemp("sim")
