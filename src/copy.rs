@@ -318,7 +318,11 @@ impl<'a> Copier<'a> {
         let order: Vec<u16> = probe_order(&job.hash, &self.dst.suffixes())
             .into_iter()
             .map(|i| i as u16)
-            .filter(|&i| self.dst.services[i as usize].writable() && !skip.contains(&i))
+            .filter(|&i| {
+                self.dst.services[i as usize].writable()
+                    && !self.dst.is_down(i as usize)
+                    && !skip.contains(&i)
+            })
             .collect();
         let mut next = 0;
         let mut stored = 0u32;

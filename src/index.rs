@@ -7,7 +7,7 @@
 //! stays incomplete, or a line is malformed, the run stops with exit 3 before
 //! planning anything, naming the service and the line.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::stream::{self, StreamExt};
 
@@ -162,18 +162,29 @@ pub struct Target<'a> {
     pub client: &'a KeepClient,
 }
 
+/// The outcome of one service's index request.
+pub enum Fetched {
+    /// The complete index.
+    Index(ServiceIndex),
+    /// The service could not be reached (refused, timed out, 5xx) after
+    /// retries. The run goes on without it and reports it; no partial data
+    /// from it is used.
+    Down(String),
+}
+
 /// Fetch `prefix` from every target, at most `checkers` at a time. Returns
-/// the indexes in target order, or the first fatal error. `done` is called
-/// after each index arrives with the number still outstanding.
+/// the outcomes in target order, or the first fatal error (an index that
+/// arrived incomplete or malformed, or was refused). `done` is called after
+/// each index arrives with the number still outstanding.
 pub async fn fetch_all(
     targets: &[Target<'_>],
     prefix: &str,
     opts: &FetchOptions,
     stats_bytes: &AtomicU64,
     done: &(dyn Fn(usize) + Sync),
-) -> Result<Vec<ServiceIndex>> {
+) -> Result<Vec<Fetched>> {
     let total = targets.len();
-    let mut results: Vec<Option<ServiceIndex>> = (0..total).map(|_| None).collect();
+    let mut results: Vec<Option<Fetched>> = (0..total).map(|_| None).collect();
     let mut remaining = total;
     let mut s = stream::iter(targets.iter().enumerate())
         .map(|(i, t)| async move { (i, fetch_one(t, prefix, opts, stats_bytes).await) })
@@ -183,10 +194,7 @@ pub async fn fetch_all(
         remaining -= 1;
         done(remaining);
     }
-    Ok(results
-        .into_iter()
-        .map(|r| r.expect("every index fetched"))
-        .collect())
+    Ok(results.into_iter().flatten().collect())
 }
 
 /// Fetch and parse one service's index, retrying transient failures and
@@ -196,8 +204,14 @@ pub async fn fetch_one(
     prefix: &str,
     opts: &FetchOptions,
     bytes: &AtomicU64,
-) -> Result<ServiceIndex> {
-    let r = with_retries(opts.backoff, opts.retries, |_| attempt(t, prefix, bytes)).await;
+) -> Result<Fetched> {
+    // Set once any attempt got a 200 and started a body: from then on a
+    // failure means a broken index, not an unreachable service.
+    let answered = AtomicBool::new(false);
+    let r = with_retries(opts.backoff, opts.retries, |_| {
+        attempt(t, prefix, bytes, &answered)
+    })
+    .await;
     let what = format!(
         "the {} index of {} for prefix {:?}",
         t.role,
@@ -209,7 +223,7 @@ pub async fn fetch_one(
             idx.entries.sort_unstable();
             idx.entries.dedup_by_key(|e| e.hash);
             idx.entries.shrink_to_fit();
-            Ok(idx)
+            Ok(Fetched::Index(idx))
         }
         Err((f, _)) if f.kind == FailureKind::Rejected && f.detail.starts_with("malformed") => {
             Err(Error::unreadable(format!(
@@ -218,6 +232,9 @@ pub async fn fetch_one(
                 f.detail
             )))
         }
+        Err((f, attempts)) if f.is_transient() && !answered.load(Ordering::Relaxed) => Ok(
+            Fetched::Down(format!("index unreachable after {attempts} attempts: {f}")),
+        ),
         Err((f, attempts)) => Err(Error::unreadable(format!(
             "could not read {what} after {attempts} attempt{}: {f}. Nothing was copied: an \
              incomplete index is never taken as the whole truth. {}",
@@ -227,8 +244,14 @@ pub async fn fetch_one(
     }
 }
 
-async fn attempt(t: &Target<'_>, prefix: &str, bytes: &AtomicU64) -> Result<ServiceIndex, Failure> {
+async fn attempt(
+    t: &Target<'_>,
+    prefix: &str,
+    bytes: &AtomicU64,
+    answered: &AtomicBool,
+) -> Result<ServiceIndex, Failure> {
     let resp = t.client.index(&t.service.url(), prefix).await?;
+    answered.store(true, Ordering::Relaxed);
     let mut parser = BodyParser::default();
     let mut entries: Vec<Entry> = Vec::new();
     let mut body = resp.bytes_stream();

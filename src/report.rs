@@ -59,6 +59,17 @@ pub struct Stats {
     pub src: Vec<ServiceStats>,
     pub dst: Vec<ServiceStats>,
     failures: Mutex<Vec<FailedBlock>>,
+    unreachable: Mutex<Vec<UnreachableService>>,
+}
+
+/// A service that could not be read at all: its blocks (source) or its
+/// copies (destination) were left out of the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnreachableService {
+    pub role: String,
+    pub uuid: String,
+    pub url: String,
+    pub reason: String,
 }
 
 pub fn unix_now() -> f64 {
@@ -91,6 +102,7 @@ impl Stats {
             src: (0..src_services).map(|_| ServiceStats::default()).collect(),
             dst: (0..dst_services).map(|_| ServiceStats::default()).collect(),
             failures: Mutex::new(Vec::new()),
+            unreachable: Mutex::new(Vec::new()),
         }
     }
 
@@ -101,6 +113,34 @@ impl Stats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(f);
+    }
+
+    /// Record a service found unreachable (once per service).
+    pub fn service_down(&self, role: &str, svc: &KeepService, reason: &str) {
+        let mut v = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
+        if !v.iter().any(|u| u.uuid == svc.uuid) {
+            v.push(UnreachableService {
+                role: role.into(),
+                uuid: svc.uuid.clone(),
+                url: svc.url(),
+                reason: reason.into(),
+            });
+        }
+    }
+
+    pub fn any_down(&self) -> bool {
+        !self
+            .unreachable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    pub fn unreachable(&self) -> Vec<UnreachableService> {
+        self.unreachable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn failures(&self) -> Vec<FailedBlock> {
@@ -175,6 +215,8 @@ pub struct Report {
     pub failed_bytes: u64,
     pub rate_bytes_per_second: f64,
     pub failures: Vec<FailedBlock>,
+    /// Services that could not be read at all during this run.
+    pub unreachable_services: Vec<UnreachableService>,
 }
 
 /// What the end of a run knows besides the counters.
@@ -251,6 +293,7 @@ impl Report {
                 0.0
             },
             failures: stats.failures(),
+            unreachable_services: stats.unreachable(),
         }
     }
 
@@ -318,6 +361,17 @@ impl Report {
                 s.push_str(&format!(" {d:x}:{}", b.blocks));
             }
             s.push('\n');
+        }
+        for u in &self.unreachable_services {
+            let what = if u.role == "source" {
+                "blocks only it holds were not copied"
+            } else {
+                "it was left out: copies it may hold were not counted and nothing was written to it"
+            };
+            s.push_str(&format!(
+                "  {} service {} ({}) unreachable: {what}; {}\n",
+                u.role, u.uuid, u.url, u.reason
+            ));
         }
         if !self.failures.is_empty() {
             s.push_str(&format!("  failed blocks ({}):\n", self.failures.len()));

@@ -7,7 +7,7 @@
 //! space) estimates the index size, and the prefix is split into 16^d
 //! sub-prefixes so each pass stays under `--index-budget` lines.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::Config;
 use crate::copy::{Copier, CopyOptions};
 use crate::error::{exit, Error, Result};
-use crate::index::{fetch_all, FetchOptions, ServiceIndex, Target};
+use crate::index::{fetch_all, FetchOptions, Fetched, ServiceIndex, Target};
 use crate::plan::{plan, PlanCounts, PlanOptions};
 use crate::progress::{Level, Reporter};
 use crate::protocol::client::{Backoff, ClientOptions, KeepClient};
@@ -66,7 +66,7 @@ pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationTok
         ),
         Ok(()) if soft.is_cancelled() => (Status::Interrupted, exit::INTERRUPTED, None),
         Ok(()) if cfg.dry_run => (Status::DryRun, exit::OK, None),
-        Ok(()) if failed > 0 => (Status::Incomplete, exit::BLOCKS_FAILED, None),
+        Ok(()) if failed > 0 || stats.any_down() => (Status::Incomplete, exit::BLOCKS_FAILED, None),
         Ok(()) => (Status::Complete, exit::OK, None),
     };
     if let Some(e) = &error {
@@ -243,6 +243,7 @@ fn make_side(
         .iter()
         .map(|_| Arc::new(Semaphore::new(cfg.max_per_service)))
         .collect();
+    let down = services.iter().map(|_| AtomicBool::new(false)).collect();
     Ok(Side {
         role,
         settings,
@@ -250,6 +251,7 @@ fn make_side(
         client,
         ttl,
         limits,
+        down,
     })
 }
 
@@ -273,20 +275,24 @@ async fn sync(
             max: cfg.retry_backoff.saturating_mul(30),
         },
     };
-    let targets: Vec<Target<'_>> = [src, dst]
-        .iter()
-        .flat_map(|side| {
-            side.services
-                .iter()
-                .filter(|s| !s.is_gateway())
-                .map(move |s| Target {
-                    role: side.role,
-                    service: s,
-                    client: &side.client,
-                })
-        })
-        .collect();
-    let n_src = src.services.iter().filter(|s| !s.is_gateway()).count();
+    // Every non-gateway service of both sides, with (side, service) for each.
+    let mut targets: Vec<Target<'_>> = Vec::new();
+    let mut refs: Vec<(usize, usize)> = Vec::new();
+    for (k, side) in [src, dst].into_iter().enumerate() {
+        for (i, s) in side
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_gateway())
+        {
+            targets.push(Target {
+                role: side.role,
+                service: s,
+                client: &side.client,
+            });
+            refs.push((k, i));
+        }
+    }
     let prefixes = passes(cfg, &targets, &fetch, stats, soft).await?;
     let copy_opts = CopyOptions {
         want,
@@ -317,9 +323,7 @@ async fn sync(
             // Interrupted while indexing: nothing of this pass was planned.
             _ = soft.cancelled() => return if k == 0 { Err(Error::Interrupted) } else { Ok(()) },
         };
-        let lines: u64 = fetched.iter().map(|i| i.lines).sum();
-        stats.index_lines.fetch_add(lines, Relaxed);
-        let (src_idx, dst_idx) = split_indexes(fetched, n_src, src, dst);
+        let (src_idx, dst_idx) = collect_indexes(fetched, &refs, [src, dst], stats)?;
         let p = plan(
             &src_idx,
             &dst_idx,
@@ -342,38 +346,54 @@ async fn sync(
     Ok(())
 }
 
-/// Put fetched indexes back in service order for each side (gateways, which
-/// are never indexed, get empty lists so indices match the services).
-fn split_indexes(
-    fetched: Vec<ServiceIndex>,
-    n_src: usize,
-    src: &Side,
-    dst: &Side,
-) -> (Vec<ServiceIndex>, Vec<ServiceIndex>) {
-    let mut it = fetched.into_iter();
-    let mut take = |side: &Side, n: usize| -> Vec<ServiceIndex> {
-        let mut got = it.by_ref().take(n);
+/// Put fetched indexes back in service order for each side. Unreachable
+/// services get empty lists, are marked down (copies skip them) and are
+/// reported; a side with no readable service at all ends the run (exit 3).
+fn collect_indexes(
+    fetched: Vec<Fetched>,
+    refs: &[(usize, usize)],
+    sides: [&Side; 2],
+    stats: &Stats,
+) -> Result<(Vec<ServiceIndex>, Vec<ServiceIndex>)> {
+    let empty = |side: &Side| -> Vec<ServiceIndex> {
         side.services
             .iter()
-            .map(|s| {
-                if s.is_gateway() {
-                    ServiceIndex {
-                        entries: Vec::new(),
-                        lines: 0,
-                    }
-                } else {
-                    got.next().unwrap_or(ServiceIndex {
-                        entries: Vec::new(),
-                        lines: 0,
-                    })
-                }
+            .map(|_| ServiceIndex {
+                entries: Vec::new(),
+                lines: 0,
             })
             .collect()
     };
-    let s = take(src, n_src);
-    let n_dst = dst.services.iter().filter(|s| !s.is_gateway()).count();
-    let d = take(dst, n_dst);
-    (s, d)
+    let mut out = [empty(sides[0]), empty(sides[1])];
+    for (f, &(k, i)) in fetched.into_iter().zip(refs) {
+        match f {
+            Fetched::Index(ix) => {
+                stats.index_lines.fetch_add(ix.lines, Relaxed);
+                out[k][i] = ix;
+            }
+            Fetched::Down(why) => {
+                sides[k].down[i].store(true, Relaxed);
+                stats.service_down(sides[k].role, &sides[k].services[i], &why);
+            }
+        }
+    }
+    for side in sides {
+        let readable = side
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| !s.is_gateway() && !side.down[*i].load(Relaxed));
+        if readable.count() == 0 {
+            return Err(Error::unreadable(format!(
+                "no {} keep service could be read: {}. Nothing was planned. Check that the services \
+                 are up and reachable from this host.",
+                side.role,
+                side.services.iter().map(|s| s.label()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    let [s, d] = out;
+    Ok((s, d))
 }
 
 /// The prefixes to work through: just `cfg.prefix`, or its sub-prefixes when
@@ -396,7 +416,13 @@ async fn passes(
         _ = soft.cancelled() => return Err(Error::Interrupted),
     };
     let _ = stats;
-    let probe_lines: u64 = fetched.iter().map(|i| i.lines).sum();
+    let probe_lines: u64 = fetched
+        .iter()
+        .map(|f| match f {
+            Fetched::Index(ix) => ix.lines,
+            Fetched::Down(_) => 0,
+        })
+        .sum();
     let estimate = probe_lines.saturating_mul(16u64.pow(PROBE_DIGITS as u32));
     let depth = split_depth(estimate, cfg.index_budget, 32 - cfg.prefix.len());
     Ok(sub_prefixes(&cfg.prefix, depth))

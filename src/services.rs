@@ -316,6 +316,9 @@ pub struct Side {
     pub ttl: u64,
     /// One semaphore per service: `--max-per-service` requests in flight.
     pub limits: Vec<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// Services found unreachable while indexing: never read from or
+    /// written to for the rest of the run.
+    pub down: Vec<std::sync::atomic::AtomicBool>,
 }
 
 impl Side {
@@ -330,6 +333,11 @@ impl Side {
             }
             None => loc.unsigned(),
         }
+    }
+
+    /// Whether service `i` was found unreachable.
+    pub fn is_down(&self, i: usize) -> bool {
+        self.down[i].load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Weighed uuid parts, in service order, for probe orders.
