@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command (README.md; .ci/run calls exactly this): installs what the
+# tests need that a fresh machine lacks (a Python venv with the official
+# Arvados SDK, GNU parallel), then runs every Rust test (unit, end-to-end
+# against in-process keepstore-sim clusters, fault and soak tests) and the
+# Python SDK interop test against the keepstore-sim binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-test-deps.sh
+cargo build --all-targets --quiet
+cargo test --all-targets
+KEEPSTORE_SIM="$PWD/target/debug/keepstore-sim" .venv/bin/pytest -q tests/interop
