@@ -197,6 +197,10 @@ pub struct Args {
     #[arg(long = "verify-existing", help_heading = "Copy")]
     pub verify_existing: bool,
 
+    /// Read source blocks straight from a keepstore directory volume (ROOT/xyz/HASH) instead of source services; repeatable. -src is then optional.
+    #[arg(long = "src-volume-dir", value_name = "PATH", help_heading = "Copy")]
+    pub src_volume_dir: Vec<PathBuf>,
+
     /// Storage classes to write (sent as X-Keep-Storage-Classes; each must be confirmed).
     #[arg(long = "storage-classes", value_name = "A,B", help_heading = "Copy")]
     pub storage_classes: Option<String>,
@@ -239,6 +243,8 @@ pub struct Config {
     pub dry_run: bool,
     pub verify_existing: bool,
     pub storage_classes: Option<String>,
+    /// Raw directory volumes to read from instead of source services.
+    pub src_volume_dirs: Vec<PathBuf>,
     pub report: Option<PathBuf>,
     pub log_format: LogFormat,
     pub quiet: bool,
@@ -370,8 +376,8 @@ impl Config {
         let dur = |flag: &str, v: &str| {
             parse_go_duration(v).map_err(|e| Error::config(format!("bad value for -{flag}: {e}.")))
         };
-        if a.src.is_empty() || a.dst.is_empty() {
-            let which = if a.src.is_empty() { "-src" } else { "-dst" };
+        if (a.src.is_empty() && a.src_volume_dir.is_empty()) || a.dst.is_empty() {
+            let which = if a.dst.is_empty() { "-dst" } else { "-src" };
             return Err(Error::config(format!(
                 "{which} is required: name the source (-src) and destination (-dst) settings files, \
                  e.g. keep-rsync -src old-cluster -dst new-cluster (see --help)."
@@ -442,6 +448,7 @@ impl Config {
             dry_run: a.dry_run,
             verify_existing: a.verify_existing,
             storage_classes: a.storage_classes,
+            src_volume_dirs: a.src_volume_dir,
             report: a.report,
             log_format: a.log_format,
             quiet: a.quiet,

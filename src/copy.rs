@@ -247,6 +247,9 @@ impl<'a> Copier<'a> {
         let url = side.services[i].url();
         let size = job.size as u64;
         let throttle = self.opts.throttle.as_ref();
+        if side.services[i].service_type == crate::volume::VOLUME_TYPE {
+            return self.read_volume(side, i, &st[i], job).await;
+        }
         let r = with_retries(self.opts.backoff, self.opts.retries, |_| {
             let (url, side, st) = (&url, side, &st[i]);
             async move {
@@ -265,6 +268,38 @@ impl<'a> Copier<'a> {
         })
         .await;
         r.map_err(|(f, _)| f)
+    }
+
+    /// Read a block file from a raw volume (`--src-volume-dir`), verified.
+    async fn read_volume(
+        &self,
+        side: &Side,
+        i: usize,
+        st: &ServiceStats,
+        job: &Job,
+    ) -> Result<Bytes, Failure> {
+        let root = std::path::PathBuf::from(&side.services[i].host);
+        let (hash, size) = (job.hash, job.size as u64);
+        let r = tokio::task::spawn_blocking(move || crate::volume::read_block(&root, &hash, size))
+            .await
+            .unwrap_or_else(|e| {
+                Err(Failure::new(
+                    FailureKind::Rejected,
+                    format!("read failed: {e}"),
+                ))
+            });
+        if let Some(t) = &self.opts.throttle {
+            t.take(size).await;
+        }
+        match &r {
+            Ok(_) => {
+                self.stats.bytes_read.fetch_add(size, Relaxed);
+                self.reporter.bytes(size);
+            }
+            Err(f) => self.reporter.log(crate::progress::Level::Warn, &f.detail),
+        }
+        count(st, &r, size);
+        r
     }
 
     /// PUT to one destination service (with retries for transient failures).

@@ -250,6 +250,20 @@ async fn attempt(
     bytes: &AtomicU64,
     answered: &AtomicBool,
 ) -> Result<ServiceIndex, Failure> {
+    if t.service.service_type == crate::volume::VOLUME_TYPE {
+        let (root, prefix) = (
+            std::path::PathBuf::from(&t.service.host),
+            prefix.to_string(),
+        );
+        return tokio::task::spawn_blocking(move || crate::volume::index(&root, &prefix))
+            .await
+            .unwrap_or_else(|e| {
+                Err(Failure::new(
+                    FailureKind::Rejected,
+                    format!("volume scan failed: {e}"),
+                ))
+            });
+    }
     let resp = t.client.index(&t.service.url(), prefix).await?;
     answered.store(true, Ordering::Relaxed);
     let mut parser = BodyParser::default();

@@ -12,6 +12,7 @@
 //! - [`copy`]: the pipeline: read → verify → write replicas in rendezvous order.
 //! - [`report`]: counters, the human summary and the JSON report; [`progress`]
 //!   renders them while the run goes.
+//! - [`volume`]: raw keepstore directory volumes as a source (`--src-volume-dir`).
 //! - [`run`]: sequences the stages and maps the outcome to an exit code.
 //! - [`protocol`]: locators, signatures, rendezvous order, the HTTP calls.
 //! - [`sim`]: keepstore-sim, a faithful keepstore for tests, demo and benchmarks.
@@ -29,6 +30,7 @@ pub mod services;
 pub mod settings;
 pub mod sim;
 pub mod throttle;
+pub mod volume;
 
 use std::io::IsTerminal;
 use std::sync::Arc;

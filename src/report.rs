@@ -168,6 +168,8 @@ pub enum Status {
     Interrupted,
     /// `--dry-run`: planned only.
     DryRun,
+    /// Flags, settings or services list were wrong (exit 2).
+    ConfigError,
 }
 
 #[derive(Serialize)]
@@ -307,6 +309,7 @@ impl Report {
             Status::Unreadable => "stopped: a service or index could not be read",
             Status::Interrupted => "interrupted",
             Status::DryRun => "dry run (nothing written)",
+            Status::ConfigError => "stopped: configuration error",
         };
         s.push_str(&format!("keep-rsync {status}\n"));
         s.push_str(&format!(

@@ -35,6 +35,34 @@ pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationTok
         Err(e) => {
             reporter.finish();
             reporter.log(Level::Error, &e.to_string());
+            // Still leave a report, so a shard runner can tell why.
+            if let Some(path) = &cfg.report {
+                let status = if e.exit_code() == exit::USAGE {
+                    Status::ConfigError
+                } else {
+                    Status::Unreadable
+                };
+                let report = Report::build(
+                    &Stats::new(0, 0),
+                    &Ending {
+                        status,
+                        exit_code: e.exit_code(),
+                        error: Some(e.to_string()),
+                        prefix: &cfg.prefix,
+                        replications: cfg.replications,
+                        dry_run: cfg.dry_run,
+                        src_services: &[],
+                        dst_services: &[],
+                        plan: &PlanCounts::new(0),
+                    },
+                );
+                if let Err(w) = write_report(path, &report) {
+                    reporter.log(
+                        Level::Error,
+                        &format!("could not write the report {}: {w}", path.display()),
+                    );
+                }
+            }
             return e.exit_code();
         }
     };
@@ -99,7 +127,8 @@ pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationTok
 }
 
 fn write_report(path: &std::path::Path, report: &Report) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
     let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, text + "\n")?;
     std::fs::rename(&tmp, path)
@@ -108,19 +137,28 @@ fn write_report(path: &std::path::Path, report: &Report) -> std::io::Result<()> 
 /// Settings, services and defaults for both sides; everything that can be
 /// wrong with the configuration is found here, before any index is fetched.
 async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<(Side, Side, u32)> {
-    let src_settings = settings::load(&cfg.src, "source", "-src")?;
+    // With raw volumes as the source, the source cluster need not exist.
+    let src_settings = if !cfg.src_volume_dirs.is_empty() && cfg.src.is_empty() {
+        Settings::default()
+    } else {
+        settings::load(&cfg.src, "source", "-src")?
+    };
     let dst_settings = settings::load(&cfg.dst, "destination", "-dst")?;
     for w in src_settings.warnings.iter().chain(&dst_settings.warnings) {
         reporter.log(Level::Warn, w);
     }
-    let src_services = side_services(
-        &src_settings,
-        cfg.src_services_json.as_deref(),
-        "source",
-        "-src-keep-services-json",
-        cfg,
-    )
-    .await?;
+    let src_services = if !cfg.src_volume_dirs.is_empty() {
+        crate::volume::services(&cfg.src_volume_dirs)?
+    } else {
+        side_services(
+            &src_settings,
+            cfg.src_services_json.as_deref(),
+            "source",
+            "-src-keep-services-json",
+            cfg,
+        )
+        .await?
+    };
     let dst_services = side_services(
         &dst_settings,
         cfg.dst_services_json.as_deref(),
@@ -143,7 +181,9 @@ async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<(Side, Side, u
     // The discovery document is read only when a default is needed.
     let need_dst_doc = cfg.replications == 0
         || (cfg.verify_existing && dst_settings.blob_signing_key.is_some() && cfg.dst_ttl == 0);
-    let need_src_doc = src_settings.blob_signing_key.is_some() && cfg.src_ttl == 0;
+    let need_src_doc = src_settings.blob_signing_key.is_some()
+        && cfg.src_ttl == 0
+        && cfg.src_volume_dirs.is_empty();
     let dst_doc = if need_dst_doc {
         let flag = if cfg.replications == 0 {
             "-replications N"

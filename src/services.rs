@@ -29,6 +29,9 @@ pub struct KeepService {
 impl KeepService {
     /// Root URL: `http|https://HOST:PORT`, IPv6 hosts in brackets.
     pub fn url(&self) -> String {
+        if self.service_type == crate::volume::VOLUME_TYPE {
+            return format!("file://{}", self.host);
+        }
         let scheme = if self.ssl { "https" } else { "http" };
         if self.host.contains(':') && !self.host.starts_with('[') {
             format!("{scheme}://[{}]:{}", self.host, self.port)

@@ -113,6 +113,14 @@ struct ServeArgs {
     /// defaultCollectionReplication in the discovery document.
     #[arg(long, value_name = "N", default_value_t = 2)]
     default_replication: u32,
+
+    /// Storage classes the services offer, confirmed on PUT when requested
+    #[arg(
+        long = "storage-classes",
+        value_name = "A,B",
+        default_value = "default"
+    )]
+    storage_classes: String,
     /// Write an arv-copy style settings file (contains the token and key).
     #[arg(long, value_name = "FILE")]
     settings_file: Option<String>,
@@ -312,6 +320,12 @@ fn build_config(a: &ServeArgs) -> Result<ClusterConfig, String> {
         },
         api_server: a.api_server,
         default_replication: a.default_replication,
+        storage_classes: a
+            .storage_classes
+            .split(',')
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect(),
         synthetic: a.synthetic_blocks.map(|blocks| SyntheticIndex {
             blocks,
             seed: a.synthetic_seed,

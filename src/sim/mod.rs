@@ -79,6 +79,8 @@ pub struct ClusterConfig {
     pub default_replication: u32,
     /// Synthetic index entries served by every service.
     pub synthetic: Option<SyntheticIndex>,
+    /// Storage classes the services offer (confirmed on PUT when requested).
+    pub storage_classes: Vec<String>,
 }
 
 impl Default for ClusterConfig {
@@ -98,6 +100,7 @@ impl Default for ClusterConfig {
             api_server: false,
             default_replication: 2,
             synthetic: None,
+            storage_classes: vec!["default".into()],
         }
     }
 }
@@ -200,6 +203,7 @@ impl Cluster {
             ttl: cfg.blob_signature_ttl,
             n: cfg.services,
             synthetic: cfg.synthetic.clone(),
+            storage_classes: cfg.storage_classes.clone(),
         });
         let mut svcs = Vec::with_capacity(cfg.services);
         for i in 0..cfg.services {

@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub ttl: u64,
     pub n: usize,
     pub synthetic: Option<SyntheticIndex>,
+    /// Storage classes every service of the cluster offers.
+    pub storage_classes: Vec<String>,
 }
 
 #[derive(Default)]
@@ -558,6 +560,12 @@ async fn write_block(
         )
         .await;
     }
+    let confirmed = confirm_classes(
+        req.headers()
+            .get(protocol::HDR_STORAGE_CLASSES)
+            .and_then(|v| v.to_str().ok()),
+        &svc.shared.storage_classes,
+    );
     if faults.full || svc.read_only {
         if faults.full {
             svc.injected();
@@ -618,9 +626,30 @@ async fn write_block(
         .status(StatusCode::OK)
         .header(CONTENT_TYPE, "text/plain; charset=utf-8")
         .header(protocol::HDR_REPLICAS_STORED, "1")
-        .header(protocol::HDR_STORAGE_CLASSES_CONFIRMED, "default=1")
+        .header(protocol::HDR_STORAGE_CLASSES_CONFIRMED, confirmed)
         .body(full(format!("{locator}\n")))
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "response")))
+}
+
+/// `X-Keep-Storage-Classes-Confirmed` for a PUT: each requested class this
+/// service offers, `=1` (keepstore's format); the first offered class when
+/// none was requested or none of the requested ones is offered.
+fn confirm_classes(requested: Option<&str>, offered: &[String]) -> String {
+    let got: Vec<String> = requested
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|c| offered.iter().any(|o| o == c))
+        .map(|c| format!("{c}=1"))
+        .collect();
+    if got.is_empty() {
+        format!(
+            "{}=1",
+            offered.first().map(String::as_str).unwrap_or("default")
+        )
+    } else {
+        got.join(", ")
+    }
 }
 
 /// `None` when `req` carries the root token, else the refusal (401 without

@@ -76,12 +76,21 @@ impl Store {
             Store::Memory(m) => {
                 let mut m = write(m);
                 let now = now_ns();
-                m.entry(*h).and_modify(|e| e.1 = now).or_insert((data, now));
+                // Like keepstore: a copy that still matches its hash is only
+                // touched; one that does not (disk corruption) is replaced.
+                m.entry(*h)
+                    .and_modify(|e| {
+                        if BlockHash::of(&e.0) != *h {
+                            e.0 = data.clone();
+                        }
+                        e.1 = now
+                    })
+                    .or_insert((data, now));
                 Ok(())
             }
             Store::Dir(root) => {
                 let path = Self::path(root, h);
-                if path.exists() {
+                if fs::read(&path).is_ok_and(|old| BlockHash::of(&old) == *h) {
                     let f = fs::OpenOptions::new().append(true).open(&path)?;
                     return f.set_modified(SystemTime::now());
                 }

@@ -1,0 +1,262 @@
+//! End-to-end tests of what goes beyond the Go tool (issue 6): dry run,
+//! JSON report and log, verify-existing, bandwidth limit, storage classes,
+//! raw volume sources.
+
+mod common;
+
+use common::*;
+use keep_rsync::protocol::BlockHash;
+use keep_rsync::sim::ClusterConfig;
+use serde_json::Value;
+
+fn read_json(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("report written"))
+        .expect("report is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_plans_everything_and_writes_nothing() {
+    let p = Pair::start().await;
+    let blocks = p.src.seed_blocks(50, &sizes(), 2, 21);
+    let report = p.path("plan.json");
+    let r = p
+        .rsync(&[
+            "-replications",
+            "2",
+            "--dry-run",
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .await;
+    r.expect(0);
+    assert_eq!(p.total_dst_puts(), 0);
+    assert_eq!(p.total_src_gets(), 0);
+    assert!(r.stderr.contains("dry run"), "{}", r.stderr);
+    assert!(r.stderr.contains("per source service"), "{}", r.stderr);
+    assert!(r.stderr.contains("per first hex digit"), "{}", r.stderr);
+    let j = read_json(&report);
+    assert_eq!(j["status"], "dry_run");
+    assert_eq!(j["plan"]["to_copy"], 50);
+    let bytes: u64 = blocks.iter().map(|b| b.1).sum();
+    assert_eq!(j["plan"]["to_copy_bytes"], bytes);
+    let per_digit: u64 = j["plan"]["per_digit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["blocks"].as_u64().unwrap())
+        .sum();
+    let per_source: u64 = j["plan"]["per_source"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["blocks"].as_u64().unwrap())
+        .sum();
+    assert_eq!((per_digit, per_source), (50, 50));
+    let mut want_digits = [0u64; 16];
+    for (h, _) in &blocks {
+        want_digits[h.first_digit() as usize] += 1;
+    }
+    for (d, n) in want_digits.iter().enumerate() {
+        assert_eq!(j["plan"]["per_digit"][d]["blocks"], *n, "digit {d:x}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_and_json_log_describe_the_run_without_secrets() {
+    let p = Pair::start().await;
+    let blocks = p.src.seed_blocks(20, &sizes(), 2, 22);
+    let report = p.path("report.json");
+    let r = p
+        .rsync(&[
+            "-replications",
+            "2",
+            "--log-format",
+            "json",
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .await;
+    r.expect(0);
+    let j = read_json(&report);
+    assert_eq!(j["schema_version"], 1);
+    assert_eq!(j["status"], "complete");
+    assert_eq!(j["exit_code"], 0);
+    assert_eq!(j["copied"], 20);
+    assert_eq!(j["replicas_written"], 40);
+    assert_eq!(j["copied_bytes"], blocks.iter().map(|b| b.1).sum::<u64>());
+    assert_eq!(j["source"].as_array().unwrap().len(), 4);
+    assert_eq!(j["destination"][0]["uuid"], p.dst.uuid(0));
+    let dst_puts: u64 = j["destination"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["requests"].as_u64().unwrap())
+        .sum();
+    assert!(dst_puts >= 40, "per-service requests counted: {dst_puts}");
+    for needle in [SRC_TOKEN, DST_TOKEN, SRC_KEY, DST_KEY, "+A"] {
+        assert!(!std::fs::read_to_string(&report).unwrap().contains(needle));
+        assert!(!r.all().contains(needle));
+    }
+    // Every stderr line but the final human summary is one JSON object.
+    let events: Vec<Value> = r
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(events.iter().any(|e| e["event"] == "plan"));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "block_done" && e["ok"] == true)
+            .count(),
+        20
+    );
+    for e in &events {
+        assert!(
+            e["time"].is_string() && e["level"].is_string() && e["msg"].is_string(),
+            "{e}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_existing_finds_and_repairs_corrupt_copies() {
+    let p = Pair::start().await;
+    let blocks = p.src.seed_blocks(20, &sizes(), 2, 23);
+    p.rsync(&["-replications", "2"]).await.expect(0);
+    // Rot one destination copy in place (the index still lists it).
+    let (bad, _) = blocks.iter().find(|(_, s)| *s > 0).unwrap();
+    let holder = p.dst_holders(bad)[0];
+    assert!(p.dst.corrupt_block(holder, bad));
+    // A plain rerun trusts the index and does nothing.
+    p.rsync(&["-replications", "2"]).await.expect(0);
+    assert_ne!(BlockHash::of(&p.dst.get_block(holder, bad).unwrap()), *bad);
+    let report = p.path("verify.json");
+    let r = p
+        .rsync(&[
+            "-replications",
+            "2",
+            "--verify-existing",
+            "-dst-blob-signature-ttl",
+            "336h",
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .await;
+    r.expect(0);
+    let j = read_json(&report);
+    assert_eq!(
+        (
+            j["verified"].as_u64(),
+            j["verify_bad"].as_u64(),
+            j["repaired"].as_u64()
+        ),
+        (Some(20), Some(1), Some(1)),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        BlockHash::of(&p.dst.get_block(holder, bad).unwrap()),
+        *bad,
+        "repaired in place"
+    );
+    p.assert_placed(&blocks, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bwlimit_copies_everything() {
+    let p = Pair::start().await;
+    let blocks = p.src.seed_blocks(10, &sizes(), 1, 24);
+    p.rsync(&["-replications", "1", "--bwlimit", "50M"])
+        .await
+        .expect(0);
+    p.assert_placed(&blocks, 1);
+    let r = p.rsync(&["-replications", "1", "--bwlimit", "fast"]).await;
+    r.expect(2);
+    assert!(r.stderr.contains("--bwlimit"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_classes_are_requested_and_must_be_confirmed() {
+    let mut dst = signed(3, DST_TOKEN, DST_KEY);
+    dst.storage_classes = vec!["default".into(), "archive".into()];
+    let p = Pair::with(signed(2, SRC_TOKEN, SRC_KEY), dst).await;
+    let blocks = p.src.seed_blocks(8, &sizes(), 1, 25);
+    p.rsync(&["-replications", "1", "--storage-classes", "archive"])
+        .await
+        .expect(0);
+    p.assert_placed(&blocks, 1);
+
+    let q = Pair::with(signed(2, SRC_TOKEN, SRC_KEY), signed(2, DST_TOKEN, DST_KEY)).await;
+    q.src.seed_blocks(3, &sizes(), 1, 26);
+    let r = q
+        .rsync(&["-replications", "1", "--storage-classes", "archive"])
+        .await;
+    r.expect(1);
+    assert!(r.stderr.contains("not confirmed"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_volume_source_copies_good_blocks_and_reports_corrupt_files() {
+    let dst = Pair::with(
+        ClusterConfig::new(1, "unused-src-token"),
+        signed(3, DST_TOKEN, DST_KEY),
+    )
+    .await;
+    let vol = tempfile::tempdir().unwrap();
+    let mut good = Vec::new();
+    let put = |data: &[u8]| -> BlockHash {
+        let h = BlockHash::of(data);
+        let name = h.to_string();
+        std::fs::create_dir_all(vol.path().join(&name[..3])).unwrap();
+        std::fs::write(vol.path().join(&name[..3]).join(&name), data).unwrap();
+        h
+    };
+    for i in 0..12u32 {
+        let data = format!("block {i} ").repeat(100 + i as usize);
+        good.push((put(data.as_bytes()), data.len() as u64));
+    }
+    // A rotten file, and trash that is not a live block.
+    let rotten = put(b"this block will rot");
+    let name = rotten.to_string();
+    std::fs::write(
+        vol.path().join(&name[..3]).join(&name),
+        b"this block has rot!",
+    )
+    .unwrap();
+    let trash = BlockHash::of(b"trashed");
+    let tname = trash.to_string();
+    std::fs::create_dir_all(vol.path().join(&tname[..3])).unwrap();
+    std::fs::write(
+        vol.path()
+            .join(&tname[..3])
+            .join(format!("{tname}.trash.1700000000")),
+        b"trashed",
+    )
+    .unwrap();
+
+    let r = run_rsync(&[
+        "--src-volume-dir".into(),
+        vol.path().display().to_string(),
+        "-dst".into(),
+        dst.path("dst.conf").display().to_string(),
+        "-dst-keep-services-json".into(),
+        dst.path("dst.json").display().to_string(),
+        "-replications".into(),
+        "2".into(),
+    ])
+    .await;
+    r.expect(1);
+    assert!(r.stderr.contains("corrupt file"), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("{rotten}+19")), "{}", r.stderr);
+    for (h, _) in &good {
+        let mut want: Vec<usize> = dst.dst.probe_order(h).into_iter().take(2).collect();
+        want.sort();
+        assert_eq!(dst.dst_holders(h), want, "{h}");
+    }
+    assert!(
+        dst.dst_holders(&rotten).is_empty(),
+        "corrupt data never copied"
+    );
+    assert!(dst.dst_holders(&trash).is_empty(), "trash is not a block");
+}
