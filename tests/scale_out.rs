@@ -300,7 +300,16 @@ struct Slurm {
 
 impl Drop for Slurm {
     fn drop(&mut self) {
+        // SIGTERM first: slurmctld then stops its slurmscriptd helper,
+        // which a SIGKILL would leave behind.
         for c in self.children.iter_mut().rev() {
+            _ = std::process::Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while matches!(c.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             _ = c.kill();
             _ = c.wait();
         }
