@@ -82,7 +82,13 @@ async fn parallel_prefixes(p: &Pair, opts: &[&str], rsync_args: &[String], bin: 
         args.push("--".into());
         args.extend(rsync_args.iter().cloned());
     }
-    run_cmd("bash", &args, &[("KEEP_RSYNC", bin.to_string())], p.dir.path()).await
+    run_cmd(
+        "bash",
+        &args,
+        &[("KEEP_RSYNC", bin.to_string())],
+        p.dir.path(),
+    )
+    .await
 }
 
 fn read_json(path: &Path) -> Value {
@@ -134,7 +140,8 @@ async fn sixteen_parallel_shards_equal_a_full_copy_and_a_rerun_redoes_only_the_k
     require_parallel();
     let p = Pair::start().await;
     let blocks = p.src.seed_blocks(300, &shard_sizes(), 2, 7);
-    let (in7, others): (Vec<_>, Vec<_>) = blocks.iter().cloned().partition(|(h, _)| h.has_prefix("7"));
+    let (in7, others): (Vec<_>, Vec<_>) =
+        blocks.iter().cloned().partition(|(h, _)| h.has_prefix("7"));
     assert!(!in7.is_empty());
     let state = p.path("shards");
     let state_s = state.display().to_string();
@@ -153,7 +160,11 @@ async fn sixteen_parallel_shards_equal_a_full_copy_and_a_rerun_redoes_only_the_k
     r.expect(1);
     assert!(r.stdout.contains("failed shard 7: exit 137"), "{}", r.all());
     for s in hex16() {
-        assert_eq!(state.join(format!("{s}.done")).exists(), s != "7", "{s}.done");
+        assert_eq!(
+            state.join(format!("{s}.done")).exists(),
+            s != "7",
+            "{s}.done"
+        );
         assert_eq!(starts(&state.join(format!("{s}.log"))), 1, "{s}.log");
     }
     let sum = read_json(&state.join("summary.json"));
@@ -173,7 +184,11 @@ async fn sixteen_parallel_shards_equal_a_full_copy_and_a_rerun_redoes_only_the_k
     // Run 2, the real binary: only shard 7 runs; nothing else is written again.
     let r = parallel_prefixes(&p, &opts, &rsync_args(&p), bin()).await;
     r.expect(0);
-    assert!(r.stdout.contains("1 of 16 shards to run (15 done)"), "{}", r.all());
+    assert!(
+        r.stdout.contains("1 of 16 shards to run (15 done)"),
+        "{}",
+        r.all()
+    );
     for s in hex16() {
         let want = if s == "7" { 2 } else { 1 };
         assert_eq!(starts(&state.join(format!("{s}.log"))), want, "{s}.log");
@@ -200,7 +215,11 @@ async fn sixteen_parallel_shards_equal_a_full_copy_and_a_rerun_redoes_only_the_k
     p.dst.reset_counters();
     let r = parallel_prefixes(&p, &opts, &rsync_args(&p), bin()).await;
     r.expect(0);
-    assert!(r.stdout.contains("0 of 16 shards to run (16 done)"), "{}", r.all());
+    assert!(
+        r.stdout.contains("0 of 16 shards to run (16 done)"),
+        "{}",
+        r.all()
+    );
     assert_eq!(p.total_dst_puts() + p.total_src_gets(), 0);
     for i in 0..p.src.len() {
         assert_eq!(p.src.counters(i).index_requests, 0);
@@ -212,10 +231,18 @@ async fn sixteen_parallel_shards_equal_a_full_copy_and_a_rerun_redoes_only_the_k
 async fn parallel_prefixes_rejects_bad_usage_with_exit_2() {
     let p = Pair::start().await;
     let bad: [(&[&str], &[&str], &str); 4] = [
-        (&["--prefixes", "8"], &["-replications", "2"], "--prefixes must be 16 or 256"),
+        (
+            &["--prefixes", "8"],
+            &["-replications", "2"],
+            "--prefixes must be 16 or 256",
+        ),
         (&[], &["-prefix", "3"], "each shard gets its own -prefix"),
         (&[], &["--report=x.json"], "each shard writes"),
-        (&["--bogus"], &["-replications", "2"], "unknown option --bogus"),
+        (
+            &["--bogus"],
+            &["-replications", "2"],
+            "unknown option --bogus",
+        ),
     ];
     for (opts, rargs, msg) in bad {
         let mut ra = p.base_args();
@@ -239,7 +266,10 @@ fn slurm_task_env(p: &Pair, state: &Path, task: u32) -> Vec<(&'static str, Strin
         ("SLURM_ARRAY_TASK_MIN", "0".into()),
         ("SLURM_ARRAY_JOB_ID", "4242".into()),
         ("SLURM_SUBMIT_DIR", p.dir.path().display().to_string()),
-        ("KEEP_RSYNC_SETTINGS_DIR", p.dir.path().display().to_string()),
+        (
+            "KEEP_RSYNC_SETTINGS_DIR",
+            p.dir.path().display().to_string(),
+        ),
         ("KEEP_RSYNC_STATE_DIR", state.display().to_string()),
         ("KEEP_RSYNC", bin().to_string()),
     ]
@@ -272,9 +302,19 @@ async fn slurm_array_script_body_with_array_variables_set() {
     let mut args = vec![sbatch.clone()];
     args.extend(extra.iter().map(|s| s.to_string()));
     for task in 0..16 {
-        let r = run_cmd("bash", &args, &slurm_task_env(&p, &state, task), p.dir.path()).await;
+        let r = run_cmd(
+            "bash",
+            &args,
+            &slurm_task_env(&p, &state, task),
+            p.dir.path(),
+        )
+        .await;
         r.expect(0);
-        assert!(r.stdout.contains(&format!("shard {task:x} complete")), "{}", r.all());
+        assert!(
+            r.stdout.contains(&format!("shard {task:x} complete")),
+            "{}",
+            r.all()
+        );
     }
     assert_sharded_copy_complete(&p, &blocks, &state).await;
     // A resubmitted task whose shard is done does nothing.
@@ -345,7 +385,9 @@ impl Slurm {
         }
         let mut bins = Vec::new();
         for b in ["munged", "slurmctld", "slurmd", "sbatch", "sinfo"] {
-            bins.push(which(b).ok_or(format!("{b} not installed (apt-get install slurmctld slurmd slurm-client munge)"))?);
+            bins.push(which(b).ok_or(format!(
+                "{b} not installed (apt-get install slurmctld slurmd slurm-client munge)"
+            ))?);
         }
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let d = dir.path().to_path_buf();
@@ -357,7 +399,11 @@ impl Slurm {
         std::fs::set_permissions(d.join("munge"), std::fs::Permissions::from_mode(0o700)).unwrap();
         let key: Vec<u8> = (0..1024).map(|_| rand::random::<u8>()).collect();
         std::fs::write(d.join("munge/munge.key"), key).unwrap();
-        std::fs::set_permissions(d.join("munge/munge.key"), std::fs::Permissions::from_mode(0o400)).unwrap();
+        std::fs::set_permissions(
+            d.join("munge/munge.key"),
+            std::fs::Permissions::from_mode(0o400),
+        )
+        .unwrap();
         let host = std::process::Command::new("hostname")
             .arg("-s")
             .output()
@@ -397,12 +443,25 @@ impl Slurm {
         let m = |f: &str| d.join("munge").join(f).display().to_string();
         s.children.push(spawn(
             &bins[0],
-            &["-F", "--force", "--socket", &m("sock"), "--key-file", &m("munge.key"),
-              "--pid-file", &m("pid"), "--log-file", &m("log"), "--seed-file", &m("seed")],
+            &[
+                "-F",
+                "--force",
+                "--socket",
+                &m("sock"),
+                "--key-file",
+                &m("munge.key"),
+                "--pid-file",
+                &m("pid"),
+                "--log-file",
+                &m("log"),
+                "--seed-file",
+                &m("seed"),
+            ],
         )?);
         let cs = conf.display().to_string();
         s.children.push(spawn(&bins[1], &["-D", "-i", "-f", &cs])?);
-        s.children.push(spawn(&bins[2], &["-D", "-f", &cs, "-N", "ci1"])?);
+        s.children
+            .push(spawn(&bins[2], &["-D", "-f", &cs, "-N", "ci1"])?);
         for _ in 0..60 {
             std::thread::sleep(Duration::from_millis(500));
             let out = std::process::Command::new(&bins[4])
@@ -466,12 +525,20 @@ async fn slurm_array_on_a_one_node_cluster() {
         .filter_map(|e| {
             let e = e.unwrap();
             let n = e.file_name().to_string_lossy().into_owned();
-            n.ends_with(".out").then(|| format!("--- {n}\n{}", std::fs::read_to_string(e.path()).unwrap_or_default()))
+            n.ends_with(".out").then(|| {
+                format!(
+                    "--- {n}\n{}",
+                    std::fs::read_to_string(e.path()).unwrap_or_default()
+                )
+            })
         })
         .collect();
     assert_eq!(r.code, 0, "sbatch --wait: {}\n{}", r.all(), outs.join("\n"));
     assert_eq!(outs.len(), 16, "one output file per array task");
-    let done: BTreeSet<String> = hex16().into_iter().filter(|s| state.join(format!("{s}.done")).exists()).collect();
+    let done: BTreeSet<String> = hex16()
+        .into_iter()
+        .filter(|s| state.join(format!("{s}.done")).exists())
+        .collect();
     assert_eq!(done.len(), 16, "{done:?}");
     assert_sharded_copy_complete(&p, &blocks, &state).await;
     drop(slurm);
@@ -483,7 +550,10 @@ fn k8s_manifest() -> Vec<Value> {
     let venv = repo().join(".venv/bin/python").display().to_string();
     let code = "import json, sys, yaml; json.dump(list(yaml.safe_load_all(open(sys.argv[1]))), sys.stdout)";
     for py in [venv.as_str(), "python3"] {
-        let Ok(out) = std::process::Command::new(py).args(["-c", code, &path]).output() else {
+        let Ok(out) = std::process::Command::new(py)
+            .args(["-c", code, &path])
+            .output()
+        else {
             continue;
         };
         if out.status.success() {
@@ -496,7 +566,9 @@ fn k8s_manifest() -> Vec<Value> {
             "{py} could not parse {path}: {err}"
         );
     }
-    panic!("no python with PyYAML: run scripts/install-test-deps.sh (or apt-get install python3-yaml)");
+    panic!(
+        "no python with PyYAML: run scripts/install-test-deps.sh (or apt-get install python3-yaml)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,10 +620,14 @@ async fn kubernetes_indexed_job_manifest_is_well_formed_and_its_pods_copy_every_
     assert_eq!(secret["secret"]["defaultMode"], 0o400);
     let shards = vol_of(&state_dir);
     let claim = shards["persistentVolumeClaim"]["claimName"].as_str();
-    assert!(claim.is_some() || shards["emptyDir"].is_object(), "{shards}");
+    assert!(
+        claim.is_some() || shards["emptyDir"].is_object(),
+        "{shards}"
+    );
     if let Some(claim) = claim {
         assert!(
-            docs.iter().any(|d| d["kind"] == "PersistentVolumeClaim" && d["metadata"]["name"] == claim),
+            docs.iter()
+                .any(|d| d["kind"] == "PersistentVolumeClaim" && d["metadata"]["name"] == claim),
             "the claim {claim} is defined"
         );
     }
@@ -571,7 +647,12 @@ async fn kubernetes_indexed_job_manifest_is_well_formed_and_its_pods_copy_every_
     assert_eq!(c["resources"]["requests"]["memory"], mem.as_str());
     assert_eq!(c["resources"]["limits"]["memory"], mem.as_str());
     assert_eq!(c["resources"]["requests"]["cpu"], "1");
-    assert!(!args.iter().any(|a| a.contains("prefix") || a.contains("report")), "{args:?}");
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.contains("prefix") || a.contains("report")),
+        "{args:?}"
+    );
 
     // The container's command, run once per completion index, with the
     // mounts replaced by directories here: the union is a full copy.
@@ -593,7 +674,10 @@ async fn kubernetes_indexed_job_manifest_is_well_formed_and_its_pods_copy_every_
         let env = vec![
             ("JOB_COMPLETION_INDEX", i.to_string()),
             ("KEEP_RSYNC_PREFIXES", "16".into()),
-            ("KEEP_RSYNC_SETTINGS_DIR", p.dir.path().display().to_string()),
+            (
+                "KEEP_RSYNC_SETTINGS_DIR",
+                p.dir.path().display().to_string(),
+            ),
             ("KEEP_RSYNC_STATE_DIR", state.display().to_string()),
             ("KEEP_RSYNC", bin().to_string()),
         ];
