@@ -33,7 +33,9 @@ if [ "${INSTALL_SLURM:-0}" = 1 ]; then
         command -v sbatch >/dev/null 2>&1 && command -v munged >/dev/null 2>&1; then
         echo "install-test-deps: slurm already installed"
     else
-        apt_install slurmctld slurmd slurm-client munge
+        # Best effort: without Slurm the real-cluster test skips itself.
+        apt_install slurmctld slurmd slurm-client munge ||
+            echo "install-test-deps: could not install slurm; its test will be skipped" >&2
     fi
 fi
 
