@@ -257,6 +257,7 @@ pub struct Bars {
     blocks: ProgressBar,
     bytes: ProgressBar,
     lines: Mutex<()>,
+    shown: std::sync::Once,
 }
 
 impl Bars {
@@ -268,15 +269,15 @@ impl Bars {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         index.set_prefix("indexes");
-        let blocks = mp.add(ProgressBar::hidden());
+        // Blocks and bytes bars join the display once there is a plan. (A
+        // hidden bar has no length, so they start as plain bars, unattached.)
+        let blocks = ProgressBar::new(0);
         blocks.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>8} {wide_bar} {pos}/{len} blocks  {per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template("{prefix:>8} {wide_bar} {pos}/{len} blocks")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         blocks.set_prefix("blocks");
-        let bytes = mp.add(ProgressBar::hidden());
+        let bytes = ProgressBar::new(0);
         bytes.set_style(
             ProgressStyle::with_template(
                 "{prefix:>8} {wide_bar} {bytes}/{total_bytes}  {bytes_per_sec} ETA {eta}",
@@ -291,6 +292,7 @@ impl Bars {
             blocks,
             bytes,
             lines: Mutex::new(()),
+            shown: std::sync::Once::new(),
         }
     }
 }
@@ -319,8 +321,10 @@ impl Reporter for Bars {
         }
     }
     fn planned(&self, c: &PlanCounts, _pass: usize, _passes: usize) {
-        self.blocks.set_draw_target(ProgressDrawTarget::stderr());
-        self.bytes.set_draw_target(ProgressDrawTarget::stderr());
+        self.shown.call_once(|| {
+            self.mp.add(self.blocks.clone());
+            self.mp.add(self.bytes.clone());
+        });
         self.blocks.inc_length(c.to_write() + c.to_verify);
         self.bytes
             .inc_length(c.to_write_bytes() + c.to_verify_bytes);

@@ -369,7 +369,7 @@ impl Report {
             let what = if u.role == "source" {
                 "blocks only it holds were not copied"
             } else {
-                "it was left out: copies it may hold were not counted and nothing was written to it"
+                "copies it holds were not counted and it got no further writes (replicas went to the next services)"
             };
             s.push_str(&format!(
                 "  {} service {} ({}) unreachable: {what}; {}\n",
