@@ -394,7 +394,7 @@ async fn incomplete_or_malformed_index_stops_the_run_before_copying() {
     assert_eq!(p.total_dst_puts(), 0);
     assert_eq!(p.total_src_gets(), 0);
     // Retried like any transient failure before giving up.
-    assert_eq!(p.src.counters(2).index_requests, 1 + 3);
+    assert_eq!(p.src.counters(2).index_requests, 1 + 2);
 
     clear_all(&p.src);
     p.dst.set_faults(1, faults(|f| f.index_malformed = true));
