@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use keep_rsync::protocol::BlockHash;
-use keep_rsync::sim::{ClusterConfig, Faults, SizeRange};
+use keep_rsync::sim::{Faults, SizeRange};
 
 /// Small blocks (2 bytes to 8 KiB) keep fault tests fast.
 fn small() -> Vec<SizeRange> {
@@ -569,6 +569,3 @@ async fn sigterm_twice_exits_at_once() {
     p.rsync(&["-replications", "2"]).await.expect(0);
     assert_on_first(&p, &blocks, 2, &[]);
 }
-
-#[allow(dead_code)]
-fn _unused(_: ClusterConfig) {}

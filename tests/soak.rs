@@ -93,6 +93,16 @@ async fn soak_5000_blocks_with_faults_converges() {
     }
     assert_eq!(copies, 2 * BLOCKS);
     assert!(injected > 1000, "only {injected} faults injected");
+    // Converged means converged: one more run (faults still on) moves
+    // nothing at all.
+    p.src.reset_counters();
+    p.dst.reset_counters();
+    let r = p
+        .rsync(&["-replications", "2", "-q", "--transfers", "16"])
+        .await;
+    r.expect(0);
+    assert_eq!(p.total_src_gets(), 0, "{}", r.stderr);
+    assert_eq!(p.total_dst_puts(), 0, "{}", r.stderr);
     eprintln!(
         "soak: {BLOCKS} blocks, {injected} faults injected, converged after {runs} run(s); \
          seeding {seeded:.1?}, total {:.1?}",
