@@ -244,6 +244,9 @@ impl<'a> Copier<'a> {
             From::Src(i) => (self.src, i as usize, &self.stats.src),
             From::Dst(i) => (self.dst, i as usize, &self.stats.dst),
         };
+        if side.is_down(i) {
+            return Err(gone());
+        }
         let url = side.services[i].url();
         let size = job.size as u64;
         let throttle = self.opts.throttle.as_ref();
@@ -267,7 +270,25 @@ impl<'a> Copier<'a> {
             }
         })
         .await;
-        r.map_err(|(f, _)| f)
+        r.map_err(|(f, _)| self.note_down(side, i, f))
+    }
+
+    /// A service that refuses connections after all retries has died mid-run:
+    /// mark it down so later blocks skip it at once instead of each paying
+    /// the retries, and list it (the run then exits 1; a rerun completes).
+    fn note_down(&self, side: &Side, i: usize, f: Failure) -> Failure {
+        if f.is_transient()
+            && f.detail.starts_with("could not connect")
+            && !side.down[i].swap(true, Relaxed)
+        {
+            let why = format!("stopped accepting connections mid-run: {f}");
+            self.reporter.log(
+                crate::progress::Level::Warn,
+                &format!("{} service {}: {why}", side.role, side.services[i].label()),
+            );
+            self.stats.service_down(side.role, &side.services[i], &why);
+        }
+        f
     }
 
     /// Read a block file from a raw volume (`--src-volume-dir`), verified.
@@ -305,6 +326,9 @@ impl<'a> Copier<'a> {
     /// PUT to one destination service (with retries for transient failures).
     async fn put_to(&self, d: u16, job: &Job, data: Bytes, desired: u32) -> Result<u32, Failure> {
         let i = d as usize;
+        if self.dst.is_down(i) {
+            return Err(gone());
+        }
         let url = self.dst.services[i].url();
         let classes = self.opts.storage_classes.as_deref();
         let size = job.size as u64;
@@ -334,7 +358,7 @@ impl<'a> Copier<'a> {
                 self.stats.bytes_written.fetch_add(size * n as u64, Relaxed);
                 Ok(n)
             }
-            Err((f, _)) => Err(f),
+            Err((f, _)) => Err(self.note_down(self.dst, i, f)),
         }
     }
 
@@ -402,6 +426,13 @@ impl<'a> Copier<'a> {
             reason: format!("stored {stored} of {need} replicas needed: {why}"),
         })
     }
+}
+
+fn gone() -> Failure {
+    Failure::new(
+        FailureKind::Transient,
+        "service found unreachable earlier in this run",
+    )
 }
 
 fn count<T>(st: &ServiceStats, r: &Result<T, Failure>, size: u64) {

@@ -91,13 +91,14 @@ impl BodyParser {
             chunk = &chunk[nl + 1..];
         }
         if !chunk.is_empty() {
+            // An unfinished line is line `lines + 1`, whatever the chunking.
             if self.terminated {
-                return Err(self.malformed(chunk));
+                return Err(self.malformed_at(self.lines + 1, chunk));
             }
             self.partial.extend_from_slice(chunk);
             if self.partial.len() > 4096 {
                 let p = std::mem::take(&mut self.partial);
-                return Err(self.malformed(&p));
+                return Err(self.malformed_at(self.lines + 1, &p));
             }
         }
         Ok(())
@@ -122,9 +123,13 @@ impl BodyParser {
     }
 
     fn malformed(&self, line: &[u8]) -> BodyError {
+        self.malformed_at(self.lines.max(1), line)
+    }
+
+    fn malformed_at(&self, line_no: u64, line: &[u8]) -> BodyError {
         let text: String = String::from_utf8_lossy(line).chars().take(120).collect();
         BodyError::Malformed {
-            line_no: self.lines.max(1),
+            line_no,
             line: redact_signatures(&text),
         }
     }
