@@ -277,10 +277,7 @@ impl<'a> Copier<'a> {
     /// mark it down so later blocks skip it at once instead of each paying
     /// the retries, and list it (the run then exits 1; a rerun completes).
     fn note_down(&self, side: &Side, i: usize, f: Failure) -> Failure {
-        if f.is_transient()
-            && f.detail.starts_with("could not connect")
-            && !side.down[i].swap(true, Relaxed)
-        {
+        if f.kind == FailureKind::Unreachable && !side.down[i].swap(true, Relaxed) {
             let why = format!("stopped accepting connections mid-run: {f}");
             self.reporter.log(
                 crate::progress::Level::Warn,

@@ -32,6 +32,9 @@ pub enum FailureKind {
     /// Connection error, timeout, 408, 429, 5xx other than 507: retry with
     /// backoff, then move on.
     Transient,
+    /// Could not connect at all (refused, connect timeout): retried like
+    /// `Transient`; when it persists, the service is taken for dead.
+    Unreachable,
     /// 404/410: this service does not have it; move on, no retry.
     NotFound,
     /// 401/403: token or signature refused; move on, no retry.
@@ -60,7 +63,12 @@ impl Failure {
         }
     }
     fn from_http(e: &reqwest::Error) -> Failure {
-        Failure::new(FailureKind::Transient, describe_http_error(e))
+        let kind = if e.is_connect() {
+            FailureKind::Unreachable
+        } else {
+            FailureKind::Transient
+        };
+        Failure::new(kind, describe_http_error(e))
     }
     fn from_status(status: StatusCode, body_hint: &str) -> Failure {
         let kind = match status.as_u16() {
@@ -82,8 +90,9 @@ impl Failure {
         };
         Failure::new(kind, detail)
     }
+    /// Worth retrying with backoff.
     pub fn is_transient(&self) -> bool {
-        self.kind == FailureKind::Transient
+        matches!(self.kind, FailureKind::Transient | FailureKind::Unreachable)
     }
 }
 
