@@ -406,12 +406,15 @@ fn collect_indexes(
     };
     let mut out = [empty(sides[0]), empty(sides[1])];
     for (f, &(k, i)) in fetched.into_iter().zip(refs) {
+        let st = if k == 0 { &stats.src[i] } else { &stats.dst[i] };
+        st.requests.fetch_add(1, Relaxed);
         match f {
             Fetched::Index(ix) => {
                 stats.index_lines.fetch_add(ix.lines, Relaxed);
                 out[k][i] = ix;
             }
             Fetched::Down(why) => {
+                st.errors.fetch_add(1, Relaxed);
                 sides[k].down[i].store(true, Relaxed);
                 stats.service_down(sides[k].role, &sides[k].services[i], &why);
             }

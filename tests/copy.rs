@@ -5,8 +5,7 @@
 mod common;
 
 use common::*;
-use keep_rsync::protocol::BlockHash;
-use keep_rsync::sim::{Cluster, ClusterConfig};
+use keep_rsync::sim::ClusterConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_copy_with_signatures_places_each_block_once_in_rendezvous_order() {
@@ -255,5 +254,38 @@ async fn version_and_help() {
     }
 }
 
-#[allow(dead_code)]
-fn _unused(_: &Cluster, _: BlockHash) {}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_settings_names_resolve_like_arv_copy() {
+    let p = Pair::start().await;
+    let blocks = p.src.seed_blocks(5, &sizes(), 1, 11);
+    // NAME → $HOME/.config/arvados/NAME.conf ...
+    let home = p.path("home");
+    std::fs::create_dir_all(home.join(".config/arvados")).unwrap();
+    write_private(
+        &home.join(".config/arvados/old.conf"),
+        &p.src.settings_text(),
+    );
+    // ... unless $XDG_CONFIG_HOME/arvados/NAME.conf exists.
+    let xdg = p.path("xdg");
+    std::fs::create_dir_all(xdg.join("arvados")).unwrap();
+    write_private(&xdg.join("arvados/new.conf"), &p.dst.settings_text());
+    let mut args = p.base_args();
+    args[1] = "old".into();
+    args[3] = "new".into();
+    args.extend(["-replications".to_string(), "1".to_string()]);
+    let env = [
+        ("HOME", home.to_str().unwrap()),
+        ("XDG_CONFIG_HOME", xdg.to_str().unwrap()),
+    ];
+    run_rsync_env(&args, &env).await.expect(0);
+    p.assert_placed(&blocks, 1);
+    // A name that resolves nowhere names the path it tried.
+    args[1] = "nosuch".into();
+    let r = run_rsync_env(&args, &env).await;
+    r.expect(2);
+    assert!(
+        r.stderr.contains(".config/arvados/nosuch.conf"),
+        "{}",
+        r.stderr
+    );
+}
