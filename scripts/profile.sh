@@ -28,31 +28,36 @@ start_sim() {
     until [ -s "$W/$name.json" ]; do sleep 0.05; done
 }
 
-rsync() {
+rsync() { # SRC DST ARGS...: the keep-rsync command line
     local s=$1 d=$2
     shift 2
-    "$BIN/keep-rsync" -src "$W/$s.conf" -dst "$W/$d.conf" \
+    echo "$BIN/keep-rsync" -src "$W/$s.conf" -dst "$W/$d.conf" \
         -src-keep-services-json "$W/$s.json" -dst-keep-services-json "$W/$d.json" \
         -replications 2 --quiet "$@"
 }
 
-top() { # PERF_DATA [COMM]
-    perf report -i "$1" --no-children --sort dso,symbol ${2:+--comms "$2"} --stdio 2>/dev/null |
+top() { # PERF_DATA
+    perf report -i "$1" --no-children --sort dso,symbol --stdio 2>/dev/null |
         grep -v '^#' | grep -v '^$' | head -25
 }
 
 echo "== scenario 2 (12 x 16-64 MiB): keep-rsync"
 start_sim s2src --services 4 --uuid-prefix srcb2 --seed-blocks 12 --seed-sizes 16M-64M --seed-replicas 1 --seed 2
 start_sim s2dst --services 4 --uuid-prefix dstb2
-perf record -q -e cpu-clock -F 999 -o "$W/s2.data" -- rsync s2src s2dst 2>"$W/s2.err" || true
+perf record -q -e cpu-clock -F 999 -o "$W/s2.data" -- $(rsync s2src s2dst) 2>"$W/s2.err" || true
 top "$W/s2.data"
 
 N=${PROFILE_N:-10000000}
 echo "== scenario 3 ($N blocks, --dry-run): keep-rsync, then the whole machine"
 start_sim s3src --services 4 --uuid-prefix srcc3 --synthetic-blocks "$N" --synthetic-seed 3 --synthetic-replicas 2
 start_sim s3dst --services 4 --uuid-prefix dstc3 --synthetic-blocks "$N" --synthetic-seed 3 --synthetic-replicas 2 --synthetic-fraction 0.9
-perf record -q -a -e cpu-clock -F 499 -o "$W/s3.data" -- bash -c "$(declare -f rsync); W=$W BIN=$BIN; rsync s3src s3dst --dry-run" 2>"$W/s3.err" || true
+# The source sim is profiled alongside (perf -p), to compare server and client cost.
+perf record -q -e cpu-clock -F 499 -o "$W/s3sim.data" -p "${PIDS[2]}" 2>/dev/null &
+SIMPERF=$!
+sleep 0.5
+perf record -q -e cpu-clock -F 499 -o "$W/s3.data" -- $(rsync s3src s3dst --dry-run) 2>"$W/s3.err" || true
+kill -INT "$SIMPERF"; wait "$SIMPERF" 2>/dev/null || true
 echo "-- keep-rsync"
-top "$W/s3.data" keep-rsync
-echo "-- by command (share of all samples on both cores)"
-perf report -i "$W/s3.data" --no-children --sort comm --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
+top "$W/s3.data"
+echo "-- source keepstore-sim (serving the same indexes)"
+top "$W/s3sim.data"

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
@@ -156,10 +156,19 @@ pub async fn run(mut rc: RawCopy<'_>) -> Result<RawCopyResult, String> {
                 .send()
                 .await
             {
-                Ok(r) if r.status().is_success() => match r.bytes().await {
-                    Ok(b) => b,
-                    Err(_) => return (0, 0, 1),
-                },
+                // Read into one buffer of the block's size, as keep-rsync
+                // does (reqwest's `bytes()` would grow it by doubling).
+                Ok(r) if r.status().is_success() => {
+                    let mut buf = BytesMut::with_capacity(e.size as usize);
+                    let mut body = r.bytes_stream();
+                    while let Some(chunk) = body.next().await {
+                        match chunk {
+                            Ok(c) => buf.extend_from_slice(&c),
+                            Err(_) => return (0, 0, 1),
+                        }
+                    }
+                    buf.freeze()
+                }
                 _ => return (0, 0, 1),
             };
             let targets: Vec<usize> = remote_probe_order(rc.dst, &e.hash)
