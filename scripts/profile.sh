@@ -38,7 +38,7 @@ rsync() { # SRC DST ARGS...: the keep-rsync command line
 
 top() { # PERF_DATA
     perf report -i "$1" --no-children --sort dso,symbol --stdio 2>/dev/null |
-        grep -v '^#' | grep -v '^$' | head -25
+        grep -v '^#' | grep -v '^$' | awk 'NR <= 25'
 }
 
 echo "== scenario 2 (12 x 16-64 MiB): keep-rsync"
