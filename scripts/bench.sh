@@ -42,6 +42,7 @@ if [ ! -x /usr/bin/time ]; then
 fi
 
 T_START=$(date +%s.%N)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "bench: cargo build --release" >&2
 cargo build --release --quiet
 BIN=$ROOT/target/release
@@ -241,9 +242,9 @@ T_END=$(date +%s.%N)
 
 # Load while we ran (others' builds make numbers noisy).
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-python3 - "$MODE" "$T_START" "$T_END" "$LOAD" "$DEFAULT_T" "$RES" >"$W/run.json" <<'EOF'
+python3 - "$MODE" "$T_START" "$T_END" "$LOAD" "$DEFAULT_T" "$RES" "$LOAD_START" >"$W/run.json" <<'EOF'
 import json, sys, os, platform, subprocess, datetime
-mode, t0, t1, load, deft, res = sys.argv[1:]
+mode, t0, t1, load, deft, res, load0 = sys.argv[1:]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
 rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -253,6 +254,7 @@ print(json.dumps({
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     "seconds": float(t1) - float(t0),
     "load_after": load,
+    "load_before": load0,
     "machine": {"nproc": os.cpu_count(), "cpu": cpu, "mem_gib": round(mem / 2**20, 1),
                 "kernel": platform.release()},
     "commit": rev + ("+dirty" if dirty else ""),
