@@ -340,7 +340,7 @@ impl KeepClient {
 /// client's CPU in perf: docs/benchmarks.md). With `MADV_HUGEPAGE` (honoured
 /// when `/sys/kernel/mm/transparent_hugepage/enabled` is `madvise` or
 /// `always`) it is one fault per 2 MiB. Purely advisory: errors are ignored.
-fn advise_huge_pages(buf: &mut BytesMut) {
+pub fn advise_huge_pages(buf: &mut BytesMut) {
     #[cfg(target_os = "linux")]
     if buf.capacity() >= 4 << 20 {
         const PAGE: usize = 4096;

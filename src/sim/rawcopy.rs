@@ -160,6 +160,9 @@ pub async fn run(mut rc: RawCopy<'_>) -> Result<RawCopyResult, String> {
                 // does (reqwest's `bytes()` would grow it by doubling).
                 Ok(r) if r.status().is_success() => {
                     let mut buf = BytesMut::with_capacity(e.size as usize);
+                    // Same buffer as keep-rsync's (huge pages), so the limit
+                    // does not pay page faults keep-rsync avoids.
+                    crate::protocol::client::advise_huge_pages(&mut buf);
                     let mut body = r.bytes_stream();
                     while let Some(chunk) = body.next().await {
                         match chunk {
