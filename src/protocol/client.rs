@@ -247,6 +247,7 @@ impl KeepClient {
         }
         let mut md5 = Md5::new();
         let mut buf = BytesMut::with_capacity(size as usize);
+        advise_huge_pages(&mut buf);
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| {
@@ -338,6 +339,30 @@ impl KeepClient {
             replicas,
             classes_confirmed,
         })
+    }
+}
+
+/// Ask the kernel for transparent huge pages on a big block buffer.
+///
+/// A 16–64 MiB buffer is a fresh `mmap`; filled in 4 KiB pages it costs one
+/// page fault per page (~470,000 faults per 1.9 GB copied, about 10 % of the
+/// client's CPU in perf: docs/benchmarks.md). With `MADV_HUGEPAGE` (honoured
+/// when `/sys/kernel/mm/transparent_hugepage/enabled` is `madvise` or
+/// `always`) it is one fault per 2 MiB. Purely advisory: errors are ignored.
+pub fn advise_huge_pages(buf: &mut BytesMut) {
+    #[cfg(target_os = "linux")]
+    if buf.capacity() >= 4 << 20 {
+        const PAGE: usize = 4096;
+        let start = buf.as_mut_ptr() as usize;
+        let (a, b) = (
+            (start + PAGE - 1) & !(PAGE - 1),
+            (start + buf.capacity()) & !(PAGE - 1),
+        );
+        // SAFETY: [a, b) lies inside the buffer's own allocation, and
+        // MADV_HUGEPAGE changes neither its contents nor its mapping.
+        unsafe {
+            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE);
+        }
     }
 }
 

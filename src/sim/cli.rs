@@ -1,5 +1,6 @@
 //! The `keepstore-sim` command line: serve a cluster until SIGINT/SIGTERM,
-//! or act on a running one (`seed`, `counters`, `probe-order`).
+//! or act on a running one (`seed`, `counters`, `probe-order`, and the
+//! benchmark helpers `rawcopy` and `md5-speed`).
 //!
 //! Scripts rely on the flag names and on one behaviour: the services file
 //! (and `--settings-file`) appears, by rename from `FILE.tmp`, only once every
@@ -39,6 +40,11 @@ enum Cmd {
     Counters(CountersArgs),
     /// Print, for each HASH, the service uuids in rendezvous probe order.
     ProbeOrder(ProbeOrderArgs),
+    /// Benchmark limit: copy blocks with plain GETs and PUTs (no planning,
+    /// no verification, no retries); prints bytes/s as JSON.
+    Rawcopy(RawcopyArgs),
+    /// Benchmark: MD5 speed of one core (the md-5 crate keep-rsync uses), JSON.
+    Md5Speed(Md5SpeedArgs),
 }
 
 /// Serving a cluster (the default mode).
@@ -197,6 +203,39 @@ struct ProbeOrderArgs {
     hashes: Vec<String>,
 }
 
+#[derive(Args, Debug)]
+struct RawcopyArgs {
+    /// Source keep_services JSON (file, or JSON text).
+    #[arg(long, value_name = "FILE")]
+    src_services_json: String,
+    /// Destination keep_services JSON (file, or JSON text).
+    #[arg(long, value_name = "FILE")]
+    dst_services_json: String,
+    /// Source token (root token: the index is listed with it).
+    #[arg(long)]
+    src_token: String,
+    /// Destination token.
+    #[arg(long)]
+    dst_token: String,
+    /// Replicas written per block (first writable services of the probe order).
+    #[arg(long, value_name = "R", default_value_t = 2)]
+    replicas: usize,
+    /// Blocks in flight.
+    #[arg(long, value_name = "N", default_value_t = crate::cli::DEFAULT_TRANSFERS)]
+    concurrency: usize,
+    /// `HASH+SIZE` lines to copy instead of listing the source indexes
+    /// (each read from the first service of its source probe order).
+    #[arg(long, value_name = "FILE")]
+    blocks_file: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct Md5SpeedArgs {
+    /// Times a 64 MiB buffer is hashed.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    rounds: usize,
+}
+
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("keepstore-sim: error: {msg}");
     ExitCode::from(code)
@@ -219,6 +258,11 @@ pub fn main() -> ExitCode {
             Some(Cmd::Seed(a)) => seed_cmd(a).await,
             Some(Cmd::Counters(a)) => counters_cmd(a).await,
             Some(Cmd::ProbeOrder(a)) => probe_order_cmd(a),
+            Some(Cmd::Rawcopy(a)) => rawcopy_cmd(a).await,
+            Some(Cmd::Md5Speed(a)) => {
+                println!("{}", super::rawcopy::md5_speed(a.rounds));
+                ExitCode::SUCCESS
+            }
         }
     })
 }
@@ -478,6 +522,46 @@ async fn counters_cmd(a: CountersArgs) -> ExitCode {
     }
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     ExitCode::SUCCESS
+}
+
+async fn rawcopy_cmd(a: RawcopyArgs) -> ExitCode {
+    let (src, dst) = match (
+        load_services(&a.src_services_json),
+        load_services(&a.dst_services_json),
+    ) {
+        (Ok(s), Ok(d)) => (s, d),
+        (Err(e), _) | (_, Err(e)) => return fail(2, e),
+    };
+    let blocks = match &a.blocks_file {
+        None => None,
+        Some(f) => match std::fs::read_to_string(f)
+            .map_err(|e| format!("reading {f}: {e}"))
+            .and_then(|t| super::rawcopy::parse_blocks(&t))
+        {
+            Ok(b) => Some(b),
+            Err(e) => return fail(2, e),
+        },
+    };
+    let r = super::rawcopy::run(super::rawcopy::RawCopy {
+        src: &src,
+        dst: &dst,
+        src_token: &a.src_token,
+        dst_token: &a.dst_token,
+        replicas: a.replicas,
+        concurrency: a.concurrency,
+        blocks,
+    })
+    .await;
+    match r {
+        Ok(r) => {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            if r.errors > 0 {
+                return fail(1, format!("{} blocks failed", r.errors));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, e),
+    }
 }
 
 fn probe_order_cmd(a: ProbeOrderArgs) -> ExitCode {

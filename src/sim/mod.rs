@@ -25,6 +25,7 @@
 pub mod api;
 pub mod cli;
 pub mod faults;
+pub mod rawcopy;
 pub mod seed;
 pub mod server;
 pub mod store;

@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# Benchmarks of issue 4 (docs/benchmarks.md). Builds release binaries, starts
+# its own keepstore-sim clusters on 127.0.0.1 (ephemeral ports), runs:
+#
+#   1. latency-bound copy: 2000 blocks of 1-16 KiB, 4+4 services, 10 ms per
+#      request, 2 replicas: keep-rsync --transfers 1 vs the default;
+#   2. bandwidth-bound copy: 48 blocks of 16-64 MiB, 4+4 services, 2 replicas:
+#      keep-rsync (default transfers) vs `keepstore-sim rawcopy` (the same
+#      GETs and PUTs, no planning, no verification) at the same concurrency,
+#      plus the MD5 speed of one core;
+#   3. index scale: --dry-run over 4+4 synthetic services (each block on 2
+#      source services, 90 % at the destination) at 10^6, 10^7, 3*10^7 blocks;
+#
+# then rewrites docs/benchmarks.md (scripts/bench-report.py) from the raw
+# results it saves in docs/bench/last-full.json.
+#
+#   scripts/bench.sh            all three, median of BENCH_RUNS (3) runs
+#   scripts/bench.sh --sweep    scenarios 1 and 2 once per --transfers in
+#                               4 8 16 32 64 (docs/bench/last-sweep.json)
+#   scripts/bench.sh --quick    one run each, smaller scale (a smoke test;
+#                               does not touch docs/)
+#
+# Environment: BENCH_RUNS (default 3), BENCH_BIG (3e7-block run: 1 = yes,
+# default 1), BENCH_KEEP=1 keeps the work directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+MODE=full
+case "${1:-}" in
+    --sweep) MODE=sweep ;;
+    --quick) MODE=quick ;;
+    "") ;;
+    *) echo "usage: $0 [--sweep|--quick]" >&2; exit 2 ;;
+esac
+RUNS=${BENCH_RUNS:-3}
+BIG=${BENCH_BIG:-1}
+[ "$MODE" = quick ] && RUNS=1
+
+if [ ! -x /usr/bin/time ]; then
+    echo "bench: GNU time is needed (apt-get install -y time)" >&2
+    exit 2
+fi
+
+T_START=$(date +%s.%N)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "bench: cargo build --release" >&2
+cargo build --release --quiet
+BIN=$ROOT/target/release
+KR=$BIN/keep-rsync
+SIM=$BIN/keepstore-sim
+
+W=$(mktemp -d /tmp/keep-rsync-bench.XXXXXX)
+RES=$W/results.jsonl
+: >"$RES"
+declare -A SIM_PID=()
+
+cleanup() {
+    for name in "${!SIM_PID[@]}"; do
+        kill -TERM "${SIM_PID[$name]}" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then
+        echo "bench: work directory kept: $W" >&2
+    else
+        rm -rf "$W"
+    fi
+}
+trap cleanup EXIT
+
+# start_sim NAME ARGS...: start a cluster, wait for its services file.
+start_sim() {
+    local name=$1
+    shift
+    rm -f "$W/$name.json" "$W/$name.conf"
+    "$SIM" --root-token "tok-$name" --services-json "$W/$name.json" \
+        --settings-file "$W/$name.conf" "$@" 2>>"$W/$name.log" &
+    SIM_PID[$name]=$!
+    local i
+    for i in $(seq 1 1200); do
+        [ -s "$W/$name.json" ] && return 0
+        if ! kill -0 "${SIM_PID[$name]}" 2>/dev/null; then
+            echo "bench: keepstore-sim $name exited:" >&2
+            cat "$W/$name.log" >&2
+            exit 1
+        fi
+        sleep 0.05
+    done
+    echo "bench: keepstore-sim $name did not start in 60 s" >&2
+    exit 1
+}
+
+stop_sim() {
+    local name=$1
+    if [ -n "${SIM_PID[$name]:-}" ]; then
+        kill -TERM "${SIM_PID[$name]}" 2>/dev/null || true
+        wait "${SIM_PID[$name]}" 2>/dev/null || true
+        unset "SIM_PID[$name]"
+    fi
+}
+
+now() { date +%s.%N; }
+
+# measure TAG CMD...: run CMD under GNU time; append one JSON line to $RES
+# with wall, user, sys, peak RSS and the command's stdout (if JSON).
+measure() {
+    local tag=$1
+    shift
+    local t0 t1 rc=0
+    t0=$(now)
+    /usr/bin/time -f '%e %U %S %M' -o "$W/time.txt" "$@" >"$W/out.txt" 2>"$W/err.txt" || rc=$?
+    t1=$(now)
+    python3 - "$tag" "$t0" "$t1" "$rc" "$W/time.txt" "$W/out.txt" "$W/report.json" "$W" "$ROOT" "$*" >>"$RES" <<'EOF'
+import json, sys
+tag, t0, t1, rc, timef, outf, repf, work, root, cmd = sys.argv[1:]
+e, u, s, m = open(timef).read().split()[-4:]
+row = dict(json.loads(tag), wall=float(t1) - float(t0), user=float(u), sys=float(s),
+           maxrss_kib=int(m), rc=int(rc),
+           cmd=cmd.replace(work, "$W").replace(root + "/", ""))
+try:
+    row["stdout"] = json.loads(open(outf).read())
+except Exception:
+    pass
+if row.get("tool") == "keep-rsync":
+    try:
+        r = json.load(open(repf))
+        row["report"] = {k: r[k] for k in ("status", "elapsed_seconds", "index_lines",
+                         "index_bytes", "copied", "copied_bytes", "replicas_written",
+                         "bytes_written", "failed")}
+        row["report"]["plan"] = {k: r["plan"][k] for k in ("src_blocks", "dst_blocks",
+                                 "present", "to_copy", "to_copy_bytes", "to_top_up")}
+    except Exception as ex:
+        row["report_error"] = str(ex)
+print(json.dumps(row))
+EOF
+    if [ "$rc" != 0 ]; then
+        echo "bench: $tag exited $rc:" >&2
+        tail -5 "$W/err.txt" >&2
+    fi
+    tail -1 "$RES" | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("bench: %-70s wall %6.2fs cpu %6.2fs rss %7.1f MiB" % (json.dumps({k:v for k,v in r.items() if k in ("scenario","tool","transfers","blocks","run")}), r["wall"], r["user"]+r["sys"], r["maxrss_kib"]/1024))' >&2
+}
+
+rsync_cmd() { # SRC DST extra args...
+    local s=$1 d=$2
+    shift 2
+    rm -f "$W/report.json"
+    echo "$KR" -src "$W/$s.conf" -dst "$W/$d.conf" \
+        -src-keep-services-json "$W/$s.json" -dst-keep-services-json "$W/$d.json" \
+        -replications 2 --quiet --report "$W/report.json" "$@"
+}
+
+# ---------------------------------------------------------------- scenario 1
+S1_BLOCKS=2000
+[ "$MODE" = quick ] && S1_BLOCKS=300
+scenario1() { # TRANSFERS... (one run per value per round; RUNS rounds)
+    local rounds=$1
+    shift
+    start_sim s1src --services 4 --uuid-prefix srca1 --latency-ms 10 \
+        --seed-blocks $S1_BLOCKS --seed-sizes 1K-16K --seed-replicas 2 --seed 1
+    local run t
+    for run in $(seq 1 "$rounds"); do
+        for t in "$@"; do
+            start_sim s1dst --services 4 --uuid-prefix dsta1 --latency-ms 10
+            rm -f "$W/report.json"
+            # shellcheck disable=SC2046
+            measure "{\"scenario\":1,\"tool\":\"keep-rsync\",\"transfers\":$t,\"blocks\":$S1_BLOCKS,\"run\":$run}" \
+                $(rsync_cmd s1src s1dst --transfers "$t")
+            stop_sim s1dst
+        done
+    done
+    stop_sim s1src
+}
+
+# ---------------------------------------------------------------- scenario 2
+S2_BLOCKS=48
+S2_SIZES=16M-64M
+[ "$MODE" = quick ] && S2_BLOCKS=12
+scenario2() { # ROUNDS TRANSFERS...
+    local rounds=$1
+    shift
+    start_sim s2src --services 4 --uuid-prefix srcb2 \
+        --seed-blocks $S2_BLOCKS --seed-sizes $S2_SIZES --seed-replicas 1 --seed 2
+    local run t
+    for run in $(seq 1 "$rounds"); do
+        for t in "$@"; do
+            start_sim s2dst --services 4 --uuid-prefix dstb2
+            # shellcheck disable=SC2046
+            measure "{\"scenario\":2,\"tool\":\"keep-rsync\",\"transfers\":$t,\"blocks\":$S2_BLOCKS,\"run\":$run}" \
+                $(rsync_cmd s2src s2dst --transfers "$t")
+            stop_sim s2dst
+            start_sim s2dst --services 4 --uuid-prefix dstb2
+            measure "{\"scenario\":2,\"tool\":\"rawcopy\",\"transfers\":$t,\"blocks\":$S2_BLOCKS,\"run\":$run}" \
+                "$SIM" rawcopy --src-services-json "$W/s2src.json" --dst-services-json "$W/s2dst.json" \
+                --src-token tok-s2src --dst-token tok-s2dst --replicas 2 --concurrency "$t"
+            stop_sim s2dst
+        done
+    done
+    stop_sim s2src
+}
+
+md5_speed() {
+    measure '{"scenario":2,"tool":"md5-speed"}' "$SIM" md5-speed --rounds 16
+}
+
+# ---------------------------------------------------------------- scenario 3
+scenario3() { # BLOCKS ROUNDS
+    local n=$1 rounds=$2 run
+    start_sim s3src --services 4 --uuid-prefix srcc3 --synthetic-blocks "$n" \
+        --synthetic-seed 3 --synthetic-replicas 2 --synthetic-fraction 1.0
+    start_sim s3dst --services 4 --uuid-prefix dstc3 --synthetic-blocks "$n" \
+        --synthetic-seed 3 --synthetic-replicas 2 --synthetic-fraction 0.9
+    for run in $(seq 1 "$rounds"); do
+        # shellcheck disable=SC2046
+        measure "{\"scenario\":3,\"tool\":\"keep-rsync\",\"blocks\":$n,\"run\":$run}" \
+            $(rsync_cmd s3src s3dst --dry-run)
+    done
+    stop_sim s3src
+    stop_sim s3dst
+}
+
+DEFAULT_T=$(sed -n 's/^pub const DEFAULT_TRANSFERS: usize = \([0-9]*\);/\1/p' src/cli.rs)
+case $MODE in
+    full)
+        md5_speed
+        scenario3 10000000 "$RUNS"
+        scenario3 1000000 1
+        [ "$BIG" = 1 ] && scenario3 30000000 1
+        scenario2 "$RUNS" "$DEFAULT_T"
+        scenario1 "$RUNS" 1 "$DEFAULT_T"
+        ;;
+    sweep)
+        scenario1 1 4 8 16 32 64
+        scenario2 1 4 8 16 32 64
+        ;;
+    quick)
+        md5_speed
+        scenario3 1000000 1
+        scenario2 1 "$DEFAULT_T"
+        scenario1 1 1 "$DEFAULT_T"
+        ;;
+esac
+T_END=$(date +%s.%N)
+
+# Load while we ran (others' builds make numbers noisy).
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+python3 - "$MODE" "$T_START" "$T_END" "$LOAD" "$DEFAULT_T" "$RES" "$LOAD_START" >"$W/run.json" <<'EOF'
+import json, sys, os, platform, subprocess, datetime
+mode, t0, t1, load, deft, res, load0 = sys.argv[1:]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+print(json.dumps({
+    "mode": mode,
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    "seconds": float(t1) - float(t0),
+    "load_after": load,
+    "load_before": load0,
+    "machine": {"nproc": os.cpu_count(), "cpu": cpu, "mem_gib": round(mem / 2**20, 1),
+                "kernel": platform.release()},
+    "commit": rev + ("+dirty" if dirty else ""),
+    "default_transfers": int(deft),
+    "rows": [json.loads(l) for l in open(res)],
+}, indent=1))
+EOF
+case $MODE in
+    full) mkdir -p docs/bench && cp "$W/run.json" docs/bench/last-full.json ;;
+    sweep) mkdir -p docs/bench && cp "$W/run.json" docs/bench/last-sweep.json ;;
+    quick) cp "$W/run.json" "$W/quick.json" ;;
+esac
+if [ "$MODE" = quick ]; then
+    python3 scripts/bench-report.py --stdout "$W/quick.json"
+else
+    python3 scripts/bench-report.py >docs/benchmarks.md
+    echo "bench: wrote docs/benchmarks.md" >&2
+fi
+python3 -c 'import sys; print("bench: total %.0f s" % (float(sys.argv[2]) - float(sys.argv[1])))' "$T_START" "$T_END" >&2
