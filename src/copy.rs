@@ -19,13 +19,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use bytes::Bytes;
 use futures::stream::{self, FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::{Action, Job};
 use crate::progress::Reporter;
-use crate::protocol::client::{with_retries, Backoff, Failure, FailureKind};
+use crate::protocol::client::{with_retries, Backoff, BlockData, Failure, FailureKind};
 use crate::protocol::probe_order;
 use crate::report::{FailedBlock, ServiceStats, Stats};
 use crate::services::Side;
@@ -180,7 +179,7 @@ impl<'a> Copier<'a> {
 
     /// Read and verify the block. Candidates: source holders in probe order,
     /// then destination holders not in `exclude` (last resort).
-    async fn read(&self, job: &Job, exclude: &[u16]) -> Result<Bytes, BlockError> {
+    async fn read(&self, job: &Job, exclude: &[u16]) -> Result<BlockData, BlockError> {
         let mut cands: Vec<From> = job.sources.iter().map(|&s| From::Src(s)).collect();
         cands.extend(
             job.dst_holders
@@ -239,7 +238,7 @@ impl<'a> Copier<'a> {
     }
 
     /// GET (with retries for transient failures) from one service.
-    async fn get_from(&self, c: From, job: &Job) -> Result<Bytes, Failure> {
+    async fn get_from(&self, c: From, job: &Job) -> Result<BlockData, Failure> {
         let (side, i, st) = match c {
             From::Src(i) => (self.src, i as usize, &self.stats.src),
             From::Dst(i) => (self.dst, i as usize, &self.stats.dst),
@@ -295,7 +294,7 @@ impl<'a> Copier<'a> {
         i: usize,
         st: &ServiceStats,
         job: &Job,
-    ) -> Result<Bytes, Failure> {
+    ) -> Result<BlockData, Failure> {
         let root = std::path::PathBuf::from(&side.services[i].host);
         let (hash, size) = (job.hash, job.size as u64);
         let r = tokio::task::spawn_blocking(move || crate::volume::read_block(&root, &hash, size))
@@ -317,11 +316,17 @@ impl<'a> Copier<'a> {
             Err(f) => self.reporter.log(crate::progress::Level::Warn, &f.detail),
         }
         count(st, &r, size);
-        r
+        r.map(BlockData::from)
     }
 
     /// PUT to one destination service (with retries for transient failures).
-    async fn put_to(&self, d: u16, job: &Job, data: Bytes, desired: u32) -> Result<u32, Failure> {
+    async fn put_to(
+        &self,
+        d: u16,
+        job: &Job,
+        data: BlockData,
+        desired: u32,
+    ) -> Result<u32, Failure> {
         let i = d as usize;
         if self.dst.is_down(i) {
             return Err(gone());
@@ -330,7 +335,7 @@ impl<'a> Copier<'a> {
         let classes = self.opts.storage_classes.as_deref();
         let size = job.size as u64;
         let r = with_retries(self.opts.backoff, self.opts.retries, |_| {
-            let (url, data) = (&url, data.clone());
+            let (url, data) = (&url, &data);
             async move {
                 let _permit = self.dst.limits[i].acquire().await.ok();
                 let r = self.dst.client.put_block(url, &job.hash, data, desired, classes).await;
@@ -364,7 +369,7 @@ impl<'a> Copier<'a> {
     async fn write(
         &self,
         job: &Job,
-        data: Bytes,
+        data: BlockData,
         skip: &[u16],
         need: u32,
     ) -> Result<u32, BlockError> {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use md5::{Digest, Md5};
 use rand::Rng;
@@ -160,6 +160,71 @@ pub struct ClientOptions {
     pub pool_per_host: usize,
 }
 
+/// A block's bytes, held as the chunks they arrived in.
+///
+/// Copying a 64 MiB body into one fresh buffer costs a memcpy plus the
+/// kernel zeroing every new page (about a tenth of the client's CPU on big
+/// blocks: docs/benchmarks.md). The chunks hyper hands over are already
+/// reference-counted slices of its read buffer, so they are kept as they are
+/// and streamed, unchanged, by every replica PUT.
+#[derive(Clone, Debug, Default)]
+pub struct BlockData {
+    chunks: Arc<Vec<Bytes>>,
+    len: usize,
+}
+
+impl BlockData {
+    /// The block made of these chunks, in order.
+    pub fn from_chunks(chunks: Vec<Bytes>) -> BlockData {
+        let len = chunks.iter().map(Bytes::len).sum();
+        BlockData {
+            chunks: Arc::new(chunks),
+            len,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes as one buffer (copies unless there is a single chunk).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => Bytes::from(many.concat()),
+        }
+    }
+
+    /// A request body streaming the chunks (no copy).
+    pub fn body(&self) -> reqwest::Body {
+        match self.chunks.as_slice() {
+            [] => reqwest::Body::from(Bytes::new()),
+            [one] => reqwest::Body::from(one.clone()),
+            _ => {
+                let chunks = self.chunks.clone();
+                let it = (0..chunks.len())
+                    .map(move |i| Ok::<Bytes, std::convert::Infallible>(chunks[i].clone()));
+                reqwest::Body::wrap_stream(futures::stream::iter(it))
+            }
+        }
+    }
+}
+
+impl From<Bytes> for BlockData {
+    fn from(b: Bytes) -> BlockData {
+        let len = b.len();
+        BlockData {
+            chunks: Arc::new(if len == 0 { Vec::new() } else { vec![b] }),
+            len,
+        }
+    }
+}
+
 /// What a successful PUT reported.
 #[derive(Debug, Clone)]
 pub struct PutOk {
@@ -224,7 +289,7 @@ impl KeepClient {
         size: u64,
         counter: &AtomicU64,
         throttle: Option<&Throttle>,
-    ) -> Result<Bytes, Failure> {
+    ) -> Result<BlockData, Failure> {
         let resp = self
             .http
             .get(format!("{base}/{locator}"))
@@ -246,21 +311,20 @@ impl KeepClient {
             }
         }
         let mut md5 = Md5::new();
-        let mut buf = BytesMut::with_capacity(size as usize);
-        advise_huge_pages(&mut buf);
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut got_len: u64 = 0;
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| {
                 Failure::new(
                     FailureKind::BadData,
                     format!(
-                        "body cut short after {} of {size} bytes ({})",
-                        buf.len(),
+                        "body cut short after {got_len} of {size} bytes ({})",
                         describe_http_error(&e)
                     ),
                 )
             })?;
-            if buf.len() as u64 + chunk.len() as u64 > size {
+            if got_len + chunk.len() as u64 > size {
                 return Err(Failure::new(
                     FailureKind::BadData,
                     format!("body longer than the locator's size {size}"),
@@ -270,13 +334,16 @@ impl KeepClient {
                 t.take(chunk.len() as u64).await;
             }
             md5.update(&chunk);
-            buf.extend_from_slice(&chunk);
+            got_len += chunk.len() as u64;
             counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if !chunk.is_empty() {
+                chunks.push(chunk);
+            }
         }
-        if buf.len() as u64 != size {
+        if got_len != size {
             return Err(Failure::new(
                 FailureKind::BadData,
-                format!("body cut short: {} of {size} bytes", buf.len()),
+                format!("body cut short: {got_len} of {size} bytes"),
             ));
         }
         let got = BlockHash(md5.finalize().into());
@@ -286,16 +353,19 @@ impl KeepClient {
                 format!("body MD5 is {got}, not {hash}: corrupt copy"),
             ));
         }
-        Ok(buf.freeze())
+        Ok(BlockData {
+            chunks: Arc::new(chunks),
+            len: size as usize,
+        })
     }
 
     /// `PUT /HASH` with the verified block. `data` is shared, not copied, by
-    /// concurrent replica PUTs.
+    /// concurrent replica PUTs; `Content-Length` is always sent.
     pub async fn put_block(
         &self,
         base: &str,
         hash: &BlockHash,
-        data: Bytes,
+        data: &BlockData,
         desired: u32,
         classes: Option<&str>,
     ) -> Result<PutOk, Failure> {
@@ -306,7 +376,7 @@ impl KeepClient {
             .header("Authorization", &*self.auth)
             .header("Content-Length", len)
             .header(HDR_DESIRED_REPLICAS, desired)
-            .body(data);
+            .body(data.body());
         if let Some(c) = classes {
             req = req.header(HDR_STORAGE_CLASSES, c);
         }
@@ -339,30 +409,6 @@ impl KeepClient {
             replicas,
             classes_confirmed,
         })
-    }
-}
-
-/// Ask the kernel for transparent huge pages on a big block buffer.
-///
-/// A 16–64 MiB buffer is a fresh `mmap`; filled in 4 KiB pages it costs one
-/// page fault per page (~470,000 faults per 1.9 GB copied, about 10 % of the
-/// client's CPU in perf: docs/benchmarks.md). With `MADV_HUGEPAGE` (honoured
-/// when `/sys/kernel/mm/transparent_hugepage/enabled` is `madvise` or
-/// `always`) it is one fault per 2 MiB. Purely advisory: errors are ignored.
-pub fn advise_huge_pages(buf: &mut BytesMut) {
-    #[cfg(target_os = "linux")]
-    if buf.capacity() >= 4 << 20 {
-        const PAGE: usize = 4096;
-        let start = buf.as_mut_ptr() as usize;
-        let (a, b) = (
-            (start + PAGE - 1) & !(PAGE - 1),
-            (start + buf.capacity()) & !(PAGE - 1),
-        );
-        // SAFETY: [a, b) lies inside the buffer's own allocation, and
-        // MADV_HUGEPAGE changes neither its contents nor its mapping.
-        unsafe {
-            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE);
-        }
     }
 }
 

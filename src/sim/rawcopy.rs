@@ -16,12 +16,12 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
 use super::seed::{remote_probe_order, RemoteService};
 use crate::index::{BodyParser, Entry};
+use crate::protocol::client::BlockData;
 use crate::protocol::BlockHash;
 
 /// What to copy and how.
@@ -150,27 +150,25 @@ pub async fn run(mut rc: RawCopy<'_>) -> Result<RawCopyResult, String> {
     let results: Vec<(u64, u64, u64)> = stream::iter(work)
         .map(|(e, s)| async move {
             let src = &rc.src[s];
-            let data: Bytes = match client
+            let data: BlockData = match client
                 .get(format!("{}/{}+{}", src.url, e.hash, e.size))
                 .bearer_auth(rc.src_token)
                 .send()
                 .await
             {
-                // Read into one buffer of the block's size, as keep-rsync
-                // does (reqwest's `bytes()` would grow it by doubling).
+                // Keep the body as the chunks it arrived in and stream them
+                // to the PUTs, exactly as keep-rsync does (minus the MD5),
+                // so the limit pays no copy keep-rsync avoids.
                 Ok(r) if r.status().is_success() => {
-                    let mut buf = BytesMut::with_capacity(e.size as usize);
-                    // Same buffer as keep-rsync's (huge pages), so the limit
-                    // does not pay page faults keep-rsync avoids.
-                    crate::protocol::client::advise_huge_pages(&mut buf);
+                    let mut chunks = Vec::new();
                     let mut body = r.bytes_stream();
                     while let Some(chunk) = body.next().await {
                         match chunk {
-                            Ok(c) => buf.extend_from_slice(&c),
+                            Ok(c) => chunks.push(c),
                             Err(_) => return (0, 0, 1),
                         }
                     }
-                    buf.freeze()
+                    BlockData::from_chunks(chunks)
                 }
                 _ => return (0, 0, 1),
             };
@@ -186,7 +184,8 @@ pub async fn run(mut rc: RawCopy<'_>) -> Result<RawCopyResult, String> {
                         .put(format!("{}/{}", rc.dst[i].url, e.hash))
                         .bearer_auth(rc.dst_token)
                         .header("X-Keep-Desired-Replicas", rc.replicas)
-                        .body(data)
+                        .header("Content-Length", data.len())
+                        .body(data.body())
                         .send()
                         .await
                         .ok()
