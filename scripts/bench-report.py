@@ -263,11 +263,11 @@ def main():
         header(run, out)
         loads = [float(run.get(k, "0").split()[0]) for k in ("load_before", "load_after")]
         if max(loads) > run["machine"]["nproc"] * 0.5:
-            out.append(f"- **The machine was shared** (load average {max(loads):.1f} on "
-                       f"{run['machine']['nproc']} cores at the start or end, other engineers' builds "
-                       "running): absolute numbers are low and noisy, CPU seconds are inflated (compare "
-                       "with the MD5 speed measured in the same run); the ratios compare runs "
-                       "interleaved in the same invocation. Rerun on a quiet machine for reference numbers.")
+            out.append(f"- **Load average {max(loads):.1f}** on {run['machine']['nproc']} cores at the "
+                       "start or end of the run (this includes the script's own release build and "
+                       "simulators; check for other work on the machine): absolute numbers may be low "
+                       "and CPU seconds inflated (compare with the MD5 speed measured in the same run); "
+                       "the ratios compare runs interleaved in the same invocation.")
         out.append("")
         full_report(run, out)
     out.append("## Choosing `--transfers`\n")
