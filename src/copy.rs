@@ -105,7 +105,7 @@ impl<'a> Copier<'a> {
             Action::Copy | Action::TopUp => {
                 let data = self.read(job, &[]).await?;
                 let need = self.opts.want.saturating_sub(job.replicas);
-                let stored = self.write(job, data, &job.dst_holders, need).await?;
+                self.write(job, data, &job.dst_holders, need).await?;
                 let size = job.size as u64;
                 if job.action == Action::Copy {
                     self.stats.copied.fetch_add(1, Relaxed);
@@ -114,7 +114,6 @@ impl<'a> Copier<'a> {
                     self.stats.topped_up.fetch_add(1, Relaxed);
                     self.stats.topped_up_bytes.fetch_add(size, Relaxed);
                 }
-                let _ = stored;
                 Ok(())
             }
             Action::Verify => self.verify(job).await,

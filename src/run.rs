@@ -333,7 +333,7 @@ async fn sync(
             refs.push((k, i));
         }
     }
-    let prefixes = passes(cfg, &targets, &fetch, stats, soft).await?;
+    let prefixes = passes(cfg, &targets, &fetch, soft).await?;
     let copy_opts = CopyOptions {
         want,
         transfers: cfg.transfers,
@@ -445,7 +445,6 @@ async fn passes(
     cfg: &Config,
     targets: &[Target<'_>],
     fetch: &FetchOptions,
-    stats: &Stats,
     soft: &CancellationToken,
 ) -> Result<Vec<String>> {
     const PROBE_DIGITS: usize = 3;
@@ -458,7 +457,6 @@ async fn passes(
         r = fetch_all(targets, &probe, fetch, &ignore, &|_| {}) => r?,
         _ = soft.cancelled() => return Err(Error::Interrupted),
     };
-    let _ = stats;
     let probe_lines: u64 = fetched
         .iter()
         .map(|f| match f {
