@@ -26,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::faults::{FaultOp, Faults};
+use super::faults::{FaultDecision, FaultOp, Faults};
 use super::store::{now_ns, Store};
 use super::synthetic::SyntheticIndex;
 use super::{CounterSnapshot, HashCounters};
@@ -166,6 +166,24 @@ impl Svc {
             .get(h)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Start answering a Keep request: decide its faults (from this
+    /// request's attempt number), wait the added latency, and drop the
+    /// connection if that is the decision.
+    async fn begin(
+        &self,
+        faults: &Faults,
+        op: FaultOp,
+        h: &BlockHash,
+    ) -> Result<FaultDecision, Dropped> {
+        let d = faults.decide(self.index, op, h, self.next_attempt(op, h));
+        latency(faults).await;
+        if d.drop {
+            self.injected();
+            return Err(Dropped);
+        }
+        Ok(d)
     }
 
     fn next_attempt(&self, op: FaultOp, h: &BlockHash) -> u64 {
@@ -359,12 +377,7 @@ async fn read_block(
     } else {
         svc.counters.heads.fetch_add(1, Ordering::Relaxed);
     }
-    let d = faults.decide(svc.index, op, &h, svc.next_attempt(op, &h));
-    latency(&faults).await;
-    if d.drop {
-        svc.injected();
-        return Err(Dropped);
-    }
+    let d = svc.begin(&faults, op, &h).await?;
     let Some(token) = request_token(&req) else {
         return Ok(text(
             StatusCode::UNAUTHORIZED,
@@ -511,17 +524,7 @@ async fn write_block(
     let h = loc.hash;
     svc.counters.puts.fetch_add(1, Ordering::Relaxed);
     svc.count_hash(&h, true);
-    let d = faults.decide(
-        svc.index,
-        FaultOp::Put,
-        &h,
-        svc.next_attempt(FaultOp::Put, &h),
-    );
-    latency(&faults).await;
-    if d.drop {
-        svc.injected();
-        return Err(Dropped);
-    }
+    let d = svc.begin(&faults, FaultOp::Put, &h).await?;
     let Some(token) = request_token(&req) else {
         return early_answer(
             req,
@@ -685,17 +688,7 @@ async fn index(
         None => tail.strip_prefix('/').unwrap_or(&tail).to_string(),
     };
     let key = BlockHash::of(prefix.as_bytes());
-    let d = faults.decide(
-        svc.index,
-        FaultOp::Index,
-        &key,
-        svc.next_attempt(FaultOp::Index, &key),
-    );
-    latency(&faults).await;
-    if d.drop {
-        svc.injected();
-        return Err(Dropped);
-    }
+    let d = svc.begin(&faults, FaultOp::Index, &key).await?;
     if let Some(refusal) = require_root(&svc, &req) {
         return Ok(refusal);
     }
