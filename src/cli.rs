@@ -45,6 +45,9 @@ pub enum LogFormat {
 /// destination lacks, or holds with too few replicas, once: read from a source
 /// service holding it, verified (MD5 and length), written to the destination in
 /// rendezvous order. Rerunning copies only what is still missing.
+///
+/// A drop-in for the Go keep-rsync: flags work Go-style (-src FILE, -prefix=0a,
+/// -version) as well as GNU-style (--src FILE, --prefix=0a).
 #[derive(Parser, Debug)]
 #[command(name = "keep-rsync", version, args_override_self = true, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
 pub struct Args {
