@@ -32,7 +32,6 @@ pub mod sim;
 pub mod throttle;
 pub mod volume;
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -55,13 +54,7 @@ pub fn main(argv: Vec<std::ffi::OsString>) -> u8 {
         }
         Ok(Ok(cfg)) => cfg,
     };
-    let reporter: Arc<dyn progress::Reporter> = match cfg.log_format {
-        cli::LogFormat::Json => Arc::new(progress::Json),
-        cli::LogFormat::Text if std::io::stderr().is_terminal() && !cfg.quiet => {
-            Arc::new(progress::Bars::new())
-        }
-        cli::LogFormat::Text => Arc::new(progress::Plain::new(cfg.quiet)),
-    };
+    let reporter = progress::for_output(cfg.log_format, cfg.quiet);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

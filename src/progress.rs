@@ -55,6 +55,19 @@ pub trait Reporter: Send + Sync {
     fn finish(&self) {}
 }
 
+/// The renderer for this run: JSON events, bars on a terminal, or plain
+/// Go-style lines (also with `-q`, which drops the per-block lines).
+pub fn for_output(format: crate::cli::LogFormat, quiet: bool) -> std::sync::Arc<dyn Reporter> {
+    use std::io::IsTerminal;
+    match format {
+        crate::cli::LogFormat::Json => std::sync::Arc::new(Json),
+        crate::cli::LogFormat::Text if std::io::stderr().is_terminal() && !quiet => {
+            std::sync::Arc::new(Bars::new())
+        }
+        crate::cli::LogFormat::Text => std::sync::Arc::new(Plain::new(quiet)),
+    }
+}
+
 /// `2026/11/22 03:42:55`, UTC, like Go's log prefix.
 pub fn timestamp() -> String {
     let secs = SystemTime::now()
