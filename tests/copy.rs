@@ -289,3 +289,28 @@ async fn bare_settings_names_resolve_like_arv_copy() {
         r.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepproxy_destination_takes_all_replicas_in_one_put_and_reruns_move_nothing() {
+    let mut dst = ClusterConfig::new(1, DST_TOKEN);
+    dst.service_type = "proxy".into();
+    let p = Pair::with(signed(3, SRC_TOKEN, SRC_KEY), dst).await;
+    let blocks = p.src.seed_blocks(12, &sizes(), 1, 12);
+    let report = p.path("proxy.json");
+    // Two replicas through one keepproxy: allowed, although there is only one
+    // writable service, because a proxy stores several replicas per write.
+    p.rsync(&["-replications", "2", "--report", report.to_str().unwrap()])
+        .await
+        .expect(0);
+    for (h, _) in &blocks {
+        assert_eq!(p.dst.total_puts(h), 1, "one PUT per block for {h}");
+        assert!(p.dst.has_block(0, h));
+    }
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(j["replicas_written"], 24, "X-Keep-Replicas-Stored counted");
+    // The proxy's index hides its keepstores: its listing counts as done.
+    p.dst.reset_counters();
+    p.rsync(&["-replications", "2"]).await.expect(0);
+    assert_eq!(p.total_dst_puts(), 0);
+}

@@ -120,6 +120,11 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 2)]
     default_replication: u32,
 
+    /// List the services as keepproxies (service_type "proxy"): a PUT answers
+    /// X-Keep-Replicas-Stored with the desired replicas
+    #[arg(long)]
+    proxy: bool,
+
     /// Storage classes the services offer, confirmed on PUT when requested
     #[arg(
         long = "storage-classes",
@@ -364,6 +369,11 @@ fn build_config(a: &ServeArgs) -> Result<ClusterConfig, String> {
         },
         api_server: a.api_server,
         default_replication: a.default_replication,
+        service_type: if a.proxy {
+            "proxy".into()
+        } else {
+            "disk".into()
+        },
         storage_classes: a
             .storage_classes
             .split(',')

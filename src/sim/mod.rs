@@ -82,6 +82,9 @@ pub struct ClusterConfig {
     pub synthetic: Option<SyntheticIndex>,
     /// Storage classes the services offer (confirmed on PUT when requested).
     pub storage_classes: Vec<String>,
+    /// `disk` (keepstores, the default) or `proxy`: a keepproxy answers a
+    /// PUT with as many replicas stored as were desired.
+    pub service_type: String,
 }
 
 impl Default for ClusterConfig {
@@ -102,6 +105,7 @@ impl Default for ClusterConfig {
             default_replication: 2,
             synthetic: None,
             storage_classes: vec!["default".into()],
+            service_type: "disk".into(),
         }
     }
 }
@@ -205,6 +209,7 @@ impl Cluster {
             n: cfg.services,
             synthetic: cfg.synthetic.clone(),
             storage_classes: cfg.storage_classes.clone(),
+            proxy: cfg.service_type == "proxy",
         });
         let mut svcs = Vec::with_capacity(cfg.services);
         for i in 0..cfg.services {
@@ -303,7 +308,7 @@ impl Cluster {
                     "service_host": s.addr.ip().to_string(),
                     "service_port": s.addr.port(),
                     "service_ssl_flag": false,
-                    "service_type": "disk",
+                    "service_type": self.cfg.service_type,
                     "read_only": s.read_only,
                 })
             })

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub synthetic: Option<SyntheticIndex>,
     /// Storage classes every service of the cluster offers.
     pub storage_classes: Vec<String>,
+    /// The services are keepproxies: a PUT reports the desired replicas.
+    pub proxy: bool,
 }
 
 #[derive(Default)]
@@ -563,6 +565,16 @@ async fn write_block(
         )
         .await;
     }
+    // A keepproxy fans a PUT out to its keepstores and reports them all.
+    let replicas = if svc.shared.proxy {
+        req.headers()
+            .get(protocol::HDR_DESIRED_REPLICAS)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok())
+            .unwrap_or(2)
+            .clamp(1, 16)
+    } else {
+        1
+    };
     let confirmed = confirm_classes(
         req.headers()
             .get(protocol::HDR_STORAGE_CLASSES)
@@ -628,7 +640,7 @@ async fn write_block(
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(protocol::HDR_REPLICAS_STORED, "1")
+        .header(protocol::HDR_REPLICAS_STORED, replicas)
         .header(protocol::HDR_STORAGE_CLASSES_CONFIRMED, confirmed)
         .body(full(format!("{locator}\n")))
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "response")))
