@@ -172,6 +172,17 @@ pub enum Status {
     ConfigError,
 }
 
+impl Status {
+    /// The status of a run that a fatal error ended.
+    pub fn of_error(e: &crate::error::Error) -> Status {
+        match e.exit_code() {
+            crate::error::exit::USAGE => Status::ConfigError,
+            crate::error::exit::INTERRUPTED => Status::Interrupted,
+            _ => Status::Unreadable,
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub struct ServiceReport {
     pub uuid: String,
@@ -297,6 +308,16 @@ impl Report {
             failures: stats.failures(),
             unreachable_services: stats.unreachable(),
         }
+    }
+
+    /// Write the JSON report to `path` via `path.tmp` and a rename, so a
+    /// reader never sees half a report.
+    pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, text + "\n")?;
+        std::fs::rename(&tmp, path)
     }
 
     /// The human summary printed at the end of every run.

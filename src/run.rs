@@ -30,43 +30,25 @@ pub const DEFAULT_TTL: u64 = 1_209_600;
 
 /// Run keep-rsync to the end and return the process exit code.
 pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationToken) -> u8 {
-    let sides = match prepare(&cfg, &*reporter).await {
-        Ok(s) => s,
+    let (src, dst, want) = match prepare(&cfg, &*reporter).await {
+        Ok(sides) => sides,
         Err(e) => {
-            reporter.finish();
-            reporter.log(Level::Error, &e.to_string());
-            // Still leave a report, so a shard runner can tell why.
-            if let Some(path) = &cfg.report {
-                let status = if e.exit_code() == exit::USAGE {
-                    Status::ConfigError
-                } else {
-                    Status::Unreadable
-                };
-                let report = Report::build(
-                    &Stats::new(0, 0),
-                    &Ending {
-                        status,
-                        exit_code: e.exit_code(),
-                        error: Some(e.to_string()),
-                        prefix: &cfg.prefix,
-                        replications: cfg.replications,
-                        dry_run: cfg.dry_run,
-                        src_services: &[],
-                        dst_services: &[],
-                        plan: &PlanCounts::new(0),
-                    },
-                );
-                if let Err(w) = write_report(path, &report) {
-                    reporter.log(
-                        Level::Error,
-                        &format!("could not write the report {}: {w}", path.display()),
-                    );
-                }
-            }
-            return e.exit_code();
+            // Nothing was planned: the error paragraph is the whole story, but
+            // a report is still left so a shard runner can tell why.
+            let ending = Ending {
+                status: Status::of_error(&e),
+                exit_code: e.exit_code(),
+                error: Some(e.to_string()),
+                prefix: &cfg.prefix,
+                replications: cfg.replications,
+                dry_run: cfg.dry_run,
+                src_services: &[],
+                dst_services: &[],
+                plan: &PlanCounts::new(0),
+            };
+            return conclude(&cfg, &*reporter, &Stats::new(0, 0), ending, false);
         }
     };
-    let (src, dst, want) = sides;
     let stats = Stats::new(src.services.len(), dst.services.len());
     let mut counts = PlanCounts::new(src.services.len());
     let outcome = sync(
@@ -80,58 +62,54 @@ pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationTok
         &soft,
     )
     .await;
-    reporter.finish();
     let failed = stats.failed.load(Relaxed);
-    let (status, code, error) = match &outcome {
-        Err(e) => (
-            if e.exit_code() == exit::INTERRUPTED {
-                Status::Interrupted
-            } else {
-                Status::Unreadable
-            },
-            e.exit_code(),
-            Some(e.to_string()),
-        ),
+    let (status, exit_code, error) = match &outcome {
+        Err(e) => (Status::of_error(e), e.exit_code(), Some(e.to_string())),
         Ok(()) if soft.is_cancelled() => (Status::Interrupted, exit::INTERRUPTED, None),
         Ok(()) if cfg.dry_run => (Status::DryRun, exit::OK, None),
         Ok(()) if failed > 0 || stats.any_down() => (Status::Incomplete, exit::BLOCKS_FAILED, None),
         Ok(()) => (Status::Complete, exit::OK, None),
     };
-    if let Some(e) = &error {
+    let ending = Ending {
+        status,
+        exit_code,
+        error,
+        prefix: &cfg.prefix,
+        replications: want,
+        dry_run: cfg.dry_run,
+        src_services: &src.services,
+        dst_services: &dst.services,
+        plan: &counts,
+    };
+    conclude(&cfg, &*reporter, &stats, ending, true)
+}
+
+/// End a run: clear progress, log the error if any, print the human summary
+/// (when something was planned), write `--report`, and return the exit code.
+fn conclude(
+    cfg: &Config,
+    reporter: &dyn Reporter,
+    stats: &Stats,
+    ending: Ending<'_>,
+    summary: bool,
+) -> u8 {
+    reporter.finish();
+    if let Some(e) = &ending.error {
         reporter.log(Level::Error, e);
     }
-    let report = Report::build(
-        &stats,
-        &Ending {
-            status,
-            exit_code: code,
-            error,
-            prefix: &cfg.prefix,
-            replications: want,
-            dry_run: cfg.dry_run,
-            src_services: &src.services,
-            dst_services: &dst.services,
-            plan: &counts,
-        },
-    );
-    eprint!("{}", report.human());
+    let report = Report::build(stats, &ending);
+    if summary {
+        eprint!("{}", report.human());
+    }
     if let Some(path) = &cfg.report {
-        if let Err(e) = write_report(path, &report) {
+        if let Err(e) = report.write_to(path) {
             reporter.log(
                 Level::Error,
                 &format!("could not write the report {}: {e}", path.display()),
             );
         }
     }
-    code
-}
-
-fn write_report(path: &std::path::Path, report: &Report) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text + "\n")?;
-    std::fs::rename(&tmp, path)
+    ending.exit_code
 }
 
 /// Settings, services and defaults for both sides; everything that can be

@@ -39,6 +39,16 @@ async fn dry_run_plans_everything_and_writes_nothing() {
     assert_eq!(j["plan"]["to_copy"], 50);
     let bytes: u64 = blocks.iter().map(|b| b.1).sum();
     assert_eq!(j["plan"]["to_copy_bytes"], bytes);
+    // Each service got one index request (the planning pass) and no block request.
+    for side in ["source", "destination"] {
+        for svc in j[side].as_array().unwrap() {
+            assert_eq!(
+                (svc["requests"].as_u64(), svc["errors"].as_u64()),
+                (Some(1), Some(0)),
+                "{side} {svc}"
+            );
+        }
+    }
     let per_digit: u64 = j["plan"]["per_digit"]
         .as_array()
         .unwrap()
@@ -259,4 +269,53 @@ async fn raw_volume_source_copies_good_blocks_and_reports_corrupt_files() {
         "corrupt data never copied"
     );
     assert!(dst.dst_holders(&trash).is_empty(), "trash is not a block");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_is_left_even_when_nothing_could_be_planned() {
+    let p = Pair::start().await;
+    // A configuration error (exit 2): a prefix is fine, a replication count is not.
+    let report = p.path("bad.json");
+    let r = p
+        .rsync(&["-replications", "9", "--report", report.to_str().unwrap()])
+        .await;
+    r.expect(2);
+    let j = read_json(&report);
+    assert_eq!(
+        (j["status"].as_str(), j["exit_code"].as_u64()),
+        (Some("config_error"), Some(2))
+    );
+    assert!(
+        j["error"].as_str().unwrap().contains("-replications 9"),
+        "{j}"
+    );
+    // An unreadable index (exit 3).
+    p.src.set_faults(
+        1,
+        keep_rsync::sim::Faults {
+            index_incomplete: true,
+            ..Default::default()
+        },
+    );
+    let report = p.path("unreadable.json");
+    let r = p
+        .rsync(&[
+            "-replications",
+            "2",
+            "--retries",
+            "1",
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .await;
+    r.expect(3);
+    let j = read_json(&report);
+    assert_eq!(
+        (j["status"].as_str(), j["exit_code"].as_u64()),
+        (Some("unreadable"), Some(3))
+    );
+    assert!(j["error"].as_str().unwrap().contains(&p.src.uuid(1)), "{j}");
+    for needle in [SRC_TOKEN, DST_TOKEN, SRC_KEY, DST_KEY] {
+        assert!(!j.to_string().contains(needle));
+    }
 }
