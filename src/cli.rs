@@ -22,9 +22,13 @@ Exit codes:
   3    a service, the API server or an index could not be read: nothing was planned
   130  interrupted (SIGINT/SIGTERM); rerun to finish: the destination index is the checkpoint
 
-Memory: indexes take about 20 bytes per listed block, processed in hash sub-prefix
-passes so that a huge cluster stays within a fixed budget; copies hold at most
---transfers blocks (each up to 64 MiB) at a time: lower --transfers if memory is tight.
+Memory: block data in flight is bounded by --buffer-memory (256M): a block reserves
+its size before it is read and frees it after its last replica is written, so
+64 MiB blocks run four at a time and small blocks --transfers at a time. Indexes take
+about 20 bytes per listed block (plus about 40 per block to copy), processed in hash
+sub-prefix passes of at most --index-budget lines, so a huge cluster stays within a
+fixed budget. The two do not add up: indexes are freed before a pass's copies start.
+Peak RSS is about --buffer-memory plus 30 MiB.
 
 Settings files hold KEY=VALUE lines: ARVADOS_API_HOST, ARVADOS_API_TOKEN (the
 cluster's system root token), ARVADOS_API_HOST_INSECURE, ARVADOS_BLOB_SIGNING_KEY.";
@@ -147,6 +151,25 @@ pub struct Args {
     #[arg(long, value_name = "RATE", help_heading = "Performance")]
     pub bwlimit: Option<String>,
 
+    /// Block data held in memory at once, over all transfers (K/M/G). A block
+    /// reserves its size before its read and frees it after its last write:
+    /// this, not --transfers, bounds the copy's memory. A block bigger than the
+    /// budget runs alone.
+    #[arg(
+        long = "buffer-memory",
+        default_value = "256M",
+        value_name = "SIZE",
+        value_parser = crate::units::parse_budget,
+        help_heading = "Performance"
+    )]
+    pub buffer_memory: u64,
+
+    /// Write replicas only once the whole block is read and verified (default:
+    /// writes follow the read and get its last bytes only once MD5 and length
+    /// are verified).
+    #[arg(long = "no-streaming", help_heading = "Performance")]
+    pub no_streaming: bool,
+
     /// Index lines held in memory per pass before the work is split by hash sub-prefix.
     #[arg(
         long = "index-budget",
@@ -238,6 +261,10 @@ pub struct Config {
     pub checkers: usize,
     pub max_per_service: usize,
     pub bwlimit: Option<u64>,
+    /// `--buffer-memory`: bytes of block data in flight.
+    pub buffer_memory: u64,
+    /// Writes follow the read (see copy::Relay).
+    pub streaming: bool,
     pub index_budget: u64,
     pub retries: u32,
     pub retry_backoff: Duration,
@@ -416,7 +443,7 @@ impl Config {
             }
         }
         let bwlimit = match &a.bwlimit {
-            Some(r) => crate::throttle::parse_rate(r)
+            Some(r) => crate::units::parse_rate(r)
                 .map_err(|e| Error::config(format!("bad --bwlimit: {e}.")))?,
             None => None,
         };
@@ -446,6 +473,8 @@ impl Config {
             checkers: a.checkers,
             max_per_service: a.max_per_service,
             bwlimit,
+            buffer_memory: a.buffer_memory,
+            streaming: !a.no_streaming,
             index_budget: a.index_budget.max(1000),
             retries: a.retries,
             dry_run: a.dry_run,

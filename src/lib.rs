@@ -17,6 +17,7 @@
 //! - [`protocol`]: locators, signatures, rendezvous order, the HTTP calls.
 //! - [`sim`]: keepstore-sim, a faithful keepstore for tests, demo and benchmarks.
 
+pub mod atomic_file;
 pub mod cli;
 pub mod copy;
 pub mod error;
@@ -30,6 +31,7 @@ pub mod services;
 pub mod settings;
 pub mod sim;
 pub mod throttle;
+pub mod units;
 pub mod volume;
 
 use std::sync::Arc;

@@ -15,14 +15,14 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::index::{Entry, ServiceIndex};
 use crate::protocol::{probe_order, BlockHash};
 use crate::services::KeepService;
 
 /// Why a block is in the plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// No destination service lists it.
@@ -33,19 +33,28 @@ pub enum Action {
     Verify,
 }
 
-/// One block to work on.
-#[derive(Clone, Debug)]
+/// One block to work on: 32 bytes, no heap allocation of its own. Its
+/// holders live in the plan's shared list ([`Plan::sources`],
+/// [`Plan::dst_holders`]), so a pass of millions of jobs is a few flat
+/// vectors (docs/design.md, "Memory").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Job {
     pub hash: BlockHash,
     pub size: u32,
     pub action: Action,
-    /// Source services holding it, in source probe order.
-    pub sources: Box<[u16]>,
-    /// Destination services listing it (writable or not), in index order.
-    pub dst_holders: Box<[u16]>,
     /// Replicas already counted at the destination.
-    pub replicas: u32,
+    pub replicas: u16,
+    /// Where this job's holders start in `Plan::holders`: first the source
+    /// services, then the destination services.
+    holders_at: u32,
+    n_src: u16,
+    n_dst: u16,
 }
+
+/// Memory one planned job costs, in index entries (20 bytes each): the
+/// `Job` plus its holders (about 3 service numbers). The pass splitter counts
+/// jobs against `--index-budget` with this weight.
+pub const JOB_COST_ENTRIES: u64 = 2;
 
 /// Counts and bytes of a plan, per action, per source service and per first
 /// hex digit. Added up across sub-prefix passes.
@@ -128,12 +137,57 @@ impl PlanCounts {
 }
 
 /// A plan for one prefix (or sub-prefix pass).
+#[derive(Default)]
 pub struct Plan {
+    /// In hash order.
     pub jobs: Vec<Job>,
+    /// Every job's holders, back to back (see [`Job`]).
+    holders: Vec<u16>,
     pub counts: PlanCounts,
 }
 
+impl Plan {
+    /// Source services holding the job's block, in source probe order: the
+    /// first is where it is read.
+    pub fn sources(&self, j: &Job) -> &[u16] {
+        let at = j.holders_at as usize;
+        &self.holders[at..at + j.n_src as usize]
+    }
+
+    /// Destination services listing the block (writable or not), in service order.
+    pub fn dst_holders(&self, j: &Job) -> &[u16] {
+        let at = j.holders_at as usize + j.n_src as usize;
+        &self.holders[at..at + j.n_dst as usize]
+    }
+
+    /// Add a job, with its holders.
+    fn push(
+        &mut self,
+        hash: BlockHash,
+        size: u32,
+        action: Action,
+        replicas: u32,
+        src: impl Iterator<Item = u16>,
+        dst: &[u16],
+    ) {
+        let at = self.holders.len();
+        self.holders.extend(src);
+        let n_src = self.holders.len() - at;
+        self.holders.extend_from_slice(dst);
+        self.jobs.push(Job {
+            hash,
+            size,
+            action,
+            replicas: replicas.min(u16::MAX as u32) as u16,
+            holders_at: at as u32,
+            n_src: n_src as u16,
+            n_dst: dst.len() as u16,
+        });
+    }
+}
+
 /// Inputs that shape the plan besides the indexes.
+#[derive(Clone, Copy)]
 pub struct PlanOptions<'a> {
     pub src_services: &'a [KeepService],
     pub dst_services: &'a [KeepService],
@@ -141,6 +195,8 @@ pub struct PlanOptions<'a> {
     pub want: u32,
     /// Also emit `Verify` jobs for fully replicated blocks.
     pub verify_existing: bool,
+    /// Build the jobs; `false` only counts (`--dry-run`, the pass probe).
+    pub jobs: bool,
 }
 
 /// Merge sorted, deduplicated per-service lists, yielding each hash once with
@@ -205,7 +261,7 @@ pub fn plan(src: &[ServiceIndex], dst: &[ServiceIndex], opts: &PlanOptions<'_>) 
         .map(|s| s.weight_suffix())
         .collect();
     let mut counts = PlanCounts::new(opts.src_services.len());
-    let mut jobs = Vec::new();
+    let mut out = Plan::default();
     let mut sm = Merge::new(src);
     let mut dm = Merge::new(dst);
     let (mut sh, mut dh) = (Vec::new(), Vec::new());
@@ -254,25 +310,16 @@ pub fn plan(src: &[ServiceIndex], dst: &[ServiceIndex], opts: &PlanOptions<'_>) 
         };
         // Source holders in probe order: the first is where the block is read.
         let order = probe_order(&se.hash, &src_suffixes);
-        let sources: Box<[u16]> = order
-            .iter()
-            .map(|&i| i as u16)
-            .filter(|i| sh.contains(i))
-            .collect();
+        let sources = order.iter().map(|&i| i as u16).filter(|i| sh.contains(i));
         if action != Action::Verify {
-            if let Some(&first) = sources.first() {
+            if let Some(first) = sources.clone().next() {
                 counts.per_source[first as usize].add(size);
             }
             counts.per_digit[se.hash.first_digit() as usize].add(size);
         }
-        jobs.push(Job {
-            hash: se.hash,
-            size: se.size,
-            action,
-            sources,
-            dst_holders: listed.into(),
-            replicas,
-        });
+        if opts.jobs {
+            out.push(se.hash, se.size, action, replicas, sources, listed);
+        }
     }
     // Count the destination-only blocks left after the last source hash.
     while d_cur.is_some() {
@@ -282,7 +329,8 @@ pub fn plan(src: &[ServiceIndex], dst: &[ServiceIndex], opts: &PlanOptions<'_>) 
             counts.dst_bytes += e.size as u64;
         }
     }
-    Plan { jobs, counts }
+    out.counts = counts;
+    out
 }
 
 /// Replicas at the destination: distinct writable disk services listing the
@@ -352,6 +400,7 @@ mod tests {
                 dst_services: &ds,
                 want,
                 verify_existing: verify,
+                jobs: true,
             },
         )
     }
@@ -367,7 +416,7 @@ mod tests {
         );
         let hashes: Vec<_> = p.jobs.iter().map(|j| j.hash).collect();
         assert_eq!(hashes, vec![h(1), h(2), h(3), h(4)]);
-        let mut s2 = p.jobs[1].sources.to_vec();
+        let mut s2 = p.sources(&p.jobs[1]).to_vec();
         s2.sort();
         assert_eq!(s2, vec![0, 1]);
         assert_eq!(p.counts.src_blocks, 4);
@@ -390,7 +439,7 @@ mod tests {
         let by: Vec<(u8, Action, u32)> = p
             .jobs
             .iter()
-            .map(|j| (j.hash.0[0], j.action, j.replicas))
+            .map(|j| (j.hash.0[0], j.action, j.replicas as u32))
             .collect();
         // 1: on dst0+dst1 → done. 2: one → top up. 3: one → top up.
         // 4: only on read-only → top up with 0 counted. 5: nowhere → copy.
@@ -433,6 +482,6 @@ mod tests {
             .into_iter()
             .map(|i| i as u16)
             .collect();
-        assert_eq!(p.jobs[0].sources.to_vec(), want);
+        assert_eq!(p.sources(&p.jobs[0]).to_vec(), want);
     }
 }

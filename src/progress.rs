@@ -49,8 +49,12 @@ pub trait Reporter: Send + Sync {
     fn block_started(&self, ordinal: u64, total: u64, job: &Job);
     /// A block finished (`error` is `None` on success).
     fn block_finished(&self, job: &Job, error: Option<&str>);
-    /// Bytes of block data have arrived (progress only).
+    /// Bytes of block data have arrived (progress only), counted per request
+    /// as each chunk arrives.
     fn bytes(&self, _n: u64) {}
+    /// A read failed after `n` bytes: they will be read again (from this or
+    /// another holder), so progress takes them back.
+    fn bytes_undone(&self, _n: u64) {}
     /// The run is over: clear bars before the summary.
     fn finish(&self) {}
 }
@@ -354,6 +358,9 @@ impl Reporter for Bars {
     }
     fn bytes(&self, n: u64) {
         self.bytes.inc(n);
+    }
+    fn bytes_undone(&self, n: u64) {
+        self.bytes.dec(n);
     }
     fn finish(&self) {
         self.index.finish_and_clear();

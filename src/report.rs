@@ -9,10 +9,14 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::plan::{Action, PlanCounts};
+use crate::protocol::BlockHash;
 use crate::services::KeepService;
+
+mod failures;
+pub use failures::{FailureList, FAILURES_IN_MEMORY};
 
 /// Bumped when a field of the JSON report changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -26,7 +30,7 @@ pub struct ServiceStats {
 }
 
 /// One block that could not be completed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FailedBlock {
     /// `HASH+SIZE`, never signed.
     pub locator: String,
@@ -58,7 +62,7 @@ pub struct Stats {
     pub failed_bytes: AtomicU64,
     pub src: Vec<ServiceStats>,
     pub dst: Vec<ServiceStats>,
-    failures: Mutex<Vec<FailedBlock>>,
+    failures: Mutex<failures::Failures>,
     unreachable: Mutex<Vec<UnreachableService>>,
 }
 
@@ -101,18 +105,33 @@ impl Stats {
             failed_bytes: AtomicU64::new(0),
             src: (0..src_services).map(|_| ServiceStats::default()).collect(),
             dst: (0..dst_services).map(|_| ServiceStats::default()).collect(),
-            failures: Mutex::new(Vec::new()),
+            failures: Mutex::new(failures::Failures::default()),
             unreachable: Mutex::new(Vec::new()),
         }
     }
 
-    pub fn fail(&self, f: FailedBlock, size: u64) {
+    /// Keep every failed block for the `--report` file, spilled to a
+    /// temporary file in `dir` (the report's directory) so that a mass
+    /// failure costs disk, not memory. Without it only the first
+    /// [`FAILURES_IN_MEMORY`] are kept (for the summary) and the rest counted.
+    pub fn spill_failures_in(&self, dir: &std::path::Path) {
+        self.lock_failures().spill_in(dir);
+    }
+
+    pub fn fail(&self, hash: BlockHash, f: FailedBlock, size: u64) {
         self.failed.fetch_add(1, Relaxed);
         self.failed_bytes.fetch_add(size, Relaxed);
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(f);
+        self.lock_failures().push(hash, f);
+    }
+
+    /// A sub-prefix pass has ended: its failures go to the spill file in
+    /// hash order (passes come in hash order, so the file stays sorted).
+    pub fn end_pass(&self) {
+        self.lock_failures().end_pass();
+    }
+
+    fn lock_failures(&self) -> std::sync::MutexGuard<'_, failures::Failures> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Record a service found unreachable (once per service).
@@ -143,14 +162,11 @@ impl Stats {
             .clone()
     }
 
-    pub fn failures(&self) -> Vec<FailedBlock> {
-        let mut v = self
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        v.sort_by(|a, b| a.locator.cmp(&b.locator));
-        v
+    /// Every failure so far, for the report (ends the current pass).
+    pub fn failures(&self) -> FailureList {
+        let mut f = self.lock_failures();
+        f.end_pass();
+        f.list()
     }
 }
 
@@ -227,7 +243,11 @@ pub struct Report {
     pub failed: u64,
     pub failed_bytes: u64,
     pub rate_bytes_per_second: f64,
-    pub failures: Vec<FailedBlock>,
+    /// Every failed block, sorted by locator (streamed from the spill file).
+    pub failures: FailureList,
+    /// Failed blocks not listed in `failures` (only when no spill file could
+    /// be made; normally 0).
+    pub failures_omitted: u64,
     /// Services that could not be read at all during this run.
     pub unreachable_services: Vec<UnreachableService>,
 }
@@ -271,6 +291,7 @@ impl Report {
         let elapsed = stats.started.elapsed().as_secs_f64();
         let copied_bytes = stats.copied_bytes.load(Relaxed);
         let topped = stats.topped_up_bytes.load(Relaxed);
+        let failures = stats.failures();
         Report {
             schema_version: SCHEMA_VERSION,
             tool: "keep-rsync",
@@ -305,19 +326,20 @@ impl Report {
             } else {
                 0.0
             },
-            failures: stats.failures(),
+            failures_omitted: failures.omitted(),
+            failures,
             unreachable_services: stats.unreachable(),
         }
     }
 
-    /// Write the JSON report to `path` via `path.tmp` and a rename, so a
-    /// reader never sees half a report.
+    /// Write the JSON report to `path` atomically (a temporary file in the
+    /// same directory, then a rename), so a reader never sees half a report.
+    /// The failures are streamed, never held as one string.
     pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, text + "\n")?;
-        std::fs::rename(&tmp, path)
+        crate::atomic_file::write(path, |w| {
+            serde_json::to_writer_pretty(&mut *w, self).map_err(std::io::Error::other)?;
+            std::io::Write::write_all(w, b"\n")
+        })
     }
 
     /// The human summary printed at the end of every run.
@@ -399,7 +421,7 @@ impl Report {
         }
         if !self.failures.is_empty() {
             s.push_str(&format!("  failed blocks ({}):\n", self.failures.len()));
-            for f in self.failures.iter().take(50) {
+            for f in self.failures.shown().iter().take(50) {
                 s.push_str(&format!(
                     "    {} {}: {}\n",
                     f.locator,

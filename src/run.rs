@@ -14,10 +14,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Config;
-use crate::copy::{Copier, CopyOptions};
+use crate::copy::{Budget, Copier, CopyOptions};
 use crate::error::{exit, Error, Result};
 use crate::index::{fetch_all, FetchOptions, Fetched, ServiceIndex, Target};
-use crate::plan::{plan, PlanCounts, PlanOptions};
+use crate::plan::{plan, PlanCounts, PlanOptions, JOB_COST_ENTRIES};
 use crate::progress::{Level, Reporter};
 use crate::protocol::client::{Backoff, ClientOptions, KeepClient};
 use crate::report::{Ending, Report, Stats, Status};
@@ -50,6 +50,13 @@ pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationTok
         }
     };
     let stats = Stats::new(src.services.len(), dst.services.len());
+    if let Some(path) = &cfg.report {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        stats.spill_failures_in(dir);
+    }
     let mut counts = PlanCounts::new(src.services.len());
     let outcome = sync(
         &cfg,
@@ -293,25 +300,14 @@ async fn sync(
             max: cfg.retry_backoff.saturating_mul(30),
         },
     };
-    // Every non-gateway service of both sides, with (side, service) for each.
-    let mut targets: Vec<Target<'_>> = Vec::new();
-    let mut refs: Vec<(usize, usize)> = Vec::new();
-    for (k, side) in [src, dst].into_iter().enumerate() {
-        for (i, s) in side
-            .services
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.is_gateway())
-        {
-            targets.push(Target {
-                role: side.role,
-                service: s,
-                client: &side.client,
-            });
-            refs.push((k, i));
-        }
-    }
-    let prefixes = passes(cfg, &targets, &fetch, soft).await?;
+    let plan_opts = PlanOptions {
+        src_services: &src.services,
+        dst_services: &dst.services,
+        want,
+        verify_existing: cfg.verify_existing,
+        jobs: !cfg.dry_run,
+    };
+    let prefixes = passes(cfg, [src, dst], &plan_opts, &fetch, stats, reporter, soft).await?;
     let copy_opts = CopyOptions {
         want,
         transfers: cfg.transfers,
@@ -319,6 +315,8 @@ async fn sync(
         backoff: fetch.backoff,
         storage_classes: cfg.storage_classes.clone(),
         throttle: cfg.bwlimit.map(Throttle::new),
+        budget: Budget::new(cfg.buffer_memory),
+        stream: cfg.streaming,
     };
     let copier = Copier {
         src,
@@ -333,6 +331,9 @@ async fn sync(
         if soft.is_cancelled() {
             break;
         }
+        // Services found down (by the probe, an earlier pass or a copy) are
+        // not asked again: each would cost its full retries every pass.
+        let (targets, refs) = index_targets([src, dst]);
         let total = targets.len();
         reporter.indexes(total, total);
         let on_index = |left| reporter.indexes(left, total);
@@ -341,37 +342,54 @@ async fn sync(
             // Interrupted while indexing: nothing of this pass was planned.
             _ = soft.cancelled() => return if k == 0 { Err(Error::Interrupted) } else { Ok(()) },
         };
-        let (src_idx, dst_idx) = collect_indexes(fetched, &refs, [src, dst], stats)?;
-        let p = plan(
-            &src_idx,
-            &dst_idx,
-            &PlanOptions {
-                src_services: &src.services,
-                dst_services: &dst.services,
-                want,
-                verify_existing: cfg.verify_existing,
-            },
-        );
+        let (src_idx, dst_idx) =
+            collect_indexes(fetched, &refs, [src, dst], stats, reporter, true)?;
+        let p = plan(&src_idx, &dst_idx, &plan_opts);
         drop((src_idx, dst_idx));
         counts.add(&p.counts);
         reporter.planned(&p.counts, k + 1, prefixes.len());
-        if cfg.dry_run || p.jobs.is_empty() {
-            continue;
+        if !p.jobs.is_empty() {
+            copier.total.fetch_add(p.jobs.len() as u64, Relaxed);
+            copier.run(&p, soft).await;
         }
-        copier.total.fetch_add(p.jobs.len() as u64, Relaxed);
-        copier.run(p.jobs, soft).await;
+        stats.end_pass();
     }
     Ok(())
 }
 
+/// The services to index: every non-gateway service of both sides that is
+/// not marked down, with (side, service) for each.
+fn index_targets<'s>(sides: [&'s Side; 2]) -> (Vec<Target<'s>>, Vec<(usize, usize)>) {
+    let mut targets = Vec::new();
+    let mut refs = Vec::new();
+    for (k, side) in sides.into_iter().enumerate() {
+        for (i, s) in side.services.iter().enumerate() {
+            if s.is_gateway() || side.is_down(i) {
+                continue;
+            }
+            targets.push(Target {
+                role: side.role,
+                service: s,
+                client: &side.client,
+            });
+            refs.push((k, i));
+        }
+    }
+    (targets, refs)
+}
+
 /// Put fetched indexes back in service order for each side. Unreachable
-/// services get empty lists, are marked down (copies skip them) and are
-/// reported; a side with no readable service at all ends the run (exit 3).
+/// services get empty lists, are marked down (later passes and copies skip
+/// them; said once, here) and are reported; a side with no readable service
+/// at all ends the run (exit 3). `count_lines`: add the lines to the run's
+/// index totals (not for the probe).
 fn collect_indexes(
     fetched: Vec<Fetched>,
     refs: &[(usize, usize)],
     sides: [&Side; 2],
     stats: &Stats,
+    reporter: &dyn Reporter,
+    count_lines: bool,
 ) -> Result<(Vec<ServiceIndex>, Vec<ServiceIndex>)> {
     let empty = |side: &Side| -> Vec<ServiceIndex> {
         side.services
@@ -388,13 +406,30 @@ fn collect_indexes(
         st.requests.fetch_add(1, Relaxed);
         match f {
             Fetched::Index(ix) => {
-                stats.index_lines.fetch_add(ix.lines, Relaxed);
+                if count_lines {
+                    stats.index_lines.fetch_add(ix.lines, Relaxed);
+                }
                 out[k][i] = ix;
             }
             Fetched::Down(why) => {
                 st.errors.fetch_add(1, Relaxed);
-                sides[k].down[i].store(true, Relaxed);
-                stats.service_down(sides[k].role, &sides[k].services[i], &why);
+                let side = sides[k];
+                if !side.down[i].swap(true, Relaxed) {
+                    reporter.log(
+                        Level::Warn,
+                        &format!(
+                            "{} service {}: {why}; it is left out for the rest of this run{}",
+                            side.role,
+                            side.services[i].label(),
+                            if k == 0 {
+                                " (blocks only it holds are not copied)"
+                            } else {
+                                " (its copies are not counted and it gets no writes)"
+                            }
+                        ),
+                    );
+                }
+                stats.service_down(side.role, &side.services[i], &why);
             }
         }
     }
@@ -403,7 +438,7 @@ fn collect_indexes(
             .services
             .iter()
             .enumerate()
-            .filter(|(i, s)| !s.is_gateway() && !side.down[*i].load(Relaxed));
+            .filter(|(i, s)| !s.is_gateway() && !side.is_down(*i));
         if readable.count() == 0 {
             return Err(Error::unreadable(format!(
                 "no {} keep service could be read: {}. Nothing was planned. Check that the services \
@@ -418,11 +453,17 @@ fn collect_indexes(
 }
 
 /// The prefixes to work through: just `cfg.prefix`, or its sub-prefixes when
-/// the probe says the indexes would not fit the budget.
+/// the probe says one pass would not fit `--index-budget`. A pass costs its
+/// index entries plus its planned jobs (each weighed as
+/// [`JOB_COST_ENTRIES`] entries), so both are bounded. Services the probe
+/// finds unreachable are marked down here, once, for the whole run.
 async fn passes(
     cfg: &Config,
-    targets: &[Target<'_>],
+    sides: [&Side; 2],
+    plan_opts: &PlanOptions<'_>,
     fetch: &FetchOptions,
+    stats: &Stats,
+    reporter: &dyn Reporter,
     soft: &CancellationToken,
 ) -> Result<Vec<String>> {
     const PROBE_DIGITS: usize = 3;
@@ -430,9 +471,10 @@ async fn passes(
         return Ok(vec![cfg.prefix.clone()]);
     }
     let probe = format!("{}{}", cfg.prefix, "0".repeat(PROBE_DIGITS));
+    let (targets, refs) = index_targets(sides);
     let ignore = AtomicU64::new(0);
     let fetched = tokio::select! {
-        r = fetch_all(targets, &probe, fetch, &ignore, &|_| {}) => r?,
+        r = fetch_all(&targets, &probe, fetch, &ignore, &|_| {}) => r?,
         _ = soft.cancelled() => return Err(Error::Interrupted),
     };
     let probe_lines: u64 = fetched
@@ -442,7 +484,23 @@ async fn passes(
             Fetched::Down(_) => 0,
         })
         .sum();
-    let estimate = probe_lines.saturating_mul(16u64.pow(PROBE_DIGITS as u32));
+    let (s, d) = collect_indexes(fetched, &refs, sides, stats, reporter, false)?;
+    let probe_jobs = if plan_opts.jobs {
+        let counts = plan(
+            &s,
+            &d,
+            &PlanOptions {
+                jobs: false,
+                ..*plan_opts
+            },
+        )
+        .counts;
+        counts.to_write() + counts.to_verify
+    } else {
+        0
+    };
+    let cost = probe_lines + JOB_COST_ENTRIES * probe_jobs;
+    let estimate = cost.saturating_mul(16u64.pow(PROBE_DIGITS as u32));
     let depth = split_depth(estimate, cfg.index_budget, 32 - cfg.prefix.len());
     Ok(sub_prefixes(&cfg.prefix, depth))
 }

@@ -45,51 +45,9 @@ impl Throttle {
     }
 }
 
-/// Parse a rate like `50M`, `1.5G`, `800k`, `1000000` (bytes per second;
-/// K/M/G/T are powers of 1024, as rclone's `--bwlimit`). `0` or `off` = none.
-pub fn parse_rate(s: &str) -> Result<Option<u64>, String> {
-    let t = s.trim();
-    if t.is_empty() || t.eq_ignore_ascii_case("off") || t == "0" {
-        return Ok(None);
-    }
-    let t = t.strip_suffix("/s").unwrap_or(t);
-    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
-    let (num, mult) = match t.chars().last() {
-        Some(c) if c.is_ascii_alphabetic() => {
-            let m: u64 = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err(format!("unknown unit in rate {s:?}: use K, M, G or T")),
-            };
-            (&t[..t.len() - 1], m)
-        }
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a rate: write e.g. 50M for 50 MiB/s"))?;
-    if !(n.is_finite() && n > 0.0) {
-        return Err(format!("rate {s:?} must be positive"));
-    }
-    Ok(Some((n * mult as f64) as u64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rates() {
-        assert_eq!(parse_rate("50M").unwrap(), Some(50 << 20));
-        assert_eq!(parse_rate("1.5k").unwrap(), Some(1536));
-        assert_eq!(parse_rate("1000").unwrap(), Some(1000));
-        assert_eq!(parse_rate("off").unwrap(), None);
-        assert_eq!(parse_rate("10MB/s").unwrap(), Some(10 << 20));
-        assert!(parse_rate("fast").is_err());
-        assert!(parse_rate("-5M").is_err());
-    }
 
     #[tokio::test(start_paused = true)]
     async fn paces() {

@@ -180,7 +180,17 @@ async fn bad_data_with_no_good_copy_fails_the_block_and_writes_nothing() {
         r.expect(1);
         assert!(r.stderr.contains(words), "{knob}: {}", r.stderr);
         assert!(r.stderr.contains("failed: 20"), "{knob}: {}", r.stderr);
-        assert_eq!(p.total_dst_puts(), 0, "{knob}: something was written");
+        // Writes follow the read (streaming), so PUTs may have started; every
+        // one was abandoned before its last byte and none stored anything.
+        let (stored, aborted): (u64, u64) = (0..p.dst.len())
+            .map(|i| p.dst.counters(i))
+            .fold((0, 0), |a, c| (a.0 + c.puts_stored, a.1 + c.puts_aborted));
+        assert_eq!(stored, 0, "{knob}: something was written");
+        assert_eq!(
+            aborted,
+            p.total_dst_puts(),
+            "{knob}: every PUT was abandoned"
+        );
         assert!((0..p.dst.len()).all(|i| p.dst.blocks(i).is_empty()));
         let rep = read_report(&p, &format!("{knob}.json"));
         assert_eq!(rep["status"], "incomplete");

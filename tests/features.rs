@@ -39,12 +39,13 @@ async fn dry_run_plans_everything_and_writes_nothing() {
     assert_eq!(j["plan"]["to_copy"], 50);
     let bytes: u64 = blocks.iter().map(|b| b.1).sum();
     assert_eq!(j["plan"]["to_copy_bytes"], bytes);
-    // Each service got one index request (the planning pass) and no block request.
+    // Each service got two index requests (the sizing probe and the planning
+    // pass) and no block request.
     for side in ["source", "destination"] {
         for svc in j[side].as_array().unwrap() {
             assert_eq!(
                 (svc["requests"].as_u64(), svc["errors"].as_u64()),
-                (Some(1), Some(0)),
+                (Some(2), Some(0)),
                 "{side} {svc}"
             );
         }

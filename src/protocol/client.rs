@@ -3,18 +3,16 @@
 //! Each call answers with the data or a classified [`Failure`]: the copy
 //! pipeline decides what to do next (retry the same service, move to the next
 //! holder or the next service in probe order, or give up) from the class
-//! alone. Block GETs verify length and MD5 here, hashing each byte once as it
-//! arrives, so no unverified byte can leave this module. URLs with signed
-//! locators never appear in a failure's text.
+//! alone. Block bodies are verified by the copy pipeline as they stream
+//! (`copy::relay`). URLs with signed locators never appear in a failure's
+//! text.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use md5::{Digest, Md5};
 use rand::Rng;
 use reqwest::StatusCode;
 
@@ -24,7 +22,6 @@ use super::{
     HDR_STORAGE_CLASSES_CONFIRMED,
 };
 use crate::error::describe_http_error;
-use crate::throttle::Throttle;
 
 /// What kind of failure a request met, which decides what happens next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +43,9 @@ pub enum FailureKind {
     BadData,
     /// Any other refusal (400, 405, 413 …): move on, no retry.
     Rejected,
+    /// A write given up because the block's read failed under it: nothing
+    /// was stored, and it says nothing about the service. No retry.
+    Abandoned,
 }
 
 /// A failed request: its class and a short, secret-free explanation.
@@ -160,71 +160,6 @@ pub struct ClientOptions {
     pub pool_per_host: usize,
 }
 
-/// A block's bytes, held as the chunks they arrived in.
-///
-/// Copying a 64 MiB body into one fresh buffer costs a memcpy plus the
-/// kernel zeroing every new page (about a tenth of the client's CPU on big
-/// blocks: docs/benchmarks.md). The chunks hyper hands over are already
-/// reference-counted slices of its read buffer, so they are kept as they are
-/// and streamed, unchanged, by every replica PUT.
-#[derive(Clone, Debug, Default)]
-pub struct BlockData {
-    chunks: Arc<Vec<Bytes>>,
-    len: usize,
-}
-
-impl BlockData {
-    /// The block made of these chunks, in order.
-    pub fn from_chunks(chunks: Vec<Bytes>) -> BlockData {
-        let len = chunks.iter().map(Bytes::len).sum();
-        BlockData {
-            chunks: Arc::new(chunks),
-            len,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The bytes as one buffer (copies unless there is a single chunk).
-    pub fn to_bytes(&self) -> Bytes {
-        match self.chunks.as_slice() {
-            [] => Bytes::new(),
-            [one] => one.clone(),
-            many => Bytes::from(many.concat()),
-        }
-    }
-
-    /// A request body streaming the chunks (no copy).
-    pub fn body(&self) -> reqwest::Body {
-        match self.chunks.as_slice() {
-            [] => reqwest::Body::from(Bytes::new()),
-            [one] => reqwest::Body::from(one.clone()),
-            _ => {
-                let chunks = self.chunks.clone();
-                let it = (0..chunks.len())
-                    .map(move |i| Ok::<Bytes, std::convert::Infallible>(chunks[i].clone()));
-                reqwest::Body::wrap_stream(futures::stream::iter(it))
-            }
-        }
-    }
-}
-
-impl From<Bytes> for BlockData {
-    fn from(b: Bytes) -> BlockData {
-        let len = b.len();
-        BlockData {
-            chunks: Arc::new(if len == 0 { Vec::new() } else { vec![b] }),
-            len,
-        }
-    }
-}
-
 /// What a successful PUT reported.
 #[derive(Debug, Clone)]
 pub struct PutOk {
@@ -278,18 +213,16 @@ impl KeepClient {
         Ok(resp)
     }
 
-    /// `GET /LOCATOR`, verified: the body is exactly `size` bytes whose MD5 is
-    /// `hash`. `counter` is advanced as bytes arrive (for progress); the
-    /// optional throttle paces them (`--bwlimit`).
-    pub async fn get_block(
+    /// `GET /LOCATOR`: the response once its status is 200 and its
+    /// `Content-Length` (when sent) is the locator's size. The caller reads
+    /// the body with [`body_chunks`] and verifies it (copy::relay): length
+    /// and MD5 are checked there, as the bytes arrive.
+    pub async fn open_block(
         &self,
         base: &str,
         locator: &str,
-        hash: &BlockHash,
         size: u64,
-        counter: &AtomicU64,
-        throttle: Option<&Throttle>,
-    ) -> Result<BlockData, Failure> {
+    ) -> Result<reqwest::Response, Failure> {
         let resp = self
             .http
             .get(format!("{base}/{locator}"))
@@ -310,73 +243,28 @@ impl KeepClient {
                 ));
             }
         }
-        let mut md5 = Md5::new();
-        let mut chunks: Vec<Bytes> = Vec::new();
-        let mut got_len: u64 = 0;
-        let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                Failure::new(
-                    FailureKind::BadData,
-                    format!(
-                        "body cut short after {got_len} of {size} bytes ({})",
-                        describe_http_error(&e)
-                    ),
-                )
-            })?;
-            if got_len + chunk.len() as u64 > size {
-                return Err(Failure::new(
-                    FailureKind::BadData,
-                    format!("body longer than the locator's size {size}"),
-                ));
-            }
-            if let Some(t) = throttle {
-                t.take(chunk.len() as u64).await;
-            }
-            md5.update(&chunk);
-            got_len += chunk.len() as u64;
-            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if !chunk.is_empty() {
-                chunks.push(chunk);
-            }
-        }
-        if got_len != size {
-            return Err(Failure::new(
-                FailureKind::BadData,
-                format!("body cut short: {got_len} of {size} bytes"),
-            ));
-        }
-        let got = BlockHash(md5.finalize().into());
-        if got != *hash {
-            return Err(Failure::new(
-                FailureKind::BadData,
-                format!("body MD5 is {got}, not {hash}: corrupt copy"),
-            ));
-        }
-        Ok(BlockData {
-            chunks: Arc::new(chunks),
-            len: size as usize,
-        })
+        Ok(resp)
     }
 
-    /// `PUT /HASH` with the verified block. `data` is shared, not copied, by
-    /// concurrent replica PUTs; `Content-Length` is always sent.
+    /// `PUT /HASH` with a body of `len` bytes; `Content-Length` is always
+    /// sent, so a body that ends early is an aborted request, never a short
+    /// block.
     pub async fn put_block(
         &self,
         base: &str,
         hash: &BlockHash,
-        data: &BlockData,
+        len: u64,
+        body: reqwest::Body,
         desired: u32,
         classes: Option<&str>,
     ) -> Result<PutOk, Failure> {
-        let len = data.len();
         let mut req = self
             .http
             .put(format!("{base}/{hash}"))
             .header("Authorization", &*self.auth)
             .header("Content-Length", len)
             .header(HDR_DESIRED_REPLICAS, desired)
-            .body(data.body());
+            .body(body);
         if let Some(c) = classes {
             req = req.header(HDR_STORAGE_CLASSES, c);
         }
@@ -410,6 +298,12 @@ impl KeepClient {
             classes_confirmed,
         })
     }
+}
+
+/// A response body as a stream of chunks, transport errors classified.
+pub fn body_chunks(resp: reqwest::Response) -> impl futures::Stream<Item = Result<Bytes, Failure>> {
+    resp.bytes_stream()
+        .map(|c| c.map_err(|e| Failure::new(FailureKind::Transient, describe_http_error(&e))))
 }
 
 #[cfg(test)]

@@ -133,7 +133,12 @@ pub struct HashCounters {
 pub struct CounterSnapshot {
     pub gets: u64,
     pub heads: u64,
+    /// PUT requests received (whatever came of them).
     pub puts: u64,
+    /// PUTs that stored their block.
+    pub puts_stored: u64,
+    /// PUTs whose body broke off before its `Content-Length` (nothing stored).
+    pub puts_aborted: u64,
     pub index_requests: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,

@@ -21,7 +21,6 @@ use serde::Serialize;
 
 use super::seed::{remote_probe_order, RemoteService};
 use crate::index::{BodyParser, Entry};
-use crate::protocol::client::BlockData;
 use crate::protocol::BlockHash;
 
 /// What to copy and how.
@@ -150,7 +149,7 @@ pub async fn run(mut rc: RawCopy<'_>) -> Result<RawCopyResult, String> {
     let results: Vec<(u64, u64, u64)> = stream::iter(work)
         .map(|(e, s)| async move {
             let src = &rc.src[s];
-            let data: BlockData = match client
+            let data: Chunks = match client
                 .get(format!("{}/{}+{}", src.url, e.hash, e.size))
                 .bearer_auth(rc.src_token)
                 .send()
@@ -168,7 +167,7 @@ pub async fn run(mut rc: RawCopy<'_>) -> Result<RawCopyResult, String> {
                             Err(_) => return (0, 0, 1),
                         }
                     }
-                    BlockData::from_chunks(chunks)
+                    Chunks::new(chunks)
                 }
                 _ => return (0, 0, 1),
             };
@@ -243,4 +242,33 @@ pub fn md5_speed(rounds: usize) -> serde_json::Value {
         "seconds_per_gb": secs / (bytes / 1e9),
         "check": x,
     })
+}
+
+/// A block as the chunks its GET body arrived in, streamed unchanged by each
+/// replica PUT (no copy), as keep-rsync's relay does.
+#[derive(Clone)]
+struct Chunks {
+    chunks: std::sync::Arc<Vec<bytes::Bytes>>,
+    len: usize,
+}
+
+impl Chunks {
+    fn new(chunks: Vec<bytes::Bytes>) -> Chunks {
+        let len = chunks.iter().map(|c| c.len()).sum();
+        Chunks {
+            chunks: std::sync::Arc::new(chunks),
+            len,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn body(&self) -> reqwest::Body {
+        let chunks = self.chunks.clone();
+        let it =
+            (0..chunks.len()).map(move |i| Ok::<_, std::convert::Infallible>(chunks[i].clone()));
+        reqwest::Body::wrap_stream(futures::stream::iter(it))
+    }
 }

@@ -67,6 +67,8 @@ pub(crate) struct Counters {
     gets: AtomicU64,
     heads: AtomicU64,
     puts: AtomicU64,
+    puts_stored: AtomicU64,
+    puts_aborted: AtomicU64,
     index_requests: AtomicU64,
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
@@ -139,6 +141,8 @@ impl Svc {
             gets: c.gets.load(Ordering::Relaxed),
             heads: c.heads.load(Ordering::Relaxed),
             puts: c.puts.load(Ordering::Relaxed),
+            puts_stored: c.puts_stored.load(Ordering::Relaxed),
+            puts_aborted: c.puts_aborted.load(Ordering::Relaxed),
             index_requests: c.index_requests.load(Ordering::Relaxed),
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
             bytes_received: c.bytes_received.load(Ordering::Relaxed),
@@ -153,6 +157,8 @@ impl Svc {
             &c.gets,
             &c.heads,
             &c.puts,
+            &c.puts_stored,
+            &c.puts_aborted,
             &c.index_requests,
             &c.bytes_sent,
             &c.bytes_received,
@@ -597,10 +603,14 @@ async fn write_block(
     {
         Ok(b) => b.to_bytes(),
         Err(e) => {
+            // The client gave up mid-body (a streamed write whose read
+            // failed): nothing is stored, as keepstore stores nothing of a
+            // body it could not read whole.
+            svc.counters.puts_aborted.fetch_add(1, Ordering::Relaxed);
             return Ok(text(
                 StatusCode::BAD_REQUEST,
                 &format!("reading request body: {e}"),
-            ))
+            ));
         }
     };
     svc.counters
@@ -626,6 +636,7 @@ async fn write_block(
             &format!("write error: {e}"),
         ));
     }
+    svc.counters.puts_stored.fetch_add(1, Ordering::Relaxed);
     let plain = Locator::new(h, clen);
     let locator = match &svc.shared.signing_key {
         Some(key) => sign_locator(

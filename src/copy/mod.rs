@@ -2,32 +2,48 @@
 //! service that holds it, verify length and MD5, and write it to the
 //! destination in rendezvous order until the wanted replicas are confirmed.
 //!
-//! - Up to `--transfers` blocks are in flight; each service takes at most
-//!   `--max-per-service` requests at a time. Memory is bounded by transfers ×
-//!   block size: a block is held once, and replica PUTs share that buffer.
-//! - Reads try holders in source probe order. Transient failures are retried
-//!   with backoff on the same holder, then the next holder is tried; a 404 or
-//!   refusal moves on at once; a short or corrupt body is fetched again,
-//!   preferably from another holder. For a top-up, destination copies are a
-//!   last resort when no source copy can be read.
-//! - Writes go to the first writable services of the destination probe order
-//!   that do not list the block yet, replicas in parallel; a failed service
-//!   (after retries; 507 at once) is replaced by the next one in order.
+//! - **Memory is a byte budget** (`--buffer-memory`, [`Budget`]): a block
+//!   reserves its size before its read and releases it when its last write
+//!   ends, so 64 MiB blocks run a few at a time and small ones up to
+//!   `--transfers` at once. Each service takes at most `--max-per-service`
+//!   requests at a time.
+//! - **Reads** try holders in source probe order. Transient failures are
+//!   retried with backoff on the same holder, then the next holder is tried;
+//!   a 404 or refusal moves on at once; a short or corrupt body is fetched
+//!   again, preferably from another holder. For a top-up, destination copies
+//!   are a last resort when no source copy can be read.
+//! - **Writes** go to the first writable services of the destination probe
+//!   order that do not list the block yet, replicas in parallel; a failed
+//!   service (after retries; 507 at once) is replaced by the next one in
+//!   order. With streaming (the default) they start as soon as the read's
+//!   headers arrive and follow its body through a [`Relay`], which releases
+//!   the block's last bytes only once its MD5 and length are verified; a
+//!   failed read abandons them before their last byte, and the next holder's
+//!   read starts them afresh.
 //! - A failed block never stops the run: it is recorded with its reason.
 //! - This module owns graceful cancellation: once `soft` is cancelled no new
-//!   block starts and the blocks in flight finish.
+//!   block starts (not even one waiting for budget) and the blocks in flight
+//!   finish.
+
+mod budget;
+mod relay;
+
+pub use budget::Budget;
+pub use relay::Relay;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use bytes::Bytes;
 use futures::stream::{self, FuturesUnordered, StreamExt};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use crate::plan::{Action, Job};
+use crate::plan::{Action, Job, Plan};
 use crate::progress::Reporter;
-use crate::protocol::client::{with_retries, Backoff, BlockData, Failure, FailureKind};
+use crate::protocol::client::{body_chunks, with_retries, Backoff, Failure, FailureKind};
 use crate::protocol::probe_order;
 use crate::report::{FailedBlock, ServiceStats, Stats};
-use crate::services::Side;
+use crate::services::{KeepService, Side};
 use crate::throttle::Throttle;
 
 /// How blocks are copied.
@@ -39,6 +55,11 @@ pub struct CopyOptions {
     /// `--storage-classes`, as sent in `X-Keep-Storage-Classes`.
     pub storage_classes: Option<String>,
     pub throttle: Option<Throttle>,
+    /// Bytes of block data in flight (`--buffer-memory`).
+    pub budget: Budget,
+    /// Start the replica writes while the read arrives (see [`Relay`]);
+    /// `false` writes only once the whole block is verified.
+    pub stream: bool,
 }
 
 /// Everything a block copy needs, shared by all transfers.
@@ -66,26 +87,45 @@ struct BlockError {
     reason: String,
 }
 
+/// A read whose headers said the block is coming.
+enum Opened {
+    /// A GET response, holding its service's `--max-per-service` slot.
+    Body(reqwest::Response, OwnedSemaphorePermit),
+    /// A whole, verified volume file.
+    File(Bytes),
+}
+
 impl<'a> Copier<'a> {
-    /// Copy `jobs`, `--transfers` at a time, until done or `soft` is cancelled.
-    pub async fn run(&self, jobs: Vec<Job>, soft: &CancellationToken) {
-        stream::iter(jobs)
+    /// Copy the plan's jobs, `--transfers` at a time within the byte budget,
+    /// until done or `soft` is cancelled.
+    pub async fn run(&self, plan: &Plan, soft: &CancellationToken) {
+        stream::iter(&plan.jobs)
             .take_until(soft.cancelled())
             .map(|job| async move {
+                // The block's bytes first; a stop while waiting for them
+                // means the block never starts.
+                let reserved = tokio::select! {
+                    biased;
+                    _ = soft.cancelled() => return None,
+                    r = self.opts.budget.reserve(job.size as u64) => r,
+                };
                 let n = self.ordinal.fetch_add(1, Relaxed) + 1;
                 self.reporter
-                    .block_started(n, self.total.load(Relaxed), &job);
-                let r = self.copy_one(&job).await;
+                    .block_started(n, self.total.load(Relaxed), job);
+                let r = self.copy_one(plan, job).await;
+                drop(reserved);
                 self.stats.blocks_done.fetch_add(1, Relaxed);
-                (job, r)
+                Some((job, r))
             })
             .buffer_unordered(self.opts.transfers.max(1))
-            .for_each(|(job, r)| async move {
+            .for_each(|done| async move {
+                let Some((job, r)) = done else { return };
                 match r {
-                    Ok(()) => self.reporter.block_finished(&job, None),
+                    Ok(()) => self.reporter.block_finished(job, None),
                     Err(e) => {
-                        self.reporter.block_finished(&job, Some(&e.reason));
+                        self.reporter.block_finished(job, Some(&e.reason));
                         self.stats.fail(
+                            job.hash,
                             FailedBlock {
                                 locator: format!("{}+{}", job.hash, job.size),
                                 action: job.action,
@@ -100,12 +140,13 @@ impl<'a> Copier<'a> {
             .await;
     }
 
-    async fn copy_one(&self, job: &Job) -> Result<(), BlockError> {
+    async fn copy_one(&self, plan: &Plan, job: &Job) -> Result<(), BlockError> {
+        let holders = plan.dst_holders(job);
         match job.action {
             Action::Copy | Action::TopUp => {
-                let data = self.read(job, &[]).await?;
-                let need = self.opts.want.saturating_sub(job.replicas);
-                self.write(job, data, &job.dst_holders, need).await?;
+                let need = self.opts.want.saturating_sub(job.replicas as u32);
+                let cands = candidates(plan.sources(job), holders, &[]);
+                self.transfer(job, &cands, holders, need).await?;
                 let size = job.size as u64;
                 if job.action == Action::Copy {
                     self.stats.copied.fetch_add(1, Relaxed);
@@ -116,19 +157,19 @@ impl<'a> Copier<'a> {
                 }
                 Ok(())
             }
-            Action::Verify => self.verify(job).await,
+            Action::Verify => self.verify(plan, job).await,
         }
     }
 
     /// `--verify-existing`: read back every destination copy the index lists;
     /// rewrite missing or corrupt ones from the source.
-    async fn verify(&self, job: &Job) -> Result<(), BlockError> {
+    async fn verify(&self, plan: &Plan, job: &Job) -> Result<(), BlockError> {
         let size = job.size as u64;
+        let holders = plan.dst_holders(job);
         let mut bad: Vec<u16> = Vec::new();
-        for &d in job.dst_holders.iter() {
+        for &d in holders {
             let svc = &self.dst.services[d as usize];
-            let r = self.get_from(From::Dst(d), job).await;
-            match r {
+            match self.read_whole(From::Dst(d), job).await {
                 Ok(_) => {}
                 Err(f) if matches!(f.kind, FailureKind::BadData | FailureKind::NotFound) => {
                     self.reporter.log(
@@ -152,40 +193,53 @@ impl<'a> Copier<'a> {
         self.stats.verify_bad.fetch_add(1, Relaxed);
         // Repair: rewrite the bad copies in place (keepstore replaces a copy
         // that fails its hash), then top up if the good ones are too few.
-        let data = self.read(job, &bad).await?;
-        let good: Vec<u16> = job
-            .dst_holders
+        let cands = candidates(plan.sources(job), holders, &bad);
+        let relay = self
+            .try_candidates(&cands, |c| self.read_whole(c, job))
+            .await?;
+        let good: Vec<u16> = holders
             .iter()
             .copied()
             .filter(|d| !bad.contains(d))
             .collect();
         let mut stored = 0;
         for &d in &bad {
-            if self.put_to(d, job, data.clone(), 1).await.is_ok() {
+            if self.put_to(d, job, &relay, 1).await.is_ok() {
                 stored += 1;
             }
         }
         let good_count =
             crate::plan::count_replicas(&good, &self.dst.services, self.opts.want) + stored;
         if good_count < self.opts.want {
-            let skip: Vec<u16> = job.dst_holders.to_vec();
-            self.write(job, data, &skip, self.opts.want - good_count)
+            self.write(job, &relay, holders, self.opts.want - good_count)
                 .await?;
         }
         self.stats.repaired.fetch_add(1, Relaxed);
         Ok(())
     }
 
-    /// Read and verify the block. Candidates: source holders in probe order,
-    /// then destination holders not in `exclude` (last resort).
-    async fn read(&self, job: &Job, exclude: &[u16]) -> Result<BlockData, BlockError> {
-        let mut cands: Vec<From> = job.sources.iter().map(|&s| From::Src(s)).collect();
-        cands.extend(
-            job.dst_holders
-                .iter()
-                .filter(|d| !exclude.contains(d))
-                .map(|&d| From::Dst(d)),
-        );
+    /// Read the block from the first candidate that gives a good copy and
+    /// write `need` replicas to writable destination services not in `skip`.
+    async fn transfer(
+        &self,
+        job: &Job,
+        cands: &[From],
+        skip: &[u16],
+        need: u32,
+    ) -> Result<u32, BlockError> {
+        self.try_candidates(cands, |c| self.read_and_write(c, job, skip, need))
+            .await?
+    }
+
+    /// Try `step` on each candidate in order, for `--retries` rounds, until
+    /// one succeeds. A 404, refusal or a read that stayed failing after its
+    /// retries rules a candidate out; bad data may be a passing fault, so a
+    /// candidate that gave it is tried again next round.
+    async fn try_candidates<T, F, Fut>(&self, cands: &[From], mut step: F) -> Result<T, BlockError>
+    where
+        F: FnMut(From) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
         if cands.is_empty() {
             return Err(BlockError {
                 service: String::new(),
@@ -200,16 +254,13 @@ impl<'a> Copier<'a> {
                 if dead[k] {
                     continue;
                 }
-                let label = self.service_of(c).uuid.clone();
-                match self.get_from(c, job).await {
-                    Ok(data) => return Ok(data),
+                match step(c).await {
+                    Ok(v) => return Ok(v),
                     Err(f) => {
-                        // Bad data may be a passing fault: try it again next
-                        // round. Anything else that survived retries is final
-                        // for this service.
                         if f.kind != FailureKind::BadData {
                             dead[k] = true;
                         }
+                        let label = self.service_of(c).uuid.clone();
                         reasons.push(format!("{label}: {f}"));
                         last_service = label;
                     }
@@ -229,46 +280,142 @@ impl<'a> Copier<'a> {
         })
     }
 
-    fn service_of(&self, c: From) -> &crate::services::KeepService {
+    fn side_of(&self, c: From) -> (&Side, usize, &ServiceStats) {
         match c {
-            From::Src(i) => &self.src.services[i as usize],
-            From::Dst(i) => &self.dst.services[i as usize],
+            From::Src(i) => (self.src, i as usize, &self.stats.src[i as usize]),
+            From::Dst(i) => (self.dst, i as usize, &self.stats.dst[i as usize]),
         }
     }
 
-    /// GET (with retries for transient failures) from one service.
-    async fn get_from(&self, c: From, job: &Job) -> Result<BlockData, Failure> {
-        let (side, i, st) = match c {
-            From::Src(i) => (self.src, i as usize, &self.stats.src),
-            From::Dst(i) => (self.dst, i as usize, &self.stats.dst),
-        };
-        if side.is_down(i) {
-            return Err(gone());
-        }
-        let url = side.services[i].url();
-        let size = job.size as u64;
-        let throttle = self.opts.throttle.as_ref();
-        if side.services[i].service_type == crate::volume::VOLUME_TYPE {
-            return self.read_volume(side, i, &st[i], job).await;
-        }
-        let r = with_retries(self.opts.backoff, self.opts.retries, |_| {
-            let (url, side, st) = (&url, side, &st[i]);
-            async move {
-                let _permit = side.limits[i].acquire().await.ok();
-                let loc = side.get_locator(&job.hash, size);
-                let before = self.stats.bytes_read.load(Relaxed);
-                let r = side
-                    .client
-                    .get_block(url, &loc, &job.hash, size, &self.stats.bytes_read, throttle)
-                    .await;
-                let got = self.stats.bytes_read.load(Relaxed).saturating_sub(before);
-                self.reporter.bytes(got.min(size));
-                count(st, &r, size);
-                r
+    fn service_of(&self, c: From) -> &KeepService {
+        let (side, i, _) = self.side_of(c);
+        &side.services[i]
+    }
+
+    /// One candidate, streamed: read it (retrying transient failures on it)
+    /// and let the writes follow the read. `Err` is the read's failure (no
+    /// replica was stored by this attempt); `Ok` carries the write's outcome
+    /// for a verified block.
+    async fn read_and_write(
+        &self,
+        c: From,
+        job: &Job,
+        skip: &[u16],
+        need: u32,
+    ) -> Result<Result<u32, BlockError>, Failure> {
+        let (side, i, _) = self.side_of(c);
+        let r = with_retries(self.opts.backoff, self.opts.retries, |_| async move {
+            let opened = self.open(c, job).await?;
+            let relay = match &opened {
+                Opened::File(b) => Relay::verified(b.clone()),
+                Opened::Body(..) => Relay::new(job.size as u64),
+            };
+            let read = self.fill(c, job, opened, &relay);
+            let write = async {
+                if !self.opts.stream && !relay.wait_end().await {
+                    return None;
+                }
+                Some(self.write(job, &relay, skip, need).await)
+            };
+            futures::pin_mut!(read, write);
+            let mut read_result = None;
+            loop {
+                tokio::select! {
+                    r = &mut read, if read_result.is_none() => read_result = Some(r),
+                    w = &mut write => {
+                        // No write can complete before the read verified the
+                        // block; a write that failed while the read goes on
+                        // failed on its own (every service refused): the read
+                        // is dropped, the block has failed.
+                        let r = match read_result {
+                            Some(r) => r,
+                            None if relay.is_failed() || matches!(w, None | Some(Ok(_))) => read.await,
+                            None => Ok(()),
+                        };
+                        return match (r, w) {
+                            (Err(f), _) => Err(f),
+                            (Ok(()), Some(w)) => Ok(w),
+                            (Ok(()), None) => Err(Failure::new(FailureKind::BadData, "read ended unverified")),
+                        };
+                    }
+                }
             }
         })
         .await;
         r.map_err(|(f, _)| self.note_down(side, i, f))
+    }
+
+    /// Read and verify the whole block from one candidate (retrying transient
+    /// failures on it), with no write: `--verify-existing` read-backs and
+    /// repairs.
+    async fn read_whole(&self, c: From, job: &Job) -> Result<Relay, Failure> {
+        let (side, i, _) = self.side_of(c);
+        let r = with_retries(self.opts.backoff, self.opts.retries, |_| async move {
+            match self.open(c, job).await? {
+                Opened::File(b) => Ok(Relay::verified(b)),
+                opened => {
+                    let relay = Relay::new(job.size as u64);
+                    self.fill(c, job, opened, &relay).await.map(|()| relay)
+                }
+            }
+        })
+        .await;
+        r.map_err(|(f, _)| self.note_down(side, i, f))
+    }
+
+    /// Start a read on candidate `c`: up to the GET's headers (or the whole
+    /// file of a volume). Failures are counted against the service.
+    async fn open(&self, c: From, job: &Job) -> Result<Opened, Failure> {
+        let (side, i, st) = self.side_of(c);
+        if side.is_down(i) {
+            return Err(gone());
+        }
+        let size = job.size as u64;
+        if side.services[i].service_type == crate::volume::VOLUME_TYPE {
+            return self.read_volume(side, i, st, job).await.map(Opened::File);
+        }
+        let permit = side.limits[i]
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| gone())?;
+        let loc = side.get_locator(&job.hash, size);
+        let r = side
+            .client
+            .open_block(&side.services[i].url(), &loc, size)
+            .await;
+        if r.is_err() {
+            count(st, &r, size);
+        }
+        r.map(|resp| Opened::Body(resp, permit))
+    }
+
+    /// Read an opened GET body into `relay`, verified; bytes are counted per
+    /// chunk as they arrive (progress) and taken back if the read fails.
+    async fn fill(&self, c: From, job: &Job, opened: Opened, relay: &Relay) -> Result<(), Failure> {
+        let Opened::Body(resp, _permit) = opened else {
+            return Ok(());
+        };
+        let (_, _, st) = self.side_of(c);
+        let got = AtomicU64::new(0);
+        let on_bytes = |n: u64| {
+            got.fetch_add(n, Relaxed);
+            self.stats.bytes_read.fetch_add(n, Relaxed);
+            self.reporter.bytes(n);
+        };
+        let r = relay
+            .fill(
+                body_chunks(resp),
+                &job.hash,
+                self.opts.throttle.as_ref(),
+                &on_bytes,
+            )
+            .await;
+        if r.is_err() {
+            self.reporter.bytes_undone(got.load(Relaxed));
+        }
+        count(st, &r, job.size as u64);
+        r
     }
 
     /// A service that refuses connections after all retries has died mid-run:
@@ -293,7 +440,7 @@ impl<'a> Copier<'a> {
         i: usize,
         st: &ServiceStats,
         job: &Job,
-    ) -> Result<BlockData, Failure> {
+    ) -> Result<Bytes, Failure> {
         let root = std::path::PathBuf::from(&side.services[i].host);
         let (hash, size) = (job.hash, job.size as u64);
         let r = tokio::task::spawn_blocking(move || crate::volume::read_block(&root, &hash, size))
@@ -315,17 +462,13 @@ impl<'a> Copier<'a> {
             Err(f) => self.reporter.log(crate::progress::Level::Warn, &f.detail),
         }
         count(st, &r, size);
-        r.map(BlockData::from)
+        r
     }
 
     /// PUT to one destination service (with retries for transient failures).
-    async fn put_to(
-        &self,
-        d: u16,
-        job: &Job,
-        data: BlockData,
-        desired: u32,
-    ) -> Result<u32, Failure> {
+    /// A PUT that broke because the block's read failed is `Abandoned`: it
+    /// says nothing about the service and is neither retried nor counted.
+    async fn put_to(&self, d: u16, job: &Job, relay: &Relay, desired: u32) -> Result<u32, Failure> {
         let i = d as usize;
         if self.dst.is_down(i) {
             return Err(gone());
@@ -334,10 +477,17 @@ impl<'a> Copier<'a> {
         let classes = self.opts.storage_classes.as_deref();
         let size = job.size as u64;
         let r = with_retries(self.opts.backoff, self.opts.retries, |_| {
-            let (url, data) = (&url, &data);
+            let url = &url;
             async move {
                 let _permit = self.dst.limits[i].acquire().await.ok();
-                let r = self.dst.client.put_block(url, &job.hash, data, desired, classes).await;
+                let r = self
+                    .dst
+                    .client
+                    .put_block(url, &job.hash, size, relay.body(), desired, classes)
+                    .await;
+                if r.is_err() && relay.is_failed() {
+                    return Err(Failure::new(FailureKind::Abandoned, relay::ReadFailed.to_string()));
+                }
                 let r = r.and_then(|ok| match classes {
                     Some(want) if !classes_confirmed(want, ok.classes_confirmed.as_deref()) => Err(Failure::new(
                         FailureKind::Rejected,
@@ -364,11 +514,12 @@ impl<'a> Copier<'a> {
     }
 
     /// Write `need` replicas to writable destination services in probe order,
-    /// skipping those in `skip`; returns the replicas stored.
+    /// skipping those in `skip`; returns the replicas stored. Stops at once
+    /// (storing nothing) when the block's read fails under it.
     async fn write(
         &self,
         job: &Job,
-        data: BlockData,
+        relay: &Relay,
         skip: &[u16],
         need: u32,
     ) -> Result<u32, BlockError> {
@@ -395,8 +546,7 @@ impl<'a> Copier<'a> {
                 let d = order[next];
                 next += 1;
                 pending += 1;
-                let data = data.clone();
-                inflight.push(async move { (d, self.put_to(d, job, data, need - stored).await) });
+                inflight.push(async move { (d, self.put_to(d, job, relay, need - stored).await) });
             }
             let Some((d, r)) = inflight.next().await else {
                 break;
@@ -404,6 +554,12 @@ impl<'a> Copier<'a> {
             pending -= 1;
             match r {
                 Ok(n) => stored += n,
+                Err(f) if f.kind == FailureKind::Abandoned => {
+                    return Err(BlockError {
+                        service: String::new(),
+                        reason: f.detail,
+                    })
+                }
                 Err(f) => {
                     let svc = &self.dst.services[d as usize];
                     reasons.push(format!("{}: {f}", svc.uuid));
@@ -427,6 +583,19 @@ impl<'a> Copier<'a> {
             reason: format!("stored {stored} of {need} replicas needed: {why}"),
         })
     }
+}
+
+/// Read candidates: source holders in probe order, then destination holders
+/// not in `exclude` (a last resort, for top-ups and repairs).
+fn candidates(sources: &[u16], dst_holders: &[u16], exclude: &[u16]) -> Vec<From> {
+    let mut c: Vec<From> = sources.iter().map(|&s| From::Src(s)).collect();
+    c.extend(
+        dst_holders
+            .iter()
+            .filter(|d| !exclude.contains(d))
+            .map(|&d| From::Dst(d)),
+    );
+    c
 }
 
 fn gone() -> Failure {

@@ -1,0 +1,387 @@
+//! A block on its way from one source read to its replica writes.
+//!
+//! The GET body is hashed as it arrives and kept as the chunks hyper hands
+//! over (reference-counted slices of its read buffer: no copy, no 64 MiB
+//! buffer to zero). Replica PUTs may start before the read ends (streaming):
+//! each PUT body replays the chunks received so far, then follows the read.
+//!
+//! The one rule that makes this safe: **the chunk that completes the block is
+//! released only after the whole block's length and MD5 are verified.** If the
+//! read breaks or the block turns out corrupt, every PUT body fails instead,
+//! the request is aborted before its last byte, and the keepstore, which reads
+//! a whole body and checks it against the hash before storing anything
+//! (docs/protocol.md, "PUT"), stores nothing. A PUT that fails and is retried,
+//! or moved to the next service, replays the block from its first chunk, so
+//! failover never needs a second read.
+//!
+//! Memory: a relay holds its block until the last PUT body is dropped; the
+//! copy pipeline reserves the block's size in the byte budget for that long.
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use md5::{Digest, Md5};
+use tokio::sync::watch;
+
+use crate::protocol::client::{Failure, FailureKind};
+use crate::protocol::BlockHash;
+use crate::throttle::Throttle;
+
+/// How far the read has come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// Bytes are still arriving.
+    Open,
+    /// Every byte arrived, with the right length and MD5.
+    Verified,
+    /// The read broke or the data is wrong: no PUT may complete.
+    Failed,
+}
+
+struct State {
+    chunks: Vec<Bytes>,
+    end: End,
+}
+
+/// One block, filled by one read and shared by its replica writes.
+pub struct Relay {
+    tx: watch::Sender<State>,
+    size: u64,
+}
+
+impl Relay {
+    /// An empty relay for a block of `size` bytes (the locator's size).
+    pub fn new(size: u64) -> Relay {
+        let (tx, _) = watch::channel(State {
+            chunks: Vec::new(),
+            end: End::Open,
+        });
+        Relay { tx, size }
+    }
+
+    /// A relay already holding a whole, verified block (a volume file read).
+    pub fn verified(data: Bytes) -> Relay {
+        let r = Relay::new(data.len() as u64);
+        r.tx.send_modify(|s| {
+            if !data.is_empty() {
+                s.chunks.push(data);
+            }
+            s.end = End::Verified;
+        });
+        r
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn is_verified(&self) -> bool {
+        self.tx.borrow().end == End::Verified
+    }
+
+    /// Whether the read failed (a PUT that broke may blame the source).
+    pub fn is_failed(&self) -> bool {
+        self.tx.borrow().end == End::Failed
+    }
+
+    /// Wait until the read has ended; `true` when the block is verified.
+    pub async fn wait_end(&self) -> bool {
+        let mut rx = self.tx.subscribe();
+        let verified = rx
+            .wait_for(|s| s.end != End::Open)
+            .await
+            .map(|s| s.end == End::Verified);
+        verified.unwrap_or(false)
+    }
+
+    fn fail(&self) {
+        self.tx.send_modify(|s| s.end = End::Failed);
+    }
+
+    /// Read `body` into the relay, checking it against `hash` and the size:
+    /// `Ok` once the block is verified (and released to the PUTs), otherwise
+    /// the relay fails and so does every PUT body reading from it. `on_bytes`
+    /// is told of each chunk as it arrives (progress, counters); `throttle`
+    /// paces the read (`--bwlimit`).
+    pub async fn fill<S>(
+        &self,
+        body: S,
+        hash: &BlockHash,
+        throttle: Option<&Throttle>,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), Failure>
+    where
+        S: Stream<Item = Result<Bytes, Failure>>,
+    {
+        let r = self.fill_inner(body, hash, throttle, on_bytes).await;
+        match &r {
+            Ok(()) => self.tx.send_modify(|s| s.end = End::Verified),
+            Err(_) => self.fail(),
+        }
+        r
+    }
+
+    async fn fill_inner<S>(
+        &self,
+        body: S,
+        hash: &BlockHash,
+        throttle: Option<&Throttle>,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), Failure>
+    where
+        S: Stream<Item = Result<Bytes, Failure>>,
+    {
+        let size = self.size;
+        let mut md5 = Md5::new();
+        let mut got: u64 = 0;
+        futures::pin_mut!(body);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|f| {
+                Failure::new(
+                    FailureKind::BadData,
+                    format!("body cut short after {got} of {size} bytes ({f})"),
+                )
+            })?;
+            if got + chunk.len() as u64 > size {
+                return Err(Failure::new(
+                    FailureKind::BadData,
+                    format!("body longer than the locator's size {size}"),
+                ));
+            }
+            if let Some(t) = throttle {
+                t.take(chunk.len() as u64).await;
+            }
+            md5.update(&chunk);
+            got += chunk.len() as u64;
+            on_bytes(chunk.len() as u64);
+            if !chunk.is_empty() {
+                self.tx.send_modify(|s| s.chunks.push(chunk));
+            }
+        }
+        if got != size {
+            return Err(Failure::new(
+                FailureKind::BadData,
+                format!("body cut short: {got} of {size} bytes"),
+            ));
+        }
+        let sum = BlockHash(md5.finalize().into());
+        if sum != *hash {
+            return Err(Failure::new(
+                FailureKind::BadData,
+                format!("body MD5 is {sum}, not {hash}: corrupt copy"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A PUT body for this block. Once the block is verified the body is
+    /// the chunks as they are; before that, it follows the read and holds
+    /// back the completing chunk until verification (or fails with the read).
+    pub fn body(&self) -> reqwest::Body {
+        {
+            let s = self.tx.borrow();
+            if s.end == End::Verified {
+                return match s.chunks.as_slice() {
+                    [] => reqwest::Body::from(Bytes::new()),
+                    [one] => reqwest::Body::from(one.clone()),
+                    many => {
+                        let owned: Vec<Result<Bytes, std::convert::Infallible>> =
+                            many.iter().map(|c| Ok(c.clone())).collect();
+                        reqwest::Body::wrap_stream(futures::stream::iter(owned))
+                    }
+                };
+            }
+        }
+        reqwest::Body::wrap_stream(self.follow())
+    }
+
+    /// The chunks, in order, as they become releasable.
+    pub fn follow(&self) -> impl Stream<Item = Result<Bytes, ReadFailed>> + Send + 'static {
+        let rx = self.tx.subscribe();
+        let size = self.size;
+        futures::stream::unfold(
+            (rx, 0usize, 0u64, false),
+            move |(mut rx, next, sent, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let step = {
+                        let s = rx.borrow_and_update();
+                        match s.chunks.get(next) {
+                            _ if s.end == End::Failed => Step::Fail,
+                            // The completing chunk waits for the verdict.
+                            Some(c) if sent + c.len() as u64 >= size && s.end != End::Verified => {
+                                Step::Wait
+                            }
+                            Some(c) => Step::Send(c.clone()),
+                            None if s.end == End::Verified => Step::End,
+                            None => Step::Wait,
+                        }
+                    };
+                    match step {
+                        Step::Fail => return Some((Err(ReadFailed), (rx, next, sent, true))),
+                        Step::End => return None,
+                        Step::Send(c) => {
+                            let sent = sent + c.len() as u64;
+                            return Some((Ok(c), (rx, next + 1, sent, false)));
+                        }
+                        Step::Wait => {
+                            // A relay dropped before its verdict is a failed read.
+                            if rx.changed().await.is_err() && rx.borrow().end != End::Verified {
+                                return Some((Err(ReadFailed), (rx, next, sent, true)));
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    }
+}
+
+/// What a PUT body does next.
+enum Step {
+    Send(Bytes),
+    Wait,
+    End,
+    Fail,
+}
+
+/// The source read of a streamed block failed: the PUT is abandoned before
+/// its last byte, so nothing is stored.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadFailed;
+
+impl std::fmt::Display for ReadFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the source read failed: write abandoned before its last byte")
+    }
+}
+
+impl std::error::Error for ReadFailed {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(data: &[u8], n: usize) -> Vec<Result<Bytes, Failure>> {
+        data.chunks(n)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect()
+    }
+
+    async fn collect(
+        s: impl Stream<Item = Result<Bytes, ReadFailed>>,
+    ) -> Result<Vec<u8>, ReadFailed> {
+        futures::pin_mut!(s);
+        let mut out = Vec::new();
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn follower_gets_everything_once_verified() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let h = BlockHash::of(&data);
+        let r = Relay::new(data.len() as u64);
+        let early = r.follow();
+        let (filled, got) = tokio::join!(
+            r.fill(futures::stream::iter(chunks(&data, 777)), &h, None, &|_| {}),
+            collect(early)
+        );
+        filled.unwrap();
+        assert_eq!(got.unwrap(), data);
+        // A follower that starts after the end replays the whole block.
+        assert_eq!(collect(r.follow()).await.unwrap(), data);
+        assert!(r.is_verified());
+    }
+
+    #[tokio::test]
+    async fn last_chunk_is_held_until_verified_and_never_released_when_corrupt() {
+        let data = vec![7u8; 4096];
+        let mut bad = data.clone();
+        bad[4095] = 8;
+        let h = BlockHash::of(&data);
+        let r = Relay::new(4096);
+        let follower = tokio::spawn(collect(r.follow()));
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let s2 = seen.clone();
+        let e = r
+            .fill(
+                futures::stream::iter(chunks(&bad, 1000)),
+                &h,
+                None,
+                &move |n| {
+                    s2.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, FailureKind::BadData);
+        assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 4096);
+        assert!(
+            follower.await.unwrap().is_err(),
+            "no complete body from a corrupt read"
+        );
+        assert!(r.is_failed());
+        assert!(!r.wait_end().await);
+    }
+
+    #[tokio::test]
+    async fn a_stream_of_the_wrong_length_fails() {
+        let data = vec![1u8; 100];
+        let h = BlockHash::of(&data);
+        for (len, chunk) in [(101u64, 100usize), (99, 33)] {
+            let r = Relay::new(len);
+            let follower = tokio::spawn(collect(r.follow()));
+            let src = if len > 100 {
+                data.clone()
+            } else {
+                data[..99].to_vec()
+            };
+            assert!(r
+                .fill(
+                    futures::stream::iter(chunks(&src, chunk)),
+                    &h,
+                    None,
+                    &|_| {}
+                )
+                .await
+                .is_err());
+            assert!(follower.await.unwrap().is_err());
+        }
+        // A broken connection mid-body.
+        let r = Relay::new(100);
+        let follower = tokio::spawn(collect(r.follow()));
+        let mut src = chunks(&data, 50);
+        src[1] = Err(Failure::new(FailureKind::Transient, "reset"));
+        let e = r
+            .fill(futures::stream::iter(src), &h, None, &|_| {})
+            .await
+            .unwrap_err();
+        assert!(e.detail.contains("cut short after 50 of 100"), "{e}");
+        assert!(follower.await.unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn empty_block_waits_for_its_verdict() {
+        let h = BlockHash::of(b"");
+        let r = Relay::new(0);
+        let follower = tokio::spawn(collect(r.follow()));
+        tokio::task::yield_now().await;
+        assert!(!follower.is_finished());
+        r.fill(futures::stream::iter(Vec::new()), &h, None, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(follower.await.unwrap().unwrap(), Vec::<u8>::new());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_relay_fails_its_followers() {
+        let r = Relay::new(10);
+        let f = r.follow();
+        drop(r);
+        assert!(collect(f).await.is_err());
+    }
+}
