@@ -177,7 +177,8 @@ impl Svc {
     }
 
     /// Start answering a Keep request: decide its faults (from this
-    /// request's attempt number), wait the added latency, and drop the
+    /// request's attempt number), wait the added latency (PUTs wait it
+    /// later, once their body is in: see `write_block`), and drop the
     /// connection if that is the decision.
     async fn begin(
         &self,
@@ -186,7 +187,9 @@ impl Svc {
         h: &BlockHash,
     ) -> Result<FaultDecision, Dropped> {
         let d = faults.decide(self.index, op, h, self.next_attempt(op, h));
-        latency(faults).await;
+        if op != FaultOp::Put {
+            latency(faults).await;
+        }
         if d.drop {
             self.injected();
             return Err(Dropped);
@@ -504,11 +507,15 @@ async fn drain(req: Request<Incoming>) {
         .await;
 }
 
+/// Answer a PUT without storing: read its body first, then wait the
+/// latency, as for any PUT answer.
 async fn early_answer(
     req: Request<Incoming>,
     resp: Response<Body>,
+    faults: &Faults,
 ) -> Result<Response<Body>, Dropped> {
     drain(req).await;
+    latency(faults).await;
     Ok(resp)
 }
 
@@ -540,12 +547,13 @@ async fn write_block(
                 StatusCode::UNAUTHORIZED,
                 "no token provided in Authorization header",
             ),
+            &faults,
         )
         .await;
     };
     if let Some(code) = d.fail {
         svc.injected();
-        return early_answer(req, status_text(code)).await;
+        return early_answer(req, status_text(code), &faults).await;
     }
     let clen = match req
         .headers()
@@ -556,11 +564,17 @@ async fn write_block(
             return early_answer(
                 req,
                 text(StatusCode::LENGTH_REQUIRED, "missing Content-Length"),
+                &faults,
             )
             .await
         }
         Some(None) => {
-            return early_answer(req, text(StatusCode::BAD_REQUEST, "bad Content-Length")).await
+            return early_answer(
+                req,
+                text(StatusCode::BAD_REQUEST, "bad Content-Length"),
+                &faults,
+            )
+            .await
         }
         Some(Some(n)) => n,
     };
@@ -568,6 +582,7 @@ async fn write_block(
         return early_answer(
             req,
             text(StatusCode::PAYLOAD_TOO_LARGE, "request entity too large"),
+            &faults,
         )
         .await;
     }
@@ -594,6 +609,7 @@ async fn write_block(
         return early_answer(
             req,
             text(StatusCode::INSUFFICIENT_STORAGE, "insufficient storage"),
+            &faults,
         )
         .await;
     }
@@ -637,6 +653,10 @@ async fn write_block(
         ));
     }
     svc.counters.puts_stored.fetch_add(1, Ordering::Relaxed);
+    // The answer leaves a latency after the body's last byte arrived: a
+    // client cannot hide it by starting the PUT early (streaming), just as
+    // over a real network.
+    latency(&faults).await;
     let plain = Locator::new(h, clen);
     let locator = match &svc.shared.signing_key {
         Some(key) => sign_locator(
