@@ -284,7 +284,10 @@ async fn bad_input_exits_2_with_one_paragraph_and_writes_nothing() {
         let r = run_rsync(&c.args).await;
         let took = t.elapsed();
         assert_one_paragraph(c.name, &r, &c.needles);
-        assert!(took < Duration::from_secs(5), "{}: took {took:?}", c.name);
+        // "Within seconds": no retries, waits or timeouts on the way to the
+        // error. A hang guard rather than a speed test (a case takes a few
+        // ms), hence the wide margin.
+        assert!(took < Duration::from_secs(20), "{}: took {took:?}", c.name);
         assert_eq!(
             p.total_dst_puts(),
             0,

@@ -6,8 +6,9 @@ mod common;
 
 use common::*;
 use keep_rsync::protocol::BlockHash;
-use keep_rsync::sim::ClusterConfig;
+use keep_rsync::sim::{ClusterConfig, SizeRange};
 use serde_json::Value;
+use std::time::{Duration, Instant};
 
 fn read_json(path: &std::path::Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("report written"))
@@ -174,14 +175,40 @@ async fn verify_existing_finds_and_repairs_corrupt_copies() {
     p.assert_placed(&blocks, 2);
 }
 
+/// `--bwlimit` copies everything, and at the rate. The token bucket
+/// (src/throttle.rs) lets a burst of one second's worth (`rate` bytes)
+/// through at once, so reading `B` bytes at `rate` takes at least
+/// `(B - rate) / rate` seconds: here 256 KiB at 64 KiB/s, at least 3 s.
+/// Asserted with a 30 % margin (2.1 s), and only as a lower bound: a slow
+/// machine takes longer, never shorter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bwlimit_copies_everything() {
+    const RATE: u64 = 64 << 10;
+    const BLOCK: u64 = 32 << 10;
     let p = Pair::start().await;
-    let blocks = p.src.seed_blocks(10, &sizes(), 1, 24);
-    p.rsync(&["-replications", "1", "--bwlimit", "50M"])
+    let exactly = [SizeRange {
+        min: BLOCK,
+        max: BLOCK,
+    }];
+    let blocks = p.src.seed_blocks(8, &exactly, 1, 24);
+    let bytes: u64 = blocks.iter().map(|b| b.1).sum();
+    assert_eq!(bytes, 256 << 10);
+    let floor = Duration::from_secs_f64(0.7 * (bytes - RATE) as f64 / RATE as f64);
+    let t = Instant::now();
+    p.rsync(&["-replications", "1", "--bwlimit", "64K"])
         .await
         .expect(0);
+    let took = t.elapsed();
     p.assert_placed(&blocks, 1);
+    // Each block read once: exactly `bytes` went through the throttle.
+    assert_eq!(p.total_src_gets(), blocks.len() as u64);
+    assert!(
+        took >= floor,
+        "{bytes} bytes at --bwlimit 64K took {took:?}, under the {floor:?} \
+         that pacing at 64 KiB/s needs: the limit was not applied"
+    );
+    eprintln!("bwlimit: {bytes} bytes at 64 KiB/s took {took:.2?} (floor {floor:.2?})");
+
     let r = p.rsync(&["-replications", "1", "--bwlimit", "fast"]).await;
     r.expect(2);
     assert!(r.stderr.contains("--bwlimit"), "{}", r.stderr);

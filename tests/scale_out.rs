@@ -5,7 +5,10 @@
 //! we are root), and the Kubernetes Indexed Job (manifest structure, and its
 //! container script run once per completion index).
 //!
-//! Needs GNU parallel and PyYAML: `scripts/install-test-deps.sh`.
+//! Needs GNU parallel, PyYAML and (as root) Slurm and munge:
+//! `INSTALL_SLURM=1 scripts/install-test-deps.sh`. A test whose tool is
+//! missing says `SKIPPED <test>: <why>`, and fails under `CI=true`
+//! (`common::skip`).
 
 mod common;
 
@@ -38,19 +41,30 @@ fn shard_sizes() -> Vec<SizeRange> {
     ]
 }
 
-fn require_parallel() {
-    let ok = std::process::Command::new("parallel")
+/// Why GNU parallel cannot be used here, if it cannot (a skip reason).
+fn parallel_missing() -> Option<String> {
+    match std::process::Command::new("parallel")
         .arg("--version")
-        .stdout(Stdio::null())
+        .stdin(Stdio::null())
         .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "GNU parallel is not installed: run scripts/install-test-deps.sh \
-         (or apt-get install parallel); CI installs it"
-    );
+        .output()
+    {
+        Err(e) => Some(format!(
+            "GNU parallel is not installed ({e}): run scripts/install-test-deps.sh \
+             (or apt-get install parallel)"
+        )),
+        Ok(o)
+            if !(o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains("GNU parallel")) =>
+        {
+            Some(
+                "`parallel --version` does not say GNU parallel (moreutils' parallel?): \
+                 run scripts/install-test-deps.sh (or apt-get install parallel)"
+                    .into(),
+            )
+        }
+        Ok(_) => None,
+    }
 }
 
 /// Run `program args` with `env`, in `dir`, within 120 s.
@@ -137,7 +151,12 @@ fn write_exec(path: &Path, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_parallel_shards_equal_a_full_copy_and_a_rerun_redoes_only_the_killed_shard() {
-    require_parallel();
+    if let Some(why) = parallel_missing() {
+        return skip(
+            "sixteen_parallel_shards_equal_a_full_copy_and_a_rerun_redoes_only_the_killed_shard",
+            &why,
+        );
+    }
     let p = Pair::start().await;
     let blocks = p.src.seed_blocks(300, &shard_sizes(), 2, 7);
     let (in7, others): (Vec<_>, Vec<_>) =
@@ -343,6 +362,9 @@ impl Drop for Slurm {
         // SIGTERM first: slurmctld then stops its slurmscriptd helper,
         // which a SIGKILL would leave behind.
         for c in self.children.iter_mut().rev() {
+            if let Ok(Some(_)) = c.try_wait() {
+                continue; // exited already (a port taken, say)
+            }
             _ = std::process::Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
@@ -356,12 +378,53 @@ impl Drop for Slurm {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Why there is no one-node Slurm cluster.
+enum SlurmError {
+    /// Not root, or a Slurm or munge program is not installed: the test
+    /// skips (and fails under CI, which installs them).
+    Missing(String),
+    /// Installed, but it did not come up: the test fails.
+    Failed(String),
+}
+
+/// Two distinct TCP ports for slurmctld and slurmd, which (unlike our own
+/// servers, which bind port 0 and keep the listener) must be given port
+/// numbers in slurm.conf. Picked at random below the kernel's ephemeral
+/// range (/proc/sys/net/ipv4/ip_local_port_range), where no `bind(0)` or
+/// outgoing connection of the other tests running in parallel can land,
+/// and checked free just now. Something else may still bind one of them
+/// before the daemon does: `Slurm::start` then starts again on new ports.
+fn slurm_ports() -> (u16, u16) {
+    let range: Vec<u32> = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let (low, high) = match range[..] {
+        [low, high] => (low, high),
+        _ => (32768, 60999),
+    };
+    let (lo, hi): (u32, u32) = if low > 12_000 {
+        (10_000, low)
+    } else if high < 55_000 {
+        (high + 1, 65_000)
+    } else {
+        // The ephemeral range covers (nearly) everything: no port is out
+        // of its way, so the retry in `Slurm::start` is all there is.
+        (20_000, 60_000)
+    };
+    let free = |p: u16| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok();
+    let mut ports = Vec::new();
+    for _ in 0..1000 {
+        let p = (rand::random::<u32>() % (hi - lo) + lo) as u16;
+        if !ports.contains(&p) && free(p) {
+            ports.push(p);
+            if ports.len() == 2 {
+                return (ports[0], ports[1]);
+            }
+        }
+    }
+    panic!("no two free TCP ports in {lo}..{hi}");
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -373,27 +436,58 @@ fn which(name: &str) -> Option<PathBuf> {
     })
 }
 
+/// Why one attempt to start the cluster failed.
+enum StartError {
+    /// A daemon could not bind its port (taken since `slurm_ports`).
+    PortTaken(String),
+    Other(String),
+}
+
 impl Slurm {
-    /// Start it, or say why not.
-    fn start() -> Result<Slurm, String> {
+    /// Start it, or say why not. Tries new ports up to three times when a
+    /// daemon finds its port taken (see `slurm_ports`).
+    fn start() -> Result<Slurm, SlurmError> {
         // SAFETY-free check for root: the uid of our own /proc entry.
         let root = std::fs::metadata("/proc/self")
             .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
             .unwrap_or(false);
         if !root {
-            return Err("not root (slurmd must run jobs as the submitting user)".into());
+            return Err(SlurmError::Missing(
+                "not root (slurmd must run jobs as the submitting user)".into(),
+            ));
         }
         let mut bins = Vec::new();
         for b in ["munged", "slurmctld", "slurmd", "sbatch", "sinfo"] {
-            bins.push(which(b).ok_or(format!(
-                "{b} not installed (apt-get install slurmctld slurmd slurm-client munge)"
-            ))?);
+            bins.push(which(b).ok_or_else(|| {
+                SlurmError::Missing(format!(
+                    "{b} not installed: run INSTALL_SLURM=1 scripts/install-test-deps.sh \
+                     (apt-get install slurmctld slurmd slurm-client munge)"
+                ))
+            })?);
         }
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            match Slurm::start_once(&bins) {
+                Ok(s) => return Ok(s),
+                Err(StartError::Other(why)) => return Err(SlurmError::Failed(why)),
+                Err(StartError::PortTaken(why)) => {
+                    eprintln!("slurm, attempt {attempt} of 3: a daemon's port was taken");
+                    last = why;
+                }
+            }
+        }
+        Err(SlurmError::Failed(format!(
+            "slurm found its ports taken 3 times\n{last}"
+        )))
+    }
+
+    fn start_once(bins: &[PathBuf]) -> Result<Slurm, StartError> {
+        let other = |e: std::io::Error| StartError::Other(e.to_string());
+        let dir = tempfile::tempdir().map_err(other)?;
         let d = dir.path().to_path_buf();
         let d = d.as_path();
         for sub in ["munge", "state", "spool"] {
-            std::fs::create_dir_all(d.join(sub)).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(d.join(sub)).map_err(other)?;
         }
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(d.join("munge"), std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -408,12 +502,13 @@ impl Slurm {
             .arg("-s")
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .map_err(|e| e.to_string())?;
+            .map_err(other)?;
         let dp = d.display();
+        let (ctld_port, d_port) = slurm_ports();
         let conf = format!(
             "ClusterName=keeprsyncci\nSlurmctldHost={host}(127.0.0.1)\nSlurmUser=root\nSlurmdUser=root\n\
              AuthType=auth/munge\nAuthInfo=socket={dp}/munge/sock\nCredType=cred/munge\n\
-             SlurmctldPort={}\nSlurmdPort={}\nStateSaveLocation={dp}/state\nSlurmdSpoolDir={dp}/spool\n\
+             SlurmctldPort={ctld_port}\nSlurmdPort={d_port}\nStateSaveLocation={dp}/state\nSlurmdSpoolDir={dp}/spool\n\
              SlurmctldPidFile={dp}/ctld.pid\nSlurmdPidFile={dp}/d.pid\n\
              SlurmctldLogFile={dp}/ctld.log\nSlurmdLogFile={dp}/d.log\n\
              ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\nJobAcctGatherType=jobacct_gather/none\n\
@@ -421,8 +516,6 @@ impl Slurm {
              ReturnToService=2\nMpiDefault=none\nSlurmdParameters=config_overrides\n\
              NodeName=ci1 NodeAddr=127.0.0.1 CPUs=8 RealMemory=32000 State=UNKNOWN\n\
              PartitionName=ci Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES\n",
-            free_port(),
-            free_port()
         );
         std::fs::write(d.join("slurm.conf"), conf).unwrap();
         let conf = d.join("slurm.conf");
@@ -434,7 +527,7 @@ impl Slurm {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .map_err(|e| format!("{}: {e}", bin.display()))
+                .map_err(|e| StartError::Other(format!("{}: {e}", bin.display())))
         };
         let mut s = Slurm {
             dir,
@@ -462,8 +555,35 @@ impl Slurm {
         s.children.push(spawn(&bins[1], &["-D", "-i", "-f", &cs])?);
         s.children
             .push(spawn(&bins[2], &["-D", "-f", &cs, "-N", "ci1"])?);
+        let log = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
+        let logs = || {
+            format!(
+                "--- munged\n{}\n--- slurmctld (port {ctld_port})\n{}\n--- slurmd (port {d_port})\n{}",
+                std::fs::read_to_string(m("log")).unwrap_or_default(),
+                log("ctld.log"),
+                log("d.log")
+            )
+        };
+        let port_taken = || {
+            [log("ctld.log"), log("d.log")]
+                .iter()
+                .any(|l| l.contains("Address already in use"))
+        };
         for _ in 0..60 {
             std::thread::sleep(Duration::from_millis(500));
+            // A daemon that exited (slurmctld and slurmd do when they
+            // cannot bind their port) will not come up.
+            let names = ["munged", "slurmctld", "slurmd"];
+            for (c, name) in s.children.iter_mut().zip(names) {
+                if let Ok(Some(status)) = c.try_wait() {
+                    let why = format!("{name} exited ({status})\n{}", logs());
+                    return Err(if port_taken() {
+                        StartError::PortTaken(why)
+                    } else {
+                        StartError::Other(why)
+                    });
+                }
+            }
             let out = std::process::Command::new(&bins[4])
                 .args(["-h", "-o", "%T"])
                 .env("SLURM_CONF", &conf)
@@ -474,12 +594,12 @@ impl Slurm {
                 }
             }
         }
-        let log = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
-        Err(format!(
-            "slurm did not come up in 30 s\n--- slurmctld\n{}\n--- slurmd\n{}",
-            log("ctld.log"),
-            log("d.log")
-        ))
+        let why = format!("slurm did not come up in 30 s\n{}", logs());
+        Err(if port_taken() {
+            StartError::PortTaken(why)
+        } else {
+            StartError::Other(why)
+        })
     }
 
     fn conf(&self) -> String {
@@ -491,10 +611,16 @@ impl Slurm {
 async fn slurm_array_on_a_one_node_cluster() {
     let slurm = match tokio::task::spawn_blocking(Slurm::start).await.unwrap() {
         Ok(s) => s,
-        Err(why) => {
-            eprintln!("SKIPPED slurm_array_on_a_one_node_cluster: {why}\n(the script body is tested by slurm_array_script_body_with_array_variables_set)");
-            return;
+        Err(SlurmError::Missing(why)) => {
+            return skip(
+                "slurm_array_on_a_one_node_cluster",
+                &format!(
+                    "{why} (the script body is still tested by \
+                     slurm_array_script_body_with_array_variables_set)"
+                ),
+            );
         }
+        Err(SlurmError::Failed(why)) => panic!("one-node Slurm cluster: {why}"),
     };
     let p = Pair::start().await;
     let blocks = p.src.seed_blocks(200, &shard_sizes(), 2, 9);
@@ -544,36 +670,56 @@ async fn slurm_array_on_a_one_node_cluster() {
     drop(slurm);
 }
 
-/// The manifest as JSON values (one per YAML document), via PyYAML.
-fn k8s_manifest() -> Vec<Value> {
+/// The manifest as JSON values (one per YAML document), via PyYAML: the
+/// .venv's python (scripts/install-test-deps.sh puts PyYAML there), else
+/// python3 from PATH. `Err` says why neither has PyYAML (a skip reason); a
+/// python that has it but cannot parse the manifest fails the test.
+fn k8s_manifest() -> Result<Vec<Value>, String> {
     let path = script_path("scripts/kubernetes/keep-rsync-indexed-job.yaml");
     let venv = repo().join(".venv/bin/python").display().to_string();
     let code = "import json, sys, yaml; json.dump(list(yaml.safe_load_all(open(sys.argv[1]))), sys.stdout)";
+    let mut tried = Vec::new();
     for py in [venv.as_str(), "python3"] {
-        let Ok(out) = std::process::Command::new(py)
+        let out = match std::process::Command::new(py)
             .args(["-c", code, &path])
+            .stdin(Stdio::null())
             .output()
-        else {
-            continue;
+        {
+            Ok(out) => out,
+            Err(e) => {
+                tried.push(format!("{py}: {e}"));
+                continue;
+            }
         };
         if out.status.success() {
             let docs: Vec<Value> = serde_json::from_slice(&out.stdout).expect("JSON from PyYAML");
-            return docs;
+            return Ok(docs);
         }
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains("No module named"),
             "{py} could not parse {path}: {err}"
         );
+        tried.push(format!("{py}: no module yaml"));
     }
-    panic!(
-        "no python with PyYAML: run scripts/install-test-deps.sh (or apt-get install python3-yaml)"
-    );
+    Err(format!(
+        "no python with PyYAML ({}): run scripts/install-test-deps.sh \
+         (or apt-get install python3-yaml)",
+        tried.join("; ")
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_indexed_job_manifest_is_well_formed_and_its_pods_copy_every_shard() {
-    let docs = k8s_manifest();
+    let docs = match k8s_manifest() {
+        Ok(docs) => docs,
+        Err(why) => {
+            return skip(
+                "kubernetes_indexed_job_manifest_is_well_formed_and_its_pods_copy_every_shard",
+                &why,
+            )
+        }
+    };
     let job = docs
         .iter()
         .find(|d| d["kind"] == "Job")

@@ -461,18 +461,15 @@ impl Cluster {
     }
 
     /// Close service `i`'s listener and connections: from now on connecting
-    /// to it is refused. Its store is kept.
+    /// to it is refused. Its store is kept, and so is its port (bound, not
+    /// listening), so nothing else can take it before `restart_service`.
     pub fn stop_service(&self, i: usize) {
-        self.svcs[i].stop();
+        self.svcs[i].pause();
     }
 
     /// Listen again on the same port with the same store.
     pub async fn restart_service(&self, i: usize) -> std::io::Result<()> {
-        let svc = &self.svcs[i];
-        svc.stop();
-        let listener = TcpListener::bind(svc.addr).await?;
-        svc.serve(listener);
-        Ok(())
+        self.svcs[i].resume().await
     }
 
     /// Whether service `i` is listening.

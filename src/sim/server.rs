@@ -23,7 +23,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use super::faults::{FaultDecision, FaultOp, Faults};
@@ -95,6 +95,8 @@ pub(crate) struct Svc {
     attempts: Mutex<HashMap<(FaultOp, BlockHash), u64>>,
     counters: Counters,
     run: Mutex<Option<Running>>,
+    /// While paused: the port, bound but not listening (see `pause`).
+    parked: Mutex<Option<TcpSocket>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -122,6 +124,7 @@ impl Svc {
             attempts: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             run: Mutex::new(None),
+            parked: Mutex::new(None),
         }
     }
 
@@ -239,6 +242,39 @@ impl Svc {
             run.token.cancel();
             drop(lock(&run.slot).take());
         }
+    }
+
+    /// `stop`, but keep the port: bind it again at once without listening,
+    /// so that connecting is still refused, yet no other socket (another
+    /// test's `bind(0)`, an outgoing connection) can take the port before
+    /// `resume` listens on it again. Best effort: if the bind fails,
+    /// `resume` binds anew.
+    pub fn pause(&self) {
+        self.stop();
+        let socket = if self.addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        };
+        let parked = socket.and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(self.addr)?;
+            Ok(s)
+        });
+        *lock(&self.parked) = parked.ok();
+    }
+
+    /// Serve again on the same address: listen on the socket `pause` kept,
+    /// or bind the address anew.
+    pub async fn resume(self: &Arc<Self>) -> std::io::Result<()> {
+        let parked = lock(&self.parked).take();
+        self.stop();
+        let listener = match parked {
+            Some(s) => s.listen(1024)?,
+            None => TcpListener::bind(self.addr).await?,
+        };
+        self.serve(listener);
+        Ok(())
     }
 
     pub fn is_running(&self) -> bool {

@@ -174,6 +174,39 @@ impl Run {
     }
 }
 
+/// Whether this is a CI run: `CI` is `true` or `1` (`.ci/run` sets it).
+/// There every test tool is installed, so a test that would skip fails.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Report that `test` did not run because `why` (a tool it needs is
+/// missing), after which the caller returns: `return skip("name", &why);`.
+///
+/// Prints `SKIPPED <test>: <why>` on stderr: into the test's captured output
+/// (`--show-output`, `--nocapture`) and, as libtest captures only
+/// `print!`/`eprint!`, straight to the terminal on a plain `cargo test` too.
+/// Under `CI=true` (or `1`) it panics instead: CI installs every tool with
+/// scripts/install-test-deps.sh, so a skip there is a failure.
+pub fn skip(test: &str, why: &str) {
+    let line = format!("SKIPPED {test}: {why}");
+    if in_ci() {
+        panic!(
+            "{line}\nCI is set (CI={}), and under CI a skip is a failure: CI must install \
+             every test tool (scripts/install-test-deps.sh, as scripts/test.sh runs it, \
+             with INSTALL_SLURM=1 for Slurm)",
+            std::env::var("CI").unwrap_or_default()
+        );
+    }
+    eprintln!("{line}");
+    let nocapture = std::env::args().any(|a| a == "--nocapture")
+        || std::env::var("RUST_TEST_NOCAPTURE").is_ok_and(|v| v != "0");
+    if !nocapture {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_keep-rsync")
 }
