@@ -73,8 +73,10 @@ pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationTok
     let (status, exit_code, error) = match &outcome {
         Err(e) => (Status::of_error(e), e.exit_code(), Some(e.to_string())),
         Ok(()) if soft.is_cancelled() => (Status::Interrupted, exit::INTERRUPTED, None),
-        Ok(()) if cfg.dry_run => (Status::DryRun, exit::OK, None),
+        // A service that could not be read leaves the plan (or the copy)
+        // incomplete, in a dry run too.
         Ok(()) if failed > 0 || stats.any_down() => (Status::Incomplete, exit::BLOCKS_FAILED, None),
+        Ok(()) if cfg.dry_run => (Status::DryRun, exit::OK, None),
         Ok(()) => (Status::Complete, exit::OK, None),
     };
     let ending = Ending {

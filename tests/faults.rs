@@ -8,32 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use keep_rsync::protocol::BlockHash;
-use keep_rsync::sim::{Faults, SizeRange};
-
-/// Small blocks (2 bytes to 8 KiB) keep fault tests fast.
-fn small() -> Vec<SizeRange> {
-    vec![SizeRange { min: 2, max: 8192 }]
-}
-
-fn faults(f: impl FnOnce(&mut Faults)) -> Faults {
-    let mut x = Faults::default();
-    f(&mut x);
-    x
-}
-
-fn set_all(c: &keep_rsync::sim::Cluster, f: &Faults) {
-    for i in 0..c.len() {
-        let mut g = f.clone();
-        g.seed = f.seed.wrapping_add(i as u64 * 7919);
-        c.set_faults(i, g);
-    }
-}
-
-fn clear_all(c: &keep_rsync::sim::Cluster) {
-    for i in 0..c.len() {
-        c.set_faults(i, Faults::default());
-    }
-}
+use keep_rsync::sim::Faults;
 
 /// Each block sits on exactly the first `n` writable destination services of
 /// its probe order that are not in `skip`, and every copy hashes to its name.
@@ -70,8 +45,7 @@ fn injected(c: &keep_rsync::sim::Cluster) -> u64 {
 }
 
 fn read_report(p: &Pair, name: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(p.path(name)).expect("report written");
-    serde_json::from_str(&text).expect("report is JSON")
+    read_json(&p.path(name))
 }
 
 fn failed_locators(report: &serde_json::Value) -> Vec<String> {

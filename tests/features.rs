@@ -10,11 +10,6 @@ use keep_rsync::sim::{ClusterConfig, SizeRange};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-fn read_json(path: &std::path::Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("report written"))
-        .expect("report is JSON")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_plans_everything_and_writes_nothing() {
     let p = Pair::start().await;

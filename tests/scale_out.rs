@@ -105,11 +105,6 @@ async fn parallel_prefixes(p: &Pair, opts: &[&str], rsync_args: &[String], bin: 
     .await
 }
 
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 fn hex16() -> Vec<String> {
     (0..16).map(|i| format!("{i:x}")).collect()
 }

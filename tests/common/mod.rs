@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use keep_rsync::protocol::BlockHash;
-use keep_rsync::sim::{Cluster, ClusterConfig, SizeRange};
+use keep_rsync::sim::{Cluster, ClusterConfig, Faults, SizeRange};
 
 pub const SRC_TOKEN: &str = "srcroottoken4p2m9x7kq1z8w3v5b6n0c";
 pub const DST_TOKEN: &str = "dstroottoken8h3j6k1l0p2o9i4u7y5t";
@@ -24,6 +24,39 @@ pub fn sizes() -> Vec<SizeRange> {
             max: 300 << 10,
         },
     ]
+}
+
+/// Small blocks (2 bytes to 8 KiB) keep fault tests fast.
+pub fn small() -> Vec<SizeRange> {
+    vec![SizeRange { min: 2, max: 8192 }]
+}
+
+/// Faults built by `f` from none.
+pub fn faults(f: impl FnOnce(&mut Faults)) -> Faults {
+    let mut x = Faults::default();
+    f(&mut x);
+    x
+}
+
+/// The same faults on every service of `c`, each with its own seed.
+pub fn set_all(c: &Cluster, f: &Faults) {
+    for i in 0..c.len() {
+        let mut g = f.clone();
+        g.seed = f.seed.wrapping_add(i as u64 * 7919);
+        c.set_faults(i, g);
+    }
+}
+
+pub fn clear_all(c: &Cluster) {
+    for i in 0..c.len() {
+        c.set_faults(i, Faults::default());
+    }
+}
+
+/// A JSON file (a report), parsed.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// A source and a destination cluster, with their files in a temp dir.
