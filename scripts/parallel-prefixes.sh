@@ -3,7 +3,7 @@
 # across hosts, then merge the shards' JSON reports into one summary.
 #
 #   scripts/parallel-prefixes.sh [-j N] [-S HOSTS] [--prefixes 16|256]
-#                                [--state-dir DIR] [--force] [--return]
+#                                [--memory SIZE] [--state-dir DIR] [--force] [--return]
 #                                -- KEEP_RSYNC_ARGS...
 #   scripts/parallel-prefixes.sh --summary [--prefixes 16|256] [--state-dir DIR]
 #
@@ -32,6 +32,13 @@
 #                     services files, and DIR must exist at the same paths on
 #                     every host. Nothing is transferred to the hosts.
 #   --prefixes 16|256 shard by the first 1 or 2 hex digits (default 16).
+#   --memory SIZE     memory for all the jobs running at once on one host
+#                     (e.g. 8G; K/M/G/T = KiB/MiB/GiB/TiB): each shard gets
+#                     keep-rsync --max-memory SIZE/N, N the -j number, which
+#                     sizes its --buffer-memory and --index-budget so that its
+#                     peak RSS stays under that share (docs/scale-out.md,
+#                     "Memory"). Without it each shard uses keep-rsync's
+#                     defaults (about 300 MiB, 370 MiB at worst).
 #   --state-dir DIR   default ./keep-rsync-shards.
 #   --force           re-run every shard, even those marked done.
 #   --return          with -S when DIR is not on a shared filesystem: have GNU
@@ -63,6 +70,7 @@ hosts=
 nprefixes=16
 state_dir=./keep-rsync-shards
 force=0
+memory=
 want_return=0
 summary_only=0
 saw_dashdash=0
@@ -93,6 +101,12 @@ while [ $# -gt 0 ]; do
             shift 2
             ;;
         --state-dir=*) state_dir=${1#--state-dir=}; shift ;;
+        --memory)
+            [ $# -ge 2 ] || die "$1 needs a value"
+            memory=$2
+            shift 2
+            ;;
+        --memory=*) memory=${1#--memory=}; shift ;;
         --force) force=1; shift ;;
         --return) want_return=1; shift ;;
         --summary) summary_only=1; shift ;;
@@ -117,8 +131,27 @@ if [ "$summary_only" = 0 ]; then
                 die "do not pass $a: each shard gets its own -prefix" ;;
             -report | --report | -report=* | --report=*)
                 die "do not pass $a: each shard writes DIR/PREFIX.json" ;;
+            -max-memory* | --max-memory* | -buffer-memory* | --buffer-memory* | -index-budget* | --index-budget*)
+                [ -z "$memory" ] || die "do not pass $a with --memory: --memory sizes each shard's budgets" ;;
         esac
     done
+    if [ -n "$memory" ]; then
+        [[ $jobs =~ ^[0-9]+$ ]] && [ "$jobs" -gt 0 ] ||
+            die "--memory needs -j as a number of jobs (not $jobs): each job gets SIZE/N"
+        per_job=$(python3 - "$memory" "$jobs" <<'PY'
+import re, sys
+m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([KMGT]?)(?:i?B)?\s*", sys.argv[1], re.I)
+if not m:
+    sys.exit("bad size %r: write e.g. 8G" % sys.argv[1])
+total = float(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper())
+print(int(total) // int(sys.argv[2]))
+PY
+        ) || die "--memory $memory: not a size (write e.g. 8G)"
+        # keep-rsync checks that the share holds at least one 64 MiB block.
+        args+=(--max-memory "$per_job")
+        printf '%s: --memory %s over %s jobs: --max-memory %s MiB per shard\n' \
+            "$prog" "$memory" "$jobs" "$((per_job >> 20))"
+    fi
     command -v parallel >/dev/null 2>&1 ||
         die "GNU parallel is not installed (Debian/Ubuntu: apt-get install parallel; or run scripts/install-test-deps.sh)"
 fi

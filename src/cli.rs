@@ -14,6 +14,12 @@ use crate::error::{Error, Result};
 /// Default `--transfers`: see docs/benchmarks.md for the measurements.
 pub const DEFAULT_TRANSFERS: usize = 32;
 
+/// Default `--buffer-memory`: four 64 MiB blocks (docs/benchmarks.md, "Memory").
+pub const DEFAULT_BUFFER_MEMORY: u64 = 256 << 20;
+
+/// Default `--index-budget`, in lines: about 100 MiB of index entries.
+pub const DEFAULT_INDEX_BUDGET: u64 = 4_000_000;
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0    complete: every planned block is at the destination with the wanted replicas
@@ -24,11 +30,12 @@ Exit codes:
 
 Memory: block data in flight is bounded by --buffer-memory (256M): a block reserves
 its size before it is read and frees it after its last replica is written, so
-64 MiB blocks run four at a time and small blocks --transfers at a time. Indexes take
-about 20 bytes per listed block (plus about 40 per block to copy), processed in hash
-sub-prefix passes of at most --index-budget lines, so a huge cluster stays within a
-fixed budget. The two do not add up: indexes are freed before a pass's copies start.
-Peak RSS is about --buffer-memory plus 30 MiB.
+64 MiB blocks run four at a time and small blocks --transfers at a time. Indexes
+are processed in hash sub-prefix passes of at most --index-budget lines (about 40
+bytes each; a planned block counts as 2 lines), freed before the pass's copies
+start. Peak RSS <= 32 MiB + max(40 B x index budget, buffer memory + 20 B x index
+budget): about 370 MiB at the defaults, under 300 MiB unless a pass plans millions
+of blocks. --max-memory SIZE sets both budgets to fit SIZE.
 
 Settings files hold KEY=VALUE lines: ARVADOS_API_HOST, ARVADOS_API_TOKEN (the
 cluster's system root token), ARVADOS_API_HOST_INSECURE, ARVADOS_BLOB_SIGNING_KEY.";
@@ -151,18 +158,28 @@ pub struct Args {
     #[arg(long, value_name = "RATE", help_heading = "Performance")]
     pub bwlimit: Option<String>,
 
-    /// Block data held in memory at once, over all transfers (K/M/G). A block
-    /// reserves its size before its read and frees it after its last write:
-    /// this, not --transfers, bounds the copy's memory. A block bigger than the
-    /// budget runs alone.
+    /// Block data held in memory at once, over all transfers (K/M/G; default
+    /// 256M). A block reserves its size before its read and frees it after its
+    /// last write: this, not --transfers, bounds the copy's memory. A block
+    /// bigger than the budget runs alone.
     #[arg(
         long = "buffer-memory",
-        default_value = "256M",
         value_name = "SIZE",
         value_parser = crate::units::parse_budget,
         help_heading = "Performance"
     )]
-    pub buffer_memory: u64,
+    pub buffer_memory: Option<u64>,
+
+    /// Memory for the whole run (K/M/G): sets --buffer-memory and
+    /// --index-budget so that peak RSS stays under SIZE (3/4 of it for block
+    /// data; see docs/scale-out.md). Flags given explicitly win.
+    #[arg(
+        long = "max-memory",
+        value_name = "SIZE",
+        value_parser = crate::units::parse_size,
+        help_heading = "Performance"
+    )]
+    pub max_memory: Option<u64>,
 
     /// Write replicas only once the whole block is read and verified (default:
     /// writes follow the read and get its last bytes only once MD5 and length
@@ -170,14 +187,14 @@ pub struct Args {
     #[arg(long = "no-streaming", help_heading = "Performance")]
     pub no_streaming: bool,
 
-    /// Index lines held in memory per pass before the work is split by hash sub-prefix.
+    /// Index lines (and planned blocks, 2 lines each) held in memory per pass
+    /// before the work is split by hash sub-prefix (default 4000000).
     #[arg(
         long = "index-budget",
-        default_value_t = 4_000_000,
         value_name = "LINES",
         help_heading = "Performance"
     )]
-    pub index_budget: u64,
+    pub index_budget: Option<u64>,
 
     /// Retries of each request on transient errors (5xx, 408, 429, timeouts, dropped connections).
     #[arg(
@@ -402,6 +419,14 @@ pub fn parse_go_duration(s: &str) -> std::result::Result<Duration, String> {
 }
 
 impl Config {
+    /// The memory budgets in effect.
+    pub fn budgets(&self) -> crate::memory::Budgets {
+        crate::memory::Budgets {
+            buffer_memory: self.buffer_memory,
+            index_budget: self.index_budget,
+        }
+    }
+
     pub fn from_args(a: Args) -> Result<Config> {
         let dur = |flag: &str, v: &str| {
             parse_go_duration(v).map_err(|e| Error::config(format!("bad value for -{flag}: {e}.")))
@@ -457,6 +482,13 @@ impl Config {
                 )));
             }
         }
+        let derived = match a.max_memory {
+            Some(total) => Some(
+                crate::memory::Budgets::from_total(total)
+                    .map_err(|e| Error::config(format!("bad --max-memory: {e}.")))?,
+            ),
+            None => None,
+        };
         Ok(Config {
             src_ttl: dur("src-blob-signature-ttl", &a.src_blob_signature_ttl)?.as_secs(),
             dst_ttl: dur("dst-blob-signature-ttl", &a.dst_blob_signature_ttl)?.as_secs(),
@@ -473,9 +505,16 @@ impl Config {
             checkers: a.checkers,
             max_per_service: a.max_per_service,
             bwlimit,
-            buffer_memory: a.buffer_memory,
+            buffer_memory: a
+                .buffer_memory
+                .or(derived.map(|d| d.buffer_memory))
+                .unwrap_or(DEFAULT_BUFFER_MEMORY),
             streaming: !a.no_streaming,
-            index_budget: a.index_budget.max(1000),
+            index_budget: a
+                .index_budget
+                .or(derived.map(|d| d.index_budget))
+                .unwrap_or(DEFAULT_INDEX_BUDGET)
+                .max(1000),
             retries: a.retries,
             dry_run: a.dry_run,
             verify_existing: a.verify_existing,
@@ -584,6 +623,37 @@ mod tests {
                 .unwrap_or_else(|| panic!("{args:?} accepted"));
             assert_eq!(e.exit_code(), 2);
         }
+    }
+
+    #[test]
+    fn max_memory_sets_both_budgets_and_explicit_flags_win() {
+        let c = cfg(&["-src", "a", "-dst", "b"]).unwrap();
+        assert_eq!((c.buffer_memory, c.index_budget), (256 << 20, 4_000_000));
+        let c = cfg(&["-src", "a", "-dst", "b", "--max-memory", "512M"]).unwrap();
+        assert_eq!((c.buffer_memory, c.index_budget), (360 << 20, 6_291_456));
+        let c = cfg(&[
+            "-src",
+            "a",
+            "-dst",
+            "b",
+            "--max-memory",
+            "512M",
+            "--buffer-memory",
+            "100M",
+        ])
+        .unwrap();
+        assert_eq!((c.buffer_memory, c.index_budget), (100 << 20, 6_291_456));
+        assert!(cfg(&["-src", "a", "-dst", "b", "--max-memory", "64M"]).is_err());
+        assert!(parse([
+            "keep-rsync",
+            "-src",
+            "a",
+            "-dst",
+            "b",
+            "--buffer-memory",
+            "10K"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod copy;
 pub mod error;
 pub mod index;
+pub mod memory;
 pub mod plan;
 pub mod progress;
 pub mod protocol;

@@ -49,6 +49,8 @@ pub struct Stats {
     /// Block bytes received from sources (verified or not), for progress.
     pub bytes_read: AtomicU64,
     pub blocks_done: AtomicU64,
+    /// Sub-prefix passes planned for the run.
+    pub passes: AtomicU64,
     pub copied: AtomicU64,
     pub copied_bytes: AtomicU64,
     pub topped_up: AtomicU64,
@@ -92,6 +94,7 @@ impl Stats {
             index_bytes: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             blocks_done: AtomicU64::new(0),
+            passes: AtomicU64::new(0),
             copied: AtomicU64::new(0),
             copied_bytes: AtomicU64::new(0),
             topped_up: AtomicU64::new(0),
@@ -226,6 +229,11 @@ pub struct Report {
     pub prefix: String,
     pub replications: u32,
     pub dry_run: bool,
+    /// `--buffer-memory` (bytes) and `--index-budget` (lines) in effect.
+    pub buffer_memory: u64,
+    pub index_budget: u64,
+    /// Hash sub-prefix passes the run was split into (0 if none was planned).
+    pub passes: u64,
     pub source: Vec<ServiceReport>,
     pub destination: Vec<ServiceReport>,
     pub plan: PlanCounts,
@@ -260,6 +268,8 @@ pub struct Ending<'a> {
     pub prefix: &'a str,
     pub replications: u32,
     pub dry_run: bool,
+    /// The memory budgets the run used.
+    pub budgets: crate::memory::Budgets,
     pub src_services: &'a [KeepService],
     pub dst_services: &'a [KeepService],
     pub plan: &'a PlanCounts,
@@ -305,6 +315,9 @@ impl Report {
             prefix: end.prefix.to_string(),
             replications: end.replications,
             dry_run: end.dry_run,
+            buffer_memory: end.budgets.buffer_memory,
+            index_budget: end.budgets.index_budget,
+            passes: stats.passes.load(Relaxed),
             source: service_reports(end.src_services, &stats.src),
             destination: service_reports(end.dst_services, &stats.dst),
             plan: end.plan.clone(),

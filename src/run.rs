@@ -42,6 +42,7 @@ pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationTok
                 prefix: &cfg.prefix,
                 replications: cfg.replications,
                 dry_run: cfg.dry_run,
+                budgets: cfg.budgets(),
                 src_services: &[],
                 dst_services: &[],
                 plan: &PlanCounts::new(0),
@@ -86,6 +87,7 @@ pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationTok
         prefix: &cfg.prefix,
         replications: want,
         dry_run: cfg.dry_run,
+        budgets: cfg.budgets(),
         src_services: &src.services,
         dst_services: &dst.services,
         plan: &counts,
@@ -310,6 +312,7 @@ async fn sync(
         jobs: !cfg.dry_run,
     };
     let prefixes = passes(cfg, [src, dst], &plan_opts, &fetch, stats, reporter, soft).await?;
+    stats.passes.store(prefixes.len() as u64, Relaxed);
     let copy_opts = CopyOptions {
         want,
         transfers: cfg.transfers,

@@ -140,7 +140,9 @@ async fn progress_takes_back_the_bytes_of_a_failed_read() {
     p.src.set_faults(0, faults(|f| f.truncate_rate = 1.0));
     let (code, w) = run_watched(&p, &["-replications", "2"]).await;
     assert_eq!(code, 0);
-    let cut: u64 = (0..p.src.len()).map(|i| p.src.counters(i).faults_injected).sum();
+    let cut: u64 = (0..p.src.len())
+        .map(|i| p.src.counters(i).faults_injected)
+        .sum();
     assert!(cut > 0, "some reads were cut short");
     let total: u64 = blocks.iter().map(|b| b.1).sum();
     assert_eq!(w.bytes.load(Relaxed), total as i64);

@@ -159,7 +159,17 @@ async fn sixteen_parallel_shards_equal_a_full_copy_and_a_rerun_redoes_only_the_k
     assert!(!in7.is_empty());
     let state = p.path("shards");
     let state_s = state.display().to_string();
-    let opts = ["-j", "4", "--prefixes", "16", "--state-dir", &state_s];
+    // 2 GiB for the 4 jobs a host runs at once: 512 MiB each.
+    let opts = [
+        "-j",
+        "4",
+        "--prefixes",
+        "16",
+        "--memory",
+        "2G",
+        "--state-dir",
+        &state_s,
+    ];
 
     // Run 1: shard 7's keep-rsync is SIGKILLed before it does anything.
     let killer = p.path("kill-7.sh");
@@ -181,6 +191,17 @@ async fn sixteen_parallel_shards_equal_a_full_copy_and_a_rerun_redoes_only_the_k
         );
         assert_eq!(starts(&state.join(format!("{s}.log"))), 1, "{s}.log");
     }
+    assert!(
+        r.stdout.contains("--max-memory 512 MiB per shard"),
+        "{}",
+        r.all()
+    );
+    // Each shard sized its budgets from its 512 MiB share.
+    assert_shards_sized(
+        &state,
+        512,
+        &hex16().into_iter().filter(|s| s != "7").collect::<Vec<_>>(),
+    );
     let sum = read_json(&state.join("summary.json"));
     assert_eq!(sum["exit_code"], 1);
     assert_eq!(sum["shards_done"], 15);
@@ -244,7 +265,18 @@ async fn sixteen_parallel_shards_equal_a_full_copy_and_a_rerun_redoes_only_the_k
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_prefixes_rejects_bad_usage_with_exit_2() {
     let p = Pair::start().await;
-    let bad: [(&[&str], &[&str], &str); 4] = [
+    let bad: [(&[&str], &[&str], &str); 7] = [
+        (&["--memory", "lots"], &["-replications", "2"], "not a size"),
+        (
+            &["-j", "50%", "--memory", "2G"],
+            &["-replications", "2"],
+            "-j as a number",
+        ),
+        (
+            &["--memory", "2G"],
+            &["--buffer-memory", "1G"],
+            "--memory sizes each shard's budgets",
+        ),
         (
             &["--prefixes", "8"],
             &["-replications", "2"],
@@ -280,6 +312,8 @@ fn slurm_task_env(p: &Pair, state: &Path, task: u32) -> Vec<(&'static str, Strin
         ("SLURM_ARRAY_TASK_MIN", "0".into()),
         ("SLURM_ARRAY_JOB_ID", "4242".into()),
         ("SLURM_SUBMIT_DIR", p.dir.path().display().to_string()),
+        // What Slurm sets for --mem=512M (in MB).
+        ("SLURM_MEM_PER_NODE", "512".into()),
         (
             "KEEP_RSYNC_SETTINGS_DIR",
             p.dir.path().display().to_string(),
@@ -287,6 +321,17 @@ fn slurm_task_env(p: &Pair, state: &Path, task: u32) -> Vec<(&'static str, Strin
         ("KEEP_RSYNC_STATE_DIR", state.display().to_string()),
         ("KEEP_RSYNC", bin().to_string()),
     ]
+}
+
+/// Each listed shard's report shows the budgets keep-rsync derives from a
+/// `--max-memory` of `mib` MiB.
+fn assert_shards_sized(state: &Path, mib: u64, shards: &[String]) {
+    let want = keep_rsync::memory::Budgets::from_total(mib << 20).unwrap();
+    for s in shards {
+        let rep = read_json(&state.join(format!("{s}.json")));
+        assert_eq!(rep["buffer_memory"], want.buffer_memory, "shard {s}");
+        assert_eq!(rep["index_budget"], want.index_budget, "shard {s}");
+    }
 }
 
 /// What every sharded run must leave: all blocks placed once, N PUTs each,
@@ -331,6 +376,8 @@ async fn slurm_array_script_body_with_array_variables_set() {
         );
     }
     assert_sharded_copy_complete(&p, &blocks, &state).await;
+    // keep-rsync was sized from the task's memory allocation.
+    assert_shards_sized(&state, 512, &hex16());
     // A resubmitted task whose shard is done does nothing.
     p.src.reset_counters();
     let r = run_cmd("bash", &args, &slurm_task_env(&p, &state, 3), p.dir.path()).await;
@@ -772,21 +819,34 @@ async fn kubernetes_indexed_job_manifest_is_well_formed_and_its_pods_copy_every_
             "the claim {claim} is defined"
         );
     }
-    // Resources: one core, transfers x 64 MiB + 256 MiB.
+    // Resources: one core; memory requested = limit, and the limit reaches
+    // keep-rsync (downward API) so that it sizes its budgets to fit.
     let args: Vec<String> = c["args"]
         .as_array()
         .unwrap()
         .iter()
         .map(|a| a.as_str().expect("args are strings").to_string())
         .collect();
-    let transfers: u64 = args
+    let limit = c["resources"]["limits"]["memory"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(c["resources"]["requests"]["memory"], limit.as_str());
+    let limit_mib: u64 = limit
+        .strip_suffix("Mi")
+        .expect("memory in Mi")
+        .parse()
+        .unwrap();
+    let field = c["env"]
+        .as_array()
+        .unwrap()
         .iter()
-        .position(|a| a == "--transfers")
-        .map(|i| args[i + 1].parse().unwrap())
-        .unwrap_or(keep_rsync::cli::DEFAULT_TRANSFERS as u64);
-    let mem = format!("{}Mi", transfers * 64 + 256);
-    assert_eq!(c["resources"]["requests"]["memory"], mem.as_str());
-    assert_eq!(c["resources"]["limits"]["memory"], mem.as_str());
+        .find(|e| e["name"] == "KEEP_RSYNC_MEMORY_MIB")
+        .expect("KEEP_RSYNC_MEMORY_MIB in env")["valueFrom"]["resourceFieldRef"]
+        .clone();
+    assert_eq!(field["resource"], "limits.memory", "{field}");
+    assert_eq!(field["divisor"], "1Mi", "{field}");
+    assert_eq!(field["containerName"], c["name"], "{field}");
     assert_eq!(c["resources"]["requests"]["cpu"], "1");
     assert!(
         !args
@@ -821,10 +881,12 @@ async fn kubernetes_indexed_job_manifest_is_well_formed_and_its_pods_copy_every_
             ),
             ("KEEP_RSYNC_STATE_DIR", state.display().to_string()),
             ("KEEP_RSYNC", bin().to_string()),
+            ("KEEP_RSYNC_MEMORY_MIB", limit_mib.to_string()),
         ];
         let r = run_cmd("/bin/sh", &argv, &env, p.dir.path()).await;
         r.expect(0);
         assert!(state.join(format!("{i:x}.done")).exists(), "{}", r.all());
     }
     assert_sharded_copy_complete(&p, &blocks, &state).await;
+    assert_shards_sized(&state, limit_mib, &hex16());
 }

@@ -101,6 +101,10 @@ struct ServeArgs {
     /// GET bodies stall half-way for this long.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     stall_ms: u64,
+    /// Send each GET body and read each PUT body at most this fast (per
+    /// request; K/M/G = KiB/MiB/GiB per second): a long link or a disk.
+    #[arg(long, value_name = "RATE", value_parser = crate::units::parse_size, default_value = "0")]
+    link_rate: u64,
     /// Services (indices) that are full: PUT answers 507.
     #[arg(long, value_delimiter = ',', value_name = "I,J")]
     full: Vec<usize>,
@@ -364,6 +368,7 @@ fn build_config(a: &ServeArgs) -> Result<ClusterConfig, String> {
             truncate_rate: a.truncate_rate,
             corrupt_rate: a.corrupt_rate,
             stall_ms: a.stall_ms,
+            link_rate: a.link_rate,
             seed: a.fault_seed,
             ..Faults::default()
         },

@@ -36,6 +36,10 @@ pub struct Faults {
     pub index_malformed: bool,
     /// Every GET body stalls this long half-way through (0 = never).
     pub stall_ms: u64,
+    /// Bytes per second at which each GET body is sent and each PUT body
+    /// read (0 = as fast as possible): one request's share of a long link,
+    /// or a disk. Blocks then take time in proportion to their size.
+    pub link_rate: u64,
     /// Seed of every fault decision.
     pub seed: u64,
 }

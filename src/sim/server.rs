@@ -522,6 +522,8 @@ async fn read_block(
                 Ok(Frame::data(b))
             });
             StreamBody::new(first.chain(second)).boxed_unsync()
+        } else if faults.link_rate > 0 {
+            paced(data, faults.link_rate)
         } else {
             full(data)
         }
@@ -529,6 +531,48 @@ async fn read_block(
     Ok(resp_builder
         .body(body)
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "response")))
+}
+
+/// A body sent at `rate` bytes per second, in 64 KiB frames.
+fn paced(data: Bytes, rate: u64) -> Body {
+    const FRAME: usize = 64 << 10;
+    let start = tokio::time::Instant::now();
+    let frames = (0..data.len().div_ceil(FRAME)).map(move |i| {
+        let end = ((i + 1) * FRAME).min(data.len());
+        (data.slice(i * FRAME..end), end as u64)
+    });
+    let stream = futures::stream::iter(frames).then(move |(frame, sent)| async move {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(sent as f64 / rate as f64)).await;
+        Ok::<_, std::io::Error>(Frame::data(frame))
+    });
+    StreamBody::new(stream).boxed_unsync()
+}
+
+/// Read a request body of at most `limit` bytes, at most `rate` bytes per
+/// second (0 = unpaced).
+async fn read_paced(body: Incoming, limit: usize, rate: u64) -> Result<Bytes, String> {
+    if rate == 0 {
+        return Limited::new(body, limit)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| e.to_string());
+    }
+    let start = tokio::time::Instant::now();
+    let mut body = body;
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            out.extend_from_slice(&data);
+            if out.len() > limit {
+                return Err("length limit exceeded".into());
+            }
+            let due = Duration::from_secs_f64(out.len() as f64 / rate as f64);
+            tokio::time::sleep_until(start + due).await;
+        }
+    }
+    Ok(out.freeze())
 }
 
 /// Read and discard a request body we answer early, so that a client still
@@ -649,11 +693,14 @@ async fn write_block(
         )
         .await;
     }
-    let body = match Limited::new(req.into_body(), MAX_BLOCK_SIZE as usize + 1)
-        .collect()
-        .await
+    let body = match read_paced(
+        req.into_body(),
+        MAX_BLOCK_SIZE as usize + 1,
+        faults.link_rate,
+    )
+    .await
     {
-        Ok(b) => b.to_bytes(),
+        Ok(b) => b,
         Err(e) => {
             // The client gave up mid-body (a streamed write whose read
             // failed): nothing is stored, as keepstore stores nothing of a
