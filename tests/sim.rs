@@ -858,3 +858,82 @@ async fn throughput() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benchmark_modes_shared_data_discard_data_and_link_rate() {
+    // Shared data: blocks read back whole and hash to their names.
+    let src = Cluster::start(ClusterConfig {
+        shared_data: true,
+        ..ClusterConfig::new(1, ROOT)
+    })
+    .await
+    .unwrap();
+    let one = [SizeRange {
+        min: 1 << 20,
+        max: 1 << 20,
+    }];
+    let blocks = src.seed_blocks(3, &one, 1, 5);
+    assert_eq!(blocks.len(), 3);
+    let http = client();
+    for (h, size) in &blocks {
+        let r = http
+            .get(format!("{}/{h}+{size}", src.url(0)))
+            .bearer_auth(ROOT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let b = r.bytes().await.unwrap();
+        assert_eq!(BlockHash::of(&b), *h);
+    }
+    // Discard data: a PUT is checked and listed, its bytes are not kept.
+    let dst = Cluster::start(ClusterConfig {
+        discard_data: true,
+        ..ClusterConfig::new(1, ROOT)
+    })
+    .await
+    .unwrap();
+    let data = vec![7u8; 1000];
+    let h = BlockHash::of(&data);
+    let put = |body: Vec<u8>| {
+        http.put(format!("{}/{h}", dst.url(0)))
+            .bearer_auth(ROOT)
+            .body(body)
+    };
+    assert_eq!(status(put(vec![8u8; 1000])).await, 400, "still checked");
+    assert_eq!(status(put(data.clone())).await, 200);
+    assert_eq!(dst.blocks(0), vec![(h, 1000)]);
+    assert_eq!(
+        status(
+            http.get(format!("{}/{h}+1000", dst.url(0)))
+                .bearer_auth(ROOT)
+        )
+        .await,
+        404
+    );
+    // Link rate: 1 MiB at 4 MiB/s takes at least about a quarter second.
+    src.set_faults(
+        0,
+        Faults {
+            link_rate: 4 << 20,
+            ..Faults::default()
+        },
+    );
+    let (h, size) = blocks[0];
+    let t = Instant::now();
+    let b = http
+        .get(format!("{}/{h}+{size}", src.url(0)))
+        .bearer_auth(ROOT)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(BlockHash::of(&b), h);
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+}

@@ -101,6 +101,14 @@ struct ServeArgs {
     /// GET bodies stall half-way for this long.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     stall_ms: u64,
+    /// Seeded blocks share all their bytes but a short tail, so many big
+    /// blocks fit in the memory of one (benchmarks; needs one --seed-sizes).
+    #[arg(long)]
+    seed_shared_data: bool,
+    /// Keep only the size of blocks written over HTTP, after checking them
+    /// (benchmarks: a destination that does not fill the RAM; GET answers 404).
+    #[arg(long)]
+    discard_data: bool,
     /// Send each GET body and read each PUT body at most this fast (per
     /// request; K/M/G = KiB/MiB/GiB per second): a long link or a disk.
     #[arg(long, value_name = "RATE", value_parser = crate::units::parse_size, default_value = "0")]
@@ -374,6 +382,8 @@ fn build_config(a: &ServeArgs) -> Result<ClusterConfig, String> {
         },
         api_server: a.api_server,
         default_replication: a.default_replication,
+        shared_data: a.seed_shared_data,
+        discard_data: a.discard_data,
         service_type: if a.proxy {
             "proxy".into()
         } else {

@@ -47,6 +47,7 @@ pub use synthetic::SyntheticIndex;
 
 use crate::protocol::{probe_order, BlockHash};
 use server::{Shared, Svc};
+use store::Data;
 
 /// How to build a cluster. `ClusterConfig::new(services, root_token)` gives
 /// the usual test setup; everything else has a sensible default.
@@ -85,6 +86,13 @@ pub struct ClusterConfig {
     /// `disk` (keepstores, the default) or `proxy`: a keepproxy answers a
     /// PUT with as many replicas stored as were desired.
     pub service_type: String,
+    /// Benchmarks with many big blocks: seeded blocks share all their bytes
+    /// but a short tail (all must have the same size), so N blocks of 64 MiB
+    /// take the memory of one.
+    pub shared_data: bool,
+    /// Benchmarks: blocks written over HTTP are verified, then only their
+    /// size is kept (listed in the index; GET answers 404).
+    pub discard_data: bool,
 }
 
 impl Default for ClusterConfig {
@@ -106,6 +114,8 @@ impl Default for ClusterConfig {
             synthetic: None,
             storage_classes: vec!["default".into()],
             service_type: "disk".into(),
+            shared_data: false,
+            discard_data: false,
         }
     }
 }
@@ -219,7 +229,10 @@ impl Cluster {
         let mut svcs = Vec::with_capacity(cfg.services);
         for i in 0..cfg.services {
             let uuid = format!("{}-bi6l4-{:015x}", cfg.uuid_prefix, i);
-            let store = store::Store::open(cfg.data_dir.as_ref().map(|d| d.join(&uuid)))?;
+            let store = store::Store::open(
+                cfg.data_dir.as_ref().map(|d| d.join(&uuid)),
+                cfg.discard_data,
+            )?;
             let port = cfg.ports.get(i).copied().unwrap_or(0);
             let listener = TcpListener::bind((cfg.listen, port)).await?;
             let addr = listener.local_addr()?;
@@ -417,15 +430,25 @@ impl Cluster {
         seed: u64,
     ) -> Vec<(BlockHash, u64)> {
         let writable: Vec<bool> = self.svcs.iter().map(|s| !s.read_only).collect();
+        let blocks: Box<dyn Iterator<Item = (BlockHash, Data)>> = if self.cfg.shared_data {
+            match seed::generate_shared(n, sizes, seed) {
+                Ok(it) => Box::new(it),
+                Err(e) => {
+                    eprintln!("keepstore-sim: {e}");
+                    return Vec::new();
+                }
+            }
+        } else {
+            Box::new(seed::generate(n, sizes, seed).map(|b| (BlockHash::of(&b), Data::Whole(b))))
+        };
         let mut out = Vec::with_capacity(n);
-        for data in seed::generate(n, sizes, seed) {
-            let h = BlockHash::of(&data);
+        for (h, data) in blocks {
             for i in seed::placement(&self.probe_order(&h), &writable, replicas) {
-                if let Err(e) = self.svcs[i].store.put(&h, data.clone()) {
+                if let Err(e) = self.svcs[i].store.put_data(&h, data.clone()) {
                     eprintln!("keepstore-sim: seeding service {i}: {e}");
                 }
             }
-            out.push((h, data.len() as u64));
+            out.push((h, data.len()));
         }
         out
     }

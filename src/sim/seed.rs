@@ -19,6 +19,7 @@ pub struct SizeRange {
     pub max: u64,
 }
 
+use super::store::Data;
 use crate::units::parse_size;
 
 impl FromStr for SizeRange {
@@ -75,6 +76,42 @@ pub fn generate(n: usize, sizes: &[SizeRange], seed: u64) -> impl Iterator<Item 
         rng.fill_bytes(&mut v);
         Bytes::from(v)
     })
+}
+
+/// `n` blocks of one size sharing all but their last 64–127 bytes: the head
+/// is one buffer, hashed once; each block is that head plus its own tail.
+/// Every size range must be the same single size.
+pub fn generate_shared(
+    n: usize,
+    sizes: &[SizeRange],
+    seed: u64,
+) -> Result<impl Iterator<Item = (BlockHash, Data)>, String> {
+    use md5::{Digest, Md5};
+    let size = match sizes.first() {
+        Some(r) if sizes.iter().all(|x| x.min == r.min && x.max == r.min) && r.min >= 64 => r.min,
+        _ => {
+            return Err(
+                "shared data needs one block size of at least 64 bytes (e.g. --seed-sizes 64M)"
+                    .into(),
+            )
+        }
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // The head is a whole number of MD5 blocks, so its digest state can be
+    // cloned for every tail.
+    let head_len = (size as usize - 64) / 64 * 64;
+    let mut head = vec![0u8; head_len];
+    rng.fill_bytes(&mut head);
+    let mut state = Md5::new();
+    state.update(&head);
+    let head = Bytes::from(head);
+    let tail_len = size as usize - head_len;
+    Ok((0..n).map(move |_| {
+        let mut tail = vec![0u8; tail_len];
+        rng.fill_bytes(&mut tail);
+        let h = BlockHash(state.clone().chain_update(&tail).finalize().into());
+        (h, Data::Split(head.clone(), Bytes::from(tail)))
+    }))
 }
 
 /// The first `replicas` writable services in `order`.
@@ -203,6 +240,22 @@ pub async fn seed_over_http(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_blocks_hash_to_their_names() {
+        let sizes = [SizeRange {
+            min: 1000,
+            max: 1000,
+        }];
+        let v: Vec<_> = generate_shared(5, &sizes, 1).unwrap().collect();
+        for (h, d) in &v {
+            assert_eq!(d.len(), 1000);
+            assert_eq!(BlockHash::of(&d.to_bytes().unwrap()), *h);
+        }
+        assert!(v.windows(2).all(|w| w[0].0 != w[1].0));
+        let mixed = [SizeRange { min: 10, max: 2000 }];
+        assert!(generate_shared(1, &mixed, 1).is_err());
+    }
 
     #[test]
     fn size_ranges() {

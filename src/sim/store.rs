@@ -24,9 +24,66 @@ pub struct Entry {
     pub mtime_ns: u64,
 }
 
+/// A stored block's bytes.
+#[derive(Clone, Debug)]
+pub enum Data {
+    /// The bytes, in one buffer.
+    Whole(Bytes),
+    /// A head shared by many blocks, then this block's own tail
+    /// (`--seed-shared-data`: many 64 MiB blocks in the memory of one).
+    Split(Bytes, Bytes),
+    /// Only the size (`--discard-data`): listed, never served.
+    Dropped(u64),
+}
+
+impl Data {
+    pub fn len(&self) -> u64 {
+        match self {
+            Data::Whole(b) => b.len() as u64,
+            Data::Split(h, t) => (h.len() + t.len()) as u64,
+            Data::Dropped(n) => *n,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes in one buffer (a copy for `Split`); `None` when dropped.
+    pub fn to_bytes(&self) -> Option<Bytes> {
+        match self {
+            Data::Whole(b) => Some(b.clone()),
+            Data::Split(h, t) => Some(Bytes::from([&h[..], &t[..]].concat())),
+            Data::Dropped(_) => None,
+        }
+    }
+
+    /// The bytes as they are held, without a copy; `None` when dropped.
+    pub fn chunks(&self) -> Option<Vec<Bytes>> {
+        match self {
+            Data::Whole(b) => Some(vec![b.clone()]),
+            Data::Split(h, t) => Some(vec![h.clone(), t.clone()]),
+            Data::Dropped(_) => None,
+        }
+    }
+
+    /// Whether the bytes hash to `h` (dropped and shared data is trusted).
+    fn intact(&self, h: &BlockHash) -> bool {
+        match self {
+            Data::Whole(b) => BlockHash::of(b) == *h,
+            _ => true,
+        }
+    }
+}
+
 /// Where a service keeps its blocks.
 pub enum Store {
-    Memory(RwLock<BTreeMap<BlockHash, (Bytes, u64)>>),
+    /// In memory; with `discard`, blocks written over HTTP keep only their
+    /// size (a benchmark destination that must not fill the machine's RAM).
+    Memory {
+        blocks: RwLock<BTreeMap<BlockHash, (Data, u64)>>,
+        discard: bool,
+    },
     Dir(PathBuf),
 }
 
@@ -48,10 +105,14 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Store {
-    /// A memory store, or a directory store rooted at `root` (created).
-    pub fn open(root: Option<PathBuf>) -> io::Result<Store> {
+    /// A memory store (keeping only sizes with `discard`), or a directory
+    /// store rooted at `root` (created).
+    pub fn open(root: Option<PathBuf>, discard: bool) -> io::Result<Store> {
         match root {
-            None => Ok(Store::Memory(RwLock::new(BTreeMap::new()))),
+            None => Ok(Store::Memory {
+                blocks: RwLock::new(BTreeMap::new()),
+                discard,
+            }),
             Some(dir) => {
                 fs::create_dir_all(&dir)?;
                 Ok(Store::Dir(dir))
@@ -72,15 +133,24 @@ impl Store {
 
     /// Store `data` under `h`; an existing block is only touched.
     pub fn put(&self, h: &BlockHash, data: Bytes) -> io::Result<()> {
+        self.put_data(h, Data::Whole(data))
+    }
+
+    /// Store `data` under `h` (only its size in a discarding store).
+    pub fn put_data(&self, h: &BlockHash, data: Data) -> io::Result<()> {
         match self {
-            Store::Memory(m) => {
-                let mut m = write(m);
+            Store::Memory { blocks, discard } => {
+                let data = match data {
+                    Data::Whole(b) if *discard => Data::Dropped(b.len() as u64),
+                    d => d,
+                };
+                let mut m = write(blocks);
                 let now = now_ns();
                 // Like keepstore: a copy that still matches its hash is only
                 // touched; one that does not (disk corruption) is replaced.
                 m.entry(*h)
                     .and_modify(|e| {
-                        if BlockHash::of(&e.0) != *h {
+                        if !e.0.intact(h) {
                             e.0 = data.clone();
                         }
                         e.1 = now
@@ -89,6 +159,9 @@ impl Store {
                 Ok(())
             }
             Store::Dir(root) => {
+                let Some(data) = data.to_bytes() else {
+                    return Ok(());
+                };
                 let path = Self::path(root, h);
                 if fs::read(&path).is_ok_and(|old| BlockHash::of(&old) == *h) {
                     let f = fs::OpenOptions::new().append(true).open(&path)?;
@@ -106,12 +179,17 @@ impl Store {
         }
     }
 
-    /// The block's bytes, if held.
+    /// The block's bytes, if held (and not dropped).
     pub fn get(&self, h: &BlockHash) -> io::Result<Option<Bytes>> {
+        Ok(self.get_data(h)?.and_then(|d| d.to_bytes()))
+    }
+
+    /// The block as it is held, if held.
+    pub fn get_data(&self, h: &BlockHash) -> io::Result<Option<Data>> {
         match self {
-            Store::Memory(m) => Ok(read(m).get(h).map(|e| e.0.clone())),
+            Store::Memory { blocks, .. } => Ok(read(blocks).get(h).map(|e| e.0.clone())),
             Store::Dir(root) => match fs::read(Self::path(root, h)) {
-                Ok(v) => Ok(Some(Bytes::from(v))),
+                Ok(v) => Ok(Some(Data::Whole(Bytes::from(v)))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e),
             },
@@ -121,7 +199,7 @@ impl Store {
     /// Whether the block is held.
     pub fn contains(&self, h: &BlockHash) -> bool {
         match self {
-            Store::Memory(m) => read(m).contains_key(h),
+            Store::Memory { blocks, .. } => read(blocks).contains_key(h),
             Store::Dir(root) => Self::path(root, h).is_file(),
         }
     }
@@ -129,7 +207,7 @@ impl Store {
     /// Remove the block; whether it was there.
     pub fn remove(&self, h: &BlockHash) -> bool {
         match self {
-            Store::Memory(m) => write(m).remove(h).is_some(),
+            Store::Memory { blocks, .. } => write(blocks).remove(h).is_some(),
             Store::Dir(root) => fs::remove_file(Self::path(root, h)).is_ok(),
         }
     }
@@ -138,14 +216,14 @@ impl Store {
     /// there and not empty. The mtime is kept as it was.
     pub fn corrupt(&self, h: &BlockHash) -> bool {
         match self {
-            Store::Memory(m) => {
-                let mut m = write(m);
-                match m.get_mut(h) {
-                    Some(e) if !e.0.is_empty() => {
-                        let mut v = e.0.to_vec();
+            Store::Memory { blocks, .. } => {
+                let mut m = write(blocks);
+                match m.get_mut(h).and_then(|e| Some((e.0.to_bytes()?, e))) {
+                    Some((b, e)) if !b.is_empty() => {
+                        let mut v = b.to_vec();
                         let i = v.len() / 2;
                         v[i] ^= 0x01;
-                        e.0 = Bytes::from(v);
+                        e.0 = Data::Whole(Bytes::from(v));
                         true
                     }
                     _ => false,
@@ -169,12 +247,12 @@ impl Store {
     /// Every held block whose hash starts with `prefix`, sorted by hash.
     pub fn list(&self, prefix: &str) -> io::Result<Vec<Entry>> {
         match self {
-            Store::Memory(m) => Ok(read(m)
+            Store::Memory { blocks, .. } => Ok(read(blocks)
                 .iter()
                 .filter(|(h, _)| h.has_prefix(prefix))
                 .map(|(h, (d, t))| Entry {
                     hash: *h,
-                    size: d.len() as u64,
+                    size: d.len(),
                     mtime_ns: *t,
                 })
                 .collect()),
