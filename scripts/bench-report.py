@@ -21,7 +21,16 @@ TARGETS = {
     "s2_cpu_per_gb": 3.0,
     "s3_wall": 30.0,
     "s3_rss_mib": 256.0,
+    # Issue 10 (memory budget).
+    "s1_ratio_before": 29.6,
+    "s1_ratio_aim": 50.0,
+    "s4_rss_mib": 320.0,
+    "s4_throughput_vs_before": 0.95,
+    "s3_huge_wall": 100.0,
+    "s3_huge_rss_mib": 128.0,
 }
+
+MIB = 2 ** 20
 
 
 def med(xs):
@@ -138,6 +147,7 @@ def full_report(run, out):
         out.append(f"| 3. memory does not grow with cluster size: peak RSS at {ns[-1]:,} ÷ at {ns[0]:,} blocks "
                    f"| {grow:.2f}× ({f(rss_by_n[ns[0]], 0)} → {f(rss_by_n[ns[-1]], 0)} MiB) | bounded, ≤ 256 MiB | "
                    f"{verdict(rss_by_n[ns[-1]] <= TARGETS['s3_rss_mib'])} |")
+    big_summary(run, out, s1_ratio, s3)
     out.append("")
 
     out.append("## 1. Latency-bound copies\n")
@@ -205,6 +215,103 @@ def full_report(run, out):
                "hash sub-prefix pass at a time (`--index-budget` 4,000,000 lines per pass by "
                "default), so peak RSS is set by the budget, not by the cluster: the bytes-per-block "
                "column falls as N grows.\n")
+    memory_report(run, out)
+
+
+def big_rows(run, sc, tool):
+    return [r for r in rows(run, scenario=sc, tool="keep-rsync-" + tool) if kr_ok(r)]
+
+
+def big_mbps(r):
+    return r["report"]["copied_bytes"] / r["wall"] / 1e6
+
+
+def big_summary(run, out, s1_ratio, s3):
+    """The summary rows of issue 10's targets (memory budget)."""
+    after = big_rows(run, 4, "streamed")
+    before = big_rows(run, 4, "before")
+    if not after:
+        return
+    rss = med([r["maxrss_kib"] / 1024 for r in after])
+    mb, mb0 = med([big_mbps(r) for r in after]), med([big_mbps(r) for r in before])
+    out.append(f"| 4. one job, 64 MiB blocks, default flags: peak RSS | {f(rss, 0)} MiB "
+               f"(before: {f(med([r['maxrss_kib'] / 1024 for r in before]), 0)} MiB) | ≤ 320 MiB | "
+               f"{verdict(rss <= TARGETS['s4_rss_mib'])} |")
+    if mb and mb0:
+        out.append(f"| 4. one job, 64 MiB blocks: MB/s now ÷ before (same run) | {100 * mb / mb0:.0f} % "
+                   f"({f(mb, 0)} vs {f(mb0, 0)} MB/s) | ≥ 95 % | "
+                   f"{verdict(mb / mb0 >= TARGETS['s4_throughput_vs_before'])} |")
+    if s1_ratio:
+        ok = s1_ratio >= TARGETS["s1_ratio_before"]
+        out.append(f"| 1. latency-bound ratio, against before's 29.6× (aim 50×) | {f(s1_ratio, 1)}× | "
+                   f"≥ 29.6× | {verdict(ok)}{' (aim met)' if s1_ratio >= TARGETS['s1_ratio_aim'] else ''} |")
+    huge = [r for r in s3.get(100_000_000, []) if kr_ok(r)]
+    if huge:
+        w, m = med([r["wall"] for r in huge]), med([r["maxrss_kib"] / 1024 for r in huge])
+        out.append(f"| 3. `--dry-run` of 10^8 blocks: wall, peak RSS | {f(w, 1)} s, {f(m, 0)} MiB | "
+                   f"≤ 100 s, ≤ 128 MiB | {verdict(w <= TARGETS['s3_huge_wall'] and m <= TARGETS['s3_huge_rss_mib'])} |")
+    for r in rows(run, scenario=6):
+        if r["tool"] == "memory4G":
+            tot = r["sampled_total_kib"] / 1024
+            out.append(f"| 6. 16 jobs on one host with `--memory 4G`: total RSS of all jobs (sampled) | "
+                       f"{f(tot, 0)} MiB (sum of each job's peak: {f(r['sum_of_peaks_kib'] / 1024, 0)} MiB) | "
+                       f"≤ 4096 MiB | {verdict(tot <= 4096 and r['rc'] == 0)} |")
+
+
+def memory_report(run, out):
+    """Scenarios 4-6: 64 MiB blocks, a slow link, 16 jobs on one host."""
+    if not rows(run, scenario=4):
+        return
+    out.append("## 4. Memory: one job copying 64 MiB blocks\n")
+    out.append("24 blocks of exactly 64 MiB (one replica each on a 4-service source), copied to a "
+               "fresh 4-service destination with 2 replicas at default flags, over loopback. "
+               "*before* is keep-rsync built from the baseline commit (main before the byte "
+               "budget: `--transfers 32` blocks in memory at once); *streamed* is now (256 MiB "
+               "`--buffer-memory`, replica writes following the read); *buffered* is now with "
+               "`--no-streaming` (writes start once the block is verified).\n")
+    big_table(run, 4, out)
+    out.append("## 5. Streamed or buffered writes: a slow link\n")
+    out.append("12 blocks of 64 MiB as in scenario 4, but every GET body is sent and every PUT "
+               "body read at 32 MiB/s (`keepstore-sim --link-rate 32M`: one request's share of a "
+               "long link, or a disk), so a block's read and its writes take time in proportion "
+               "to its size. Buffered, a block costs its read then its writes (about 2 + 2 s); "
+               "streamed, the writes follow the read (about 2 s). *before* holds all 12 blocks at "
+               "once (its `--transfers 32`), trading memory for parallelism.\n")
+    big_table(run, 5, out)
+    s6 = rows(run, scenario=6)
+    if s6:
+        out.append("## 6. Sixteen prefix jobs on one host\n")
+        out.append("`scripts/parallel-prefixes.sh -j 16` (all 16 prefix jobs at once) copying 96 "
+                   "blocks of 64 MiB, 2 replicas. The source simulator shares one 64 MiB buffer "
+                   "among its blocks (`--seed-shared-data`) and the destination keeps only sizes "
+                   "(`--discard-data`), so the simulators stay small and the measured memory is "
+                   "keep-rsync's. *Sum of peaks*: each job's own peak RSS (GNU time), added up (an "
+                   "upper bound); *sampled total*: the most all keep-rsync processes held at one "
+                   "moment (`ps`, 5 times a second).\n")
+        out.append("| jobs run with | wall s | copied | failed | sum of peaks MiB | sampled total MiB | largest job MiB |")
+        out.append("|---|---|---|---|---|---|---|")
+        for r in s6:
+            peaks = r.get("job_peak_kib") or {}
+            name = {"before": "before (baseline binary)", "defaults": "now, default flags",
+                    "memory4G": "now, `--memory 4G` (256 MiB a job)"}.get(r["tool"], r["tool"])
+            out.append(f"| {name} | {f(r['wall'], 1)} | {r['copied']} | {r['failed']} | "
+                       f"{f(r['sum_of_peaks_kib'] / 1024, 0)} | {f(r['sampled_total_kib'] / 1024, 0)} | "
+                       f"{f(max(peaks.values()) / 1024 if peaks else None, 0)} |")
+        out.append("")
+
+
+def big_table(run, sc, out):
+    out.append("| keep-rsync | MB/s (median) | all runs (MB/s) | wall s (all) | CPU s/GB (median) | peak RSS MiB (median) | peak RSS MiB (all) |")
+    out.append("|---|---|---|---|---|---|---|")
+    for tool in ("before", "streamed", "buffered"):
+        rs = big_rows(run, sc, tool)
+        if not rs:
+            continue
+        cpu = [(r["user"] + r["sys"]) / (r["report"]["copied_bytes"] / 1e9) for r in rs]
+        out.append(f"| {tool} | {f(med([big_mbps(r) for r in rs]), 0)} | {allruns([big_mbps(r) for r in rs], 0)} | "
+                   f"{allruns([r['wall'] for r in rs], 1)} | {f(med(cpu))} | "
+                   f"{f(med([r['maxrss_kib'] / 1024 for r in rs]), 0)} | {allruns([r['maxrss_kib'] / 1024 for r in rs], 0)} |")
+    out.append("")
 
 
 def sweep_report(run, out):

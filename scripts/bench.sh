@@ -9,7 +9,17 @@
 #      GETs and PUTs, no planning, no verification) at the same concurrency,
 #      plus the MD5 speed of one core;
 #   3. index scale: --dry-run over 4+4 synthetic services (each block on 2
-#      source services, 90 % at the destination) at 10^6, 10^7, 3*10^7 blocks;
+#      source services, 90 % at the destination) at 10^6, 10^7, 3*10^7 and
+#      10^8 blocks;
+#   4. memory: 24 blocks of 64 MiB, 2 replicas, default flags: keep-rsync
+#      before issue 10 (built from $BENCH_BASELINE, default fc569a8) vs now,
+#      with streamed writes (the default) and with --no-streaming;
+#   5. a slow link: 12 blocks of 64 MiB, every GET and PUT body at 32 MiB/s
+#      (keepstore-sim --link-rate): streamed vs buffered writes, and before;
+#   6. 16 prefix jobs on one host (scripts/parallel-prefixes.sh -j 16) over
+#      96 blocks of 64 MiB (--seed-shared-data source, --discard-data
+#      destination, so the simulators stay small): total peak RSS of all
+#      jobs, before, with defaults, and with --memory 4G;
 #
 # then rewrites docs/benchmarks.md (scripts/bench-report.py) from the raw
 # results it saves in docs/bench/last-full.json.
@@ -20,8 +30,10 @@
 #   scripts/bench.sh --quick    one run each, smaller scale (a smoke test;
 #                               does not touch docs/)
 #
-# Environment: BENCH_RUNS (default 3), BENCH_BIG (3e7-block run: 1 = yes,
-# default 1), BENCH_KEEP=1 keeps the work directory.
+# Environment: BENCH_RUNS (default 3), BENCH_BIG (3e7- and 1e8-block runs:
+# 1 = yes, default 1), BENCH_BASELINE (git ref of the "before" binary;
+# default fc569a8, main before the byte budget; built once into
+# target/bench-baseline), BENCH_KEEP=1 keeps the work directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -48,6 +60,25 @@ cargo build --release --quiet
 BIN=$ROOT/target/release
 KR=$BIN/keep-rsync
 SIM=$BIN/keepstore-sim
+
+# The "before" binary: keep-rsync at $BENCH_BASELINE, built once (its own
+# target directory; a stamp file says which commit it is).
+BASE_REF=${BENCH_BASELINE:-fc569a8}
+BASE_DIR=$ROOT/target/bench-baseline
+KR_BASE=$BASE_DIR/release/keep-rsync
+base_commit=$(git rev-parse --verify --quiet "$BASE_REF^{commit}" || true)
+if [ -z "$base_commit" ]; then
+    echo "bench: BENCH_BASELINE=$BASE_REF is not a commit here: no before/after rows" >&2
+    KR_BASE=
+elif [ ! -x "$KR_BASE" ] || [ "$(cat "$BASE_DIR/stamp" 2>/dev/null)" != "$base_commit" ]; then
+    echo "bench: building the baseline keep-rsync at $BASE_REF" >&2
+    rm -rf "$BASE_DIR/src"
+    mkdir -p "$BASE_DIR"
+    git worktree add --detach --force "$BASE_DIR/src" "$base_commit" >/dev/null
+    (cd "$BASE_DIR/src" && CARGO_TARGET_DIR=$BASE_DIR cargo build --release --quiet --bin keep-rsync)
+    git worktree remove --force "$BASE_DIR/src"
+    echo "$base_commit" >"$BASE_DIR/stamp"
+fi
 
 W=$(mktemp -d /tmp/keep-rsync-bench.XXXXXX)
 RES=$W/results.jsonl
@@ -120,12 +151,12 @@ try:
     row["stdout"] = json.loads(open(outf).read())
 except Exception:
     pass
-if row.get("tool") == "keep-rsync":
+if row.get("tool", "").startswith("keep-rsync"):
     try:
         r = json.load(open(repf))
-        row["report"] = {k: r[k] for k in ("status", "elapsed_seconds", "index_lines",
+        row["report"] = {k: r.get(k) for k in ("status", "elapsed_seconds", "index_lines",
                          "index_bytes", "copied", "copied_bytes", "replicas_written",
-                         "bytes_written", "failed")}
+                         "bytes_written", "failed", "buffer_memory", "index_budget", "passes")}
         row["report"]["plan"] = {k: r["plan"][k] for k in ("src_blocks", "dst_blocks",
                                  "present", "to_copy", "to_copy_bytes", "to_top_up")}
     except Exception as ex:
@@ -217,6 +248,104 @@ scenario3() { # BLOCKS ROUNDS
     stop_sim s3dst
 }
 
+# ---------------------------------------------------------------- scenario 4
+# 64 MiB blocks at default flags: before (the baseline binary) and now, with
+# streamed and with buffered writes.
+S4_BLOCKS=24
+[ "$MODE" = quick ] && S4_BLOCKS=8
+# which_bin TOOL: the binary and extra flags of a before/streamed/buffered row.
+which_bin() {
+    case $1 in
+        before) echo "$KR_BASE" ;;
+        streamed) echo "$KR" ;;
+        buffered) echo "$KR --no-streaming" ;;
+    esac
+}
+scenario_big() { # SCENARIO NAME ROUNDS NBLOCKS SIM-FLAGS...
+    local sc=$1 name=$2 rounds=$3 n=$4 run tool
+    shift 4
+    start_sim "${name}src" --services 4 --uuid-prefix "${name}src" "$@" \
+        --seed-blocks "$n" --seed-sizes 64M --seed-replicas 1 --seed "$sc"
+    for run in $(seq 1 "$rounds"); do
+        for tool in before streamed buffered; do
+            [ "$tool" != before ] || [ -n "$KR_BASE" ] || continue
+            start_sim "${name}dst" --services 4 --uuid-prefix "${name}dst" "$@"
+            local cmd
+            # shellcheck disable=SC2046
+            cmd=$(KR=$(which_bin $tool) rsync_cmd "${name}src" "${name}dst")
+            # shellcheck disable=SC2086
+            measure "{\"scenario\":$sc,\"tool\":\"keep-rsync-$tool\",\"blocks\":$n,\"run\":$run}" $cmd
+            stop_sim "${name}dst"
+        done
+    done
+    stop_sim "${name}src"
+}
+scenario4() { scenario_big 4 s4 "$1" "$S4_BLOCKS"; }
+
+# ---------------------------------------------------------------- scenario 5
+# A slow link: every body at 32 MiB/s, so a block's read and its writes take
+# time in proportion to its size; streamed writes overlap them.
+S5_BLOCKS=12
+[ "$MODE" = quick ] && S5_BLOCKS=4
+scenario5() { scenario_big 5 s5 "$1" "$S5_BLOCKS" --link-rate 32M; }
+
+# ---------------------------------------------------------------- scenario 6
+# 16 prefix jobs at once on this host, through scripts/parallel-prefixes.sh.
+# Each job runs under GNU time (its own peak RSS); a sampler adds up the RSS
+# of every keep-rsync process 5 times a second (the host's real total).
+S6_BLOCKS=96
+[ "$MODE" = quick ] && S6_BLOCKS=32
+scenario6() {
+    if ! command -v parallel >/dev/null 2>&1; then
+        echo "bench: GNU parallel is not installed: scenario 6 skipped (apt-get install parallel)" >&2
+        return 0
+    fi
+    local variant bin opts
+    start_sim s6src --services 4 --uuid-prefix s6src --seed-shared-data \
+        --seed-blocks $S6_BLOCKS --seed-sizes 64M --seed-replicas 1 --seed 6
+    for variant in before defaults memory4G; do
+        bin=$KR
+        opts=(-j 16)
+        case $variant in
+            before) [ -n "$KR_BASE" ] || continue; bin=$KR_BASE ;;
+            memory4G) opts+=(--memory 4G) ;;
+        esac
+        start_sim s6dst --services 4 --uuid-prefix s6dst --discard-data
+        rm -rf "$W/s6state" "$W/s6rss"
+        mkdir -p "$W/s6rss"
+        printf '%s\n' '#!/bin/sh' \
+            '# keep-rsync under GNU time: its peak RSS goes to $S6RSS/PREFIX' \
+            'p=x; prev=' \
+            'for a in "$@"; do [ "$prev" = -prefix ] && p=$a; prev=$a; done' \
+            'exec /usr/bin/time -f %M -o "$S6RSS/$p" "$S6BIN" "$@"' >"$W/s6wrap.sh"
+        chmod +x "$W/s6wrap.sh"
+        echo 0 >"$W/s6peak"
+        (
+            set +euo pipefail # no keep-rsync running is not an error here
+            peak=0
+            while :; do
+                t=$(ps -C keep-rsync -o rss= | awk '{s += $1} END {print s + 0}')
+                if [ "$t" -gt "$peak" ]; then peak=$t; echo "$peak" >"$W/s6peak"; fi
+                sleep 0.2
+            done
+        ) &
+        local sampler=$! t0 t1 rc=0
+        t0=$(now)
+        S6RSS=$W/s6rss S6BIN=$bin KEEP_RSYNC=$W/s6wrap.sh scripts/parallel-prefixes.sh \
+            "${opts[@]}" --state-dir "$W/s6state" -- \
+            -src "$W/s6src.conf" -dst "$W/s6dst.conf" \
+            -src-keep-services-json "$W/s6src.json" -dst-keep-services-json "$W/s6dst.json" \
+            -replications 2 >"$W/out.txt" 2>"$W/err.txt" || rc=$?
+        t1=$(now)
+        kill "$sampler" 2>/dev/null || true
+        wait "$sampler" 2>/dev/null || true
+        python3 scripts/bench-jobs.py "$variant" "$t0" "$t1" "$rc" "$W" "${opts[*]}" >>"$RES"
+        tail -1 "$RES" | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("bench: scenario 6 %-9s wall %6.2fs  jobs %d  sum of peaks %6.0f MiB  sampled total %6.0f MiB  copied %d  rc %d" % (r["tool"], r["wall"], r["jobs"], r["sum_of_peaks_kib"]/1024, r["sampled_total_kib"]/1024, r["copied"], r["rc"]))' >&2
+        stop_sim s6dst
+    done
+    stop_sim s6src
+}
+
 DEFAULT_T=$(sed -n 's/^pub const DEFAULT_TRANSFERS: usize = \([0-9]*\);/\1/p' src/cli.rs)
 case $MODE in
     full)
@@ -224,18 +353,25 @@ case $MODE in
         scenario3 10000000 "$RUNS"
         scenario3 1000000 1
         [ "$BIG" = 1 ] && scenario3 30000000 1
+        [ "$BIG" = 1 ] && scenario3 100000000 1
         scenario2 "$RUNS" "$DEFAULT_T"
         scenario1 "$RUNS" 1 "$DEFAULT_T"
+        scenario4 "$RUNS"
+        scenario5 "$RUNS"
+        scenario6
         ;;
     sweep)
-        scenario1 1 4 8 16 32 64
-        scenario2 1 4 8 16 32 64
+        scenario1 1 16 32 64 128 256
+        scenario2 1 16 32 64 128 256
         ;;
     quick)
         md5_speed
         scenario3 1000000 1
         scenario2 1 "$DEFAULT_T"
         scenario1 1 1 "$DEFAULT_T"
+        scenario4 1
+        scenario5 1
+        scenario6
         ;;
 esac
 T_END=$(date +%s.%N)
