@@ -26,6 +26,10 @@ use crate::protocol::client::{Failure, FailureKind};
 use crate::protocol::BlockHash;
 use crate::throttle::Throttle;
 
+/// Writes following a read are woken when this many new bytes have arrived
+/// (and at the read's end).
+const WAKE_EVERY: usize = 256 << 10;
+
 /// How far the read has come.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
@@ -133,6 +137,7 @@ impl Relay {
         let size = self.size;
         let mut md5 = Md5::new();
         let mut got: u64 = 0;
+        let mut unannounced = 0usize;
         futures::pin_mut!(body);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|f| {
@@ -154,7 +159,17 @@ impl Relay {
             got += chunk.len() as u64;
             on_bytes(chunk.len() as u64);
             if !chunk.is_empty() {
-                self.tx.send_modify(|s| s.chunks.push(chunk));
+                // Wake the writes once per WAKE_EVERY bytes, not per chunk:
+                // each wake-up costs a task switch and a small socket write.
+                unannounced += chunk.len();
+                let wake = unannounced >= WAKE_EVERY;
+                if wake {
+                    unannounced = 0;
+                }
+                self.tx.send_if_modified(|s| {
+                    s.chunks.push(chunk);
+                    wake
+                });
             }
         }
         if got != size {
