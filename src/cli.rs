@@ -59,10 +59,15 @@ pub enum LogFormat {
 ///
 /// A drop-in for the Go keep-rsync: flags work Go-style (-src FILE, -prefix=0a,
 /// -version) as well as GNU-style (--src FILE, --prefix=0a).
-#[derive(Parser, Debug)]
+///
+/// Every value is parsed and checked here, by clap's value parsers (each
+/// error names its flag, in one paragraph); [`parse`] adds the checks that
+/// involve two flags.
+#[derive(Parser, Debug, Clone)]
 #[command(name = "keep-rsync", version, args_override_self = true, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
-pub struct Args {
+pub struct Config {
     /// Source settings: a file path, or NAME for $HOME/.config/arvados/NAME.conf.
+    /// Optional with --src-volume-dir.
     #[arg(
         long,
         value_name = "FILE|NAME",
@@ -88,7 +93,7 @@ pub struct Args {
         value_name = "JSON|FILE|-",
         allow_hyphen_values = true
     )]
-    pub src_keep_services_json: Option<String>,
+    pub src_services_json: Option<String>,
 
     /// Destination keep services list (JSON text, a file, or - for stdin).
     #[arg(
@@ -96,23 +101,25 @@ pub struct Args {
         value_name = "JSON|FILE|-",
         allow_hyphen_values = true
     )]
-    pub dst_keep_services_json: Option<String>,
+    pub dst_services_json: Option<String>,
 
     /// Replicas to write (0 = the destination's defaultCollectionReplication).
     #[arg(
         long,
-        default_value_t = 0,
+        default_value = "0",
         allow_negative_numbers = true,
-        value_name = "N"
+        value_name = "N",
+        value_parser = parse_replications
     )]
-    pub replications: i64,
+    pub replications: u32,
 
     /// Only blocks whose hash starts with these hex digits.
     #[arg(
         long,
         default_value = "",
         hide_default_value = true,
-        value_name = "HEX"
+        value_name = "HEX",
+        value_parser = parse_prefix
     )]
     pub prefix: String,
 
@@ -120,43 +127,36 @@ pub struct Args {
     #[arg(
         long = "src-blob-signature-ttl",
         default_value = "0",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = seconds("src-blob-signature-ttl")
     )]
-    pub src_blob_signature_ttl: String,
+    pub src_ttl: u64,
 
     /// Destination blob signature TTL (for --verify-existing reads); 0 = from discovery.
     #[arg(
         long = "dst-blob-signature-ttl",
         default_value = "0",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = seconds("dst-blob-signature-ttl")
     )]
-    pub dst_blob_signature_ttl: String,
+    pub dst_ttl: u64,
 
     /// Blocks copied concurrently (1 behaves like the Go tool: one at a time).
-    #[arg(long, default_value_t = DEFAULT_TRANSFERS, value_name = "N", help_heading = "Performance")]
+    /// Memory is bounded by --buffer-memory, not by this.
+    #[arg(long, default_value_t = DEFAULT_TRANSFERS, value_name = "N", value_parser = at_least_one("transfers"), help_heading = "Performance")]
     pub transfers: usize,
 
     /// Index requests in flight.
-    #[arg(
-        long,
-        default_value_t = 8,
-        value_name = "N",
-        help_heading = "Performance"
-    )]
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = at_least_one("checkers"), help_heading = "Performance")]
     pub checkers: usize,
 
     /// Requests in flight to any one keepstore (protects it when many jobs run).
-    #[arg(
-        long = "max-per-service",
-        default_value_t = 16,
-        value_name = "N",
-        help_heading = "Performance"
-    )]
+    #[arg(long = "max-per-service", default_value_t = 16, value_name = "N", value_parser = at_least_one("max-per-service"), help_heading = "Performance")]
     pub max_per_service: usize,
 
-    /// Cap on the block data read from sources, bytes/s shared by all transfers (50M, 1G; K/M/G = KiB/MiB/GiB).
-    #[arg(long, value_name = "RATE", help_heading = "Performance")]
-    pub bwlimit: Option<String>,
+    /// Cap on the block data read from sources, bytes/s shared by all transfers (50M, 1G; K/M/G = KiB/MiB/GiB; 0 or off: none).
+    #[arg(long, value_name = "RATE", value_parser = parse_bwlimit, help_heading = "Performance")]
+    pub bwlimit: Option<u64>,
 
     /// Block data held in memory at once, over all transfers (K/M/G; default
     /// 256M). A block reserves its size before its read and frees it after its
@@ -165,7 +165,7 @@ pub struct Args {
     #[arg(
         long = "buffer-memory",
         value_name = "SIZE",
-        value_parser = crate::units::parse_budget,
+        value_parser = parse_buffer_memory,
         help_heading = "Performance"
     )]
     pub buffer_memory: Option<u64>,
@@ -176,10 +176,10 @@ pub struct Args {
     #[arg(
         long = "max-memory",
         value_name = "SIZE",
-        value_parser = crate::units::parse_size,
+        value_parser = parse_max_memory,
         help_heading = "Performance"
     )]
-    pub max_memory: Option<u64>,
+    pub max_memory: Option<crate::memory::Budgets>,
 
     /// Write replicas only once the whole block is read and verified (default:
     /// writes follow the read and get its last bytes only once MD5 and length
@@ -192,6 +192,7 @@ pub struct Args {
     #[arg(
         long = "index-budget",
         value_name = "LINES",
+        value_parser = clap::value_parser!(u64).range(1000..),
         help_heading = "Performance"
     )]
     pub index_budget: Option<u64>,
@@ -210,27 +211,30 @@ pub struct Args {
         long = "retry-backoff",
         default_value = "1s",
         value_name = "DURATION",
+        value_parser = duration("retry-backoff"),
         help_heading = "Networking"
     )]
-    pub retry_backoff: String,
+    pub retry_backoff: Duration,
 
     /// Connect timeout.
     #[arg(
-        long,
+        long = "contimeout",
         default_value = "10s",
         value_name = "DURATION",
+        value_parser = timeout("contimeout"),
         help_heading = "Networking"
     )]
-    pub contimeout: String,
+    pub connect_timeout: Duration,
 
     /// Give up on a response that sends nothing for this long.
     #[arg(
-        long,
+        long = "timeout",
         default_value = "5m",
         value_name = "DURATION",
+        value_parser = timeout("timeout"),
         help_heading = "Networking"
     )]
-    pub timeout: String,
+    pub stall_timeout: Duration,
 
     /// Plan only: fetch indexes, print counts and bytes (per source service and per first hex digit), write nothing.
     #[arg(short = 'n', long = "dry-run", help_heading = "Copy")]
@@ -242,10 +246,10 @@ pub struct Args {
 
     /// Read source blocks straight from a keepstore directory volume (ROOT/xyz/HASH) instead of source services; repeatable. -src is then optional.
     #[arg(long = "src-volume-dir", value_name = "PATH", help_heading = "Copy")]
-    pub src_volume_dir: Vec<PathBuf>,
+    pub src_volume_dirs: Vec<PathBuf>,
 
     /// Storage classes to write (sent as X-Keep-Storage-Classes; each must be confirmed).
-    #[arg(long = "storage-classes", value_name = "A,B", help_heading = "Copy")]
+    #[arg(long = "storage-classes", value_name = "A,B", value_parser = parse_storage_classes, help_heading = "Copy")]
     pub storage_classes: Option<String>,
 
     /// Write a JSON report of the run to FILE (schema: docs/report-schema.md).
@@ -261,42 +265,6 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// Validated settings of a run.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub src: String,
-    pub dst: String,
-    pub src_services_json: Option<String>,
-    pub dst_services_json: Option<String>,
-    /// 0 = from the destination's discovery document.
-    pub replications: u32,
-    pub prefix: String,
-    /// 0 = from the source's discovery document (only when signing).
-    pub src_ttl: u64,
-    pub dst_ttl: u64,
-    pub transfers: usize,
-    pub checkers: usize,
-    pub max_per_service: usize,
-    pub bwlimit: Option<u64>,
-    /// `--buffer-memory`: bytes of block data in flight.
-    pub buffer_memory: u64,
-    /// Writes follow the read (see copy::Relay).
-    pub streaming: bool,
-    pub index_budget: u64,
-    pub retries: u32,
-    pub retry_backoff: Duration,
-    pub connect_timeout: Duration,
-    pub stall_timeout: Duration,
-    pub dry_run: bool,
-    pub verify_existing: bool,
-    pub storage_classes: Option<String>,
-    /// Raw directory volumes to read from instead of source services.
-    pub src_volume_dirs: Vec<PathBuf>,
-    pub report: Option<PathBuf>,
-    pub log_format: LogFormat,
-    pub quiet: bool,
-}
-
 /// Parse argv into a [`Config`]. `Err(clap::Error)` covers --help/--version
 /// (printed by the caller with exit 0) and clap's own usage errors (exit 2).
 pub fn parse<I, T>(argv: I) -> std::result::Result<Result<Config>, clap::Error>
@@ -305,15 +273,15 @@ where
     T: Into<OsString> + Clone,
 {
     let argv = normalize_go_flags(argv.into_iter().map(Into::into).collect());
-    let args = Args::try_parse_from(argv)?;
-    Ok(Config::from_args(args))
+    let cfg = Config::try_parse_from(argv)?;
+    Ok(cfg.checked())
 }
 
 /// Rewrite Go-style single-dash long flags (`-src x`, `-prefix=ab`,
 /// `-version`) to clap's `--` form. Only known long names are rewritten,
 /// never a value following a flag that takes one, and nothing after `--`.
 pub fn normalize_go_flags(argv: Vec<OsString>) -> Vec<OsString> {
-    let cmd = Args::command();
+    let cmd = Config::command();
     let mut longs: Vec<(String, bool)> = cmd
         .get_arguments()
         .filter_map(|a| Some((a.get_long()?.to_string(), a.get_action().takes_values())))
@@ -419,111 +387,128 @@ pub fn parse_go_duration(s: &str) -> std::result::Result<Duration, String> {
 }
 
 impl Config {
-    /// The memory budgets in effect.
-    pub fn budgets(&self) -> crate::memory::Budgets {
-        crate::memory::Budgets {
-            buffer_memory: self.buffer_memory,
-            index_budget: self.index_budget,
-        }
-    }
-
-    pub fn from_args(a: Args) -> Result<Config> {
-        let dur = |flag: &str, v: &str| {
-            parse_go_duration(v).map_err(|e| Error::config(format!("bad value for -{flag}: {e}.")))
-        };
-        if (a.src.is_empty() && a.src_volume_dir.is_empty()) || a.dst.is_empty() {
-            let which = if a.dst.is_empty() { "-dst" } else { "-src" };
+    /// The checks that involve more than one flag.
+    fn checked(self) -> Result<Config> {
+        if (self.src.is_empty() && self.src_volume_dirs.is_empty()) || self.dst.is_empty() {
+            let which = if self.dst.is_empty() { "-dst" } else { "-src" };
             return Err(Error::config(format!(
                 "{which} is required: name the source (-src) and destination (-dst) settings files, \
                  e.g. keep-rsync -src old-cluster -dst new-cluster (see --help)."
             )));
         }
-        let prefix = a.prefix.clone();
-        if !crate::protocol::is_valid_prefix(&prefix) {
-            return Err(Error::config(format!(
-                "-prefix {prefix:?} is not a hash prefix: use 0 to 32 lowercase hex digits (0-9, a-f), \
-                 e.g. -prefix 0 … -prefix f for 16 parallel jobs."
-            )));
-        }
-        if a.replications < 0 {
-            return Err(Error::config(format!(
-                "-replications {} is negative: give the number of replicas to write, or 0 for the \
-                 destination's defaultCollectionReplication.",
-                a.replications
-            )));
-        }
-        if a.replications > 1000 {
-            return Err(Error::config(format!(
-                "-replications {} is not a sensible replica count.",
-                a.replications
-            )));
-        }
-        for (flag, v) in [
-            ("transfers", a.transfers),
-            ("checkers", a.checkers),
-            ("max-per-service", a.max_per_service),
-        ] {
-            if v == 0 {
-                return Err(Error::config(format!("--{flag} must be at least 1.")));
-            }
-        }
-        let bwlimit = match &a.bwlimit {
-            Some(r) => crate::units::parse_rate(r)
-                .map_err(|e| Error::config(format!("bad --bwlimit: {e}.")))?,
-            None => None,
-        };
-        if let Some(c) = &a.storage_classes {
-            if c.split(',')
-                .map(str::trim)
-                .any(|x| x.is_empty() || x.contains(['=', ' ']))
-            {
-                return Err(Error::config(format!(
-                    "--storage-classes {c:?} must be a comma-separated list of class names, e.g. default,archive."
-                )));
-            }
-        }
-        let derived = match a.max_memory {
-            Some(total) => Some(
-                crate::memory::Budgets::from_total(total)
-                    .map_err(|e| Error::config(format!("bad --max-memory: {e}.")))?,
-            ),
-            None => None,
-        };
-        Ok(Config {
-            src_ttl: dur("src-blob-signature-ttl", &a.src_blob_signature_ttl)?.as_secs(),
-            dst_ttl: dur("dst-blob-signature-ttl", &a.dst_blob_signature_ttl)?.as_secs(),
-            retry_backoff: dur("retry-backoff", &a.retry_backoff)?,
-            connect_timeout: dur("contimeout", &a.contimeout)?.max(Duration::from_millis(1)),
-            stall_timeout: dur("timeout", &a.timeout)?.max(Duration::from_millis(1)),
-            src: a.src,
-            dst: a.dst,
-            src_services_json: a.src_keep_services_json,
-            dst_services_json: a.dst_keep_services_json,
-            replications: a.replications as u32,
-            prefix,
-            transfers: a.transfers,
-            checkers: a.checkers,
-            max_per_service: a.max_per_service,
-            bwlimit,
-            buffer_memory: a
+        Ok(self)
+    }
+
+    /// The memory budgets in effect: given explicitly, else derived from
+    /// `--max-memory`, else the defaults.
+    pub fn budgets(&self) -> crate::memory::Budgets {
+        crate::memory::Budgets {
+            buffer_memory: self
                 .buffer_memory
-                .or(derived.map(|d| d.buffer_memory))
+                .or(self.max_memory.map(|d| d.buffer_memory))
                 .unwrap_or(DEFAULT_BUFFER_MEMORY),
-            streaming: !a.no_streaming,
-            index_budget: a
+            index_budget: self
                 .index_budget
-                .or(derived.map(|d| d.index_budget))
-                .unwrap_or(DEFAULT_INDEX_BUDGET)
-                .max(1000),
-            retries: a.retries,
-            dry_run: a.dry_run,
-            verify_existing: a.verify_existing,
-            storage_classes: a.storage_classes,
-            src_volume_dirs: a.src_volume_dir,
-            report: a.report,
-            log_format: a.log_format,
-            quiet: a.quiet,
-        })
+                .or(self.max_memory.map(|d| d.index_budget))
+                .unwrap_or(DEFAULT_INDEX_BUDGET),
+        }
+    }
+
+    /// Writes follow the read (see copy::Relay).
+    pub fn streaming(&self) -> bool {
+        !self.no_streaming
+    }
+}
+
+/// How a bad value is reported: one paragraph, naming the flag (Go style).
+type ValueError = String;
+
+fn parse_replications(v: &str) -> Result<u32, ValueError> {
+    match v.trim().parse::<i64>() {
+        Ok(n) if n < 0 => Err(format!(
+            "-replications {n} is negative: give the number of replicas to write, or 0 for the \
+             destination's defaultCollectionReplication."
+        )),
+        Ok(n) if n > 1000 => Err(format!(
+            "-replications {n} is not a sensible replica count."
+        )),
+        Ok(n) => Ok(n as u32),
+        Err(_) => Err(format!("-replications {v:?} is not a number.")),
+    }
+}
+
+fn parse_prefix(v: &str) -> Result<String, ValueError> {
+    if crate::protocol::is_valid_prefix(v) {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "-prefix {v:?} is not a hash prefix: use 0 to 32 lowercase hex digits (0-9, a-f), \
+             e.g. -prefix 0 … -prefix f for 16 parallel jobs."
+        ))
+    }
+}
+
+/// A Go duration for `flag`.
+fn duration(flag: &'static str) -> impl Fn(&str) -> Result<Duration, ValueError> + Clone {
+    move |v| parse_go_duration(v).map_err(|e| format!("bad value for -{flag}: {e}."))
+}
+
+/// A Go duration for `flag`, in whole seconds.
+fn seconds(flag: &'static str) -> impl Fn(&str) -> Result<u64, ValueError> + Clone {
+    move |v| duration(flag)(v).map(|d| d.as_secs())
+}
+
+/// A timeout: a Go duration for `flag`, at least a millisecond.
+fn timeout(flag: &'static str) -> impl Fn(&str) -> Result<Duration, ValueError> + Clone {
+    move |v| duration(flag)(v).map(|d| d.max(Duration::from_millis(1)))
+}
+
+/// A count of at least 1 for `flag`.
+fn at_least_one(flag: &'static str) -> impl Fn(&str) -> Result<usize, ValueError> + Clone {
+    move |v| match v.trim().parse::<usize>() {
+        Ok(0) => Err(format!("--{flag} must be at least 1.")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("--{flag} {v:?} is not a number.")),
+    }
+}
+
+/// `--bwlimit`: bytes per second; 0 means no limit.
+fn parse_bwlimit(v: &str) -> Result<u64, ValueError> {
+    crate::units::parse_rate(v)
+        .map(|r| r.unwrap_or(0))
+        .map_err(|e| format!("bad --bwlimit: {e}."))
+}
+
+fn parse_buffer_memory(v: &str) -> Result<u64, ValueError> {
+    crate::units::parse_budget(v).map_err(|e| format!("bad --buffer-memory: {e}."))
+}
+
+fn parse_max_memory(v: &str) -> Result<crate::memory::Budgets, ValueError> {
+    crate::units::parse_size(v)
+        .and_then(crate::memory::Budgets::from_total)
+        .map_err(|e| format!("bad --max-memory: {e}."))
+}
+
+fn parse_storage_classes(v: &str) -> Result<String, ValueError> {
+    if v.split(',')
+        .map(str::trim)
+        .any(|x| x.is_empty() || x.contains(['=', ' ']))
+    {
+        return Err(format!(
+            "--storage-classes {v:?} must be a comma-separated list of class names, e.g. default,archive."
+        ));
+    }
+    Ok(v.to_string())
+}
+
+/// What to print for a clap error, and the exit code: clap's own text for
+/// `--help`, `--version` and usage mistakes; for a bad value, our one
+/// paragraph naming the flag.
+pub fn describe_clap_error(e: &clap::Error) -> Option<String> {
+    use std::error::Error as _;
+    match e.kind() {
+        clap::error::ErrorKind::ValueValidation => e.source().map(|s| s.to_string()),
+        _ => None,
     }
 }
 
@@ -601,6 +586,21 @@ mod tests {
         assert_eq!(c.src_ttl, 9900);
     }
 
+    /// The one-paragraph message for a rejected command line (a bad value
+    /// or a missing flag), or `None` when it was accepted.
+    fn rejected(args: &[&str]) -> Option<String> {
+        let mut v = vec!["keep-rsync"];
+        v.extend_from_slice(args);
+        match parse(v) {
+            Err(e) => Some(describe_clap_error(&e).expect("a bad value, described")),
+            Ok(Err(e)) => {
+                assert_eq!(e.exit_code(), 2);
+                Some(e.to_string())
+            }
+            Ok(Ok(_)) => None,
+        }
+    }
+
     #[test]
     fn bad_values_are_config_errors() {
         for args in [
@@ -616,21 +616,31 @@ mod tests {
                 "forever",
             ],
             vec!["-src", "a", "-dst", "b", "--transfers", "0"],
+            vec!["-src", "a", "-dst", "b", "--bwlimit", "fast"],
+            vec!["-src", "a", "-dst", "b", "--storage-classes", "a,,b"],
+            vec!["-src", "a", "-dst", "b", "--index-budget", "10"],
             vec!["-src", "a"],
         ] {
-            let e = cfg(&args)
-                .err()
-                .unwrap_or_else(|| panic!("{args:?} accepted"));
-            assert_eq!(e.exit_code(), 2);
+            let msg = rejected(&args).unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert_eq!(msg.lines().count(), 1, "{msg}");
         }
+        let msg = rejected(&["-src", "a", "-dst", "b", "-prefix", "xyz"]).unwrap();
+        assert!(
+            msg.starts_with("-prefix \"xyz\" is not a hash prefix"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn max_memory_sets_both_budgets_and_explicit_flags_win() {
+        let b = |c: Config| {
+            let b = c.budgets();
+            (b.buffer_memory, b.index_budget)
+        };
         let c = cfg(&["-src", "a", "-dst", "b"]).unwrap();
-        assert_eq!((c.buffer_memory, c.index_budget), (256 << 20, 4_000_000));
+        assert_eq!(b(c), (256 << 20, 4_000_000));
         let c = cfg(&["-src", "a", "-dst", "b", "--max-memory", "512M"]).unwrap();
-        assert_eq!((c.buffer_memory, c.index_budget), (360 << 20, 6_291_456));
+        assert_eq!(b(c), (360 << 20, 6_291_456));
         let c = cfg(&[
             "-src",
             "a",
@@ -642,8 +652,8 @@ mod tests {
             "100M",
         ])
         .unwrap();
-        assert_eq!((c.buffer_memory, c.index_budget), (100 << 20, 6_291_456));
-        assert!(cfg(&["-src", "a", "-dst", "b", "--max-memory", "64M"]).is_err());
+        assert_eq!(b(c), (100 << 20, 6_291_456));
+        assert!(rejected(&["-src", "a", "-dst", "b", "--max-memory", "64M"]).is_some());
         assert!(parse([
             "keep-rsync",
             "-src",

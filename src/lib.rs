@@ -43,7 +43,13 @@ use tokio_util::sync::CancellationToken;
 pub fn main(argv: Vec<std::ffi::OsString>) -> u8 {
     let cfg = match cli::parse(argv) {
         Err(e) => {
-            // --help and --version exit 0; usage errors exit 2.
+            // A bad value: one paragraph naming the flag (exit 2). --help
+            // and --version: clap's text, exit 0; other usage errors: clap's
+            // text, exit 2.
+            if let Some(msg) = cli::describe_clap_error(&e) {
+                eprintln!("keep-rsync: {msg}");
+                return error::exit::USAGE;
+            }
             let _ = e.print();
             return if e.use_stderr() {
                 error::exit::USAGE

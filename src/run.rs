@@ -319,9 +319,9 @@ async fn sync(
         retries: cfg.retries,
         backoff: fetch.backoff,
         storage_classes: cfg.storage_classes.clone(),
-        throttle: cfg.bwlimit.map(Throttle::new),
-        budget: Budget::new(cfg.buffer_memory),
-        stream: cfg.streaming,
+        throttle: cfg.bwlimit.filter(|&r| r > 0).map(Throttle::new),
+        budget: Budget::new(cfg.budgets().buffer_memory),
+        stream: cfg.streaming(),
     };
     let copier = Copier {
         src,
@@ -506,7 +506,7 @@ async fn passes(
     };
     let cost = probe_lines + JOB_COST_ENTRIES * probe_jobs;
     let estimate = cost.saturating_mul(16u64.pow(PROBE_DIGITS as u32));
-    let depth = split_depth(estimate, cfg.index_budget, 32 - cfg.prefix.len());
+    let depth = split_depth(estimate, cfg.budgets().index_budget, 32 - cfg.prefix.len());
     Ok(sub_prefixes(&cfg.prefix, depth))
 }
 
