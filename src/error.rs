@@ -10,8 +10,6 @@
 //! Messages are one paragraph naming the file, line, service or locator at
 //! fault and what to do. They never contain tokens, keys or signatures.
 
-use std::fmt;
-
 /// Process exit codes, documented in `--help` and README.
 pub mod exit {
     pub const OK: u8 = 0;
@@ -22,13 +20,16 @@ pub mod exit {
 }
 
 /// A failure that ends the run before or instead of copying.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad flags, settings or services list (exit 2).
+    #[error("{0}")]
     Config(String),
     /// A service, the API server or an index could not be read (exit 3).
+    #[error("{0}")]
     Unreadable(String),
     /// The run was interrupted before anything was planned (exit 130).
+    #[error("interrupted before any block was planned")]
     Interrupted,
 }
 
@@ -48,44 +49,4 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Config(m) | Error::Unreadable(m) => f.write_str(m),
-            Error::Interrupted => f.write_str("interrupted before any block was planned"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Render a reqwest error with its causes ("connection refused", "timed
-/// out"), without the URL (which may carry a signed locator): callers name the
-/// service themselves.
-pub fn describe_http_error(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut parts: Vec<String> = Vec::new();
-    if e.is_timeout() {
-        parts.push("timed out".into());
-    } else if e.is_connect() {
-        parts.push("could not connect".into());
-    } else if e.is_body() || e.is_decode() {
-        parts.push("connection broke while reading the body".into());
-    } else if e.is_request() {
-        parts.push("request failed".into());
-    }
-    let mut src = e.source();
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !parts.iter().any(|p| p.contains(&t)) {
-            parts.push(t);
-        }
-        src = s.source();
-    }
-    if parts.is_empty() {
-        parts.push("HTTP error".into());
-    }
-    crate::protocol::redact_signatures(&parts.join(": "))
-}

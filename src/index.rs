@@ -314,7 +314,7 @@ async fn attempt(
                 format!(
                     "index body broke after {} lines: {}",
                     parser.lines,
-                    crate::error::describe_http_error(&e)
+                    crate::protocol::client::describe_http_error(&e)
                 ),
             )
         })?;

@@ -10,7 +10,8 @@ use std::io::Read;
 
 use serde_json::Value;
 
-use crate::error::{describe_http_error, Error, Result};
+use crate::error::{Error, Result};
+use crate::protocol::client::describe_http_error;
 use crate::protocol::uuid_weight_suffix;
 use crate::settings::Settings;
 

@@ -21,7 +21,6 @@ use super::{
     auth_header, HDR_DESIRED_REPLICAS, HDR_REPLICAS_STORED, HDR_STORAGE_CLASSES,
     HDR_STORAGE_CLASSES_CONFIRMED,
 };
-use crate::error::describe_http_error;
 
 /// What kind of failure a request met, which decides what happens next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +297,35 @@ impl KeepClient {
             classes_confirmed,
         })
     }
+}
+
+/// Render a reqwest error with its causes ("connection refused", "timed
+/// out"), without the URL (which may carry a signed locator): callers name the
+/// service themselves.
+pub fn describe_http_error(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut parts: Vec<String> = Vec::new();
+    if e.is_timeout() {
+        parts.push("timed out".into());
+    } else if e.is_connect() {
+        parts.push("could not connect".into());
+    } else if e.is_body() || e.is_decode() {
+        parts.push("connection broke while reading the body".into());
+    } else if e.is_request() {
+        parts.push("request failed".into());
+    }
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        src = s.source();
+    }
+    if parts.is_empty() {
+        parts.push("HTTP error".into());
+    }
+    super::redact_signatures(&parts.join(": "))
 }
 
 /// A response body as a stream of chunks, transport errors classified.
