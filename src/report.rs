@@ -357,8 +357,19 @@ impl Report {
 
     /// The human summary printed at the end of every run.
     pub fn human(&self) -> String {
-        let p = &self.plan;
         let mut s = String::new();
+        self.human_counts(&mut s);
+        if self.dry_run && self.plan.to_write() > 0 {
+            self.human_breakdown(&mut s);
+        }
+        self.human_unreachable(&mut s);
+        self.human_failures(&mut s);
+        s
+    }
+
+    /// Status, then what the plan found and what the run did.
+    fn human_counts(&self, s: &mut String) {
+        let p = &self.plan;
         let status = match self.status {
             Status::Complete => "complete",
             Status::Incomplete => "finished with failed blocks",
@@ -405,22 +416,28 @@ impl Report {
             human_duration(self.elapsed_seconds),
             human_bytes(self.rate_bytes_per_second as u64)
         ));
-        if self.dry_run && p.to_write() > 0 {
-            s.push_str("  per source service (blocks to read there first):\n");
-            for (svc, b) in self.source.iter().zip(&p.per_source) {
-                s.push_str(&format!(
-                    "    {} {:>10} blocks {:>12}\n",
-                    svc.uuid,
-                    b.blocks,
-                    human_bytes(b.bytes)
-                ));
-            }
-            s.push_str("  per first hex digit:\n   ");
-            for (d, b) in p.per_digit.iter().enumerate() {
-                s.push_str(&format!(" {d:x}:{}", b.blocks));
-            }
-            s.push('\n');
+    }
+
+    /// `--dry-run`: where the blocks to write are, per source service and
+    /// per first hex digit.
+    fn human_breakdown(&self, s: &mut String) {
+        s.push_str("  per source service (blocks to read there first):\n");
+        for (svc, b) in self.source.iter().zip(&self.plan.per_source) {
+            s.push_str(&format!(
+                "    {} {:>10} blocks {:>12}\n",
+                svc.uuid,
+                b.blocks,
+                human_bytes(b.bytes)
+            ));
         }
+        s.push_str("  per first hex digit:\n   ");
+        for (d, b) in self.plan.per_digit.iter().enumerate() {
+            s.push_str(&format!(" {d:x}:{}", b.blocks));
+        }
+        s.push('\n');
+    }
+
+    fn human_unreachable(&self, s: &mut String) {
         for u in &self.unreachable_services {
             let what = if u.role == "source" {
                 "blocks only it holds were not copied"
@@ -432,29 +449,26 @@ impl Report {
                 u.role, u.uuid, u.url, u.reason
             ));
         }
-        if !self.failures.is_empty() {
-            s.push_str(&format!("  failed blocks ({}):\n", self.failures.len()));
-            for f in self.failures.shown().iter().take(50) {
-                s.push_str(&format!(
-                    "    {} {}: {}\n",
-                    f.locator,
-                    if f.service.is_empty() {
-                        "-"
-                    } else {
-                        &f.service
-                    },
-                    f.reason
-                ));
-            }
-            if self.failures.len() > 50 {
-                s.push_str(&format!(
-                    "    … and {} more (see --report)\n",
-                    self.failures.len() - 50
-                ));
-            }
-            s.push_str("  Rerun the same command to retry them: blocks already copied are not sent again.\n");
+    }
+
+    /// The first failed blocks (the report lists them all).
+    fn human_failures(&self, s: &mut String) {
+        const SHOWN: usize = 50;
+        if self.failures.is_empty() {
+            return;
         }
-        s
+        s.push_str(&format!("  failed blocks ({}):\n", self.failures.len()));
+        for f in self.failures.shown().iter().take(SHOWN) {
+            let service = if f.service.is_empty() { "-" } else { &f.service };
+            s.push_str(&format!("    {} {service}: {}\n", f.locator, f.reason));
+        }
+        if self.failures.len() > SHOWN as u64 {
+            s.push_str(&format!(
+                "    … and {} more (see --report)\n",
+                self.failures.len() - SHOWN as u64
+            ));
+        }
+        s.push_str("  Rerun the same command to retry them: blocks already copied are not sent again.\n");
     }
 }
 
