@@ -14,7 +14,8 @@ use futures::stream::{self, StreamExt};
 use crate::error::{Error, Result};
 use crate::protocol::client::{with_retries, Backoff, Failure, FailureKind, KeepClient};
 use crate::protocol::{redact_signatures, BlockHash};
-use crate::services::KeepService;
+use crate::role::Role;
+use crate::services::Service;
 
 /// One index line, without its mtime: 20 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -195,8 +196,8 @@ pub struct FetchOptions {
 /// Which side and service an index request is for.
 #[derive(Clone)]
 pub struct Target<'a> {
-    pub role: &'static str,
-    pub service: &'a KeepService,
+    pub role: Role,
+    pub service: &'a Service,
     pub client: &'a KeepClient,
 }
 
@@ -253,7 +254,7 @@ pub async fn fetch_one(
     let what = format!(
         "the {} index of {} for prefix {:?}",
         t.role,
-        t.service.label(),
+        t.service.endpoint.label(),
         prefix
     );
     match r {
@@ -263,13 +264,11 @@ pub async fn fetch_one(
             idx.entries.shrink_to_fit();
             Ok(Fetched::Index(idx))
         }
-        Err((f, _)) if f.kind == FailureKind::Rejected && f.detail.starts_with("malformed") => {
-            Err(Error::unreadable(format!(
-                "{what} has a {}. Nothing was copied. Check that the URL points at a keepstore \
+        Err((f, _)) if f.kind == FailureKind::Malformed => Err(Error::unreadable(format!(
+            "{what} has a {}. Nothing was copied. Check that the URL points at a keepstore \
                  or keepproxy, and that the token is the cluster's system root token.",
-                f.detail
-            )))
-        }
+            f.detail
+        ))),
         Err((f, attempts)) if f.is_transient() && !answered.load(Ordering::Relaxed) => Ok(
             Fetched::Down(format!("index unreachable after {attempts} attempts: {f}")),
         ),
@@ -288,21 +287,29 @@ async fn attempt(
     bytes: &AtomicU64,
     answered: &AtomicBool,
 ) -> Result<ServiceIndex, Failure> {
-    if t.service.service_type == crate::volume::VOLUME_TYPE {
-        let (root, prefix) = (
-            std::path::PathBuf::from(&t.service.host),
-            prefix.to_string(),
-        );
-        return tokio::task::spawn_blocking(move || crate::volume::index(&root, &prefix))
-            .await
-            .unwrap_or_else(|e| {
-                Err(Failure::new(
-                    FailureKind::Rejected,
-                    format!("volume scan failed: {e}"),
-                ))
-            });
-    }
-    let resp = t.client.index(&t.service.url(), prefix).await?;
+    let on_bytes = |n: u64| {
+        bytes.fetch_add(n, Ordering::Relaxed);
+    };
+    let (entries, lines) = t
+        .service
+        .endpoint
+        .list(t.client, prefix, answered, &on_bytes)
+        .await?;
+    Ok(ServiceIndex { entries, lines })
+}
+
+/// `GET /index/PREFIX` from one Keep service, parsed as the body streams in:
+/// the entries (unsorted) and the number of lines. A body that ends without
+/// its blank line is a transient failure (it is retried); a malformed line
+/// is a `Malformed` one (it is not).
+pub async fn list_keep_service(
+    client: &KeepClient,
+    url: &str,
+    prefix: &str,
+    answered: &AtomicBool,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<(Vec<Entry>, u64), Failure> {
+    let resp = client.index(url, prefix).await?;
     answered.store(true, Ordering::Relaxed);
     let mut parser = BodyParser::default();
     let mut entries: Vec<Entry> = Vec::new();
@@ -318,19 +325,19 @@ async fn attempt(
                 ),
             )
         })?;
-        bytes.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        on_bytes(chunk.len() as u64);
         parser
             .feed(&chunk, &mut |e| entries.push(e))
             .map_err(|e| match e {
                 BodyError::Malformed { line_no, line } => Failure::new(
-                    FailureKind::Rejected,
+                    FailureKind::Malformed,
                     format!("malformed line {line_no}: {line:?} (expected \"HASH+SIZE MTIME\")"),
                 ),
                 BodyError::Incomplete { .. } => Failure::new(FailureKind::Transient, "incomplete"),
             })?;
     }
     match parser.finish() {
-        Ok(lines) => Ok(ServiceIndex { entries, lines }),
+        Ok(lines) => Ok((entries, lines)),
         Err(BodyError::Incomplete { lines }) | Err(BodyError::Malformed { line_no: lines, .. }) => {
             Err(Failure::new(
                 FailureKind::Transient,
@@ -343,7 +350,7 @@ async fn attempt(
 fn hint_for(f: &Failure) -> &'static str {
     match f.kind {
         FailureKind::Denied => "Indexes are served only to the cluster's system root token: check ARVADOS_API_TOKEN in the settings file.",
-        FailureKind::NotFound | FailureKind::Rejected => "Check that the services list points at keepstore or keepproxy services.",
+        FailureKind::NotFound | FailureKind::Rejected | FailureKind::Malformed => "Check that the services list points at keepstore or keepproxy services.",
         _ => "Check that the service is up and reachable from here, then rerun.",
     }
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::index::{Entry, ServiceIndex};
 use crate::protocol::{probe_order, BlockHash};
-use crate::services::KeepService;
+use crate::services::Service;
 
 /// Why a block is in the plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,8 +189,8 @@ impl Plan {
 /// Inputs that shape the plan besides the indexes.
 #[derive(Clone, Copy)]
 pub struct PlanOptions<'a> {
-    pub src_services: &'a [KeepService],
-    pub dst_services: &'a [KeepService],
+    pub src_services: &'a [Service],
+    pub dst_services: &'a [Service],
     /// Replicas wanted at the destination.
     pub want: u32,
     /// Also emit `Verify` jobs for fully replicated blocks.
@@ -258,7 +258,7 @@ pub fn plan(src: &[ServiceIndex], dst: &[ServiceIndex], opts: &PlanOptions<'_>) 
     let src_suffixes: Vec<&str> = opts
         .src_services
         .iter()
-        .map(|s| s.weight_suffix())
+        .map(|s| s.endpoint.weight_suffix())
         .collect();
     let mut counts = PlanCounts::new(opts.src_services.len());
     let mut out = Plan::default();
@@ -335,10 +335,10 @@ pub fn plan(src: &[ServiceIndex], dst: &[ServiceIndex], opts: &PlanOptions<'_>) 
 
 /// Replicas at the destination: distinct writable disk services listing the
 /// block; a writable keepproxy listing it counts as `want`.
-pub fn count_replicas(listed: &[u16], dst_services: &[KeepService], want: u32) -> u32 {
+pub fn count_replicas(listed: &[u16], dst_services: &[Service], want: u32) -> u32 {
     let mut n = 0u32;
     for &i in listed {
-        let s = &dst_services[i as usize];
+        let s = &dst_services[i as usize].endpoint;
         if !s.writable() {
             continue;
         }
@@ -351,15 +351,16 @@ pub fn count_replicas(listed: &[u16], dst_services: &[KeepService], want: u32) -
 mod tests {
     use super::*;
 
-    fn svc(j: usize, read_only: bool) -> KeepService {
-        KeepService {
+    fn svc(j: usize, read_only: bool) -> Service {
+        let ks = crate::services::KeepService {
             uuid: format!("zzzzz-bi6l4-{j:015x}"),
             host: "127.0.0.1".into(),
             port: 1000 + j as u16,
             ssl: false,
             service_type: "disk".into(),
             read_only,
-        }
+        };
+        Service::new(crate::endpoint::Endpoint::Keep(ks), 1)
     }
 
     fn h(n: u8) -> BlockHash {
@@ -477,7 +478,7 @@ mod tests {
         let src: Vec<ServiceIndex> = (0..4).map(|_| idx(&[7])).collect();
         let p = run(src, vec![idx(&[])], &[], 1, false);
         let ss: Vec<_> = (0..4).map(|j| svc(j, false)).collect();
-        let suffixes: Vec<&str> = ss.iter().map(|s| s.weight_suffix()).collect();
+        let suffixes: Vec<&str> = ss.iter().map(|s| s.endpoint.weight_suffix()).collect();
         let want: Vec<u16> = probe_order(&h(7), &suffixes)
             .into_iter()
             .map(|i| i as u16)

@@ -13,21 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::{Action, PlanCounts};
 use crate::protocol::BlockHash;
-use crate::services::KeepService;
+use crate::role::Role;
+use crate::services::Service;
 
 mod failures;
 pub use failures::{FailureList, FAILURES_IN_MEMORY};
 
 /// Bumped when a field of the JSON report changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// Per-service request accounting.
-#[derive(Default)]
-pub struct ServiceStats {
-    pub requests: AtomicU64,
-    pub errors: AtomicU64,
-    pub bytes: AtomicU64,
-}
 
 /// One block that could not be completed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -62,8 +55,6 @@ pub struct Stats {
     pub repaired: AtomicU64,
     pub failed: AtomicU64,
     pub failed_bytes: AtomicU64,
-    pub src: Vec<ServiceStats>,
-    pub dst: Vec<ServiceStats>,
     failures: Mutex<failures::Failures>,
     unreachable: Mutex<Vec<UnreachableService>>,
 }
@@ -72,7 +63,7 @@ pub struct Stats {
 /// copies (destination) were left out of the run.
 #[derive(Clone, Debug, Serialize)]
 pub struct UnreachableService {
-    pub role: String,
+    pub role: Role,
     pub uuid: String,
     pub url: String,
     pub reason: String,
@@ -85,8 +76,14 @@ pub fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}
+
 impl Stats {
-    pub fn new(src_services: usize, dst_services: usize) -> Stats {
+    pub fn new() -> Stats {
         Stats {
             started: Instant::now(),
             started_unix: unix_now(),
@@ -106,8 +103,6 @@ impl Stats {
             repaired: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             failed_bytes: AtomicU64::new(0),
-            src: (0..src_services).map(|_| ServiceStats::default()).collect(),
-            dst: (0..dst_services).map(|_| ServiceStats::default()).collect(),
             failures: Mutex::new(failures::Failures::default()),
             unreachable: Mutex::new(Vec::new()),
         }
@@ -138,13 +133,14 @@ impl Stats {
     }
 
     /// Record a service found unreachable (once per service).
-    pub fn service_down(&self, role: &str, svc: &KeepService, reason: &str) {
+    pub fn service_down(&self, role: Role, svc: &Service, reason: &str) {
         let mut v = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
-        if !v.iter().any(|u| u.uuid == svc.uuid) {
+        let id = svc.endpoint.id();
+        if !v.iter().any(|u| u.uuid == id) {
             v.push(UnreachableService {
-                role: role.into(),
-                uuid: svc.uuid.clone(),
-                url: svc.url(),
+                role,
+                uuid: id.to_string(),
+                url: svc.endpoint.url(),
                 reason: reason.into(),
             });
         }
@@ -270,28 +266,22 @@ pub struct Ending<'a> {
     pub dry_run: bool,
     /// The memory budgets the run used.
     pub budgets: crate::memory::Budgets,
-    pub src_services: &'a [KeepService],
-    pub dst_services: &'a [KeepService],
+    pub src_services: &'a [Service],
+    pub dst_services: &'a [Service],
     pub plan: &'a PlanCounts,
 }
 
-fn service_reports(services: &[KeepService], stats: &[ServiceStats]) -> Vec<ServiceReport> {
+fn service_reports(services: &[Service]) -> Vec<ServiceReport> {
     services
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let st = stats.get(i);
-            let get =
-                |f: fn(&ServiceStats) -> &AtomicU64| st.map(|x| f(x).load(Relaxed)).unwrap_or(0);
-            ServiceReport {
-                uuid: s.uuid.clone(),
-                url: s.url(),
-                service_type: s.service_type.clone(),
-                read_only: s.read_only,
-                requests: get(|x| &x.requests),
-                errors: get(|x| &x.errors),
-                bytes: get(|x| &x.bytes),
-            }
+        .map(|s| ServiceReport {
+            uuid: s.endpoint.id().to_string(),
+            url: s.endpoint.url(),
+            service_type: s.endpoint.service_type().to_string(),
+            read_only: s.endpoint.read_only(),
+            requests: s.stats.requests.load(Relaxed),
+            errors: s.stats.errors.load(Relaxed),
+            bytes: s.stats.bytes.load(Relaxed),
         })
         .collect()
 }
@@ -318,8 +308,8 @@ impl Report {
             buffer_memory: end.budgets.buffer_memory,
             index_budget: end.budgets.index_budget,
             passes: stats.passes.load(Relaxed),
-            source: service_reports(end.src_services, &stats.src),
-            destination: service_reports(end.dst_services, &stats.dst),
+            source: service_reports(end.src_services),
+            destination: service_reports(end.dst_services),
             plan: end.plan.clone(),
             index_lines: stats.index_lines.load(Relaxed),
             index_bytes: stats.index_bytes.load(Relaxed),
@@ -439,7 +429,7 @@ impl Report {
 
     fn human_unreachable(&self, s: &mut String) {
         for u in &self.unreachable_services {
-            let what = if u.role == "source" {
+            let what = if u.role == Role::Source {
                 "blocks only it holds were not copied"
             } else {
                 "copies it holds were not counted and it got no further writes (replicas went to the next services)"
@@ -459,7 +449,11 @@ impl Report {
         }
         s.push_str(&format!("  failed blocks ({}):\n", self.failures.len()));
         for f in self.failures.shown().iter().take(SHOWN) {
-            let service = if f.service.is_empty() { "-" } else { &f.service };
+            let service = if f.service.is_empty() {
+                "-"
+            } else {
+                &f.service
+            };
             s.push_str(&format!("    {} {service}: {}\n", f.locator, f.reason));
         }
         if self.failures.len() > SHOWN as u64 {
@@ -468,7 +462,9 @@ impl Report {
                 self.failures.len() - SHOWN as u64
             ));
         }
-        s.push_str("  Rerun the same command to retry them: blocks already copied are not sent again.\n");
+        s.push_str(
+            "  Rerun the same command to retry them: blocks already copied are not sent again.\n",
+        );
     }
 }
 

@@ -7,8 +7,14 @@
 //! 2); an API server that does not answer is an unreadable service (exit 3).
 
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::endpoint::Endpoint;
+use crate::role::Role;
 
 use crate::error::{Error, Result};
 use crate::protocol::client::describe_http_error;
@@ -30,9 +36,6 @@ pub struct KeepService {
 impl KeepService {
     /// Root URL: `http|https://HOST:PORT`, IPv6 hosts in brackets.
     pub fn url(&self) -> String {
-        if self.service_type == crate::volume::VOLUME_TYPE {
-            return format!("file://{}", self.host);
-        }
         let scheme = if self.ssl { "https" } else { "http" };
         if self.host.contains(':') && !self.host.starts_with('[') {
             format!("{scheme}://[{}]:{}", self.host, self.port)
@@ -97,8 +100,8 @@ pub fn read_services_arg(arg: &str, flag: &str) -> Result<(String, String)> {
 }
 
 /// Parse and validate a services list (the §3 JSON shape). `origin` names it
-/// in messages; `role` is "source" or "destination".
-pub fn parse_services(text: &str, origin: &str, role: &str) -> Result<Vec<KeepService>> {
+/// in messages.
+pub fn parse_services(text: &str, origin: &str, role: Role) -> Result<Vec<KeepService>> {
     let bad = |why: String| Error::config(format!("the {role} services list in {origin} {why}"));
     let v: Value = serde_json::from_str(text).map_err(|e| {
         bad(format!(
@@ -217,7 +220,7 @@ pub fn api_client(
 async fn api_get(
     http: &reqwest::Client,
     settings: &Settings,
-    role: &str,
+    role: Role,
     path: &str,
     instead: &str,
 ) -> Result<Value> {
@@ -259,14 +262,9 @@ async fn api_get(
 pub async fn fetch_accessible(
     http: &reqwest::Client,
     settings: &Settings,
-    role: &str,
+    role: Role,
 ) -> Result<Vec<KeepService>> {
-    let flag = if role == "source" {
-        "-src-keep-services-json"
-    } else {
-        "-dst-keep-services-json"
-    };
-    let instead = format!("give the {role} services with {flag}");
+    let instead = format!("give the {role} services with {}", role.services_flag());
     let v = api_get(
         http,
         settings,
@@ -287,7 +285,7 @@ pub async fn fetch_accessible(
 pub async fn fetch_discovery(
     http: &reqwest::Client,
     settings: &Settings,
-    role: &str,
+    role: Role,
     needed_for: &str,
 ) -> Result<Discovery> {
     let instead = format!("pass {needed_for}");
@@ -308,21 +306,65 @@ pub async fn fetch_discovery(
     })
 }
 
-/// One side of the copy, ready to use: its services, credentials, pooled
-/// client and per-service concurrency limits.
+/// Request accounting of one service, for the report.
+#[derive(Default)]
+pub struct ServiceStats {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl ServiceStats {
+    /// Count one request and its outcome (`bytes` moved when it succeeded).
+    pub fn count<T, E>(&self, r: &Result<T, E>, bytes: u64) {
+        self.requests.fetch_add(1, Relaxed);
+        match r {
+            Ok(_) => self.bytes.fetch_add(bytes, Relaxed),
+            Err(_) => self.errors.fetch_add(1, Relaxed),
+        };
+    }
+}
+
+/// One service of a side, with its state for the run.
+pub struct Service {
+    pub endpoint: Endpoint,
+    /// `--max-per-service` requests in flight to it.
+    pub limit: Arc<Semaphore>,
+    /// Found unreachable (while indexing, or dead mid-run): never asked
+    /// again for the rest of the run.
+    down: AtomicBool,
+    pub stats: ServiceStats,
+}
+
+impl Service {
+    pub fn new(endpoint: Endpoint, max_requests: usize) -> Service {
+        Service {
+            endpoint,
+            limit: Arc::new(Semaphore::new(max_requests.max(1))),
+            down: AtomicBool::new(false),
+            stats: ServiceStats::default(),
+        }
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(Relaxed)
+    }
+
+    /// Mark it down; `true` the first time (so it is said once).
+    pub fn mark_down(&self) -> bool {
+        !self.down.swap(true, Relaxed)
+    }
+}
+
+/// One side of the copy, ready to use: its services, credentials and pooled
+/// client.
 pub struct Side {
-    /// "source" or "destination", for messages.
-    pub role: &'static str,
+    pub role: Role,
     pub settings: Settings,
-    pub services: Vec<KeepService>,
+    pub services: Vec<Service>,
     pub client: crate::protocol::client::KeepClient,
     /// Blob signature TTL used when signing locators for this side.
     pub ttl: u64,
-    /// One semaphore per service: `--max-per-service` requests in flight.
-    pub limits: Vec<std::sync::Arc<tokio::sync::Semaphore>>,
-    /// Services found unreachable while indexing: never read from or
-    /// written to for the rest of the run.
-    pub down: Vec<std::sync::atomic::AtomicBool>,
 }
 
 impl Side {
@@ -332,21 +374,28 @@ impl Side {
         let loc = crate::protocol::Locator::new(*hash, size);
         match &self.settings.blob_signing_key {
             Some(key) => {
-                let expiry = crate::report::unix_now() as u64 + 86400;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let expiry = now + 86400;
                 crate::protocol::sign_locator(&loc, key, &self.settings.api_token, expiry, self.ttl)
             }
             None => loc.unsigned(),
         }
     }
 
-    /// Whether service `i` was found unreachable.
-    pub fn is_down(&self, i: usize) -> bool {
-        self.down[i].load(std::sync::atomic::Ordering::Relaxed)
+    /// Weighed id parts, in service order, for probe orders.
+    pub fn suffixes(&self) -> Vec<&str> {
+        self.services
+            .iter()
+            .map(|s| s.endpoint.weight_suffix())
+            .collect()
     }
 
-    /// Weighed uuid parts, in service order, for probe orders.
-    pub fn suffixes(&self) -> Vec<&str> {
-        self.services.iter().map(|s| s.weight_suffix()).collect()
+    /// `id (url)` of service `i`.
+    pub fn label(&self, i: usize) -> String {
+        self.services[i].endpoint.label()
     }
 }
 
@@ -367,7 +416,7 @@ mod tests {
             item("zzzzz-bi6l4-000000000000000", "25107"),
             item("zzzzz-bi6l4-000000000000001", "25108")
         );
-        let s = parse_services(&t, "t", "source").unwrap();
+        let s = parse_services(&t, "t", Role::Source).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[1].url(), "http://127.0.0.1:25108");
         assert_eq!(s[0].weight_suffix(), "000000000000000");
@@ -407,7 +456,7 @@ mod tests {
             ),
         ];
         for (text, want) in cases {
-            let e = parse_services(text, "f.json", "source").err().unwrap();
+            let e = parse_services(text, "f.json", Role::Source).err().unwrap();
             assert!(e.to_string().contains(want), "{text}: {e}");
             assert_eq!(e.exit_code(), 2);
         }

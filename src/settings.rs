@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::role::Role;
 
 /// What one settings file says about one cluster.
 #[derive(Clone, Default)]
@@ -56,9 +57,9 @@ pub fn is_true(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "1" | "yes" | "true")
 }
 
-/// Load and check the settings file for one side (`role` is "source" or
-/// "destination", `flag` the flag that named it).
-pub fn load(name: &str, role: &str, flag: &str) -> Result<Settings> {
+/// Load and check the settings file for one side.
+pub fn load(name: &str, role: Role) -> Result<Settings> {
+    let flag = role.settings_flag();
     if name.is_empty() {
         return Err(Error::config(format!(
             "no {role} settings given: pass {flag} FILE (a path, or NAME for \
@@ -91,7 +92,7 @@ pub fn load(name: &str, role: &str, flag: &str) -> Result<Settings> {
 }
 
 /// Parse settings text (exposed for tests). `path` is only used in messages.
-pub fn parse(text: &str, path: &Path, role: &str) -> Result<Settings> {
+pub fn parse(text: &str, path: &Path, role: Role) -> Result<Settings> {
     let mut s = Settings {
         path: path.to_path_buf(),
         ..Default::default()
@@ -174,7 +175,7 @@ mod tests {
             "# source\n\n ARVADOS_API_HOST = zzzzz.example:443 \nARVADOS_API_TOKEN=tok=en\n\
              ARVADOS_API_HOST_INSECURE=Yes\nARVADOS_BLOB_SIGNING_KEY=k\nFOO=1\n",
             Path::new("x.conf"),
-            "source",
+            Role::Source,
         )
         .unwrap();
         assert_eq!(s.api_host, "zzzzz.example:443");
@@ -190,17 +191,17 @@ mod tests {
         let e = parse(
             "ARVADOS_API_TOKEN=x\n\nnonsense\n",
             Path::new("/p/s.conf"),
-            "source",
+            Role::Source,
         )
         .err()
         .unwrap();
         assert!(e.to_string().starts_with("/p/s.conf:3:"), "{e}");
         assert_eq!(e.exit_code(), 2);
-        let e = parse("ARVADOS_API_HOST=h\n", Path::new("a"), "source")
+        let e = parse("ARVADOS_API_HOST=h\n", Path::new("a"), Role::Source)
             .err()
             .unwrap();
         assert!(e.to_string().contains("ARVADOS_API_TOKEN"));
-        let e = parse("ARVADOS_API_TOKEN=t\n", Path::new("a"), "source")
+        let e = parse("ARVADOS_API_TOKEN=t\n", Path::new("a"), Role::Source)
             .err()
             .unwrap();
         assert!(e.to_string().contains("ARVADOS_API_HOST"));

@@ -4,28 +4,33 @@
 //!
 //! A volume is `ROOT/XYZ/HASH`: XYZ the first three hex digits, the file the
 //! raw block. `HASH.trash.DEADLINE` files are trash and temp files are
-//! in-progress writes: neither is a live block. Each volume appears to the
-//! rest of keep-rsync as a read-only pseudo-service (`service_type` "volume"),
-//! so indexing, planning and copying take the same paths as for keepstores.
-//! Every block read from a file is MD5-checked; a corrupt file is reported and
-//! never copied.
+//! in-progress writes: neither is a live block. A volume is one kind of
+//! endpoint (the other is a Keep service), so indexing, planning and copying
+//! take the same paths as for keepstores. Every block read from a file is MD5-checked;
+//! a corrupt file is reported and never copied.
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::index::{Entry, ServiceIndex};
+use crate::index::Entry;
 use crate::protocol::client::{Failure, FailureKind};
 use crate::protocol::{BlockHash, MAX_BLOCK_SIZE};
-use crate::services::KeepService;
 
-/// The `service_type` of a volume pseudo-service.
-pub const VOLUME_TYPE: &str = "volume";
+/// A keepstore directory volume read as a source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    /// `volume-N`, N its place on the command line (names it in messages
+    /// and weighs it in probe orders).
+    pub id: String,
+    /// The directory holding the 3-hex-digit subdirectories.
+    pub root: PathBuf,
+}
 
-/// One pseudo-service per volume directory. Fails (exit 2) for a path that
-/// is not a readable directory.
-pub fn services(dirs: &[PathBuf]) -> Result<Vec<KeepService>> {
+/// The volumes given with `--src-volume-dir`. Fails (exit 2) for a path
+/// that is not a readable directory.
+pub fn open_all(dirs: &[PathBuf]) -> Result<Vec<Volume>> {
     dirs.iter()
         .enumerate()
         .map(|(i, d)| {
@@ -42,21 +47,17 @@ pub fn services(dirs: &[PathBuf]) -> Result<Vec<KeepService>> {
                     d.display()
                 )));
             }
-            let path = d.canonicalize().unwrap_or_else(|_| d.clone());
-            Ok(KeepService {
-                uuid: format!("volume-{i}"),
-                host: path.display().to_string(),
-                port: 0,
-                ssl: false,
-                service_type: VOLUME_TYPE.into(),
-                read_only: true,
+            Ok(Volume {
+                id: format!("volume-{i}"),
+                root: d.canonicalize().unwrap_or_else(|_| d.clone()),
             })
         })
         .collect()
 }
 
-/// List the live blocks of `root` whose hash starts with `prefix`.
-pub fn index(root: &Path, prefix: &str) -> std::result::Result<ServiceIndex, Failure> {
+/// List the live blocks of `root` whose hash starts with `prefix`, and
+/// their number.
+pub fn index(root: &Path, prefix: &str) -> std::result::Result<(Vec<Entry>, u64), Failure> {
     let io = |e: std::io::Error, p: &Path| {
         Failure::new(
             FailureKind::Rejected,
@@ -101,7 +102,7 @@ pub fn index(root: &Path, prefix: &str) -> std::result::Result<ServiceIndex, Fai
             });
         }
     }
-    Ok(ServiceIndex { entries, lines })
+    Ok((entries, lines))
 }
 
 /// Read one block file and check it against its hash and size.
@@ -148,11 +149,11 @@ mod tests {
         std::fs::write(sub.join(format!("{a}.trash.1700000000")), b"foo").unwrap();
         std::fs::write(sub.join(format!("tmp{a}")), b"x").unwrap();
         std::fs::create_dir_all(dir.path().join("lost+found")).unwrap();
-        let all = index(dir.path(), "").unwrap();
-        assert_eq!(all.lines, 2);
-        let only_a = index(dir.path(), &a[..4]).unwrap();
-        assert_eq!(only_a.entries.len(), 1);
-        assert_eq!(only_a.entries[0].size, 3);
+        let (_, lines) = index(dir.path(), "").unwrap();
+        assert_eq!(lines, 2);
+        let (only_a, _) = index(dir.path(), &a[..4]).unwrap();
+        assert_eq!(only_a.len(), 1);
+        assert_eq!(only_a[0].size, 3);
         let ha: BlockHash = a.parse().unwrap();
         assert_eq!(&read_block(dir.path(), &ha, 3).unwrap()[..], b"foo");
         // Corrupt the file: reported, never returned.

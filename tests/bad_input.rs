@@ -308,7 +308,9 @@ async fn bad_input_exits_2_with_one_paragraph_and_writes_nothing() {
     // copy the blocks).
     for good in ["settings/good.conf", "settings/comments.conf"] {
         let text = std::fs::read_to_string(testdata(good)).unwrap();
-        let parsed = keep_rsync::settings::parse(&text, Path::new(good), "source").unwrap();
+        let parsed =
+            keep_rsync::settings::parse(&text, Path::new(good), keep_rsync::role::Role::Source)
+                .unwrap();
         assert_eq!(parsed.api_host, "127.0.0.1:1", "{good}");
         assert!(parsed.insecure, "{good}");
         assert!(parsed.warnings.is_empty(), "{good}: {:?}", parsed.warnings);
@@ -316,7 +318,7 @@ async fn bad_input_exits_2_with_one_paragraph_and_writes_nothing() {
     let good = keep_rsync::services::parse_services(
         &std::fs::read_to_string(testdata("services/good.json")).unwrap(),
         "good.json",
-        "source",
+        keep_rsync::role::Role::Source,
     )
     .unwrap();
     assert_eq!(good.len(), 2);

@@ -33,17 +33,17 @@ pub use relay::Relay;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use bytes::Bytes;
 use futures::stream::{self, FuturesUnordered, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
+use crate::endpoint::Opened;
 use crate::plan::{Action, Job, Plan};
 use crate::progress::Reporter;
 use crate::protocol::client::{body_chunks, with_retries, Backoff, Failure, FailureKind};
 use crate::protocol::probe_order;
-use crate::report::{FailedBlock, ServiceStats, Stats};
-use crate::services::{KeepService, Side};
+use crate::report::{FailedBlock, Stats};
+use crate::services::{Service, Side};
 use crate::throttle::Throttle;
 
 /// How blocks are copied.
@@ -87,12 +87,11 @@ struct BlockError {
     reason: String,
 }
 
-/// A read whose headers said the block is coming.
-enum Opened {
-    /// A GET response, holding its service's `--max-per-service` slot.
-    Body(reqwest::Response, OwnedSemaphorePermit),
-    /// A whole, verified volume file.
-    File(Bytes),
+/// A read whose first answer says the block is coming, holding its
+/// service's `--max-per-service` slot while it lasts.
+struct Reading {
+    opened: Opened,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl<'a> Copier<'a> {
@@ -168,7 +167,7 @@ impl<'a> Copier<'a> {
         let holders = plan.dst_holders(job);
         let mut bad: Vec<u16> = Vec::new();
         for &d in holders {
-            let svc = &self.dst.services[d as usize];
+            let svc = &self.dst.services[d as usize].endpoint;
             match self.read_whole(From::Dst(d), job).await {
                 Ok(_) => {}
                 Err(f) if matches!(f.kind, FailureKind::BadData | FailureKind::NotFound) => {
@@ -180,7 +179,7 @@ impl<'a> Copier<'a> {
                 }
                 Err(f) => {
                     return Err(BlockError {
-                        service: svc.uuid.clone(),
+                        service: svc.id().to_string(),
                         reason: format!("could not verify: {f}"),
                     })
                 }
@@ -260,7 +259,7 @@ impl<'a> Copier<'a> {
                         if f.kind != FailureKind::BadData {
                             dead[k] = true;
                         }
-                        let label = self.service_of(c).uuid.clone();
+                        let label = self.service_of(c).endpoint.id().to_string();
                         reasons.push(format!("{label}: {f}"));
                         last_service = label;
                     }
@@ -280,15 +279,15 @@ impl<'a> Copier<'a> {
         })
     }
 
-    fn side_of(&self, c: From) -> (&Side, usize, &ServiceStats) {
+    fn side_of(&self, c: From) -> (&Side, usize) {
         match c {
-            From::Src(i) => (self.src, i as usize, &self.stats.src[i as usize]),
-            From::Dst(i) => (self.dst, i as usize, &self.stats.dst[i as usize]),
+            From::Src(i) => (self.src, i as usize),
+            From::Dst(i) => (self.dst, i as usize),
         }
     }
 
-    fn service_of(&self, c: From) -> &KeepService {
-        let (side, i, _) = self.side_of(c);
+    fn service_of(&self, c: From) -> &Service {
+        let (side, i) = self.side_of(c);
         &side.services[i]
     }
 
@@ -303,12 +302,12 @@ impl<'a> Copier<'a> {
         skip: &[u16],
         need: u32,
     ) -> Result<Result<u32, BlockError>, Failure> {
-        let (side, i, _) = self.side_of(c);
+        let (side, i) = self.side_of(c);
         let r = with_retries(self.opts.backoff, self.opts.retries, |_| async move {
             let opened = self.open(c, job).await?;
-            let relay = match &opened {
+            let relay = match &opened.opened {
                 Opened::File(b) => Relay::verified(b.clone()),
-                Opened::Body(..) => Relay::new(job.size as u64),
+                Opened::Body(_) => Relay::new(job.size as u64),
             };
             let read = self.fill(c, job, opened, &relay);
             let write = async {
@@ -349,11 +348,12 @@ impl<'a> Copier<'a> {
     /// failures on it), with no write: `--verify-existing` read-backs and
     /// repairs.
     async fn read_whole(&self, c: From, job: &Job) -> Result<Relay, Failure> {
-        let (side, i, _) = self.side_of(c);
+        let (side, i) = self.side_of(c);
         let r = with_retries(self.opts.backoff, self.opts.retries, |_| async move {
-            match self.open(c, job).await? {
-                Opened::File(b) => Ok(Relay::verified(b)),
-                opened => {
+            let opened = self.open(c, job).await?;
+            match &opened.opened {
+                Opened::File(b) => Ok(Relay::verified(b.clone())),
+                Opened::Body(_) => {
                     let relay = Relay::new(job.size as u64);
                     self.fill(c, job, opened, &relay).await.map(|()| relay)
                 }
@@ -363,40 +363,55 @@ impl<'a> Copier<'a> {
         r.map_err(|(f, _)| self.note_down(side, i, f))
     }
 
-    /// Start a read on candidate `c`: up to the GET's headers (or the whole
-    /// file of a volume). Failures are counted against the service.
-    async fn open(&self, c: From, job: &Job) -> Result<Opened, Failure> {
-        let (side, i, st) = self.side_of(c);
-        if side.is_down(i) {
+    /// Start a read on candidate `c`: up to the GET's headers, or the whole
+    /// (verified) file of a volume. Failures are counted against the service;
+    /// a whole file is counted as read (and paced by `--bwlimit`) here.
+    async fn open(&self, c: From, job: &Job) -> Result<Reading, Failure> {
+        let (side, i) = self.side_of(c);
+        let svc = &side.services[i];
+        if svc.is_down() {
             return Err(gone());
         }
         let size = job.size as u64;
-        if side.services[i].service_type == crate::volume::VOLUME_TYPE {
-            return self.read_volume(side, i, st, job).await.map(Opened::File);
-        }
-        let permit = side.limits[i]
+        let slot = svc
+            .limit
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| gone())?;
         let loc = side.get_locator(&job.hash, size);
-        let r = side
-            .client
-            .open_block(&side.services[i].url(), &loc, size)
-            .await;
-        if r.is_err() {
-            count(st, &r, size);
+        let opened = svc.endpoint.open(&side.client, &loc, &job.hash, size).await;
+        match &opened {
+            Err(_) => svc.stats.count(&opened, size),
+            Ok(Opened::File(_)) => {
+                if let Some(t) = &self.opts.throttle {
+                    t.take(size).await;
+                }
+                self.stats.bytes_read.fetch_add(size, Relaxed);
+                self.reporter.bytes(size);
+                svc.stats.count(&opened, size);
+            }
+            Ok(Opened::Body(_)) => {}
         }
-        r.map(|resp| Opened::Body(resp, permit))
+        opened.map(|opened| Reading {
+            opened,
+            _slot: slot,
+        })
     }
 
     /// Read an opened GET body into `relay`, verified; bytes are counted per
     /// chunk as they arrive (progress) and taken back if the read fails.
-    async fn fill(&self, c: From, job: &Job, opened: Opened, relay: &Relay) -> Result<(), Failure> {
-        let Opened::Body(resp, _permit) = opened else {
+    async fn fill(
+        &self,
+        c: From,
+        job: &Job,
+        reading: Reading,
+        relay: &Relay,
+    ) -> Result<(), Failure> {
+        let Opened::Body(resp) = reading.opened else {
             return Ok(());
         };
-        let (_, _, st) = self.side_of(c);
+        let svc = self.service_of(c);
         let got = AtomicU64::new(0);
         let on_bytes = |n: u64| {
             got.fetch_add(n, Relaxed);
@@ -414,7 +429,7 @@ impl<'a> Copier<'a> {
         if r.is_err() {
             self.reporter.bytes_undone(got.load(Relaxed));
         }
-        count(st, &r, job.size as u64);
+        svc.stats.count(&r, job.size as u64);
         r
     }
 
@@ -422,68 +437,34 @@ impl<'a> Copier<'a> {
     /// mark it down so later blocks skip it at once instead of each paying
     /// the retries, and list it (the run then exits 1; a rerun completes).
     fn note_down(&self, side: &Side, i: usize, f: Failure) -> Failure {
-        if f.kind == FailureKind::Unreachable && !side.down[i].swap(true, Relaxed) {
+        let svc = &side.services[i];
+        if f.kind == FailureKind::Unreachable && svc.mark_down() {
             let why = format!("stopped accepting connections mid-run: {f}");
             self.reporter.log(
                 crate::progress::Level::Warn,
-                &format!("{} service {}: {why}", side.role, side.services[i].label()),
+                &format!("{} service {}: {why}", side.role, svc.endpoint.label()),
             );
-            self.stats.service_down(side.role, &side.services[i], &why);
+            self.stats.service_down(side.role, svc, &why);
         }
         f
-    }
-
-    /// Read a block file from a raw volume (`--src-volume-dir`), verified.
-    async fn read_volume(
-        &self,
-        side: &Side,
-        i: usize,
-        st: &ServiceStats,
-        job: &Job,
-    ) -> Result<Bytes, Failure> {
-        let root = std::path::PathBuf::from(&side.services[i].host);
-        let (hash, size) = (job.hash, job.size as u64);
-        let r = tokio::task::spawn_blocking(move || crate::volume::read_block(&root, &hash, size))
-            .await
-            .unwrap_or_else(|e| {
-                Err(Failure::new(
-                    FailureKind::Rejected,
-                    format!("read failed: {e}"),
-                ))
-            });
-        if let Some(t) = &self.opts.throttle {
-            t.take(size).await;
-        }
-        match &r {
-            Ok(_) => {
-                self.stats.bytes_read.fetch_add(size, Relaxed);
-                self.reporter.bytes(size);
-            }
-            Err(f) => self.reporter.log(crate::progress::Level::Warn, &f.detail),
-        }
-        count(st, &r, size);
-        r
     }
 
     /// PUT to one destination service (with retries for transient failures).
     /// A PUT that broke because the block's read failed is `Abandoned`: it
     /// says nothing about the service and is neither retried nor counted.
     async fn put_to(&self, d: u16, job: &Job, relay: &Relay, desired: u32) -> Result<u32, Failure> {
-        let i = d as usize;
-        if self.dst.is_down(i) {
+        let svc = &self.dst.services[d as usize];
+        if svc.is_down() {
             return Err(gone());
         }
-        let url = self.dst.services[i].url();
         let classes = self.opts.storage_classes.as_deref();
         let size = job.size as u64;
         let r = with_retries(self.opts.backoff, self.opts.retries, |_| {
-            let url = &url;
             async move {
-                let _permit = self.dst.limits[i].acquire().await.ok();
-                let r = self
-                    .dst
-                    .client
-                    .put_block(url, &job.hash, size, relay.body(), desired, classes)
+                let _permit = svc.limit.acquire().await.ok();
+                let r = svc
+                    .endpoint
+                    .put(&self.dst.client, &job.hash, size, relay.body(), desired, classes)
                     .await;
                 if r.is_err() && relay.is_failed() {
                     return Err(Failure::new(FailureKind::Abandoned, relay::ReadFailed.to_string()));
@@ -498,7 +479,7 @@ impl<'a> Copier<'a> {
                     )),
                     _ => Ok(ok.replicas),
                 });
-                count(&self.stats.dst[i], &r, size);
+                svc.stats.count(&r, size);
                 r
             }
         })
@@ -509,7 +490,7 @@ impl<'a> Copier<'a> {
                 self.stats.bytes_written.fetch_add(size * n as u64, Relaxed);
                 Ok(n)
             }
-            Err((f, _)) => Err(self.note_down(self.dst, i, f)),
+            Err((f, _)) => Err(self.note_down(self.dst, d as usize, f)),
         }
     }
 
@@ -530,9 +511,8 @@ impl<'a> Copier<'a> {
             .into_iter()
             .map(|i| i as u16)
             .filter(|&i| {
-                self.dst.services[i as usize].writable()
-                    && !self.dst.is_down(i as usize)
-                    && !skip.contains(&i)
+                let svc = &self.dst.services[i as usize];
+                svc.endpoint.writable() && !svc.is_down() && !skip.contains(&i)
             })
             .collect();
         let mut next = 0;
@@ -561,9 +541,9 @@ impl<'a> Copier<'a> {
                     })
                 }
                 Err(f) => {
-                    let svc = &self.dst.services[d as usize];
-                    reasons.push(format!("{}: {f}", svc.uuid));
-                    last_service = svc.uuid.clone();
+                    let id = self.dst.services[d as usize].endpoint.id();
+                    reasons.push(format!("{id}: {f}"));
+                    last_service = id.to_string();
                 }
             }
             if stored >= need {
@@ -603,18 +583,6 @@ fn gone() -> Failure {
         FailureKind::Transient,
         "service found unreachable earlier in this run",
     )
-}
-
-fn count<T>(st: &ServiceStats, r: &Result<T, Failure>, size: u64) {
-    st.requests.fetch_add(1, Relaxed);
-    match r {
-        Ok(_) => {
-            st.bytes.fetch_add(size, Relaxed);
-        }
-        Err(_) => {
-            st.errors.fetch_add(1, Relaxed);
-        }
-    }
 }
 
 /// Whether every requested class is confirmed with at least one replica.

@@ -42,6 +42,9 @@ pub enum FailureKind {
     BadData,
     /// Any other refusal (400, 405, 413 …): move on, no retry.
     Rejected,
+    /// An index line that is not `HASH+SIZE MTIME`: the service is not what
+    /// the services list says it is. No retry; the run stops.
+    Malformed,
     /// A write given up because the block's read failed under it: nothing
     /// was stored, and it says nothing about the service. No retry.
     Abandoned,

@@ -1,0 +1,219 @@
+//! Both sides of a run, ready to use: settings files → keep services (a
+//! services list, the API server, or raw volumes) → the discovery defaults
+//! that are needed → a [`Side`] each, with its pooled client. Everything that
+//! can be wrong with the configuration is found here, before any index is
+//! fetched (exit 2), or the API server that should answer does not (exit 3).
+
+use crate::cli::Config;
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Result};
+use crate::progress::{Level, Reporter};
+use crate::protocol::client::{ClientOptions, KeepClient};
+use crate::role::Role;
+use crate::services::{self, Discovery, Service, Side};
+use crate::settings::{self, Settings};
+
+/// The default blob signature TTL of Arvados (two weeks).
+pub const DEFAULT_TTL: u64 = 1_209_600;
+
+/// Both sides, and the replicas wanted at the destination.
+pub struct Sides {
+    pub src: Side,
+    pub dst: Side,
+    pub want: u32,
+}
+
+/// Settings, services and defaults for both sides.
+pub async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<Sides> {
+    let (src_settings, dst_settings) = load_settings(cfg, reporter)?;
+    let src = source_endpoints(cfg, &src_settings).await?;
+    let dst = keep_endpoints(
+        cfg,
+        &dst_settings,
+        Role::Destination,
+        cfg.dst_services_json.as_deref(),
+    )
+    .await?;
+    check_distinct(&src, &dst)?;
+    let defaults = Defaults::fetch(cfg, &src_settings, &dst_settings).await?;
+    check_writable(&dst, defaults.want)?;
+    Ok(Sides {
+        src: make_side(Role::Source, src_settings, src, defaults.src_ttl, cfg)?,
+        dst: make_side(Role::Destination, dst_settings, dst, defaults.dst_ttl, cfg)?,
+        want: defaults.want,
+    })
+}
+
+/// Both settings files; with raw volumes as the source and no `-src`, the
+/// source cluster need not exist.
+fn load_settings(cfg: &Config, reporter: &dyn Reporter) -> Result<(Settings, Settings)> {
+    let src = if !cfg.src_volume_dirs.is_empty() && cfg.src.is_empty() {
+        Settings::default()
+    } else {
+        settings::load(&cfg.src, Role::Source)?
+    };
+    let dst = settings::load(&cfg.dst, Role::Destination)?;
+    for w in src.warnings.iter().chain(&dst.warnings) {
+        reporter.log(Level::Warn, w);
+    }
+    Ok((src, dst))
+}
+
+/// The source: raw volumes when given, else its keep services.
+async fn source_endpoints(cfg: &Config, s: &Settings) -> Result<Vec<Endpoint>> {
+    if cfg.src_volume_dirs.is_empty() {
+        keep_endpoints(cfg, s, Role::Source, cfg.src_services_json.as_deref()).await
+    } else {
+        Ok(crate::volume::open_all(&cfg.src_volume_dirs)?
+            .into_iter()
+            .map(Endpoint::Volume)
+            .collect())
+    }
+}
+
+/// A side's keep services: from its services flag (JSON, file or stdin), or
+/// from its API server.
+async fn keep_endpoints(
+    cfg: &Config,
+    s: &Settings,
+    role: Role,
+    json: Option<&str>,
+) -> Result<Vec<Endpoint>> {
+    let list = match json {
+        Some(arg) => {
+            let (text, origin) = services::read_services_arg(arg, role.services_flag())?;
+            services::parse_services(&text, &origin, role)?
+        }
+        None => {
+            services::fetch_accessible(&services::api_client(s, cfg.connect_timeout)?, s, role)
+                .await?
+        }
+    };
+    Ok(list.into_iter().map(Endpoint::Keep).collect())
+}
+
+/// Copying a cluster onto itself does nothing useful.
+fn check_distinct(src: &[Endpoint], dst: &[Endpoint]) -> Result<()> {
+    match src
+        .iter()
+        .find(|s| dst.iter().any(|d| d.url() == s.url() || d.id() == s.id()))
+    {
+        Some(s) => Err(Error::config(format!(
+            "the source and destination both list {}: copying a cluster onto itself does nothing \
+             useful. Check -src/-dst and the services lists.",
+            s.label()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Each replica needs its own writable keepstore (a keepproxy stores them all).
+fn check_writable(dst: &[Endpoint], want: u32) -> Result<()> {
+    let writable: Vec<&Endpoint> = dst.iter().filter(|s| s.writable()).collect();
+    if writable.is_empty() {
+        return Err(Error::config(
+            "the destination has no writable keep service (all are read-only or gateways): \
+             nothing can be copied there.",
+        ));
+    }
+    if !writable.iter().any(|s| s.is_proxy()) && want as usize > writable.len() {
+        return Err(Error::config(format!(
+            "-replications {want} is more than the {} writable destination services: each replica \
+             needs its own keepstore. Lower -replications or add services.",
+            writable.len()
+        )));
+    }
+    Ok(())
+}
+
+/// What the flags leave to the clusters' discovery documents.
+struct Defaults {
+    want: u32,
+    src_ttl: u64,
+    dst_ttl: u64,
+}
+
+impl Defaults {
+    /// Flags first; a discovery document is read only when a default is
+    /// needed (replicas, or the TTL of a side that signs).
+    async fn fetch(cfg: &Config, src: &Settings, dst: &Settings) -> Result<Defaults> {
+        let need_dst_doc = cfg.replications == 0
+            || (cfg.verify_existing && dst.blob_signing_key.is_some() && cfg.dst_ttl == 0);
+        let need_src_doc =
+            src.blob_signing_key.is_some() && cfg.src_ttl == 0 && cfg.src_volume_dirs.is_empty();
+        let dst_doc = if need_dst_doc {
+            let flag = if cfg.replications == 0 {
+                "-replications N"
+            } else {
+                "-dst-blob-signature-ttl DURATION"
+            };
+            discovery(dst, Role::Destination, flag, cfg).await?
+        } else {
+            Discovery::default()
+        };
+        let src_doc = if need_src_doc {
+            let flag = "-src-blob-signature-ttl DURATION (the source's blobSignatureTtl, needed to sign locators)";
+            discovery(src, Role::Source, flag, cfg).await?
+        } else {
+            Discovery::default()
+        };
+        let want = if cfg.replications > 0 {
+            cfg.replications
+        } else {
+            dst_doc.default_replication.filter(|&n| n > 0).ok_or_else(|| {
+                Error::unreadable(format!(
+                    "the destination API server ({}) gave no defaultCollectionReplication: pass -replications N.",
+                    dst.api_host
+                ))
+            })?
+        };
+        let ttl = |flag: u64, doc: &Discovery| {
+            if flag > 0 {
+                flag
+            } else {
+                doc.blob_signature_ttl.unwrap_or(DEFAULT_TTL)
+            }
+        };
+        Ok(Defaults {
+            want,
+            src_ttl: ttl(cfg.src_ttl, &src_doc),
+            dst_ttl: ttl(cfg.dst_ttl, &dst_doc),
+        })
+    }
+}
+
+async fn discovery(s: &Settings, role: Role, needed_for: &str, cfg: &Config) -> Result<Discovery> {
+    services::fetch_discovery(
+        &services::api_client(s, cfg.connect_timeout)?,
+        s,
+        role,
+        needed_for,
+    )
+    .await
+}
+
+fn make_side(
+    role: Role,
+    settings: Settings,
+    endpoints: Vec<Endpoint>,
+    ttl: u64,
+    cfg: &Config,
+) -> Result<Side> {
+    let opts = ClientOptions {
+        connect_timeout: cfg.connect_timeout,
+        stall_timeout: cfg.stall_timeout,
+        insecure: settings.insecure,
+        pool_per_host: cfg.max_per_service.max(cfg.checkers),
+    };
+    let client = KeepClient::new(&settings.api_token, &opts).map_err(Error::config)?;
+    Ok(Side {
+        role,
+        settings,
+        services: endpoints
+            .into_iter()
+            .map(|e| Service::new(e, cfg.max_per_service))
+            .collect(),
+        client,
+        ttl,
+    })
+}
