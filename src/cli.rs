@@ -23,7 +23,8 @@ pub const DEFAULT_INDEX_BUDGET: u64 = 4_000_000;
 const EXIT_CODES: &str = "\
 Exit codes:
   0    complete: every planned block is at the destination with the wanted replicas
-  1    finished, but some blocks failed (listed at the end; rerun to retry them)
+  1    finished, but some blocks failed or a service could not be read (listed at
+       the end; rerun to retry them); in a dry run: the plan misses a service
   2    usage or configuration error (flags, settings file, services list)
   3    a service, the API server or an index could not be read: nothing was planned
   130  interrupted (SIGINT/SIGTERM); rerun to finish: the destination index is the checkpoint

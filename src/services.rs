@@ -1,4 +1,4 @@
-//! Keep services (protocol §3, §6): which keepstores (or keepproxies) make up
+//! Keep services (docs/protocol.md, "Keep services" and "API server discovery"): which keepstores (or keepproxies) make up
 //! each side, from a services list the admin gave (file, literal JSON or
 //! stdin) or from the API server, plus the discovery-document defaults.
 //!
@@ -99,7 +99,7 @@ pub fn read_services_arg(arg: &str, flag: &str) -> Result<(String, String)> {
     Ok((text, format!("{arg} (from {flag})")))
 }
 
-/// Parse and validate a services list (the §3 JSON shape). `origin` names it
+/// Parse and validate a services list (docs/protocol.md, "Keep services"). `origin` names it
 /// in messages.
 pub fn parse_services(text: &str, origin: &str, role: Role) -> Result<Vec<KeepService>> {
     let bad = |why: String| Error::config(format!("the {role} services list in {origin} {why}"));
@@ -182,7 +182,7 @@ pub fn parse_services(text: &str, origin: &str, role: Role) -> Result<Vec<KeepSe
                 svc.url()
             )));
         }
-        // Two items with the same URL are one service (protocol §3).
+        // Two items with the same URL are one service (docs/protocol.md, "Keep services").
         if out.iter().any(|s| s.url() == svc.url()) {
             continue;
         }

@@ -1,4 +1,4 @@
-//! Settings files (protocol §7): where `-src`/`-dst` point, and what they say.
+//! Settings files (docs/protocol.md, "Settings files"): where `-src`/`-dst` point, and what they say.
 //!
 //! `NAME` without a `/` resolves to `$XDG_CONFIG_HOME/arvados/NAME.conf` when
 //! that exists, else `$HOME/.config/arvados/NAME.conf`, like arv-copy. Lines

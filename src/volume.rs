@@ -1,6 +1,6 @@
 //! Raw keepstore directory volumes as a source (`--src-volume-dir`), for
 //! recovering the disks of a dead keepstore or a cluster with no working
-//! servers (protocol §9).
+//! servers (docs/protocol.md, "Volume layouts").
 //!
 //! A volume is `ROOT/XYZ/HASH`: XYZ the first three hex digits, the file the
 //! raw block. `HASH.trash.DEADLINE` files are trash and temp files are

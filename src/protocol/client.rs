@@ -1,4 +1,4 @@
-//! HTTP calls to Keep services (protocol §5): index, block GET, block PUT.
+//! HTTP calls to Keep services (docs/protocol.md, "Keepstore HTTP API"): index, block GET, block PUT.
 //!
 //! Each call answers with the data or a classified [`Failure`]: the copy
 //! pipeline decides what to do next (retry the same service, move to the next

@@ -1,4 +1,4 @@
-//! Block hashes and locators (`HASH[+SIZE][+HINT...]`, protocol §1).
+//! Block hashes and locators (`HASH[+SIZE][+HINT...]`, docs/protocol.md, "Blocks and locators").
 //!
 //! A [`BlockHash`] is the 16 raw bytes of an MD5: it sorts like its hex form,
 //! costs 16 bytes in the plan, and is printed as 32 lowercase hex digits.

@@ -1,9 +1,11 @@
 //! The Keep protocol, in one place: block hashes and locators, permission
-//! signatures, rendezvous (probe) order, and the wire details shared by the
-//! keep-rsync client and the keepstore simulator.
+//! signatures, rendezvous (probe) order, the wire details shared by the
+//! keep-rsync client and the keepstore simulator, and [`client`], the HTTP
+//! calls keep-rsync makes.
 //!
-//! Nothing here does I/O. Everything follows `keep-protocol.md` §1, §2 and §4,
-//! and is checked against the reference vectors of the Arvados SDKs.
+//! Only `client` does I/O. Everything follows docs/protocol.md ("Blocks and
+//! locators", "Permission signatures", "Rendezvous order", "Keepstore HTTP
+//! API") and is checked against the reference vectors of the Arvados SDKs.
 
 pub mod client;
 pub mod locator;

@@ -1,4 +1,4 @@
-//! Blob permission signatures (protocol §2): signing locators for GETs on a
+//! Blob permission signatures (docs/protocol.md, "Permission signatures"): signing locators for GETs on a
 //! cluster that enforces them, verifying them in the simulator, and keeping
 //! them out of anything a human or a log collector reads.
 

@@ -1,4 +1,5 @@
-//! A minimal HTTPS stand-in for the Arvados API server (protocol §3, §6), for
+//! A minimal HTTPS stand-in for the Arvados API server (docs/protocol.md, "Keep services" and
+//! "API server discovery"), for
 //! clients that discover Keep services and the discovery document the way
 //! real tools do: `GET /arvados/v1/keep_services/accessible` and
 //! `GET /discovery/v1/apis/arvados/v1/rest`, over TLS with a self-signed

@@ -1,5 +1,6 @@
 //! keepstore-sim: a faithful Arvados keepstore simulator for tests, demos and
-//! benchmarks of keep-rsync (protocol §3–§6, §9, §10).
+//! benchmarks of keep-rsync (docs/protocol.md: Keep services through API server
+//! discovery, volume layouts, and the Python SDK as a reference client).
 //!
 //! A [`Cluster`] is N keepstores on 127.0.0.1 (each its own port and store,
 //! in memory or in a keepstore-style directory), with optional fault
@@ -306,7 +307,7 @@ impl Cluster {
         &self.cfg
     }
 
-    /// The services list, shaped like `keep_services/accessible` (§3).
+    /// The services list, shaped like `keep_services/accessible` (docs/protocol.md, "Keep services").
     pub fn services_json(&self) -> serde_json::Value {
         let owner = format!("{}-tpzed-000000000000000", self.cfg.uuid_prefix);
         let items: Vec<serde_json::Value> = self

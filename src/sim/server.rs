@@ -1,4 +1,4 @@
-//! The Keep API of one simulated keepstore (protocol §5), served with hyper:
+//! The Keep API of one simulated keepstore (docs/protocol.md, "Keepstore HTTP API"), served with hyper:
 //! `GET/HEAD /LOCATOR`, `PUT /HASH`, `GET /index[/PREFIX]`, plus the private
 //! `/_sim/...` endpoints, with faults injected as `faults.rs` decides.
 //!

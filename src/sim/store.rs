@@ -1,5 +1,5 @@
 //! Block storage of one simulated keepstore: in memory, or a keepstore-style
-//! directory volume (`ROOT/XYZ/HASH`, protocol §9) that survives a restart.
+//! directory volume (`ROOT/XYZ/HASH`, docs/protocol.md, "Volume layouts") that survives a restart.
 //!
 //! The store knows nothing about HTTP, signatures or faults; the handlers in
 //! `server.rs` and the direct test helpers on `Cluster` both use it.

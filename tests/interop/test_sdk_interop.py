@@ -31,7 +31,7 @@ USER_TOKEN = "usertoken0123456789abcdefghijklmnopqrstuvwxyz01234"
 SIGNING_KEY = "signingkey-" + "k" * 40
 SERVICES = 5
 
-# Protocol §4: the reference probe orders shared by the Go and Python SDKs.
+# docs/protocol.md, "Rendezvous order": the reference probe orders shared by the Go and Python SDKs.
 REFERENCE = [
     ("10eab6008d5642cf42abd2aa41f847cb", "3eab2d5fc9681074"),
     ("9a25b027482b37e047104e2e532cabae", "097dba52e648f1c3"),
@@ -41,7 +41,7 @@ REFERENCE = [
 
 
 class MockApi:
-    """Just enough of an API client for KeepClient (protocol §10)."""
+    """Just enough of an API client for KeepClient (docs/protocol.md, "Python SDK as a reference client")."""
 
     def __init__(self, services, token):
         self.api_token = token
