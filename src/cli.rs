@@ -475,17 +475,17 @@ fn at_least_one(flag: &'static str) -> impl Fn(&str) -> Result<usize, ValueError
 
 /// `--bwlimit`: bytes per second; 0 means no limit.
 fn parse_bwlimit(v: &str) -> Result<u64, ValueError> {
-    crate::units::parse_rate(v)
+    crate::protocol::units::parse_rate(v)
         .map(|r| r.unwrap_or(0))
         .map_err(|e| format!("bad --bwlimit: {e}."))
 }
 
 fn parse_buffer_memory(v: &str) -> Result<u64, ValueError> {
-    crate::units::parse_budget(v).map_err(|e| format!("bad --buffer-memory: {e}."))
+    crate::protocol::units::parse_budget(v).map_err(|e| format!("bad --buffer-memory: {e}."))
 }
 
 fn parse_max_memory(v: &str) -> Result<crate::memory::Budgets, ValueError> {
-    crate::units::parse_size(v)
+    crate::protocol::units::parse_size(v)
         .and_then(crate::memory::Budgets::from_total)
         .map_err(|e| format!("bad --max-memory: {e}."))
 }

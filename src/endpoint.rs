@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::index::Entry;
 use crate::protocol::client::{Failure, FailureKind, KeepClient, PutOk};
 use crate::protocol::BlockHash;
-use crate::services::KeepService;
+use crate::protocol::KeepService;
 use crate::volume::Volume;
 
 /// A place blocks can be listed and read from.

@@ -35,7 +35,6 @@ pub mod settings;
 pub mod sides;
 pub mod sim;
 pub mod throttle;
-pub mod units;
 pub mod volume;
 
 use std::sync::Arc;

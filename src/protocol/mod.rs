@@ -1,73 +1,10 @@
-//! The Keep protocol, in one place: block hashes and locators, permission
-//! signatures, rendezvous (probe) order, the wire details shared by the
-//! keep-rsync client and the keepstore simulator, and [`client`], the HTTP
-//! calls keep-rsync makes.
-//!
-//! Only `client` does I/O. Everything follows docs/protocol.md ("Blocks and
-//! locators", "Permission signatures", "Rendezvous order", "Keepstore HTTP
-//! API") and is checked against the reference vectors of the Arvados SDKs.
+//! The Keep protocol as keep-rsync speaks it: the wire format from the
+//! `keep-protocol` crate (locators, signatures, rendezvous order, index
+//! lines, services lists; shared with keepstore-sim), re-exported here, and
+//! [`client`], the HTTP calls keep-rsync makes (index, block GET, block PUT)
+//! with their failure classes. Only `client` does network I/O. See
+//! docs/protocol.md.
 
 pub mod client;
-pub mod locator;
-pub mod rendezvous;
-pub mod signing;
 
-pub use locator::{BlockHash, Locator, LocatorError, EMPTY_BLOCK_HASH, MAX_BLOCK_SIZE};
-pub use rendezvous::{probe_order, uuid_weight_suffix};
-pub use signing::{redact_signatures, sign_locator, signature, verify_signature, SignatureError};
-
-/// Header a PUT answers with: replicas this service stored (missing means 1).
-pub const HDR_REPLICAS_STORED: &str = "x-keep-replicas-stored";
-/// Header a PUT carries: how many replicas the client wants in total.
-pub const HDR_DESIRED_REPLICAS: &str = "x-keep-desired-replicas";
-/// Header a PUT carries: storage classes wanted, `a, b`.
-pub const HDR_STORAGE_CLASSES: &str = "x-keep-storage-classes";
-/// Header a PUT answers with: `class=N, class=M`.
-pub const HDR_STORAGE_CLASSES_CONFIRMED: &str = "x-keep-storage-classes-confirmed";
-
-/// Value of the `Authorization` header for a token, as the SDKs send it.
-pub fn auth_header(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
-/// Extract the token from an `Authorization` header value: keepstore accepts
-/// both `Bearer TOKEN` and the older `OAuth2 TOKEN`.
-pub fn token_from_auth_header(value: &str) -> Option<&str> {
-    let value = value.trim();
-    for scheme in ["Bearer ", "OAuth2 "] {
-        if let Some(rest) = value.strip_prefix(scheme) {
-            let tok = rest.trim();
-            if !tok.is_empty() {
-                return Some(tok);
-            }
-        }
-    }
-    None
-}
-
-/// Whether `s` is a valid index prefix: 0–32 lowercase hex digits.
-pub fn is_valid_prefix(s: &str) -> bool {
-    s.len() <= 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn auth_schemes() {
-        assert_eq!(token_from_auth_header("Bearer abc"), Some("abc"));
-        assert_eq!(token_from_auth_header("OAuth2 abc"), Some("abc"));
-        assert_eq!(token_from_auth_header("Basic abc"), None);
-        assert_eq!(token_from_auth_header("Bearer "), None);
-    }
-
-    #[test]
-    fn prefixes() {
-        assert!(is_valid_prefix(""));
-        assert!(is_valid_prefix("0af"));
-        assert!(!is_valid_prefix("0AF"));
-        assert!(!is_valid_prefix("g"));
-        assert!(!is_valid_prefix(&"a".repeat(33)));
-    }
-}
+pub use keep_protocol::*;

@@ -111,7 +111,7 @@ struct ServeArgs {
     discard_data: bool,
     /// Send each GET body and read each PUT body at most this fast (per
     /// request; K/M/G = KiB/MiB/GiB per second): a long link or a disk.
-    #[arg(long, value_name = "RATE", value_parser = crate::units::parse_size, default_value = "0")]
+    #[arg(long, value_name = "RATE", value_parser = crate::protocol::units::parse_size, default_value = "0")]
     link_rate: u64,
     /// Services (indices) that are full: PUT answers 507.
     #[arg(long, value_delimiter = ',', value_name = "I,J")]

@@ -20,7 +20,7 @@ pub struct SizeRange {
 }
 
 use super::store::Data;
-use crate::units::parse_size;
+use crate::protocol::units::parse_size;
 
 impl FromStr for SizeRange {
     type Err = String;

@@ -3,7 +3,7 @@
 
 use md5::{Digest, Md5};
 
-use super::locator::BlockHash;
+use crate::locator::BlockHash;
 
 /// The part of a service uuid that is weighed: the last 15 characters of a
 /// 27-character uuid. Other lengths are refused (the Go and Python SDKs

@@ -5,7 +5,7 @@
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
-use super::locator::Locator;
+use crate::locator::Locator;
 
 /// `hex(HMAC-SHA1(key, HASH@TOKEN@EXPIRY@TTL))` with EXPIRY as 8-digit hex
 /// and TTL as unpadded hex seconds.
