@@ -8,8 +8,8 @@ use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
 
-use crate::index::Entry;
 use crate::protocol::client::{Failure, FailureKind, KeepClient, PutOk};
+use crate::protocol::index::Entry;
 use crate::protocol::BlockHash;
 use crate::protocol::KeepService;
 use crate::volume::Volume;
@@ -104,7 +104,8 @@ impl Endpoint {
     ) -> Result<(Vec<Entry>, u64), Failure> {
         match self {
             Endpoint::Keep(s) => {
-                crate::index::list_keep_service(client, &s.url(), prefix, answered, on_bytes).await
+                crate::protocol::client::list_index(client, &s.url(), prefix, answered, on_bytes)
+                    .await
             }
             Endpoint::Volume(v) => {
                 let (root, prefix) = (v.root.clone(), prefix.to_string());

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::index::Entry;
 use crate::protocol::client::{Failure, FailureKind};
+use crate::protocol::index::Entry;
 use crate::protocol::{BlockHash, MAX_BLOCK_SIZE};
 
 /// A keepstore directory volume read as a source.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use keep_rsync::index::{BodyError, BodyParser, Entry};
+use keep_rsync::protocol::index::{BodyError, BodyParser, Entry};
 use keep_rsync::sim::{ClusterConfig, SizeRange};
 
 fn testdata(rel: &str) -> PathBuf {

@@ -16,6 +16,9 @@ use futures::StreamExt;
 use rand::Rng;
 use reqwest::StatusCode;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::index::{BodyError, BodyParser, Entry};
 use super::locator::BlockHash;
 use super::{
     auth_header, HDR_DESIRED_REPLICAS, HDR_REPLICAS_STORED, HDR_STORAGE_CLASSES,
@@ -299,6 +302,55 @@ impl KeepClient {
             replicas,
             classes_confirmed,
         })
+    }
+}
+
+/// `GET /index/PREFIX` from one Keep service, parsed as the body streams in:
+/// the entries (unsorted) and the number of lines. A body that ends without
+/// its blank line is a transient failure (it is retried); a malformed line
+/// is a `Malformed` one (it is not).
+pub async fn list_index(
+    client: &KeepClient,
+    url: &str,
+    prefix: &str,
+    answered: &AtomicBool,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<(Vec<Entry>, u64), Failure> {
+    let resp = client.index(url, prefix).await?;
+    answered.store(true, Ordering::Relaxed);
+    let mut parser = BodyParser::default();
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            Failure::new(
+                FailureKind::Transient,
+                format!(
+                    "index body broke after {} lines: {}",
+                    parser.lines(),
+                    describe_http_error(&e)
+                ),
+            )
+        })?;
+        on_bytes(chunk.len() as u64);
+        parser
+            .feed(&chunk, &mut |e| entries.push(e))
+            .map_err(|e| match e {
+                BodyError::Malformed { line_no, line } => Failure::new(
+                    FailureKind::Malformed,
+                    format!("malformed line {line_no}: {line:?} (expected \"HASH+SIZE MTIME\")"),
+                ),
+                BodyError::Incomplete { .. } => Failure::new(FailureKind::Transient, "incomplete"),
+            })?;
+    }
+    match parser.finish() {
+        Ok(lines) => Ok((entries, lines)),
+        Err(BodyError::Incomplete { lines }) | Err(BodyError::Malformed { line_no: lines, .. }) => {
+            Err(Failure::new(
+                FailureKind::Transient,
+                format!("the index ended after {lines} lines without its terminating blank line"),
+            ))
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
 use super::seed::{remote_probe_order, RemoteService};
-use crate::index::{BodyParser, Entry};
+use crate::protocol::index::{BodyParser, Entry};
 use crate::protocol::BlockHash;
 
 /// What to copy and how.

@@ -8,6 +8,7 @@
 //! stdin. Everything follows docs/protocol.md and is checked against the
 //! reference vectors of the Arvados SDKs.
 
+pub mod index;
 pub mod locator;
 pub mod rendezvous;
 pub mod services;
