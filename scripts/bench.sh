@@ -56,7 +56,7 @@ fi
 T_START=$(date +%s.%N)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "bench: cargo build --release" >&2
-cargo build --release --quiet
+cargo build --workspace --release --quiet
 BIN=$ROOT/target/release
 KR=$BIN/keep-rsync
 SIM=$BIN/keepstore-sim

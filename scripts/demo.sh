@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
 done
 
 echo "== building keep-rsync and keepstore-sim ($profile)"
-if [ "$profile" = release ]; then cargo build --release --quiet; else cargo build --quiet; fi
+if [ "$profile" = release ]; then cargo build --workspace --release --quiet; else cargo build --workspace --quiet; fi
 bin="target/$profile"
 
 work=$(mktemp -d)

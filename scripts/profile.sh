@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v perf >/dev/null || { echo "profile: perf not found (apt-get install -y linux-perf)" >&2; exit 2; }
-cargo build --release --quiet
+cargo build --workspace --release --quiet
 BIN=$PWD/target/release
 W=$(mktemp -d /tmp/keep-rsync-profile.XXXXXX)
 PIDS=()

@@ -18,6 +18,6 @@ fi
 # A one-node Slurm cluster starts in about a second, so the sbatch recipe is
 # tested for real unless INSTALL_SLURM=0.
 INSTALL_SLURM="${INSTALL_SLURM:-1}" bash scripts/install-test-deps.sh
-cargo build --all-targets --quiet
-cargo test --all-targets
+cargo build --workspace --all-targets --quiet
+cargo test --workspace --all-targets
 KEEPSTORE_SIM="${CARGO_TARGET_DIR:-$PWD/target}/debug/keepstore-sim" .venv/bin/pytest -q tests/interop

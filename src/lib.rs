@@ -33,7 +33,6 @@ pub mod run;
 pub mod services;
 pub mod settings;
 pub mod sides;
-pub mod sim;
 pub mod throttle;
 pub mod volume;
 

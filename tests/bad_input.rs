@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use keep_rsync::protocol::index::{BodyError, BodyParser, Entry};
-use keep_rsync::sim::{ClusterConfig, SizeRange};
+use keepstore_sim::{ClusterConfig, SizeRange};
 
 fn testdata(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use keep_rsync::sim::ClusterConfig;
+use keepstore_sim::ClusterConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_copy_with_signatures_places_each_block_once_in_rendezvous_order() {

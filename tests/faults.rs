@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use keep_rsync::protocol::BlockHash;
-use keep_rsync::sim::Faults;
+use keepstore_sim::Faults;
 
 /// Each block sits on exactly the first `n` writable destination services of
 /// its probe order that are not in `skip`, and every copy hashes to its name.
@@ -40,7 +40,7 @@ fn assert_dst_clean(p: &Pair) {
     }
 }
 
-fn injected(c: &keep_rsync::sim::Cluster) -> u64 {
+fn injected(c: &keepstore_sim::Cluster) -> u64 {
     (0..c.len()).map(|i| c.counters(i).faults_injected).sum()
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use keep_rsync::protocol::BlockHash;
-use keep_rsync::sim::{ClusterConfig, SizeRange};
+use keepstore_sim::{ClusterConfig, SizeRange};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -315,7 +315,7 @@ async fn a_report_is_left_even_when_nothing_could_be_planned() {
     // An unreadable index (exit 3).
     p.src.set_faults(
         1,
-        keep_rsync::sim::Faults {
+        keepstore_sim::Faults {
             index_incomplete: true,
             ..Default::default()
         },

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use common::*;
 use keep_rsync::plan::{Job, PlanCounts};
 use keep_rsync::progress::{Level, Reporter};
-use keep_rsync::sim::{ClusterConfig, SizeRange, SyntheticIndex};
+use keepstore_sim::{ClusterConfig, SizeRange, SyntheticIndex};
 use tokio_util::sync::CancellationToken;
 
 /// Counts what the pipeline reports: blocks in flight (started, not yet

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use keep_rsync::sim::{ClusterConfig, SyntheticIndex};
+use keepstore_sim::{ClusterConfig, SyntheticIndex};
 use serde_json::Value;
 
 fn synthetic(token: &str, fraction: f64) -> ClusterConfig {

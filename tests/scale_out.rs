@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use common::*;
 use keep_rsync::protocol::BlockHash;
-use keep_rsync::sim::SizeRange;
+use keepstore_sim::SizeRange;
 use serde_json::Value;
 
 fn repo() -> &'static Path {

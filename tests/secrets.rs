@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use keep_rsync::sim::Faults;
+use keepstore_sim::Faults;
 
 /// Fail if `text` holds a secret: a token, a key, a `+A` hint, or a run of
 /// 40 hex digits (a full HMAC-SHA1 signature).

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use common::*;
 use keep_rsync::protocol::BlockHash;
-use keep_rsync::sim::{Faults, SizeRange};
+use keepstore_sim::{Faults, SizeRange};
 
 const BLOCKS: usize = 5000;
 const MAX_RUNS: usize = 6;

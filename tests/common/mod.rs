@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use keep_rsync::protocol::BlockHash;
-use keep_rsync::sim::{Cluster, ClusterConfig, Faults, SizeRange};
+use keepstore_sim::{Cluster, ClusterConfig, Faults, SizeRange};
 
 pub const SRC_TOKEN: &str = "srcroottoken4p2m9x7kq1z8w3v5b6n0c";
 pub const DST_TOKEN: &str = "dstroottoken8h3j6k1l0p2o9i4u7y5t";

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use rand::{Rng, RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{probe_order, uuid_weight_suffix, BlockHash, MAX_BLOCK_SIZE};
+use keep_protocol::{probe_order, BlockHash, KeepService, MAX_BLOCK_SIZE};
 
 /// An inclusive range of block sizes in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,7 +20,7 @@ pub struct SizeRange {
 }
 
 use super::store::Data;
-use crate::protocol::units::parse_size;
+use keep_protocol::units::parse_size;
 
 impl FromStr for SizeRange {
     type Err = String;
@@ -124,68 +124,9 @@ pub fn placement(order: &[usize], writable: &[bool], replicas: usize) -> Vec<usi
         .collect()
 }
 
-/// A Keep service as listed in a services JSON document.
-#[derive(Clone, Debug)]
-pub struct RemoteService {
-    pub uuid: String,
-    pub url: String,
-    pub read_only: bool,
-}
-
-/// The services of a `keep_services/accessible`-shaped document.
-pub fn parse_services(v: &serde_json::Value) -> Result<Vec<RemoteService>, String> {
-    let items = v
-        .get("items")
-        .and_then(|i| i.as_array())
-        .ok_or("services JSON has no \"items\" list")?;
-    items
-        .iter()
-        .map(|it| {
-            let uuid = it
-                .get("uuid")
-                .and_then(|u| u.as_str())
-                .ok_or("service without uuid")?
-                .to_string();
-            if uuid_weight_suffix(&uuid).is_none() {
-                return Err(format!("service uuid {uuid:?} is not 27 characters"));
-            }
-            let host = it
-                .get("service_host")
-                .and_then(|h| h.as_str())
-                .ok_or("service without service_host")?;
-            let port = it
-                .get("service_port")
-                .and_then(|p| p.as_u64())
-                .ok_or("service without service_port")?;
-            let ssl = it
-                .get("service_ssl_flag")
-                .and_then(|s| s.as_bool())
-                .unwrap_or(false);
-            let host = if host.contains(':') {
-                format!("[{host}]")
-            } else {
-                host.to_string()
-            };
-            let url = format!("{}://{host}:{port}", if ssl { "https" } else { "http" });
-            let read_only = it
-                .get("read_only")
-                .and_then(|r| r.as_bool())
-                .unwrap_or(false);
-            Ok(RemoteService {
-                uuid,
-                url,
-                read_only,
-            })
-        })
-        .collect()
-}
-
 /// Probe order of `hash` over `services`, as indices.
-pub fn remote_probe_order(services: &[RemoteService], hash: &BlockHash) -> Vec<usize> {
-    let suffixes: Vec<&str> = services
-        .iter()
-        .map(|s| uuid_weight_suffix(&s.uuid).unwrap_or(&s.uuid))
-        .collect();
+pub fn remote_probe_order(services: &[KeepService], hash: &BlockHash) -> Vec<usize> {
+    let suffixes: Vec<&str> = services.iter().map(|s| s.weight_suffix()).collect();
     probe_order(hash, &suffixes)
 }
 
@@ -193,7 +134,7 @@ pub fn remote_probe_order(services: &[RemoteService], hash: &BlockHash) -> Vec<u
 /// first `replicas` writable services of its probe order that accept it.
 /// Returns `(hash, size, services that stored it)` per block.
 pub async fn seed_over_http(
-    services: &[RemoteService],
+    services: &[KeepService],
     token: &str,
     n: usize,
     sizes: &[SizeRange],
@@ -216,7 +157,7 @@ pub async fn seed_over_http(
                 continue;
             }
             let resp = client
-                .put(format!("{}/{}", s.url, h))
+                .put(format!("{}/{}", s.url(), h))
                 .bearer_auth(token)
                 .header("X-Keep-Desired-Replicas", replicas.to_string())
                 .body(data.clone())

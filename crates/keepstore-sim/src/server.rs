@@ -30,8 +30,8 @@ use super::faults::{FaultDecision, FaultOp, Faults};
 use super::store::{now_ns, Store};
 use super::synthetic::SyntheticIndex;
 use super::{CounterSnapshot, HashCounters};
-use crate::protocol::{
-    self, sign_locator, token_from_auth_header, verify_signature, BlockHash, Locator,
+use keep_protocol::{
+    self as protocol, sign_locator, token_from_auth_header, verify_signature, BlockHash, Locator,
     SignatureError, EMPTY_BLOCK_HASH, MAX_BLOCK_SIZE,
 };
 

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::protocol::BlockHash;
+use keep_protocol::BlockHash;
 
 /// One index entry: hash, size in bytes, mtime in unix nanoseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -268,7 +268,7 @@ impl Store {
                         let name = name.to_string_lossy();
                         if name.len() == 3
                             && name.starts_with(prefix)
-                            && crate::protocol::is_valid_prefix(&name)
+                            && keep_protocol::is_valid_prefix(&name)
                         {
                             v.push(e.path());
                         }

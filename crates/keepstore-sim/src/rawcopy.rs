@@ -19,14 +19,15 @@ use std::time::Instant;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
-use super::seed::{remote_probe_order, RemoteService};
-use crate::protocol::index::{BodyParser, Entry};
-use crate::protocol::BlockHash;
+use super::seed::remote_probe_order;
+use keep_protocol::index::{BodyParser, Entry};
+use keep_protocol::BlockHash;
+use keep_protocol::KeepService;
 
 /// What to copy and how.
 pub struct RawCopy<'a> {
-    pub src: &'a [RemoteService],
-    pub dst: &'a [RemoteService],
+    pub src: &'a [KeepService],
+    pub dst: &'a [KeepService],
     pub src_token: &'a str,
     pub dst_token: &'a str,
     pub replicas: usize,
@@ -86,28 +87,28 @@ pub fn parse_blocks(text: &str) -> Result<Vec<Entry>, String> {
 
 async fn list(
     client: &reqwest::Client,
-    svc: &RemoteService,
+    svc: &KeepService,
     token: &str,
 ) -> Result<Vec<Entry>, String> {
     let resp = client
-        .get(format!("{}/index", svc.url))
+        .get(format!("{}/index", svc.url()))
         .bearer_auth(token)
         .send()
         .await
-        .map_err(|e| format!("{}: {e}", svc.url))?;
+        .map_err(|e| format!("{}: {e}", svc.url()))?;
     if !resp.status().is_success() {
-        return Err(format!("{}: index: HTTP {}", svc.url, resp.status()));
+        return Err(format!("{}: index: HTTP {}", svc.url(), resp.status()));
     }
     let body = resp
         .bytes()
         .await
-        .map_err(|e| format!("{}: {e}", svc.url))?;
+        .map_err(|e| format!("{}: {e}", svc.url()))?;
     let mut out = Vec::new();
     let mut p = BodyParser::default();
     p.feed(&body, &mut |e| out.push(e))
-        .map_err(|e| format!("{}: index: {e:?}", svc.url))?;
+        .map_err(|e| format!("{}: index: {e:?}", svc.url()))?;
     p.finish()
-        .map_err(|e| format!("{}: index: {e:?}", svc.url))?;
+        .map_err(|e| format!("{}: index: {e:?}", svc.url()))?;
     Ok(out)
 }
 
@@ -150,7 +151,7 @@ pub async fn run(mut rc: RawCopy<'_>) -> Result<RawCopyResult, String> {
         .map(|(e, s)| async move {
             let src = &rc.src[s];
             let data: Chunks = match client
-                .get(format!("{}/{}+{}", src.url, e.hash, e.size))
+                .get(format!("{}/{}+{}", src.url(), e.hash, e.size))
                 .bearer_auth(rc.src_token)
                 .send()
                 .await
@@ -180,7 +181,7 @@ pub async fn run(mut rc: RawCopy<'_>) -> Result<RawCopyResult, String> {
                 let data = data.clone();
                 async move {
                     client
-                        .put(format!("{}/{}", rc.dst[i].url, e.hash))
+                        .put(format!("{}/{}", rc.dst[i].url(), e.hash))
                         .bearer_auth(rc.dst_token)
                         .header("X-Keep-Desired-Replicas", rc.replicas)
                         .header("Content-Length", data.len())

@@ -3,18 +3,17 @@
 //! benchmark helpers `rawcopy` and `md5-speed`).
 //!
 //! Scripts rely on the flag names and on one behaviour: the services file
-//! (and `--settings-file`) appears, by rename from `FILE.tmp`, only once every
-//! service is listening. Secrets are never printed except into the settings
+//! (and `--settings-file`) appears, whole (a temporary file renamed into
+//! place), only once every service is listening. Secrets are never printed except into the settings
 //! file the caller asked for.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
 use super::seed::{self, SizeRange};
 use super::{Cluster, ClusterConfig, Faults, SyntheticIndex};
-use crate::protocol::BlockHash;
+use keep_protocol::{BlockHash, KeepService};
 
 /// A faithful Arvados keepstore simulator (Keep API on 127.0.0.1, optional
 /// faults, HTTPS API-server stub, synthetic indexes).
@@ -111,7 +110,7 @@ struct ServeArgs {
     discard_data: bool,
     /// Send each GET body and read each PUT body at most this fast (per
     /// request; K/M/G = KiB/MiB/GiB per second): a long link or a disk.
-    #[arg(long, value_name = "RATE", value_parser = crate::protocol::units::parse_size, default_value = "0")]
+    #[arg(long, value_name = "RATE", value_parser = keep_protocol::units::parse_size, default_value = "0")]
     link_rate: u64,
     /// Services (indices) that are full: PUT answers 507.
     #[arg(long, value_delimiter = ',', value_name = "I,J")]
@@ -237,8 +236,8 @@ struct RawcopyArgs {
     /// Replicas written per block (first writable services of the probe order).
     #[arg(long, value_name = "R", default_value_t = 2)]
     replicas: usize,
-    /// Blocks in flight.
-    #[arg(long, value_name = "N", default_value_t = crate::cli::DEFAULT_TRANSFERS)]
+    /// Blocks in flight (scripts/bench.sh passes keep-rsync's --transfers).
+    #[arg(long, value_name = "N", default_value_t = 32)]
     concurrency: usize,
     /// `HASH+SIZE` lines to copy instead of listing the source indexes
     /// (each read from the first service of its source probe order).
@@ -291,9 +290,16 @@ fn write_atomically(path: &str, text: &str) -> std::io::Result<()> {
         out.write_all(text.as_bytes())?;
         return out.flush();
     }
-    let tmp = format!("{path}.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    use std::io::Write;
+    let path = std::path::Path::new(path);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 fn check_rate(name: &str, v: f64) -> Result<(), String> {
@@ -471,17 +477,13 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-fn load_services(arg: &str) -> Result<Vec<seed::RemoteService>, String> {
-    let text = if arg.trim_start().starts_with('{') {
-        arg.to_string()
-    } else if arg == "-" {
-        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("reading stdin: {e}"))?
-    } else {
-        std::fs::read_to_string(Path::new(arg)).map_err(|e| format!("reading {arg}: {e}"))?
-    };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{arg}: not JSON: {e}"))?;
-    seed::parse_services(&v).map_err(|e| format!("{arg}: {e}"))
+/// A services argument (JSON text, a file, or `-`), read and parsed as
+/// keep-rsync does.
+fn load_services(arg: &str) -> Result<Vec<KeepService>, String> {
+    let (text, _) = keep_protocol::services::read_services_arg(arg)
+        .map_err(|e| format!("reading the services list {arg}: {e}"))?;
+    keep_protocol::services::parse_services(&text)
+        .map_err(|e| format!("the services list {arg} {e}"))
 }
 
 async fn seed_cmd(a: SeedArgs) -> ExitCode {
@@ -526,7 +528,7 @@ async fn counters_cmd(a: CountersArgs) -> ExitCode {
     let mut out = Vec::new();
     for s in &services {
         let resp = client
-            .get(format!("{}/_sim/counters", s.url))
+            .get(format!("{}/_sim/counters", s.url()))
             .bearer_auth(&a.root_token)
             .send()
             .await;
@@ -538,12 +540,12 @@ async fn counters_cmd(a: CountersArgs) -> ExitCode {
                 .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
             {
                 Ok(v) => v,
-                Err(e) => return fail(1, format!("{}: {e}", s.url)),
+                Err(e) => return fail(1, format!("{}: {e}", s.url())),
             },
-            Ok(r) => return fail(1, format!("{}: HTTP {}", s.url, r.status())),
-            Err(e) => return fail(1, format!("{}: {e}", s.url)),
+            Ok(r) => return fail(1, format!("{}: HTTP {}", s.url(), r.status())),
+            Err(e) => return fail(1, format!("{}: {e}", s.url())),
         };
-        out.push(serde_json::json!({ "uuid": s.uuid, "url": s.url, "counters": v }));
+        out.push(serde_json::json!({ "uuid": s.uuid, "url": s.url(), "counters": v }));
     }
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     ExitCode::SUCCESS

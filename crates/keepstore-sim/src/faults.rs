@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::BlockHash;
+use keep_protocol::BlockHash;
 
 /// Fault knobs for one service. All rates are fractions in 0.0..=1.0.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

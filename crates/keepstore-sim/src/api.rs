@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::token_from_auth_header;
+use keep_protocol::token_from_auth_header;
 
 type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 

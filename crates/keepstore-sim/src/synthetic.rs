@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::faults::{splitmix64, unit};
-use crate::protocol::{BlockHash, MAX_BLOCK_SIZE};
+use keep_protocol::{BlockHash, MAX_BLOCK_SIZE};
 
 /// A synthetic universe of blocks (see the module doc).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -164,7 +164,7 @@ impl SyntheticIndex {
     /// The block numbers whose hashes start with `prefix` (lowercase hex,
     /// at most 32 digits; anything else gives an empty range).
     pub fn range_for_prefix(&self, prefix: &str) -> Range<u64> {
-        if !crate::protocol::is_valid_prefix(prefix) {
+        if !keep_protocol::is_valid_prefix(prefix) {
             return 0..0;
         }
         if prefix.is_empty() {

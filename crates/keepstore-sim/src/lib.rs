@@ -10,9 +10,9 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use keep_rsync::sim::{Cluster, ClusterConfig};
+//! use keepstore_sim::{Cluster, ClusterConfig};
 //! let cluster = Cluster::start(ClusterConfig::new(4, "roottoken")).await?;
-//! let h = cluster.put_block(cluster.probe_order(&keep_rsync::protocol::BlockHash::of(b"foo"))[0], b"foo");
+//! let h = cluster.put_block(cluster.probe_order(&keep_protocol::BlockHash::of(b"foo"))[0], b"foo");
 //! println!("{} {}", cluster.url(0), h);
 //! cluster.shutdown().await;
 //! # Ok(()) }
@@ -46,7 +46,7 @@ pub use faults::{FaultDecision, FaultOp, Faults};
 pub use seed::SizeRange;
 pub use synthetic::SyntheticIndex;
 
-use crate::protocol::{probe_order, BlockHash};
+use keep_protocol::{probe_order, BlockHash};
 use server::{Shared, Svc};
 use store::Data;
 

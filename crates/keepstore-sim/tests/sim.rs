@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use keep_rsync::protocol::{sign_locator, BlockHash, Locator};
-use keep_rsync::sim::{Cluster, ClusterConfig, Faults, SizeRange, SyntheticIndex};
+use keep_protocol::{sign_locator, BlockHash, Locator};
+use keepstore_sim::{Cluster, ClusterConfig, Faults, SizeRange, SyntheticIndex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROOT: &str = "root-token-for-tests";
@@ -226,7 +226,7 @@ async fn put_statuses_and_signed_answer() {
     assert_eq!(sig.len(), 40);
     let exp = u64::from_str_radix(exp, 16).unwrap();
     assert!(exp > now() + 1_209_000 && exp <= now() + 1_209_601);
-    keep_rsync::protocol::verify_signature(&loc, KEY, "tok", 1_209_600, now()).unwrap();
+    keep_protocol::verify_signature(&loc, KEY, "tok", 1_209_600, now()).unwrap();
     assert!(c.has_block(0, &h));
     // Already stored: touched, 200. HASH+SIZE accepted too.
     assert_eq!(
@@ -479,7 +479,7 @@ async fn fault_decisions_are_deterministic() {
     };
     let h = BlockHash::of(&[0u8]);
     let want = f
-        .decide(1, keep_rsync::sim::FaultOp::Get, &h, 0)
+        .decide(1, keepstore_sim::FaultOp::Get, &h, 0)
         .fail
         .unwrap_or(200);
     assert_eq!(a[0], want);
@@ -804,7 +804,7 @@ async fn api_stub_over_https() {
 
 /// Throughput of one in-memory service over loopback HTTP (numbers for
 /// docs/keepstore-sim.md). Run with:
-/// `cargo test --test sim throughput -- --ignored --nocapture`
+/// `cargo test -p keepstore-sim --test sim throughput -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn throughput() {
