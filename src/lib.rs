@@ -4,18 +4,30 @@
 //!
 //! The modules follow the data flow of a run:
 //!
-//! - [`cli`]: flags (Go-compatible syntax) → validated [`cli::Config`].
+//! - [`cli`]: flags (Go-compatible syntax), parsed and checked by clap into [`cli::Config`].
 //! - [`settings`]: `-src`/`-dst` settings files.
-//! - [`services`]: each side's Keep services (services JSON or API server) and defaults.
-//! - [`index`]: fetching and parsing every service's index, refusing partial ones.
+//! - [`sides`]: both sides ready to use: settings → keep services (a services
+//!   list, the API server, or raw volumes) → discovery defaults → [`services::Side`].
+//! - [`services`]: a side's services and their state ([`services::Service`]),
+//!   the API server calls; [`endpoint`]: what a service is (a Keep service or
+//!   a directory volume, [`volume`]) and how it lists and reads blocks.
+//! - [`index`]: every service's index, retried, refusing partial ones.
 //! - [`plan`]: the diff, a pure function: what to copy or top up, from where.
-//! - [`copy`]: the pipeline: read → verify → write replicas in rendezvous order.
-//! - [`report`]: counters, the human summary and the JSON report; [`progress`]
-//!   renders them while the run goes.
-//! - [`volume`]: raw keepstore directory volumes as a source (`--src-volume-dir`).
+//! - [`copy`]: the pipeline: read → verify → write replicas in rendezvous
+//!   order, within a byte budget.
+//! - [`report`]: counters, the failure list, the human summary and the JSON
+//!   report; [`progress`] renders the run while it goes.
 //! - [`run`]: sequences the stages and maps the outcome to an exit code.
-//! - [`protocol`]: locators, signatures, rendezvous order, the HTTP calls.
-//! - [`sim`]: keepstore-sim, a faithful keepstore for tests, demo and benchmarks.
+//! - [`protocol`]: the wire format (the `keep-protocol` crate: locators,
+//!   signatures, rendezvous order, index lines, services lists) and the HTTP
+//!   client.
+//! - Small parts: [`role`] (source or destination), [`memory`] (the memory
+//!   model and `--max-memory`), [`throttle`] (`--bwlimit`), [`atomic_file`],
+//!   [`error`] (error kinds and exit codes).
+//!
+//! The keepstore simulator the tests, demo and benchmarks run against is its
+//! own crate (`crates/keepstore-sim`), a dev-dependency: keep-rsync never
+//! links server code.
 
 pub mod atomic_file;
 pub mod cli;
