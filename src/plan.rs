@@ -18,7 +18,7 @@ use std::collections::BinaryHeap;
 use serde::{Deserialize, Serialize};
 
 use crate::index::{Entry, ServiceIndex};
-use crate::protocol::{probe_order, BlockHash};
+use crate::protocol::{probe_order_among, BlockHash};
 use crate::services::KeepService;
 
 /// Why a block is in the plan.
@@ -260,11 +260,16 @@ pub fn plan(src: &[ServiceIndex], dst: &[ServiceIndex], opts: &PlanOptions<'_>) 
         .iter()
         .map(|s| s.weight_suffix())
         .collect();
+    // What each destination service's listing counts for (count_replicas).
+    let credit: Vec<u32> = (0..opts.dst_services.len())
+        .map(|i| count_replicas(&[i as u16], opts.dst_services, opts.want))
+        .collect();
     let mut counts = PlanCounts::new(opts.src_services.len());
     let mut out = Plan::default();
     let mut sm = Merge::new(src);
     let mut dm = Merge::new(dst);
     let (mut sh, mut dh) = (Vec::new(), Vec::new());
+    let (mut order, mut scratch) = (Vec::new(), Vec::new());
     let mut d_cur = dm.next(&mut dh);
     if let Some(e) = d_cur {
         counts.dst_blocks += 1;
@@ -288,7 +293,7 @@ pub fn plan(src: &[ServiceIndex], dst: &[ServiceIndex], opts: &PlanOptions<'_>) 
             Some(de) if de.hash == se.hash => &dh,
             _ => &[],
         };
-        let replicas = count_replicas(listed, opts.dst_services, opts.want);
+        let replicas: u32 = listed.iter().map(|&i| credit[i as usize]).sum();
         let size = se.size as u64;
         let action = if listed.is_empty() {
             counts.to_copy += 1;
@@ -309,16 +314,22 @@ pub fn plan(src: &[ServiceIndex], dst: &[ServiceIndex], opts: &PlanOptions<'_>) 
             Action::Verify
         };
         // Source holders in probe order: the first is where the block is read.
-        let order = probe_order(&se.hash, &src_suffixes);
-        let sources = order.iter().map(|&i| i as u16).filter(|i| sh.contains(i));
+        probe_order_among(&se.hash, &src_suffixes, &sh, &mut scratch, &mut order);
         if action != Action::Verify {
-            if let Some(first) = sources.clone().next() {
+            if let Some(&first) = order.first() {
                 counts.per_source[first as usize].add(size);
             }
             counts.per_digit[se.hash.first_digit() as usize].add(size);
         }
         if opts.jobs {
-            out.push(se.hash, se.size, action, replicas, sources, listed);
+            out.push(
+                se.hash,
+                se.size,
+                action,
+                replicas,
+                order.iter().copied(),
+                listed,
+            );
         }
     }
     // Count the destination-only blocks left after the last source hash.
@@ -350,6 +361,7 @@ pub fn count_replicas(listed: &[u16], dst_services: &[KeepService], want: u32) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::probe_order;
 
     fn svc(j: usize, read_only: bool) -> KeepService {
         KeepService {

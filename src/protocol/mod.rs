@@ -11,7 +11,7 @@ pub mod rendezvous;
 pub mod signing;
 
 pub use locator::{BlockHash, Locator, LocatorError, EMPTY_BLOCK_HASH, MAX_BLOCK_SIZE};
-pub use rendezvous::{probe_order, uuid_weight_suffix};
+pub use rendezvous::{probe_order, probe_order_among, uuid_weight_suffix};
 pub use signing::{redact_signatures, sign_locator, signature, verify_signature, SignatureError};
 
 /// Header a PUT answers with: replicas this service stored (missing means 1).
