@@ -199,57 +199,100 @@ pub struct PlanOptions<'a> {
     pub jobs: bool,
 }
 
+/// A hash as a number: it orders as the hash does, and compares in two
+/// machine words instead of a 16-byte `memcmp`.
+#[inline]
+fn key(e: &Entry) -> u128 {
+    u128::from_be_bytes(e.hash.0)
+}
+
+/// Up to this many lists, [`Merge`] finds the next hash by looking at every
+/// list's head (a few word compares each, no heap upkeep); beyond it, with a
+/// binary heap (log k per entry).
+const LINEAR_MERGE_MAX: usize = 16;
+
 /// Merge sorted, deduplicated per-service lists, yielding each hash once with
-/// its size and the services that list it.
+/// its size (from the lowest-numbered holder) and the services that list it
+/// (ascending).
 struct Merge<'a> {
-    lists: &'a [ServiceIndex],
-    pos: Vec<usize>,
-    heap: BinaryHeap<Reverse<(BlockHash, u16)>>,
+    /// Each list's head key and what is left of it. An exhausted list has
+    /// key `u128::MAX` and nothing left (a real hash may have that key too,
+    /// so emptiness is what counts).
+    cur: Vec<Cursor<'a>>,
+    /// Heap strategy: (head key, list), smallest first.
+    heap: Option<BinaryHeap<Reverse<(u128, u16)>>>,
+}
+
+struct Cursor<'a> {
+    key: u128,
+    rest: &'a [Entry],
 }
 
 impl<'a> Merge<'a> {
     fn new(lists: &'a [ServiceIndex]) -> Merge<'a> {
-        let mut heap = BinaryHeap::with_capacity(lists.len());
-        for (i, l) in lists.iter().enumerate() {
-            if let Some(e) = l.entries.first() {
-                heap.push(Reverse((e.hash, i as u16)));
+        Self::with_strategy(lists, lists.len() > LINEAR_MERGE_MAX)
+    }
+
+    fn with_strategy(lists: &'a [ServiceIndex], heap: bool) -> Merge<'a> {
+        let cur: Vec<Cursor> = lists
+            .iter()
+            .map(|l| Cursor {
+                key: l.entries.first().map_or(u128::MAX, key),
+                rest: &l.entries,
+            })
+            .collect();
+        let heap = heap.then(|| {
+            (cur.iter().enumerate())
+                .filter(|(_, c)| !c.rest.is_empty())
+                .map(|(i, c)| Reverse((c.key, i as u16)))
+                .collect()
+        });
+        Merge { cur, heap }
+    }
+
+    /// Next hash (as its key and entry) and its holders (ascending).
+    #[inline]
+    fn next(&mut self, holders: &mut Vec<u16>) -> Option<(u128, Entry)> {
+        holders.clear();
+        if self.heap.is_some() {
+            return self.next_heap(holders);
+        }
+        let min = self.cur.iter().fold(u128::MAX, |m, c| m.min(c.key));
+        let mut first: Option<Entry> = None;
+        for (i, c) in self.cur.iter_mut().enumerate() {
+            if c.key != min {
+                continue;
+            }
+            if let Some((e, rest)) = c.rest.split_first() {
+                first.get_or_insert(*e);
+                holders.push(i as u16);
+                c.rest = rest;
+                c.key = rest.first().map_or(u128::MAX, key);
             }
         }
-        Merge {
-            lists,
-            pos: vec![0; lists.len()],
-            heap,
-        }
+        first.map(|e| (min, e))
     }
 
-    fn peek(&self) -> Option<BlockHash> {
-        self.heap.peek().map(|Reverse((h, _))| *h)
-    }
-
-    /// Next hash, its size (from the first holder) and holders (ascending).
-    fn next(&mut self, holders: &mut Vec<u16>) -> Option<Entry> {
-        holders.clear();
-        let hash = self.peek()?;
-        let mut size = None;
-        while let Some(Reverse((h, svc))) = self.heap.peek().copied() {
-            if h != hash {
+    fn next_heap(&mut self, holders: &mut Vec<u16>) -> Option<(u128, Entry)> {
+        let heap = self.heap.as_mut()?;
+        let Reverse((min, _)) = *heap.peek()?;
+        let mut first = None;
+        while let Some(&Reverse((k, svc))) = heap.peek() {
+            if k != min {
                 break;
             }
-            self.heap.pop();
-            let s = svc as usize;
-            let e = self.lists[s].entries[self.pos[s]];
-            size.get_or_insert(e.size);
+            heap.pop();
+            let c = &mut self.cur[svc as usize];
+            first.get_or_insert(c.rest[0]);
             holders.push(svc);
-            self.pos[s] += 1;
-            if let Some(n) = self.lists[s].entries.get(self.pos[s]) {
-                self.heap.push(Reverse((n.hash, svc)));
+            c.rest = &c.rest[1..];
+            if let Some(e) = c.rest.first() {
+                heap.push(Reverse((key(e), svc)));
             }
         }
-        holders.sort_unstable();
-        Some(Entry {
-            hash,
-            size: size.unwrap_or(0),
-        })
+        // Equal keys pop in service order: holders come out ascending and
+        // the size is the lowest-numbered holder's, as in the linear merge.
+        first.map(|e| (min, e))
     }
 }
 
@@ -271,26 +314,26 @@ pub fn plan(src: &[ServiceIndex], dst: &[ServiceIndex], opts: &PlanOptions<'_>) 
     let (mut sh, mut dh) = (Vec::new(), Vec::new());
     let (mut order, mut scratch) = (Vec::new(), Vec::new());
     let mut d_cur = dm.next(&mut dh);
-    if let Some(e) = d_cur {
+    if let Some((_, e)) = d_cur {
         counts.dst_blocks += 1;
         counts.dst_bytes += e.size as u64;
     }
-    while let Some(se) = sm.next(&mut sh) {
+    while let Some((s_key, se)) = sm.next(&mut sh) {
         counts.src_blocks += 1;
         counts.src_bytes += se.size as u64;
         // Advance the destination merge up to this hash.
-        while let Some(de) = d_cur {
-            if de.hash >= se.hash {
+        while let Some((d_key, _)) = d_cur {
+            if d_key >= s_key {
                 break;
             }
             d_cur = dm.next(&mut dh);
-            if let Some(e) = d_cur {
+            if let Some((_, e)) = d_cur {
                 counts.dst_blocks += 1;
                 counts.dst_bytes += e.size as u64;
             }
         }
         let listed: &[u16] = match d_cur {
-            Some(de) if de.hash == se.hash => &dh,
+            Some((d_key, _)) if d_key == s_key => &dh,
             _ => &[],
         };
         let replicas: u32 = listed.iter().map(|&i| credit[i as usize]).sum();
@@ -335,7 +378,7 @@ pub fn plan(src: &[ServiceIndex], dst: &[ServiceIndex], opts: &PlanOptions<'_>) 
     // Count the destination-only blocks left after the last source hash.
     while d_cur.is_some() {
         d_cur = dm.next(&mut dh);
-        if let Some(e) = d_cur {
+        if let Some((_, e)) = d_cur {
             counts.dst_blocks += 1;
             counts.dst_bytes += e.size as u64;
         }
@@ -482,6 +525,62 @@ mod tests {
         );
         assert_eq!(p.counts.to_verify, 1);
         assert_eq!(p.counts.present, 1);
+    }
+
+    /// Both merge strategies give what a map from hash to (first size,
+    /// holders) gives, for 1 to 20 lists of random overlapping hashes.
+    #[test]
+    fn merges_agree() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for k in 1..=20usize {
+            let lists: Vec<ServiceIndex> = (0..k)
+                .map(|_| {
+                    let n = (rnd() % 300) as usize;
+                    let mut entries: Vec<Entry> = (0..n)
+                        .map(|_| {
+                            let mut hash = [0u8; 16];
+                            // Few distinct first bytes: many shared hashes.
+                            hash[0] = (rnd() % 4) as u8 * 0x55;
+                            hash[15] = (rnd() % 256) as u8;
+                            Entry {
+                                hash: BlockHash(hash),
+                                size: (rnd() % 1000) as u32,
+                            }
+                        })
+                        .collect();
+                    entries.sort_unstable();
+                    entries.dedup_by_key(|e| e.hash);
+                    ServiceIndex {
+                        lines: entries.len() as u64,
+                        entries,
+                    }
+                })
+                .collect();
+            let mut want = std::collections::BTreeMap::new();
+            for (i, l) in lists.iter().enumerate() {
+                for e in &l.entries {
+                    let v = want.entry(e.hash).or_insert((e.size, Vec::new()));
+                    v.1.push(i as u16);
+                }
+            }
+            let want: Vec<_> = want.into_iter().map(|(h, (s, v))| (h, s, v)).collect();
+            for heap in [false, true] {
+                let mut m = Merge::with_strategy(&lists, heap);
+                let mut got = Vec::new();
+                let mut holders = Vec::new();
+                while let Some((k, e)) = m.next(&mut holders) {
+                    assert_eq!(k, key(&e));
+                    got.push((e.hash, e.size, holders.clone()));
+                }
+                assert_eq!(got, want, "{k} lists, heap {heap}");
+            }
+        }
     }
 
     #[test]
