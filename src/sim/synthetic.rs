@@ -14,7 +14,7 @@
 
 use std::ops::Range;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::faults::{splitmix64, unit};
@@ -48,37 +48,72 @@ impl Default for SyntheticIndex {
 const CHUNK: usize = 64 << 10;
 const MTIME_BASE_NS: u64 = 1_600_000_000_000_000_000;
 
-static HEX: [[u8; 2]; 256] = {
-    let digits = b"0123456789abcdef";
-    let mut t = [[0u8; 2]; 256];
+/// "00".."99".
+static PAIRS: [[u8; 2]; 100] = {
+    let mut t = [[0u8; 2]; 100];
     let mut i = 0;
-    while i < 256 {
-        t[i] = [digits[i >> 4], digits[i & 15]];
+    while i < 100 {
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
         i += 1;
     }
     t
 };
 
-fn put_hex128(buf: &mut BytesMut, v: u128) {
+/// Room a line may need in the chunk buffer: 32 + 1 + 20 + 1 + 20 + 1, as
+/// numbers are written as fixed 20-byte copies of which only the digits
+/// count (the next write overwrites the rest).
+const LINE_ROOM: usize = 80;
+
+/// 32 lowercase hex digits of `v` (a fixed-size loop the compiler vectorizes).
+#[inline]
+fn hex128(v: u128) -> [u8; 32] {
     let mut out = [0u8; 32];
-    for (k, b) in v.to_be_bytes().iter().enumerate() {
-        out[2 * k..2 * k + 2].copy_from_slice(&HEX[*b as usize]);
+    for (pair, b) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
+        pair[0] = b >> 4;
+        pair[1] = b & 0x0f;
     }
-    buf.put_slice(&out);
+    for c in &mut out {
+        *c += if *c < 10 { b'0' } else { b'a' - 10 };
+    }
+    out
 }
 
-fn put_dec(buf: &mut BytesMut, mut v: u64) {
-    let mut out = [0u8; 20];
-    let mut i = out.len();
-    loop {
-        i -= 1;
-        out[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+/// The decimal digits of `v` in `tmp[20 - n..20]`; returns `n`. Four
+/// digits per 64-bit step (a multiply by a constant, not a division), then
+/// pairs from a table.
+#[inline]
+fn dec(mut v: u64, tmp: &mut [u8; 40]) -> usize {
+    let mut i = 20;
+    while v >= 10_000 {
+        let r = (v % 10_000) as u32;
+        v /= 10_000;
+        i -= 4;
+        tmp[i..i + 2].copy_from_slice(&PAIRS[(r / 100) as usize]);
+        tmp[i + 2..i + 4].copy_from_slice(&PAIRS[(r % 100) as usize]);
     }
-    buf.put_slice(&out[i..]);
+    if v >= 100 {
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&PAIRS[(v % 100) as usize]);
+        v /= 100;
+    }
+    if v >= 10 {
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&PAIRS[v as usize]);
+    } else {
+        i -= 1;
+        tmp[i] = b'0' + v as u8;
+    }
+    20 - i
+}
+
+/// Write `v` in decimal at `buf[at..]` (which has 20 bytes of room) and
+/// return the number of digits.
+#[inline]
+fn put_dec(buf: &mut [u8], at: usize, v: u64) -> usize {
+    let mut tmp = [0u8; 40];
+    let n = dec(v, &mut tmp);
+    buf[at..at + 20].copy_from_slice(&tmp[20 - n..40 - n]);
+    n
 }
 
 impl SyntheticIndex {
@@ -192,14 +227,7 @@ impl SyntheticIndex {
 
     /// The index lines of service `service` of `n` for `prefix`, as chunks.
     pub fn chunks(&self, service: usize, n: usize, prefix: &str) -> IndexChunks {
-        let range = self.range_for_prefix(prefix);
-        IndexChunks {
-            idx: self.clone(),
-            next: range.start,
-            end: range.end,
-            service,
-            n,
-        }
+        self.chunks_from(service, n, self.range_for_prefix(prefix))
     }
 
     /// Count the lines `chunks` would produce (walks the range; for tests).
@@ -211,12 +239,93 @@ impl SyntheticIndex {
 }
 
 /// Iterator over index chunks of about 64 KiB each.
+///
+/// Walks the block numbers of the prefix in order, keeping the hash's
+/// `floor(i·2^128/N)` part as running sums (no 128-bit division per block)
+/// and which service holds block `i` as a running offset; the lines are the
+/// ones [`SyntheticIndex::hash`], [`SyntheticIndex::size`] and
+/// [`SyntheticIndex::mtime_ns`] describe (unit test `chunks_match_the_definition`).
 pub struct IndexChunks {
     idx: SyntheticIndex,
     next: u64,
     end: u64,
-    service: usize,
-    n: usize,
+    /// `2^128 = q·N + r` (see `spacing`).
+    q: u128,
+    r: u64,
+    n_blocks: u64,
+    /// `next·q` (wrapping), and `next·r = quo·N + acc`.
+    iq: u128,
+    quo: u64,
+    acc: u64,
+    /// `(service - next) mod n`: the block is held when it is < replicas.
+    d: u64,
+    n: u64,
+    /// Every block held (replicas ≥ services), or none (no services).
+    all_held: bool,
+    present_key: u64,
+}
+
+impl SyntheticIndex {
+    fn chunks_from(&self, service: usize, n: usize, range: Range<u64>) -> IndexChunks {
+        let (q, r) = self.spacing();
+        let n_blocks = self.blocks.max(1);
+        let i = range.start;
+        let ir = i as u128 * r;
+        let n64 = (n as u64).max(1);
+        IndexChunks {
+            idx: self.clone(),
+            next: range.start,
+            end: if n == 0 { range.start } else { range.end },
+            q,
+            r: r as u64,
+            n_blocks,
+            iq: (i as u128).wrapping_mul(q),
+            quo: (ir / n_blocks as u128) as u64,
+            acc: (ir % n_blocks as u128) as u64,
+            d: (service as u64 % n64 + n64 - i % n64) % n64,
+            n: n64,
+            all_held: self.replicas >= n,
+            present_key: splitmix64(self.seed ^ 0x9E37_79B9_7F4A_7C15),
+        }
+    }
+}
+
+impl IndexChunks {
+    /// Move to the next block number.
+    #[inline]
+    fn step(&mut self) {
+        self.next += 1;
+        self.iq = self.iq.wrapping_add(self.q);
+        // acc + r, which wraps at N at most once (r < N); written so that
+        // nothing overflows when N is near 2^64.
+        if self.acc >= self.n_blocks - self.r {
+            self.acc -= self.n_blocks - self.r;
+            self.quo += 1;
+        } else {
+            self.acc += self.r;
+        }
+        self.d = if self.d == 0 { self.n - 1 } else { self.d - 1 };
+    }
+
+    /// `hash_u128(next)`: the base as running sums, and `X mod q` from a
+    /// quotient estimate `floor(X·N / 2^128)` (at most 2 short of the true
+    /// quotient, as `q·N` is within N of 2^128) instead of a division.
+    #[inline]
+    fn hash(&self) -> u128 {
+        let i = self.next;
+        let base = self.iq.wrapping_add(self.quo as u128);
+        let a = splitmix64(self.idx.seed ^ 0x243F_6A88_85A3_08D3 ^ splitmix64(i));
+        let b = splitmix64(a ^ 0x1319_8A2E_0370_7344);
+        let x = ((a as u128) << 64) | b as u128;
+        let q = self.q.max(1);
+        let n = self.n_blocks as u128;
+        let hi = (a as u128 * n + ((b as u128 * n) >> 64)) >> 64;
+        let mut low = x - hi * q;
+        while low >= q {
+            low -= q;
+        }
+        base.wrapping_add(low)
+    }
 }
 
 impl Iterator for IndexChunks {
@@ -225,21 +334,27 @@ impl Iterator for IndexChunks {
         if self.next >= self.end {
             return None;
         }
-        let mut buf = BytesMut::with_capacity(CHUNK + 128);
-        while self.next < self.end && buf.len() < CHUNK {
+        let mut buf = vec![0u8; CHUNK + LINE_ROOM];
+        let mut at = 0;
+        while self.next < self.end && at < CHUNK {
             let i = self.next;
-            self.next += 1;
-            if !self.idx.held_by(i, self.service, self.n) || !self.idx.present(i) {
-                continue;
+            let held = self.all_held || self.d < self.idx.replicas as u64;
+            if held && unit(splitmix64(self.present_key ^ i)) < self.idx.fraction {
+                let line = &mut buf[at..at + LINE_ROOM];
+                line[..32].copy_from_slice(&hex128(self.hash()));
+                line[32] = b'+';
+                let mut k = 33;
+                k += put_dec(line, k, self.idx.size(i));
+                line[k] = b' ';
+                k += 1;
+                k += put_dec(line, k, self.idx.mtime_ns(i));
+                line[k] = b'\n';
+                at += k + 1;
             }
-            put_hex128(&mut buf, self.idx.hash_u128(i));
-            buf.put_u8(b'+');
-            put_dec(&mut buf, self.idx.size(i));
-            buf.put_u8(b' ');
-            put_dec(&mut buf, self.idx.mtime_ns(i));
-            buf.put_u8(b'\n');
+            self.step();
         }
-        Some(buf.freeze())
+        buf.truncate(at);
+        Some(Bytes::from(buf))
     }
 }
 
@@ -268,6 +383,80 @@ mod tests {
         assert_eq!(s.lookup(&BlockHash::of(b"nope")), None);
         let avg = (0..s.blocks).map(|i| s.size(i)).sum::<u64>() / s.blocks;
         assert!(avg > (2 << 20) && avg < (7 << 20), "{avg}");
+    }
+
+    /// The fast generator sends exactly the lines the definitions give,
+    /// for small and huge universes (where `q`, `r` and the quotient
+    /// estimate are stretched), every holder pattern and partial presence.
+    #[test]
+    fn chunks_match_the_definition() {
+        let cases: &[(u64, &[&str])] = &[
+            (1, &["", "0", "f"]),
+            (2, &["", "8"]),
+            (3, &[""]),
+            (1000, &["", "7", "ff"]),
+            (4097, &["", "0", "abc"]),
+            (1_000_000, &["3f", "fff", "0000"]),
+            (999_999_937, &["12345", "fffff"]),
+            (1 << 40, &["abcdef12"]),
+            ((1 << 63) + 12_345, &["0123456789ab", "ffffffffffff"]),
+            (u64::MAX, &["fedcba987654"]),
+            // 2^128 mod N is 8/9 of N: the quotient estimate is often one short.
+            (0xc000_0000_0000_0007, &["0123456789ab", "ffffffffffff"]),
+        ];
+        for &(blocks, prefixes) in cases {
+            for (seed, replicas, fraction) in [(3, 2, 1.0), (7, 1, 0.5), (9, 5, 0.9)] {
+                let s = SyntheticIndex {
+                    blocks,
+                    seed,
+                    replicas,
+                    fraction,
+                };
+                for n in [1, 3, 4] {
+                    for service in 0..n {
+                        for p in prefixes {
+                            let mut want = String::new();
+                            for i in s.range_for_prefix(p) {
+                                if s.held_by(i, service, n) && s.present(i) {
+                                    want += &format!(
+                                        "{:032x}+{} {}\n",
+                                        s.hash_u128(i),
+                                        s.size(i),
+                                        s.mtime_ns(i)
+                                    );
+                                }
+                            }
+                            let chunks: Vec<Bytes> = s.chunks(service, n, p).collect();
+                            assert!(chunks.iter().all(|c| c.len() < CHUNK + LINE_ROOM));
+                            let got: Vec<u8> = chunks.concat();
+                            assert!(
+                                got == want.as_bytes(),
+                                "N={blocks} seed={seed} service {service}/{n} prefix {p:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let mut tmp = [0u8; 40];
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            999,
+            1000,
+            9999,
+            10_000,
+            12345,
+            1 << 40,
+            u64::MAX,
+        ] {
+            let n = dec(v, &mut tmp);
+            assert_eq!(&tmp[20 - n..20], v.to_string().as_bytes());
+        }
     }
 
     #[test]
