@@ -64,46 +64,59 @@ static PAIRS: [[u8; 2]; 100] = {
 /// count (the next write overwrites the rest).
 const LINE_ROOM: usize = 80;
 
-/// 32 lowercase hex digits of `v` (a fixed-size loop the compiler vectorizes).
+/// 8 hex digits of `x`, most significant first, as the bytes of a
+/// big-endian u64: the nibbles are spread one per byte by three shift-and-mask
+/// steps, then turned into ASCII with no carry crossing a byte (SWAR).
+#[inline]
+fn hex8(x: u32) -> u64 {
+    let mut x = x as u64;
+    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    x + 0x3030_3030_3030_3030 + letters * (b'a' - b'0' - 10) as u64
+}
+
+/// 32 lowercase hex digits of `v`.
 #[inline]
 fn hex128(v: u128) -> [u8; 32] {
     let mut out = [0u8; 32];
-    for (pair, b) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
-        pair[0] = b >> 4;
-        pair[1] = b & 0x0f;
-    }
-    for c in &mut out {
-        *c += if *c < 10 { b'0' } else { b'a' - 10 };
+    for (k, chunk) in out.chunks_exact_mut(8).enumerate() {
+        let x = (v >> (96 - 32 * k)) as u32;
+        chunk.copy_from_slice(&hex8(x).to_be_bytes());
     }
     out
 }
 
-/// The decimal digits of `v` in `tmp[20 - n..20]`; returns `n`. Four
-/// digits per 64-bit step (a multiply by a constant, not a division), then
-/// pairs from a table.
+/// 4 decimal digits of `x` (< 10^4) at `out[..4]`.
 #[inline]
-fn dec(mut v: u64, tmp: &mut [u8; 40]) -> usize {
-    let mut i = 20;
-    while v >= 10_000 {
-        let r = (v % 10_000) as u32;
-        v /= 10_000;
-        i -= 4;
-        tmp[i..i + 2].copy_from_slice(&PAIRS[(r / 100) as usize]);
-        tmp[i + 2..i + 4].copy_from_slice(&PAIRS[(r % 100) as usize]);
-    }
-    if v >= 100 {
-        i -= 2;
-        tmp[i..i + 2].copy_from_slice(&PAIRS[(v % 100) as usize]);
-        v /= 100;
-    }
-    if v >= 10 {
-        i -= 2;
-        tmp[i..i + 2].copy_from_slice(&PAIRS[v as usize]);
+fn dec4(out: &mut [u8], x: u32) {
+    out[..2].copy_from_slice(&PAIRS[(x / 100) as usize]);
+    out[2..4].copy_from_slice(&PAIRS[(x % 100) as usize]);
+}
+
+/// 8 decimal digits of `x` (< 10^8) at `out[..8]`.
+#[inline]
+fn dec8(out: &mut [u8], x: u32) {
+    dec4(&mut out[..4], x / 10_000);
+    dec4(&mut out[4..8], x % 10_000);
+}
+
+/// The decimal digits of `v` in `tmp[20 - n..20]`; returns `n`. All 20
+/// places are written with leading zeros, in independent 8-digit groups
+/// (multiplies by constants, no dependency chain through the whole number),
+/// and the count of digits says where the number starts.
+#[inline]
+fn dec(v: u64, tmp: &mut [u8; 40]) -> usize {
+    const E8: u64 = 100_000_000;
+    if v < E8 {
+        dec8(&mut tmp[12..20], v as u32);
     } else {
-        i -= 1;
-        tmp[i] = b'0' + v as u8;
+        dec4(&mut tmp[..4], (v / (E8 * E8)) as u32);
+        dec8(&mut tmp[4..12], (v / E8 % E8) as u32);
+        dec8(&mut tmp[12..20], (v % E8) as u32);
     }
-    20 - i
+    v.checked_ilog10().unwrap_or(0) as usize + 1
 }
 
 /// Write `v` in decimal at `buf[at..]` (which has 20 bytes of room) and
@@ -439,23 +452,23 @@ mod tests {
             }
         }
         let mut tmp = [0u8; 40];
-        for v in [
-            0,
-            1,
-            9,
-            10,
-            99,
-            100,
-            999,
-            1000,
-            9999,
-            10_000,
-            12345,
-            1 << 40,
-            u64::MAX,
-        ] {
+        let mut vs = vec![u64::MAX, u64::MAX - 1, 1 << 40];
+        for k in 0..20 {
+            let p = 10u64.pow(k);
+            vs.extend([p - 1, p, p + 1, p / 3 * 5]);
+        }
+        for v in vs {
             let n = dec(v, &mut tmp);
             assert_eq!(&tmp[20 - n..20], v.to_string().as_bytes());
+        }
+        for v in [
+            0u128,
+            1,
+            0xabc,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            assert_eq!(hex128(v), format!("{v:032x}").as_bytes());
         }
     }
 
