@@ -301,6 +301,7 @@ async fn sync(
             base: cfg.retry_backoff,
             max: cfg.retry_backoff.saturating_mul(30),
         },
+        recycle: Default::default(),
     };
     let plan_opts = PlanOptions {
         src_services: &src.services,
@@ -347,7 +348,15 @@ async fn sync(
         let (src_idx, dst_idx) =
             collect_indexes(fetched, &refs, [src, dst], stats, reporter, true)?;
         let p = plan(&src_idx, &dst_idx, &plan_opts);
-        drop((src_idx, dst_idx));
+        if p.jobs.is_empty() {
+            // The next pass parses into these.
+            fetch.recycle.give(src_idx);
+            fetch.recycle.give(dst_idx);
+        } else {
+            // The copy gets the memory back.
+            drop((src_idx, dst_idx));
+            fetch.recycle.clear();
+        }
         counts.add(&p.counts);
         reporter.planned(&p.counts, k + 1, prefixes.len());
         if !p.jobs.is_empty() {
