@@ -48,20 +48,7 @@ impl Default for SyntheticIndex {
 const CHUNK: usize = 64 << 10;
 const MTIME_BASE_NS: u64 = 1_600_000_000_000_000_000;
 
-/// "00".."99".
-static PAIRS: [[u8; 2]; 100] = {
-    let mut t = [[0u8; 2]; 100];
-    let mut i = 0;
-    while i < 100 {
-        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
-        i += 1;
-    }
-    t
-};
-
-/// Room a line may need in the chunk buffer: 32 + 1 + 20 + 1 + 20 + 1, as
-/// numbers are written as fixed 20-byte copies of which only the digits
-/// count (the next write overwrites the rest).
+/// Room a line needs in the chunk buffer: 32 + 1 + 20 + 1 + 20 + 1.
 const LINE_ROOM: usize = 80;
 
 /// 8 hex digits of `x`, most significant first, as the bytes of a
@@ -77,56 +64,67 @@ fn hex8(x: u32) -> u64 {
     x + 0x3030_3030_3030_3030 + letters * (b'a' - b'0' - 10) as u64
 }
 
-/// 32 lowercase hex digits of `v`.
+/// The 32 lowercase hex digits of `v` at `out[..32]`, in four 8-byte stores.
 #[inline]
-fn hex128(v: u128) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (k, chunk) in out.chunks_exact_mut(8).enumerate() {
+fn put_hex128(out: &mut [u8], v: u128) {
+    for (k, chunk) in out[..32].chunks_exact_mut(8).enumerate() {
         let x = (v >> (96 - 32 * k)) as u32;
         chunk.copy_from_slice(&hex8(x).to_be_bytes());
     }
-    out
 }
 
-/// 4 decimal digits of `x` (< 10^4) at `out[..4]`.
+/// The 8 decimal digits of `x` (< 10^8, with leading zeros) as the bytes of
+/// a little-endian u64, first digit lowest (SWAR): two 4-digit halves in the
+/// 32-bit lanes, each split into 2-digit pairs in 16-bit lanes (`y*5243 >> 19`
+/// is `y/100` below 43,699), each pair into digits (`y*103 >> 10` is `y/10`
+/// below 179), no lane overflowing into the next.
 #[inline]
-fn dec4(out: &mut [u8], x: u32) {
-    out[..2].copy_from_slice(&PAIRS[(x / 100) as usize]);
-    out[2..4].copy_from_slice(&PAIRS[(x % 100) as usize]);
+fn digits8(x: u32) -> u64 {
+    let mut v = (x / 10_000) as u64 | (((x % 10_000) as u64) << 32);
+    let h = ((v * 5243) >> 19) & 0x0000_007f_0000_007f;
+    v = h | ((v - h * 100) << 16);
+    let h = ((v * 103) >> 10) & 0x000f_000f_000f_000f;
+    v = h | ((v - h * 10) << 8);
+    v | 0x3030_3030_3030_3030
 }
 
-/// 8 decimal digits of `x` (< 10^8) at `out[..8]`.
+/// The number of decimal digits of `v`.
 #[inline]
-fn dec8(out: &mut [u8], x: u32) {
-    dec4(&mut out[..4], x / 10_000);
-    dec4(&mut out[4..8], x % 10_000);
-}
-
-/// The decimal digits of `v` in `tmp[20 - n..20]`; returns `n`. All 20
-/// places are written with leading zeros, in independent 8-digit groups
-/// (multiplies by constants, no dependency chain through the whole number),
-/// and the count of digits says where the number starts.
-#[inline]
-fn dec(v: u64, tmp: &mut [u8; 40]) -> usize {
-    const E8: u64 = 100_000_000;
-    if v < E8 {
-        dec8(&mut tmp[12..20], v as u32);
-    } else {
-        dec4(&mut tmp[..4], (v / (E8 * E8)) as u32);
-        dec8(&mut tmp[4..12], (v / E8 % E8) as u32);
-        dec8(&mut tmp[12..20], (v % E8) as u32);
-    }
+fn dec_len(v: u64) -> usize {
     v.checked_ilog10().unwrap_or(0) as usize + 1
 }
 
-/// Write `v` in decimal at `buf[at..]` (which has 20 bytes of room) and
-/// return the number of digits.
+/// Write `v` in decimal so that it ends at `out[end]` (exclusive): as 8, 16
+/// or 24 digits with leading zeros, in 8-byte stores, so up to 24 bytes
+/// before `end` are overwritten (`end >= 24`); the caller writes what comes
+/// before the number afterwards. Plain stores, no staging buffer (a wide
+/// copy from freshly stored bytes stalls store-to-load forwarding).
 #[inline]
-fn put_dec(buf: &mut [u8], at: usize, v: u64) -> usize {
-    let mut tmp = [0u8; 40];
-    let n = dec(v, &mut tmp);
-    buf[at..at + 20].copy_from_slice(&tmp[20 - n..40 - n]);
-    n
+fn put_dec_ending_at(out: &mut [u8], end: usize, v: u64) {
+    const E8: u64 = 100_000_000;
+    out[end - 8..end].copy_from_slice(&digits8((v % E8) as u32).to_le_bytes());
+    if v >= E8 {
+        out[end - 16..end - 8].copy_from_slice(&digits8((v / E8 % E8) as u32).to_le_bytes());
+    }
+    if v >= E8 * E8 {
+        out[end - 24..end - 16].copy_from_slice(&digits8((v / (E8 * E8)) as u32).to_le_bytes());
+    }
+}
+
+/// One index line `HASH+SIZE MTIME\n` at the start of `line` (which has
+/// [`LINE_ROOM`] bytes); returns its length. Written back to front, as each
+/// number overwrites up to 24 bytes before it.
+#[inline]
+fn put_line(line: &mut [u8], hash: u128, size: u64, mtime: u64) -> usize {
+    let size_end = 33 + dec_len(size);
+    let mtime_end = size_end + 1 + dec_len(mtime);
+    put_dec_ending_at(line, mtime_end, mtime);
+    line[mtime_end] = b'\n';
+    put_dec_ending_at(line, size_end, size);
+    line[size_end] = b' ';
+    put_hex128(line, hash);
+    line[32] = b'+';
+    mtime_end + 1
 }
 
 impl SyntheticIndex {
@@ -354,15 +352,7 @@ impl Iterator for IndexChunks {
             let held = self.all_held || self.d < self.idx.replicas as u64;
             if held && unit(splitmix64(self.present_key ^ i)) < self.idx.fraction {
                 let line = &mut buf[at..at + LINE_ROOM];
-                line[..32].copy_from_slice(&hex128(self.hash()));
-                line[32] = b'+';
-                let mut k = 33;
-                k += put_dec(line, k, self.idx.size(i));
-                line[k] = b' ';
-                k += 1;
-                k += put_dec(line, k, self.idx.mtime_ns(i));
-                line[k] = b'\n';
-                at += k + 1;
+                at += put_line(line, self.hash(), self.idx.size(i), self.idx.mtime_ns(i));
             }
             self.step();
         }
@@ -451,15 +441,18 @@ mod tests {
                 }
             }
         }
-        let mut tmp = [0u8; 40];
         let mut vs = vec![u64::MAX, u64::MAX - 1, 1 << 40];
         for k in 0..20 {
             let p = 10u64.pow(k);
             vs.extend([p - 1, p, p + 1, p / 3 * 5]);
         }
-        for v in vs {
-            let n = dec(v, &mut tmp);
-            assert_eq!(&tmp[20 - n..20], v.to_string().as_bytes());
+        for &v in &vs {
+            assert_eq!(dec_len(v), v.to_string().len());
+            let mut out = [b'x'; 48];
+            put_dec_ending_at(&mut out, 40, v);
+            let n = dec_len(v);
+            assert_eq!(&out[40 - n..40], v.to_string().as_bytes());
+            assert!(out[40..].iter().all(|&b| b == b'x'), "nothing after");
         }
         for v in [
             0u128,
@@ -468,7 +461,18 @@ mod tests {
             u128::MAX,
             0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
         ] {
-            assert_eq!(hex128(v), format!("{v:032x}").as_bytes());
+            for (size, mtime) in [
+                (0, 0),
+                (7, 1),
+                (99_999_999, 12_345_678_901),
+                (1 << 26, u64::MAX),
+            ] {
+                let mut line = [b'x'; LINE_ROOM + 8];
+                let n = put_line(&mut line, v, size, mtime);
+                let want = format!("{v:032x}+{size} {mtime}\n");
+                assert_eq!(&line[..n], want.as_bytes());
+                assert!(line[n..].iter().all(|&b| b == b'x'), "nothing after");
+            }
         }
     }
 
