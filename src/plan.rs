@@ -229,16 +229,16 @@ struct Cursor<'a> {
 }
 
 impl<'a> Merge<'a> {
-    fn new(lists: &'a [ServiceIndex]) -> Merge<'a> {
+    fn new(lists: &[&'a [Entry]]) -> Merge<'a> {
         Self::with_strategy(lists, lists.len() > LINEAR_MERGE_MAX)
     }
 
-    fn with_strategy(lists: &'a [ServiceIndex], heap: bool) -> Merge<'a> {
+    fn with_strategy(lists: &[&'a [Entry]], heap: bool) -> Merge<'a> {
         let cur: Vec<Cursor> = lists
             .iter()
-            .map(|l| Cursor {
-                key: l.entries.first().map_or(u128::MAX, key),
-                rest: &l.entries,
+            .map(|&l| Cursor {
+                key: l.first().map_or(u128::MAX, key),
+                rest: l,
             })
             .collect();
         let heap = heap.then(|| {
@@ -296,8 +296,70 @@ impl<'a> Merge<'a> {
     }
 }
 
+/// Below this many index entries a pass is planned on one thread.
+const PARALLEL_MIN_ENTRIES: usize = 1 << 16;
+
 /// Diff the indexes of one prefix into jobs and counts.
+///
+/// A big pass is planned in two halves of the hash range at once (a scoped
+/// thread for the lower half): the halves' jobs, in hash order, and counts
+/// add up to exactly the one-pass plan (unit test `halves_add_up`). While a
+/// pass is planned nothing else runs, so this uses the otherwise idle core.
 pub fn plan(src: &[ServiceIndex], dst: &[ServiceIndex], opts: &PlanOptions<'_>) -> Plan {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    plan_split(src, dst, opts, threads > 1, PARALLEL_MIN_ENTRIES)
+}
+
+fn plan_split(
+    src: &[ServiceIndex],
+    dst: &[ServiceIndex],
+    opts: &PlanOptions<'_>,
+    parallel: bool,
+    min_entries: usize,
+) -> Plan {
+    let s: Vec<&[Entry]> = src.iter().map(|l| &l.entries[..]).collect();
+    let d: Vec<&[Entry]> = dst.iter().map(|l| &l.entries[..]).collect();
+    let longest = s.iter().chain(&d).copied().max_by_key(|l| l.len());
+    let total: usize = s.iter().chain(&d).map(|l| l.len()).sum();
+    let Some(longest) = longest.filter(|_| parallel && total >= min_entries) else {
+        return plan_lists(&s, &d, opts);
+    };
+    // Every list is cut at the middle hash of the longest one.
+    let split = key(&longest[longest.len() / 2]);
+    fn cut<'a>(lists: &[&'a [Entry]], split: u128) -> (Vec<&'a [Entry]>, Vec<&'a [Entry]>) {
+        lists
+            .iter()
+            .map(|l| l.split_at(l.partition_point(|e| key(e) < split)))
+            .unzip()
+    }
+    let ((s_lo, s_hi), (d_lo, d_hi)) = (cut(&s, split), cut(&d, split));
+    let (mut lo, hi) = std::thread::scope(|scope| {
+        let lower = scope.spawn(|| plan_lists(&s_lo, &d_lo, opts));
+        let hi = plan_lists(&s_hi, &d_hi, opts);
+        let lo = lower
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (lo, hi)
+    });
+    lo.append(hi);
+    lo
+}
+
+impl Plan {
+    /// Add the plan of the hashes after this one's.
+    fn append(&mut self, later: Plan) {
+        let base = self.holders.len() as u32;
+        self.holders.extend_from_slice(&later.holders);
+        self.jobs.extend(later.jobs.iter().map(|j| Job {
+            holders_at: j.holders_at + base,
+            ..*j
+        }));
+        self.counts.add(&later.counts);
+    }
+}
+
+/// Plan sorted, deduplicated per-service lists of one hash range.
+fn plan_lists(src: &[&[Entry]], dst: &[&[Entry]], opts: &PlanOptions<'_>) -> Plan {
     let src_suffixes: Vec<&str> = opts
         .src_services
         .iter()
@@ -571,7 +633,8 @@ mod tests {
             }
             let want: Vec<_> = want.into_iter().map(|(h, (s, v))| (h, s, v)).collect();
             for heap in [false, true] {
-                let mut m = Merge::with_strategy(&lists, heap);
+                let slices: Vec<&[Entry]> = lists.iter().map(|l| &l.entries[..]).collect();
+                let mut m = Merge::with_strategy(&slices, heap);
                 let mut got = Vec::new();
                 let mut holders = Vec::new();
                 while let Some((k, e)) = m.next(&mut holders) {
@@ -581,6 +644,74 @@ mod tests {
                 assert_eq!(got, want, "{k} lists, heap {heap}");
             }
         }
+    }
+
+    /// A plan made in two halves on two threads is the one-thread plan:
+    /// same jobs (with their holders) in the same order, same counts.
+    #[test]
+    fn halves_add_up() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut list = |n: usize, m: u64| {
+            let mut entries: Vec<Entry> = (0..n)
+                .map(|_| {
+                    let mut hash = [0u8; 16];
+                    hash[0] = (rnd() % m) as u8;
+                    hash[1] = (rnd() % 3) as u8;
+                    Entry {
+                        hash: BlockHash(hash),
+                        size: (rnd() % 100) as u32,
+                    }
+                })
+                .collect();
+            entries.sort_unstable();
+            entries.dedup_by_key(|e| e.hash);
+            ServiceIndex {
+                lines: entries.len() as u64,
+                entries,
+            }
+        };
+        for (n_src, n_dst, m) in [
+            (4, 4, 256),
+            (3, 5, 40),
+            (1, 1, 7),
+            (20, 2, 256),
+            (2, 0, 256),
+        ] {
+            let src: Vec<_> = (0..n_src).map(|_| list(300, m)).collect();
+            let dst: Vec<_> = (0..n_dst).map(|_| list(200, m)).collect();
+            let ss: Vec<_> = (0..n_src).map(|j| svc(j, false)).collect();
+            let ds: Vec<_> = (0..n_dst).map(|j| svc(j + 100, j == 1)).collect();
+            for verify in [false, true] {
+                let opts = PlanOptions {
+                    src_services: &ss,
+                    dst_services: &ds,
+                    want: 2,
+                    verify_existing: verify,
+                    jobs: true,
+                };
+                let one = plan_split(&src, &dst, &opts, false, 0);
+                let two = plan_split(&src, &dst, &opts, true, 0);
+                assert!(one.jobs.len() > 10 || m < 256, "{n_src} {n_dst} {m}");
+                assert_eq!(one.jobs, two.jobs);
+                assert_eq!(one.holders, two.holders);
+                assert_eq!(one.counts, two.counts);
+            }
+        }
+        // Empty sides, and the threshold.
+        let opts = PlanOptions {
+            src_services: &[],
+            dst_services: &[],
+            want: 1,
+            verify_existing: false,
+            jobs: true,
+        };
+        assert!(plan_split(&[], &[], &opts, true, 0).jobs.is_empty());
     }
 
     #[test]
