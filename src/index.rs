@@ -29,7 +29,7 @@ pub struct Entry {
 /// plain arithmetic over a fixed-size array, which the compiler turns into a
 /// few SIMD instructions (no table, no `unsafe`), and validity is checked once.
 /// This is the hot loop of index parsing (docs/benchmarks.md).
-#[inline]
+#[inline(always)]
 fn hash_from_hex(s: &[u8]) -> Option<BlockHash> {
     let s: &[u8; 32] = s.try_into().ok()?;
     let mut val = [0u8; 32];
@@ -52,20 +52,38 @@ fn hash_from_hex(s: &[u8]) -> Option<BlockHash> {
 /// time: a byte `b` is a digit when `b ^ 0x30 <= 9`; adding 0x76 to its low
 /// 7 bits (no carry can cross bytes) sets bit 7 exactly for bytes that are
 /// not, and so does a set bit 7 in `b` itself.
-#[inline]
+#[inline(always)]
 fn digit_run(s: &[u8]) -> usize {
-    const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    const HI: u64 = 0x8080_8080_8080_8080;
     let mut n = 0;
     while let Some(w) = s.get(n..n + 8) {
         let t = u64::from_le_bytes(w.try_into().unwrap()) ^ 0x3030_3030_3030_3030;
-        let not_digit = (((t & LO7) + 0x7676_7676_7676_7676) | t) & HI;
-        if not_digit != 0 {
-            return n + (not_digit.trailing_zeros() / 8) as usize;
+        let k = not_digit_at(t);
+        if k < 8 {
+            return n + k;
         }
         n += 8;
     }
     n + s[n..].iter().take_while(|b| b.is_ascii_digit()).count()
+}
+
+/// Where the first byte that was not a digit is in `t` (8 bytes read
+/// little-endian and XOR-ed with 0x30 each), or 8 (see [`digit_run`]).
+#[inline]
+fn not_digit_at(t: u64) -> usize {
+    const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let not_digit = (((t & LO7) + 0x7676_7676_7676_7676) | t) & HI;
+    (not_digit.trailing_zeros() / 8) as usize
+}
+
+/// The number written by 8 digit values (0..=9, one a byte, the first in
+/// the lowest byte): pairs, then fours, then all eight combined by three
+/// multiplies (SWAR); leading zero bytes are leading zeros.
+#[inline]
+fn digits8(t: u64) -> u32 {
+    let t = (t & 0x0f0f_0f0f_0f0f_0f0f).wrapping_mul(10 << 8 | 1) >> 8;
+    let t = (t & 0x00ff_00ff_00ff_00ff).wrapping_mul(100 << 16 | 1) >> 16;
+    ((t & 0x0000_ffff_0000_ffff).wrapping_mul(10_000 << 32 | 1) >> 32) as u32
 }
 
 /// One whole, well-formed line `HASH+SIZE[+HINTS] MTIME\n` at the start of
@@ -74,20 +92,32 @@ fn digit_run(s: &[u8]) -> usize {
 /// through [`parse_line`]; for every line this accepts, [`parse_line`]
 /// gives the same entry (unit tests `fast_path_agrees` and `every_split`).
 /// One pass over the line, no separate newline search.
-#[inline]
+#[inline(always)]
 fn parse_line_fast(buf: &[u8]) -> Option<(Entry, usize)> {
     if buf.len() < 37 || buf[32] != b'+' {
         return None;
     }
     let hash = hash_from_hex(&buf[..32])?;
-    let n = digit_run(&buf[33..buf.len().min(43)]);
-    if n == 0 || n > 9 {
-        return None;
-    }
-    let mut size: u32 = 0;
-    for &b in &buf[33..33 + n] {
-        size = size * 10 + (b - b'0') as u32;
-    }
+    // The size: up to 8 digits from one word (SWAR); 9, or a line too near
+    // the end of the buffer for a word, a digit at a time.
+    let word = buf
+        .get(33..41)
+        .map(|w| u64::from_le_bytes(w.try_into().unwrap()));
+    let t = word.unwrap_or(0) ^ 0x3030_3030_3030_3030;
+    let (n, size) = match (word.is_some(), not_digit_at(t)) {
+        (true, n @ 1..=7) => (n, digits8(t << (8 * (8 - n)))),
+        (true, 8) if !buf.get(41).is_some_and(u8::is_ascii_digit) => (8, digits8(t)),
+        _ => {
+            let n = digit_run(&buf[33..buf.len().min(43)]);
+            if n == 0 || n > 9 {
+                return None;
+            }
+            let size = buf[33..33 + n]
+                .iter()
+                .fold(0u32, |v, &b| v * 10 + (b - b'0') as u32);
+            (n, size)
+        }
+    };
     if size as u64 > crate::protocol::MAX_BLOCK_SIZE {
         return None;
     }
@@ -643,6 +673,19 @@ mod tests {
         for l in &plain {
             let buf = format!("{l}\n");
             assert!(parse_line_fast(buf.as_bytes()).is_some(), "{l}");
+        }
+        // Sizes of every length, as the whole line or followed by more.
+        for len in 1..=10 {
+            for digits in ["1234567890", "0000000001", "9999999999", "0670000000"] {
+                let size = &digits[..len];
+                let want = size.parse::<u64>().unwrap();
+                for tail in ["", "next\n"] {
+                    let buf = format!("{H}+{size} 1\n{tail}");
+                    let fast = parse_line_fast(buf.as_bytes()).map(|(e, _)| e.size as u64);
+                    let ok = len <= 9 && want <= crate::protocol::MAX_BLOCK_SIZE;
+                    assert_eq!(fast, ok.then_some(want), "{buf:?}");
+                }
+            }
         }
     }
 
