@@ -393,8 +393,8 @@ pub async fn fetch_one(
     );
     match r {
         Ok(mut idx) => {
-            // No shrink_to_fit: the room past the end was never written, so
-            // it is not resident, and the next pass may need it.
+            // No shrink_to_fit: an index lives only until its pass is
+            // planned, and a recycled vector keeps its room for the next.
             sort_dedup(&mut idx.entries);
             Ok(Fetched::Index(idx))
         }

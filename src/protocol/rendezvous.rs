@@ -18,8 +18,8 @@ pub fn weight(hash: &BlockHash, uuid_suffix: &str) -> [u8; 16] {
     weight_hex(&hex32(hash), uuid_suffix)
 }
 
-/// 32 lowercase hex digits of `hash` (a fixed-size loop the compiler
-/// vectorizes; `hex::encode_to_slice` costs several times more).
+/// 32 lowercase hex digits of `hash` (fixed-size loops, the second
+/// vectorized: ~60 instructions, about half of `hex::encode_to_slice`).
 #[inline]
 fn hex32(hash: &BlockHash) -> [u8; 32] {
     let mut out = [0u8; 32];
