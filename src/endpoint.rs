@@ -94,17 +94,20 @@ impl Endpoint {
     /// possibly with duplicates), and the number of lines. `answered` is set
     /// once a service has started sending a complete-looking answer (from
     /// then on a failure means a broken index, not a service down);
-    /// `on_bytes` counts index bytes.
+    /// `on_bytes` counts index bytes; entries are added to `into` (an empty
+    /// vector, perhaps with room from an earlier pass).
     pub async fn list(
         &self,
         client: &KeepClient,
         prefix: &str,
         answered: &AtomicBool,
         on_bytes: &(dyn Fn(u64) + Sync),
+        into: Vec<Entry>,
     ) -> Result<(Vec<Entry>, u64), Failure> {
         match self {
             Endpoint::Keep(s) => {
-                crate::protocol::client::list_index(client, &s.url(), prefix, answered, on_bytes)
+                let url = s.url();
+                crate::protocol::client::list_index(client, &url, prefix, answered, on_bytes, into)
                     .await
             }
             Endpoint::Volume(v) => {

@@ -18,7 +18,7 @@ use std::collections::BinaryHeap;
 use serde::{Deserialize, Serialize};
 
 use crate::index::{Entry, ServiceIndex};
-use crate::protocol::{probe_order, BlockHash};
+use crate::protocol::{probe_order_among, BlockHash};
 use crate::services::Service;
 
 /// Why a block is in the plan.
@@ -199,96 +199,206 @@ pub struct PlanOptions<'a> {
     pub jobs: bool,
 }
 
+/// A hash as a number: it orders as the hash does, and compares in two
+/// machine words instead of a 16-byte `memcmp`.
+#[inline]
+fn key(e: &Entry) -> u128 {
+    u128::from_be_bytes(e.hash.0)
+}
+
+/// Up to this many lists, [`Merge`] finds the next hash by looking at every
+/// list's head (a few word compares each, no heap upkeep); beyond it, with a
+/// binary heap (log k per entry).
+const LINEAR_MERGE_MAX: usize = 16;
+
 /// Merge sorted, deduplicated per-service lists, yielding each hash once with
-/// its size and the services that list it.
+/// its size (from the lowest-numbered holder) and the services that list it
+/// (ascending).
 struct Merge<'a> {
-    lists: &'a [ServiceIndex],
-    pos: Vec<usize>,
-    heap: BinaryHeap<Reverse<(BlockHash, u16)>>,
+    /// Each list's head key and what is left of it. An exhausted list has
+    /// key `u128::MAX` and nothing left (a real hash may have that key too,
+    /// so emptiness is what counts).
+    cur: Vec<Cursor<'a>>,
+    /// Heap strategy: (head key, list), smallest first.
+    heap: Option<BinaryHeap<Reverse<(u128, u16)>>>,
+}
+
+struct Cursor<'a> {
+    key: u128,
+    rest: &'a [Entry],
 }
 
 impl<'a> Merge<'a> {
-    fn new(lists: &'a [ServiceIndex]) -> Merge<'a> {
-        let mut heap = BinaryHeap::with_capacity(lists.len());
-        for (i, l) in lists.iter().enumerate() {
-            if let Some(e) = l.entries.first() {
-                heap.push(Reverse((e.hash, i as u16)));
+    fn new(lists: &[&'a [Entry]]) -> Merge<'a> {
+        Self::with_strategy(lists, lists.len() > LINEAR_MERGE_MAX)
+    }
+
+    fn with_strategy(lists: &[&'a [Entry]], heap: bool) -> Merge<'a> {
+        let cur: Vec<Cursor> = lists
+            .iter()
+            .map(|&l| Cursor {
+                key: l.first().map_or(u128::MAX, key),
+                rest: l,
+            })
+            .collect();
+        let heap = heap.then(|| {
+            (cur.iter().enumerate())
+                .filter(|(_, c)| !c.rest.is_empty())
+                .map(|(i, c)| Reverse((c.key, i as u16)))
+                .collect()
+        });
+        Merge { cur, heap }
+    }
+
+    /// Next hash (as its key and entry) and its holders (ascending).
+    #[inline]
+    fn next(&mut self, holders: &mut Vec<u16>) -> Option<(u128, Entry)> {
+        holders.clear();
+        if self.heap.is_some() {
+            return self.next_heap(holders);
+        }
+        let min = self.cur.iter().fold(u128::MAX, |m, c| m.min(c.key));
+        let mut first: Option<Entry> = None;
+        for (i, c) in self.cur.iter_mut().enumerate() {
+            if c.key != min {
+                continue;
+            }
+            if let Some((e, rest)) = c.rest.split_first() {
+                first.get_or_insert(*e);
+                holders.push(i as u16);
+                c.rest = rest;
+                c.key = rest.first().map_or(u128::MAX, key);
             }
         }
-        Merge {
-            lists,
-            pos: vec![0; lists.len()],
-            heap,
-        }
+        first.map(|e| (min, e))
     }
 
-    fn peek(&self) -> Option<BlockHash> {
-        self.heap.peek().map(|Reverse((h, _))| *h)
-    }
-
-    /// Next hash, its size (from the first holder) and holders (ascending).
-    fn next(&mut self, holders: &mut Vec<u16>) -> Option<Entry> {
-        holders.clear();
-        let hash = self.peek()?;
-        let mut size = None;
-        while let Some(Reverse((h, svc))) = self.heap.peek().copied() {
-            if h != hash {
+    fn next_heap(&mut self, holders: &mut Vec<u16>) -> Option<(u128, Entry)> {
+        let heap = self.heap.as_mut()?;
+        let Reverse((min, _)) = *heap.peek()?;
+        let mut first = None;
+        while let Some(&Reverse((k, svc))) = heap.peek() {
+            if k != min {
                 break;
             }
-            self.heap.pop();
-            let s = svc as usize;
-            let e = self.lists[s].entries[self.pos[s]];
-            size.get_or_insert(e.size);
+            heap.pop();
+            let c = &mut self.cur[svc as usize];
+            first.get_or_insert(c.rest[0]);
             holders.push(svc);
-            self.pos[s] += 1;
-            if let Some(n) = self.lists[s].entries.get(self.pos[s]) {
-                self.heap.push(Reverse((n.hash, svc)));
+            c.rest = &c.rest[1..];
+            if let Some(e) = c.rest.first() {
+                heap.push(Reverse((key(e), svc)));
             }
         }
-        holders.sort_unstable();
-        Some(Entry {
-            hash,
-            size: size.unwrap_or(0),
-        })
+        // Equal keys pop in service order: holders come out ascending and
+        // the size is the lowest-numbered holder's, as in the linear merge.
+        first.map(|e| (min, e))
     }
 }
 
+/// Below this many index entries a pass is planned on one thread.
+const PARALLEL_MIN_ENTRIES: usize = 1 << 16;
+
 /// Diff the indexes of one prefix into jobs and counts.
+///
+/// A big pass is planned in two halves of the hash range at once (a scoped
+/// thread for the lower half): the halves' jobs, in hash order, and counts
+/// add up to exactly the one-pass plan (unit test `halves_add_up`). While a
+/// pass is planned nothing else runs, so this uses the otherwise idle core.
 pub fn plan(src: &[ServiceIndex], dst: &[ServiceIndex], opts: &PlanOptions<'_>) -> Plan {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    plan_split(src, dst, opts, threads > 1, PARALLEL_MIN_ENTRIES)
+}
+
+fn plan_split(
+    src: &[ServiceIndex],
+    dst: &[ServiceIndex],
+    opts: &PlanOptions<'_>,
+    parallel: bool,
+    min_entries: usize,
+) -> Plan {
+    let s: Vec<&[Entry]> = src.iter().map(|l| &l.entries[..]).collect();
+    let d: Vec<&[Entry]> = dst.iter().map(|l| &l.entries[..]).collect();
+    let longest = s.iter().chain(&d).copied().max_by_key(|l| l.len());
+    let total: usize = s.iter().chain(&d).map(|l| l.len()).sum();
+    let Some(longest) = longest.filter(|_| parallel && total >= min_entries) else {
+        return plan_lists(&s, &d, opts);
+    };
+    // Every list is cut at the middle hash of the longest one.
+    let split = key(&longest[longest.len() / 2]);
+    fn cut<'a>(lists: &[&'a [Entry]], split: u128) -> (Vec<&'a [Entry]>, Vec<&'a [Entry]>) {
+        lists
+            .iter()
+            .map(|l| l.split_at(l.partition_point(|e| key(e) < split)))
+            .unzip()
+    }
+    let ((s_lo, s_hi), (d_lo, d_hi)) = (cut(&s, split), cut(&d, split));
+    let (mut lo, hi) = std::thread::scope(|scope| {
+        let lower = scope.spawn(|| plan_lists(&s_lo, &d_lo, opts));
+        let hi = plan_lists(&s_hi, &d_hi, opts);
+        let lo = lower
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (lo, hi)
+    });
+    lo.append(hi);
+    lo
+}
+
+impl Plan {
+    /// Add the plan of the hashes after this one's.
+    fn append(&mut self, later: Plan) {
+        let base = self.holders.len() as u32;
+        self.holders.extend_from_slice(&later.holders);
+        self.jobs.extend(later.jobs.iter().map(|j| Job {
+            holders_at: j.holders_at + base,
+            ..*j
+        }));
+        self.counts.add(&later.counts);
+    }
+}
+
+/// Plan sorted, deduplicated per-service lists of one hash range.
+fn plan_lists(src: &[&[Entry]], dst: &[&[Entry]], opts: &PlanOptions<'_>) -> Plan {
     let src_suffixes: Vec<&str> = opts
         .src_services
         .iter()
         .map(|s| s.endpoint.weight_suffix())
+        .collect();
+    // What each destination service's listing counts for (count_replicas).
+    let credit: Vec<u32> = (0..opts.dst_services.len())
+        .map(|i| count_replicas(&[i as u16], opts.dst_services, opts.want))
         .collect();
     let mut counts = PlanCounts::new(opts.src_services.len());
     let mut out = Plan::default();
     let mut sm = Merge::new(src);
     let mut dm = Merge::new(dst);
     let (mut sh, mut dh) = (Vec::new(), Vec::new());
+    let (mut order, mut scratch) = (Vec::new(), Vec::new());
     let mut d_cur = dm.next(&mut dh);
-    if let Some(e) = d_cur {
+    if let Some((_, e)) = d_cur {
         counts.dst_blocks += 1;
         counts.dst_bytes += e.size as u64;
     }
-    while let Some(se) = sm.next(&mut sh) {
+    while let Some((s_key, se)) = sm.next(&mut sh) {
         counts.src_blocks += 1;
         counts.src_bytes += se.size as u64;
         // Advance the destination merge up to this hash.
-        while let Some(de) = d_cur {
-            if de.hash >= se.hash {
+        while let Some((d_key, _)) = d_cur {
+            if d_key >= s_key {
                 break;
             }
             d_cur = dm.next(&mut dh);
-            if let Some(e) = d_cur {
+            if let Some((_, e)) = d_cur {
                 counts.dst_blocks += 1;
                 counts.dst_bytes += e.size as u64;
             }
         }
         let listed: &[u16] = match d_cur {
-            Some(de) if de.hash == se.hash => &dh,
+            Some((d_key, _)) if d_key == s_key => &dh,
             _ => &[],
         };
-        let replicas = count_replicas(listed, opts.dst_services, opts.want);
+        let replicas: u32 = listed.iter().map(|&i| credit[i as usize]).sum();
         let size = se.size as u64;
         let action = if listed.is_empty() {
             counts.to_copy += 1;
@@ -309,22 +419,28 @@ pub fn plan(src: &[ServiceIndex], dst: &[ServiceIndex], opts: &PlanOptions<'_>) 
             Action::Verify
         };
         // Source holders in probe order: the first is where the block is read.
-        let order = probe_order(&se.hash, &src_suffixes);
-        let sources = order.iter().map(|&i| i as u16).filter(|i| sh.contains(i));
+        probe_order_among(&se.hash, &src_suffixes, &sh, &mut scratch, &mut order);
         if action != Action::Verify {
-            if let Some(first) = sources.clone().next() {
+            if let Some(&first) = order.first() {
                 counts.per_source[first as usize].add(size);
             }
             counts.per_digit[se.hash.first_digit() as usize].add(size);
         }
         if opts.jobs {
-            out.push(se.hash, se.size, action, replicas, sources, listed);
+            out.push(
+                se.hash,
+                se.size,
+                action,
+                replicas,
+                order.iter().copied(),
+                listed,
+            );
         }
     }
     // Count the destination-only blocks left after the last source hash.
     while d_cur.is_some() {
         d_cur = dm.next(&mut dh);
-        if let Some(e) = d_cur {
+        if let Some((_, e)) = d_cur {
             counts.dst_blocks += 1;
             counts.dst_bytes += e.size as u64;
         }
@@ -350,9 +466,10 @@ pub fn count_replicas(listed: &[u16], dst_services: &[Service], want: u32) -> u3
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::probe_order;
 
     fn svc(j: usize, read_only: bool) -> Service {
-        let ks = crate::services::KeepService {
+        let ks = crate::protocol::KeepService {
             uuid: format!("zzzzz-bi6l4-{j:015x}"),
             host: "127.0.0.1".into(),
             port: 1000 + j as u16,
@@ -471,6 +588,131 @@ mod tests {
         );
         assert_eq!(p.counts.to_verify, 1);
         assert_eq!(p.counts.present, 1);
+    }
+
+    /// Both merge strategies give what a map from hash to (first size,
+    /// holders) gives, for 1 to 20 lists of random overlapping hashes.
+    #[test]
+    fn merges_agree() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for k in 1..=20usize {
+            let lists: Vec<ServiceIndex> = (0..k)
+                .map(|_| {
+                    let n = (rnd() % 300) as usize;
+                    let mut entries: Vec<Entry> = (0..n)
+                        .map(|_| {
+                            let mut hash = [0u8; 16];
+                            // Few distinct first bytes: many shared hashes.
+                            hash[0] = (rnd() % 4) as u8 * 0x55;
+                            hash[15] = (rnd() % 256) as u8;
+                            Entry {
+                                hash: BlockHash(hash),
+                                size: (rnd() % 1000) as u32,
+                            }
+                        })
+                        .collect();
+                    entries.sort_unstable();
+                    entries.dedup_by_key(|e| e.hash);
+                    ServiceIndex {
+                        lines: entries.len() as u64,
+                        entries,
+                    }
+                })
+                .collect();
+            let mut want = std::collections::BTreeMap::new();
+            for (i, l) in lists.iter().enumerate() {
+                for e in &l.entries {
+                    let v = want.entry(e.hash).or_insert((e.size, Vec::new()));
+                    v.1.push(i as u16);
+                }
+            }
+            let want: Vec<_> = want.into_iter().map(|(h, (s, v))| (h, s, v)).collect();
+            for heap in [false, true] {
+                let slices: Vec<&[Entry]> = lists.iter().map(|l| &l.entries[..]).collect();
+                let mut m = Merge::with_strategy(&slices, heap);
+                let mut got = Vec::new();
+                let mut holders = Vec::new();
+                while let Some((k, e)) = m.next(&mut holders) {
+                    assert_eq!(k, key(&e));
+                    got.push((e.hash, e.size, holders.clone()));
+                }
+                assert_eq!(got, want, "{k} lists, heap {heap}");
+            }
+        }
+    }
+
+    /// A plan made in two halves on two threads is the one-thread plan:
+    /// same jobs (with their holders) in the same order, same counts.
+    #[test]
+    fn halves_add_up() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut list = |n: usize, m: u64| {
+            let mut entries: Vec<Entry> = (0..n)
+                .map(|_| {
+                    let mut hash = [0u8; 16];
+                    hash[0] = (rnd() % m) as u8;
+                    hash[1] = (rnd() % 3) as u8;
+                    Entry {
+                        hash: BlockHash(hash),
+                        size: (rnd() % 100) as u32,
+                    }
+                })
+                .collect();
+            entries.sort_unstable();
+            entries.dedup_by_key(|e| e.hash);
+            ServiceIndex {
+                lines: entries.len() as u64,
+                entries,
+            }
+        };
+        for (n_src, n_dst, m) in [
+            (4, 4, 256),
+            (3, 5, 40),
+            (1, 1, 7),
+            (20, 2, 256),
+            (2, 0, 256),
+        ] {
+            let src: Vec<_> = (0..n_src).map(|_| list(300, m)).collect();
+            let dst: Vec<_> = (0..n_dst).map(|_| list(200, m)).collect();
+            let ss: Vec<_> = (0..n_src).map(|j| svc(j, false)).collect();
+            let ds: Vec<_> = (0..n_dst).map(|j| svc(j + 100, j == 1)).collect();
+            for verify in [false, true] {
+                let opts = PlanOptions {
+                    src_services: &ss,
+                    dst_services: &ds,
+                    want: 2,
+                    verify_existing: verify,
+                    jobs: true,
+                };
+                let one = plan_split(&src, &dst, &opts, false, 0);
+                let two = plan_split(&src, &dst, &opts, true, 0);
+                assert!(one.jobs.len() > 10 || m < 256, "{n_src} {n_dst} {m}");
+                assert_eq!(one.jobs, two.jobs);
+                assert_eq!(one.holders, two.holders);
+                assert_eq!(one.counts, two.counts);
+            }
+        }
+        // Empty sides, and the threshold.
+        let opts = PlanOptions {
+            src_services: &[],
+            dst_services: &[],
+            want: 1,
+            verify_existing: false,
+            jobs: true,
+        };
+        assert!(plan_split(&[], &[], &opts, true, 0).jobs.is_empty());
     }
 
     #[test]

@@ -129,6 +129,7 @@ impl<'a> Run<'a> {
                     base: cfg.retry_backoff,
                     max: cfg.retry_backoff.saturating_mul(30),
                 },
+                recycle: Default::default(),
             },
         }
     }
@@ -206,7 +207,15 @@ impl<'a> Run<'a> {
                 return Ok(());
             };
             let p = plan(&src_idx, &dst_idx, &self.plan_options());
-            drop((src_idx, dst_idx));
+            if p.jobs.is_empty() {
+                // The next pass parses into these.
+                self.fetch.recycle.give(src_idx);
+                self.fetch.recycle.give(dst_idx);
+            } else {
+                // The copy gets the memory back.
+                drop((src_idx, dst_idx));
+                self.fetch.recycle.clear();
+            }
             counts.add(&p.counts);
             self.reporter.planned(&p.counts, k + 1, prefixes.len());
             if !p.jobs.is_empty() {

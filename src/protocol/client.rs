@@ -315,11 +315,11 @@ pub async fn list_index(
     prefix: &str,
     answered: &AtomicBool,
     on_bytes: &(dyn Fn(u64) + Sync),
+    mut entries: Vec<Entry>,
 ) -> Result<(Vec<Entry>, u64), Failure> {
     let resp = client.index(url, prefix).await?;
     answered.store(true, Ordering::Relaxed);
     let mut parser = BodyParser::default();
-    let mut entries: Vec<Entry> = Vec::new();
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
@@ -334,7 +334,14 @@ pub async fn list_index(
         })?;
         on_bytes(chunk.len() as u64);
         parser
-            .feed(&chunk, &mut |e| entries.push(e))
+            .feed(&chunk, &mut |e| {
+                // A recycled vector that is a little short grows a little,
+                // not twice over.
+                if entries.len() == entries.capacity() && entries.capacity() > 0 {
+                    entries.reserve_exact(entries.capacity() / 8);
+                }
+                entries.push(e)
+            })
             .map_err(|e| match e {
                 BodyError::Malformed { line_no, line } => Failure::new(
                     FailureKind::Malformed,

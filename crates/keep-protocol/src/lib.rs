@@ -16,7 +16,7 @@ pub mod signing;
 pub mod units;
 
 pub use locator::{BlockHash, Locator, LocatorError, EMPTY_BLOCK_HASH, MAX_BLOCK_SIZE};
-pub use rendezvous::{probe_order, uuid_weight_suffix};
+pub use rendezvous::{probe_order, probe_order_among, uuid_weight_suffix};
 pub use services::KeepService;
 pub use signing::{redact_signatures, sign_locator, signature, verify_signature, SignatureError};
 

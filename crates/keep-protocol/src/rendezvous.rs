@@ -15,12 +15,59 @@ pub fn uuid_weight_suffix(uuid: &str) -> Option<&str> {
 /// Weight of a service for a block: `md5(HASH_HEX + UUID[12:])`, compared as
 /// bytes (which orders like the hex string the SDKs compare).
 pub fn weight(hash: &BlockHash, uuid_suffix: &str) -> [u8; 16] {
-    let mut buf = [0u8; 32];
-    hex::encode_to_slice(hash.0, &mut buf).expect("32-byte buffer");
+    weight_hex(&hex32(hash), uuid_suffix)
+}
+
+/// 32 lowercase hex digits of `hash` (fixed-size loops, the second
+/// vectorized: ~60 instructions, about half of `hex::encode_to_slice`).
+#[inline]
+fn hex32(hash: &BlockHash) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(&hash.0) {
+        pair[0] = b >> 4;
+        pair[1] = b & 0x0f;
+    }
+    for c in &mut out {
+        *c += if *c < 10 { b'0' } else { b'a' - 10 };
+    }
+    out
+}
+
+/// [`weight`] with the hash already in hex.
+#[inline]
+fn weight_hex(hex: &[u8; 32], uuid_suffix: &str) -> [u8; 16] {
     let mut h = Md5::new();
-    h.update(buf);
+    h.update(hex);
     h.update(uuid_suffix.as_bytes());
     h.finalize().into()
+}
+
+/// The probe order of `hash` restricted to the services `among` (indices
+/// into `uuid_suffixes`): exactly `probe_order(hash, uuid_suffixes)` with the
+/// others left out, but weighing only `among`, into `out`. `scratch` is
+/// reused between calls. The plan orders each block's source holders this way
+/// (a block is usually on 1–3 of many services; one holder needs no MD5).
+pub fn probe_order_among<S: AsRef<str>>(
+    hash: &BlockHash,
+    uuid_suffixes: &[S],
+    among: &[u16],
+    scratch: &mut Vec<([u8; 16], u16)>,
+    out: &mut Vec<u16>,
+) {
+    out.clear();
+    if among.len() <= 1 {
+        out.extend_from_slice(among);
+        return;
+    }
+    let hex = hex32(hash);
+    scratch.clear();
+    scratch.extend(
+        among
+            .iter()
+            .map(|&i| (weight_hex(&hex, uuid_suffixes[i as usize].as_ref()), i)),
+    );
+    scratch.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    out.extend(scratch.iter().map(|&(_, i)| i));
 }
 
 /// Indices into `uuid_suffixes`, heaviest first: the probe order of `hash`.
@@ -60,6 +107,27 @@ mod tests {
                 .map(|j| format!("{j:x}"))
                 .collect();
             assert_eq!(got, *order, "block {i}");
+        }
+    }
+
+    #[test]
+    fn order_among_is_the_filtered_probe_order() {
+        let uuids: Vec<String> = (0..7).map(|j| format!("zzzzz-bi6l4-{j:015x}")).collect();
+        let suffixes: Vec<&str> = uuids.iter().map(|u| &u[12..]).collect();
+        let (mut scratch, mut out) = (Vec::new(), Vec::new());
+        for n in 0..300u32 {
+            let h = BlockHash::of(&n.to_le_bytes());
+            let mut buf = [0u8; 32];
+            hex::encode_to_slice(h.0, &mut buf).unwrap();
+            assert_eq!(hex32(&h), buf);
+            let among: Vec<u16> = (0..7u16).filter(|j| (n >> j) & 1 == 1).collect();
+            probe_order_among(&h, &suffixes, &among, &mut scratch, &mut out);
+            let want: Vec<u16> = probe_order(&h, &suffixes)
+                .into_iter()
+                .map(|i| i as u16)
+                .filter(|i| among.contains(i))
+                .collect();
+            assert_eq!(out, want, "block {n}, among {among:?}");
         }
     }
 
