@@ -12,7 +12,7 @@ use clap::{CommandFactory, Parser, ValueEnum};
 use crate::error::{Error, Result};
 
 /// Default `--transfers`: see docs/benchmarks.md for the measurements.
-pub const DEFAULT_TRANSFERS: usize = 32;
+pub const DEFAULT_TRANSFERS: usize = 128;
 
 /// Default `--buffer-memory`: four 64 MiB blocks (docs/benchmarks.md, "Memory").
 pub const DEFAULT_BUFFER_MEMORY: u64 = 256 << 20;
