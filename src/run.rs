@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Config;
-use crate::copy::{Budget, Copier, CopyOptions};
+use crate::copy::{Budget, BufferPool, Copier, CopyOptions};
 use crate::error::{exit, Error, Result};
 use crate::index::{fetch_all, FetchOptions, Fetched, ServiceIndex, Target};
 use crate::plan::{plan, PlanCounts, PlanOptions, JOB_COST_ENTRIES};
@@ -198,6 +198,7 @@ impl<'a> Run<'a> {
             reporter: self.reporter,
             ordinal: AtomicU64::new(0),
             total: AtomicU64::new(0),
+            pool: BufferPool::new(copy_opts.budget.total()),
         };
         for (k, prefix) in prefixes.iter().enumerate() {
             if self.soft.is_cancelled() {

@@ -56,6 +56,11 @@ impl Budget {
         Reserved { _permit: permit }
     }
 
+    /// The whole budget, in bytes.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
     /// Bytes not reserved right now.
     pub fn available(&self) -> u64 {
         self.sem.available_permits() as u64

@@ -26,9 +26,11 @@
 //!   finish.
 
 mod budget;
+mod pool;
 mod relay;
 
 pub use budget::Budget;
+pub use pool::BufferPool;
 pub use relay::Relay;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -72,6 +74,8 @@ pub struct Copier<'a> {
     /// Blocks started so far over all passes, and the planned total.
     pub ordinal: AtomicU64,
     pub total: AtomicU64,
+    /// The buffers block data is copied into (emptied after each pass).
+    pub pool: std::sync::Arc<BufferPool>,
 }
 
 /// Where a read candidate lives.
@@ -137,6 +141,8 @@ impl<'a> Copier<'a> {
                 }
             })
             .await;
+        // The index phase that follows gets the buffers' memory back.
+        self.pool.clear();
     }
 
     async fn copy_one(&self, plan: &Plan, job: &Job) -> Result<(), BlockError> {
@@ -307,7 +313,7 @@ impl<'a> Copier<'a> {
             let opened = self.open(c, job).await?;
             let relay = match &opened.opened {
                 Opened::File(b) => Relay::verified(b.clone()),
-                Opened::Body(_) => Relay::new(job.size as u64),
+                Opened::Body(_) => Relay::new(job.size as u64, &self.pool),
             };
             let read = self.fill(c, job, opened, &relay);
             let write = async {
@@ -354,7 +360,7 @@ impl<'a> Copier<'a> {
             match &opened.opened {
                 Opened::File(b) => Ok(Relay::verified(b.clone())),
                 Opened::Body(_) => {
-                    let relay = Relay::new(job.size as u64);
+                    let relay = Relay::new(job.size as u64, &self.pool);
                     self.fill(c, job, opened, &relay).await.map(|()| relay)
                 }
             }

@@ -22,6 +22,9 @@ use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use tokio::sync::watch;
 
+use std::sync::Arc;
+
+use super::pool::{BufferPool, SIZE};
 use crate::protocol::client::{Failure, FailureKind};
 use crate::protocol::BlockHash;
 use crate::throttle::Throttle;
@@ -50,21 +53,28 @@ struct State {
 pub struct Relay {
     tx: watch::Sender<State>,
     size: u64,
+    /// Where the block's buffers come from (and go back to).
+    pool: Arc<BufferPool>,
 }
 
 impl Relay {
-    /// An empty relay for a block of `size` bytes (the locator's size).
-    pub fn new(size: u64) -> Relay {
+    /// An empty relay for a block of `size` bytes (the locator's size),
+    /// filling buffers from `pool`.
+    pub fn new(size: u64, pool: &Arc<BufferPool>) -> Relay {
         let (tx, _) = watch::channel(State {
             chunks: Vec::new(),
             end: End::Open,
         });
-        Relay { tx, size }
+        Relay {
+            tx,
+            size,
+            pool: pool.clone(),
+        }
     }
 
     /// A relay already holding a whole, verified block (a volume file read).
     pub fn verified(data: Bytes) -> Relay {
-        let r = Relay::new(data.len() as u64);
+        let r = Relay::new(data.len() as u64, &BufferPool::new(0));
         r.tx.send_modify(|s| {
             if !data.is_empty() {
                 s.chunks.push(data);
@@ -138,6 +148,7 @@ impl Relay {
         let mut md5 = Md5::new();
         let mut got: u64 = 0;
         let mut unannounced = 0usize;
+        let mut dense = self.pool.take(0);
         futures::pin_mut!(body);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|f| {
@@ -158,19 +169,20 @@ impl Relay {
             md5.update(&chunk);
             got += chunk.len() as u64;
             on_bytes(chunk.len() as u64);
-            if !chunk.is_empty() {
-                // Wake the writes once per WAKE_EVERY bytes, not per chunk:
-                // each wake-up costs a task switch and a small socket write.
-                unannounced += chunk.len();
-                let wake = unannounced >= WAKE_EVERY;
-                if wake {
-                    unannounced = 0;
+            // Copied into dense, reusable buffers (see copy::pool): hyper's
+            // read buffer is free at once.
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                if dense.room() == 0 {
+                    let left = (size - got) as usize + rest.len();
+                    let full = std::mem::replace(&mut dense, self.pool.take(left.min(SIZE)));
+                    self.push(full.freeze(), &mut unannounced);
                 }
-                self.tx.send_if_modified(|s| {
-                    s.chunks.push(chunk);
-                    wake
-                });
+                rest = dense.fill(rest);
             }
+        }
+        if !dense.is_empty() {
+            self.push(dense.freeze(), &mut unannounced);
         }
         if got != size {
             return Err(Failure::new(
@@ -186,6 +198,24 @@ impl Relay {
             ));
         }
         Ok(())
+    }
+
+    /// Hand a chunk to the writes, waking them once per `WAKE_EVERY` bytes
+    /// rather than per chunk: each wake-up costs a task switch and a small
+    /// socket write.
+    fn push(&self, chunk: Bytes, unannounced: &mut usize) {
+        if chunk.is_empty() {
+            return;
+        }
+        *unannounced += chunk.len();
+        let wake = *unannounced >= WAKE_EVERY;
+        if wake {
+            *unannounced = 0;
+        }
+        self.tx.send_if_modified(|s| {
+            s.chunks.push(chunk);
+            wake
+        });
     }
 
     /// A PUT body for this block. Once the block is verified the body is
@@ -299,7 +329,7 @@ mod tests {
     async fn follower_gets_everything_once_verified() {
         let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
         let h = BlockHash::of(&data);
-        let r = Relay::new(data.len() as u64);
+        let r = Relay::new(data.len() as u64, &BufferPool::new(1 << 30));
         let early = r.follow();
         let (filled, got) = tokio::join!(
             r.fill(futures::stream::iter(chunks(&data, 777)), &h, None, &|_| {}),
@@ -318,7 +348,7 @@ mod tests {
         let mut bad = data.clone();
         bad[4095] = 8;
         let h = BlockHash::of(&data);
-        let r = Relay::new(4096);
+        let r = Relay::new(4096, &BufferPool::new(1 << 30));
         let follower = tokio::spawn(collect(r.follow()));
         let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let s2 = seen.clone();
@@ -348,7 +378,7 @@ mod tests {
         let data = vec![1u8; 100];
         let h = BlockHash::of(&data);
         for (len, chunk) in [(101u64, 100usize), (99, 33)] {
-            let r = Relay::new(len);
+            let r = Relay::new(len, &BufferPool::new(1 << 30));
             let follower = tokio::spawn(collect(r.follow()));
             let src = if len > 100 {
                 data.clone()
@@ -367,7 +397,7 @@ mod tests {
             assert!(follower.await.unwrap().is_err());
         }
         // A broken connection mid-body.
-        let r = Relay::new(100);
+        let r = Relay::new(100, &BufferPool::new(1 << 30));
         let follower = tokio::spawn(collect(r.follow()));
         let mut src = chunks(&data, 50);
         src[1] = Err(Failure::new(FailureKind::Transient, "reset"));
@@ -380,9 +410,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn small_reads_are_packed_into_dense_buffers() {
+        // 3 MiB in 3000-byte reads: held as 3 full buffers, not 1049 slices
+        // of read buffers.
+        let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+        let h = BlockHash::of(&data);
+        let r = Relay::new(data.len() as u64, &BufferPool::new(1 << 30));
+        r.fill(
+            futures::stream::iter(chunks(&data, 3000)),
+            &h,
+            None,
+            &|_| {},
+        )
+        .await
+        .unwrap();
+        let s = r.follow();
+        futures::pin_mut!(s);
+        let mut sizes = Vec::new();
+        while let Some(c) = s.next().await {
+            sizes.push(c.unwrap().len());
+        }
+        assert_eq!(sizes, vec![SIZE; 3]);
+    }
+
+    #[tokio::test]
     async fn empty_block_waits_for_its_verdict() {
         let h = BlockHash::of(b"");
-        let r = Relay::new(0);
+        let r = Relay::new(0, &BufferPool::new(1 << 30));
         let follower = tokio::spawn(collect(r.follow()));
         tokio::task::yield_now().await;
         assert!(!follower.is_finished());
@@ -394,7 +448,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_relay_fails_its_followers() {
-        let r = Relay::new(10);
+        let r = Relay::new(10, &BufferPool::new(1 << 30));
         let f = r.follow();
         drop(r);
         assert!(collect(f).await.is_err());
