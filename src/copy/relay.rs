@@ -1,9 +1,10 @@
 //! A block on its way from one source read to its replica writes.
 //!
-//! The GET body is hashed as it arrives and kept as the chunks hyper hands
-//! over (reference-counted slices of its read buffer: no copy, no 64 MiB
-//! buffer to zero). Replica PUTs may start before the read ends (streaming):
-//! each PUT body replays the chunks received so far, then follows the read.
+//! The GET body is hashed as it arrives and packed into reused 1 MiB
+//! buffers (`copy::pool`: one memcpy, no page faults; hyper's read buffer is
+//! free at once, so memory is the block's size, however the bytes trickle
+//! in). Replica PUTs may start before the read ends (streaming): each PUT
+//! body replays the buffers filled so far, then follows the read.
 //!
 //! The one rule that makes this safe: **the chunk that completes the block is
 //! released only after the whole block's length and MD5 are verified.** If the
