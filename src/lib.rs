@@ -18,6 +18,8 @@
 //! - [`report`]: counters, the failure list, the human summary and the JSON
 //!   report; [`progress`] renders the run while it goes.
 //! - [`run`]: sequences the stages and maps the outcome to an exit code.
+//! - [`listed`]: block lists (`--blocks-from`, keep-block-check's hash file):
+//!   locators, hashes or manifest text, read once into a sorted file.
 //! - [`protocol`]: the wire format (the `keep-protocol` crate: locators,
 //!   signatures, rendezvous order, index lines, services lists) and the HTTP
 //!   client.
@@ -35,6 +37,7 @@ pub mod copy;
 pub mod endpoint;
 pub mod error;
 pub mod index;
+pub mod listed;
 pub mod memory;
 pub mod plan;
 pub mod progress;
