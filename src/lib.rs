@@ -20,6 +20,8 @@
 //! - [`run`]: sequences the stages and maps the outcome to an exit code.
 //! - [`listed`]: block lists (`--blocks-from`, keep-block-check's hash file):
 //!   locators, hashes or manifest text, read once into a sorted file.
+//! - [`check`]: the `keep-block-check` program (index, probe or read mode),
+//!   on the same settings, services, indexes, signing and reports.
 //! - [`protocol`]: the wire format (the `keep-protocol` crate: locators,
 //!   signatures, rendezvous order, index lines, services lists) and the HTTP
 //!   client.
@@ -32,6 +34,7 @@
 //! links server code.
 
 pub mod atomic_file;
+pub mod check;
 pub mod cli;
 pub mod copy;
 pub mod endpoint;

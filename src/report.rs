@@ -304,7 +304,7 @@ pub struct Ending<'a> {
     pub blocks_from: Option<&'a str>,
 }
 
-fn service_reports(services: &[Service]) -> Vec<ServiceReport> {
+pub(crate) fn service_reports(services: &[Service]) -> Vec<ServiceReport> {
     services
         .iter()
         .map(|s| ServiceReport {

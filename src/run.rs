@@ -368,7 +368,9 @@ impl<'a> Run<'a> {
                     if svc.mark_down() {
                         let left_out = match side.role {
                             Role::Source => "blocks only it holds are not copied",
-                            Role::Destination => "its copies are not counted and it gets no writes",
+                            Role::Destination | Role::Cluster => {
+                                "its copies are not counted and it gets no writes"
+                            }
                         };
                         self.reporter.log(
                             Level::Warn,
