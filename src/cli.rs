@@ -24,8 +24,9 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0    complete: every planned block is at the destination with the wanted replicas
   1    finished, but some blocks failed or a service could not be read (listed at
-       the end; rerun to retry them); in a dry run: the plan misses a service
-  2    usage or configuration error (flags, settings file, services list)
+       the end; rerun to retry them); in a dry run: the plan misses a service;
+       with --blocks-from: listed blocks are on no source or destination (lost)
+  2    usage or configuration error (flags, settings file, services list, block list)
   3    a service, the API server or an index could not be read: nothing was planned
   130  interrupted (SIGINT/SIGTERM); rerun to finish: the destination index is the checkpoint
 
@@ -418,7 +419,8 @@ impl Config {
             .any(|j| j.as_deref() == Some("-"));
         if self.blocks_from.as_deref() == Some("-") && stdin_services {
             return Err(Error::config(
-                "--blocks-from - and a services list from stdin (-src- or -dst-keep-services-json                  -) cannot both read stdin: give one of them as a file.",
+                "--blocks-from - and a services list from stdin (-src- or -dst-keep-services-json \
+                 -) cannot both read stdin: give one of them as a file.",
             ));
         }
         Ok(self)

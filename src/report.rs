@@ -400,6 +400,9 @@ impl Report {
         let p = &self.plan;
         let status = match self.status {
             Status::Complete => "complete",
+            Status::Incomplete if self.plan.lost > 0 && self.failed == 0 && self.dry_run => {
+                "dry run (nothing written): listed blocks are lost"
+            }
             Status::Incomplete if self.plan.lost > 0 && self.failed == 0 => {
                 "finished: listed blocks are lost"
             }

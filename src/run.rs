@@ -277,7 +277,8 @@ impl<'a> Run<'a> {
             self.reporter.log(
                 Level::Warn,
                 &format!(
-                    "{} listed block{} under prefix {prefix:?} {} on no source or destination                      service (lost), the first {}",
+                    "{} listed block{} under prefix {prefix:?} {} on no source or destination \
+                     service (lost), the first {}",
                     p.lost.len(),
                     if p.lost.len() == 1 { "" } else { "s" },
                     if p.lost.len() == 1 { "is" } else { "are" },

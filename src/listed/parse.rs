@@ -133,6 +133,8 @@ pub struct Scanner {
     overlong: bool,
     /// Bytes of a UTF-8 sequence cut by the end of the previous chunk.
     carry: Vec<u8>,
+    /// Nothing read yet on the current line.
+    line_empty: bool,
     /// Words that were locators.
     pub locators: u64,
 }
@@ -155,18 +157,26 @@ impl Scanner {
     pub fn new() -> Scanner {
         Scanner {
             line: 1,
+            line_empty: true,
             ..Default::default()
         }
     }
 
     /// Lines seen so far (a last line without `\n` counts).
     pub fn lines(&self) -> u64 {
-        self.line
+        if self.line_empty {
+            self.line - 1
+        } else {
+            self.line
+        }
     }
 
     /// Scan the next chunk of input.
     pub fn feed(&mut self, chunk: &[u8], on: &mut impl FnMut(Entry)) -> Result<(), Bad> {
         self.check_utf8(chunk)?;
+        if let Some(&last) = chunk.last() {
+            self.line_empty = last == b'\n';
+        }
         for &b in chunk {
             if is_space(b) {
                 self.end_word(on)?;
@@ -345,6 +355,17 @@ mod tests {
             assert_eq!(got.len(), 5, "chunk {chunk}");
             assert_eq!(got[0], e(FOO, UNKNOWN_SIZE));
             assert_eq!(got[4], e("d41d8cd98f00b204e9800998ecf8427e", 0));
+        }
+    }
+
+    #[test]
+    fn lines_are_counted() {
+        for (text, n) in [("", 0), ("a", 1), ("a\n", 1), ("a\nb", 2), ("\n\n", 2)] {
+            let mut s = Scanner::new();
+            for c in text.as_bytes().chunks(1) {
+                s.feed(c, &mut |_| {}).unwrap();
+            }
+            assert_eq!(s.lines(), n, "{text:?}");
         }
     }
 
