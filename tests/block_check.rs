@@ -306,6 +306,16 @@ async fn verbose_prefix_syntaxes_and_bare_hashes() {
         assert_go_lines(&r, under.len(), &missing);
     }
 
+    // A prefix with nothing listed under it: 0 attempts, exit 0, no request.
+    let empty = (0..256)
+        .map(|n| format!("{n:02x}"))
+        .find(|p| !all.iter().any(|(h, _)| h.has_prefix(p)))
+        .unwrap();
+    s.c.reset_counters();
+    let r = s.check(&list, &["-prefix", &empty]).await;
+    assert_go_lines(&r, 0, &[]);
+    assert_eq!(s.counters(), (0, 0, 0));
+
     // The list from stdin.
     let r = run_with_stdin(
         check_bin(),

@@ -204,7 +204,9 @@ pub async fn run(cfg: CheckConfig, soft: CancellationToken) -> u8 {
         total: listed.len(),
         log: &log,
     };
+    // Nothing listed under the prefix: nothing to ask (0 attempts, exit 0).
     let outcome = match cfg.mode() {
+        _ if check.total == 0 => Ok(()),
         Mode::Index => check.by_index().await,
         Mode::Probe | Mode::Read => check.by_block().await,
     };
