@@ -20,6 +20,10 @@
 #      96 blocks of 64 MiB (--seed-shared-data source, --discard-data
 #      destination, so the simulators stay small): total peak RSS of all
 #      jobs, before, with defaults, and with --memory 4G;
+#   7. keep-block-check over 10^6 listed blocks (a 4-service synthetic
+#      cluster's indexes, so every block is found): index mode vs --probe
+#      (signed HEADs, default --transfers), and --probe --transfers 1 (one
+#      block at a time, as the Go tool asks) over the -prefix 0 share;
 #
 # then rewrites docs/benchmarks.md (scripts/bench-report.py) from the raw
 # results it saves in docs/bench/last-full.json.
@@ -33,7 +37,9 @@
 # Environment: BENCH_RUNS (default 3), BENCH_BIG (3e7- and 1e8-block runs:
 # 1 = yes, default 1), BENCH_BASELINE (git ref of the "before" binary;
 # default fc569a8, main before the byte budget; built once into
-# target/bench-baseline), BENCH_KEEP=1 keeps the work directory.
+# target/bench-baseline), BENCH_KEEP=1 keeps the work directory,
+# BENCH_SCENARIOS="3 7" runs only those scenarios (2 includes md5-speed),
+# CARGO_TARGET_DIR as cargo reads it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -57,9 +63,13 @@ T_START=$(date +%s.%N)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "bench: cargo build --release" >&2
 cargo build --workspace --release --quiet
-BIN=$ROOT/target/release
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 KR=$BIN/keep-rsync
+KBC=$BIN/keep-block-check
 SIM=$BIN/keepstore-sim
+
+# want N: scenario N is to run (all, unless BENCH_SCENARIOS lists some).
+want() { [ -z "${BENCH_SCENARIOS:-}" ] || [[ " $BENCH_SCENARIOS " == *" $1 "* ]]; }
 
 # The "before" binary: keep-rsync at $BENCH_BASELINE, built once (its own
 # target directory; a stamp file says which commit it is).
@@ -67,7 +77,9 @@ BASE_REF=${BENCH_BASELINE:-fc569a8}
 BASE_DIR=$ROOT/target/bench-baseline
 KR_BASE=$BASE_DIR/release/keep-rsync
 base_commit=$(git rev-parse --verify --quiet "$BASE_REF^{commit}" || true)
-if [ -z "$base_commit" ]; then
+if ! { want 4 || want 5 || want 6; }; then
+    KR_BASE= # only scenarios 4-6 compare with it
+elif [ -z "$base_commit" ]; then
     echo "bench: BENCH_BASELINE=$BASE_REF is not a commit here: no before/after rows" >&2
     KR_BASE=
 elif [ ! -x "$KR_BASE" ] || [ "$(cat "$BASE_DIR/stamp" 2>/dev/null)" != "$base_commit" ]; then
@@ -159,6 +171,14 @@ if row.get("tool", "").startswith("keep-rsync"):
                          "bytes_written", "failed", "buffer_memory", "index_budget", "passes")}
         row["report"]["plan"] = {k: r["plan"][k] for k in ("src_blocks", "dst_blocks",
                                  "present", "to_copy", "to_copy_bytes", "to_top_up")}
+    except Exception as ex:
+        row["report_error"] = str(ex)
+if row.get("tool", "").startswith("keep-block-check"):
+    try:
+        r = json.load(open(repf))
+        row["report"] = {k: r.get(k) for k in ("status", "mode", "elapsed_seconds", "attempts",
+                         "successes", "errors", "passes", "index_lines", "index_bytes")}
+        row["report"]["requests"] = sum(s["requests"] for s in r["services"])
     except Exception as ex:
         row["report_error"] = str(ex)
 print(json.dumps(row))
@@ -346,32 +366,67 @@ scenario6() {
     stop_sim s6src
 }
 
+# ---------------------------------------------------------------- scenario 7
+# keep-block-check over S7_BLOCKS listed blocks: every service's index of a
+# synthetic cluster (each block on 2 of 4 services), concatenated, so the
+# list has each block twice and every one is found. Index mode asks 4
+# indexes (plus the sizing probe); --probe asks a HEAD per block through its
+# probe order (the simulator answers a synthetic block's HEAD with its size).
+S7_BLOCKS=1000000
+[ "$MODE" = quick ] && S7_BLOCKS=100000
+scenario7() { # ROUNDS
+    local rounds=$1 run mode url
+    start_sim s7 --services 4 --uuid-prefix chk07 --synthetic-blocks $S7_BLOCKS \
+        --synthetic-seed 7 --synthetic-replicas 2 --synthetic-fraction 1.0
+    for url in $(python3 -c 'import json, sys
+for s in json.load(open(sys.argv[1]))["items"]:
+    print("http://%s:%d" % (s["service_host"], s["service_port"]))' "$W/s7.json"); do
+        curl -sf -H "Authorization: Bearer tok-s7" "$url/index/"
+    done | awk 'NF { print $1 }' >"$W/s7-list.txt"
+    for run in $(seq 1 "$rounds"); do
+        for mode in index probe probe1; do
+            local flags=()
+            case $mode in
+                probe) flags=(--probe) ;;
+                probe1) flags=(--probe --transfers 1 -prefix 0) ;;
+            esac
+            rm -f "$W/report.json"
+            measure "{\"scenario\":7,\"tool\":\"keep-block-check-$mode\",\"blocks\":$S7_BLOCKS,\"run\":$run}" \
+                "$KBC" -config "$W/s7.conf" -keep-services-json "$W/s7.json" \
+                -block-hash-file "$W/s7-list.txt" --report "$W/report.json" "${flags[@]}"
+        done
+    done
+    stop_sim s7
+}
+
 DEFAULT_T=$(sed -n 's/^pub const DEFAULT_TRANSFERS: usize = \([0-9]*\);/\1/p' src/cli.rs)
 case $MODE in
     full)
-        md5_speed
-        scenario3 10000000 "$RUNS"
-        scenario3 1000000 1
-        [ "$BIG" = 1 ] && scenario3 30000000 1
-        [ "$BIG" = 1 ] && scenario3 100000000 1
-        scenario2 "$RUNS" "$DEFAULT_T"
-        scenario1 "$RUNS" 1 "$DEFAULT_T"
-        scenario4 "$RUNS"
-        scenario5 "$RUNS"
-        scenario6
+        want 2 && md5_speed
+        want 3 && scenario3 10000000 "$RUNS"
+        want 3 && scenario3 1000000 1
+        want 3 && [ "$BIG" = 1 ] && scenario3 30000000 1
+        want 3 && [ "$BIG" = 1 ] && scenario3 100000000 1
+        want 2 && scenario2 "$RUNS" "$DEFAULT_T"
+        want 1 && scenario1 "$RUNS" 1 "$DEFAULT_T"
+        want 4 && scenario4 "$RUNS"
+        want 5 && scenario5 "$RUNS"
+        want 6 && scenario6
+        want 7 && scenario7 "$RUNS"
         ;;
     sweep)
         scenario1 1 16 32 64 128 256
         scenario2 1 16 32 64 128 256
         ;;
     quick)
-        md5_speed
-        scenario3 1000000 1
-        scenario2 1 "$DEFAULT_T"
-        scenario1 1 1 "$DEFAULT_T"
-        scenario4 1
-        scenario5 1
-        scenario6
+        want 2 && md5_speed
+        want 3 && scenario3 1000000 1
+        want 2 && scenario2 1 "$DEFAULT_T"
+        want 1 && scenario1 1 1 "$DEFAULT_T"
+        want 4 && scenario4 1
+        want 5 && scenario5 1
+        want 6 && scenario6
+        want 7 && scenario7 1
         ;;
 esac
 T_END=$(date +%s.%N)

@@ -24,8 +24,9 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0    complete: every planned block is at the destination with the wanted replicas
   1    finished, but some blocks failed or a service could not be read (listed at
-       the end; rerun to retry them); in a dry run: the plan misses a service
-  2    usage or configuration error (flags, settings file, services list)
+       the end; rerun to retry them); in a dry run: the plan misses a service;
+       with --blocks-from: listed blocks are on no source or destination (lost)
+  2    usage or configuration error (flags, settings file, services list, block list)
   3    a service, the API server or an index could not be read: nothing was planned
   130  interrupted (SIGINT/SIGTERM); rerun to finish: the destination index is the checkpoint
 
@@ -245,6 +246,18 @@ pub struct Config {
     #[arg(long = "verify-existing", help_heading = "Copy")]
     pub verify_existing: bool,
 
+    /// Only the blocks listed in FILE (- for stdin): one locator or hash per
+    /// line, or manifest text (every locator in it). Listed blocks on no
+    /// source and no destination service are reported as lost (exit 1).
+    /// With --dry-run: a migration check that writes nothing.
+    #[arg(
+        long = "blocks-from",
+        value_name = "FILE|-",
+        allow_hyphen_values = true,
+        help_heading = "Copy"
+    )]
+    pub blocks_from: Option<String>,
+
     /// Read source blocks straight from a keepstore directory volume (ROOT/xyz/HASH) instead of source services; repeatable. -src is then optional.
     #[arg(long = "src-volume-dir", value_name = "PATH", help_heading = "Copy")]
     pub src_volume_dirs: Vec<PathBuf>,
@@ -282,7 +295,11 @@ where
 /// `-version`) to clap's `--` form. Only known long names are rewritten,
 /// never a value following a flag that takes one, and nothing after `--`.
 pub fn normalize_go_flags(argv: Vec<OsString>) -> Vec<OsString> {
-    let cmd = Config::command();
+    normalize_go_flags_for(&Config::command(), argv)
+}
+
+/// [`normalize_go_flags`] for any clap command (keep-block-check's too).
+pub fn normalize_go_flags_for(cmd: &clap::Command, argv: Vec<OsString>) -> Vec<OsString> {
     let mut longs: Vec<(String, bool)> = cmd
         .get_arguments()
         .filter_map(|a| Some((a.get_long()?.to_string(), a.get_action().takes_values())))
@@ -397,6 +414,15 @@ impl Config {
                  e.g. keep-rsync -src old-cluster -dst new-cluster (see --help)."
             )));
         }
+        let stdin_services = [&self.src_services_json, &self.dst_services_json]
+            .iter()
+            .any(|j| j.as_deref() == Some("-"));
+        if self.blocks_from.as_deref() == Some("-") && stdin_services {
+            return Err(Error::config(
+                "--blocks-from - and a services list from stdin (-src- or -dst-keep-services-json \
+                 -) cannot both read stdin: give one of them as a file.",
+            ));
+        }
         Ok(self)
     }
 
@@ -422,7 +448,7 @@ impl Config {
 }
 
 /// How a bad value is reported: one paragraph, naming the flag (Go style).
-type ValueError = String;
+pub(crate) type ValueError = String;
 
 fn parse_replications(v: &str) -> Result<u32, ValueError> {
     match v.trim().parse::<i64>() {
@@ -438,7 +464,7 @@ fn parse_replications(v: &str) -> Result<u32, ValueError> {
     }
 }
 
-fn parse_prefix(v: &str) -> Result<String, ValueError> {
+pub(crate) fn parse_prefix(v: &str) -> Result<String, ValueError> {
     if crate::protocol::is_valid_prefix(v) {
         Ok(v.to_string())
     } else {
@@ -450,22 +476,26 @@ fn parse_prefix(v: &str) -> Result<String, ValueError> {
 }
 
 /// A Go duration for `flag`.
-fn duration(flag: &'static str) -> impl Fn(&str) -> Result<Duration, ValueError> + Clone {
+pub(crate) fn duration(
+    flag: &'static str,
+) -> impl Fn(&str) -> Result<Duration, ValueError> + Clone {
     move |v| parse_go_duration(v).map_err(|e| format!("bad value for -{flag}: {e}."))
 }
 
 /// A Go duration for `flag`, in whole seconds.
-fn seconds(flag: &'static str) -> impl Fn(&str) -> Result<u64, ValueError> + Clone {
+pub(crate) fn seconds(flag: &'static str) -> impl Fn(&str) -> Result<u64, ValueError> + Clone {
     move |v| duration(flag)(v).map(|d| d.as_secs())
 }
 
 /// A timeout: a Go duration for `flag`, at least a millisecond.
-fn timeout(flag: &'static str) -> impl Fn(&str) -> Result<Duration, ValueError> + Clone {
+pub(crate) fn timeout(flag: &'static str) -> impl Fn(&str) -> Result<Duration, ValueError> + Clone {
     move |v| duration(flag)(v).map(|d| d.max(Duration::from_millis(1)))
 }
 
 /// A count of at least 1 for `flag`.
-fn at_least_one(flag: &'static str) -> impl Fn(&str) -> Result<usize, ValueError> + Clone {
+pub(crate) fn at_least_one(
+    flag: &'static str,
+) -> impl Fn(&str) -> Result<usize, ValueError> + Clone {
     move |v| match v.trim().parse::<usize>() {
         Ok(0) => Err(format!("--{flag} must be at least 1.")),
         Ok(n) => Ok(n),

@@ -1,8 +1,8 @@
 //! Where blocks are listed and read: a Keep service (a keepstore or
 //! keepproxy, over HTTP) or a raw keepstore directory volume
-//! (`--src-volume-dir`). The index and copy stages hold `Endpoint`s and call
-//! [`Endpoint::list`] and [`Endpoint::open`]; only this module knows which
-//! kind it holds.
+//! (`--src-volume-dir`). The index and copy stages (and keep-block-check)
+//! hold `Endpoint`s and call [`Endpoint::list`], [`Endpoint::open`] and
+//! [`Endpoint::head`]; only this module knows which kind it holds.
 
 use std::sync::atomic::AtomicBool;
 
@@ -145,6 +145,21 @@ impl Endpoint {
                 FailureKind::Rejected,
                 format!("{} is a source volume: nothing is written there", v.id),
             )),
+        }
+    }
+
+    /// Ask whether the block is here without reading it: a `HEAD` of
+    /// `locator` (signed by the caller), or a volume file's size. `Ok` with
+    /// its size when known.
+    pub async fn head(
+        &self,
+        client: &KeepClient,
+        locator: &str,
+        hash: &BlockHash,
+    ) -> Result<Option<u64>, Failure> {
+        match self {
+            Endpoint::Keep(s) => client.head_block(&s.url(), locator).await,
+            Endpoint::Volume(v) => crate::volume::block_size(&v.root, hash).map(Some),
         }
     }
 

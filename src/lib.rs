@@ -18,6 +18,10 @@
 //! - [`report`]: counters, the failure list, the human summary and the JSON
 //!   report; [`progress`] renders the run while it goes.
 //! - [`run`]: sequences the stages and maps the outcome to an exit code.
+//! - [`listed`]: block lists (`--blocks-from`, keep-block-check's hash file):
+//!   locators, hashes or manifest text, read once into a sorted file.
+//! - [`check`]: the `keep-block-check` program (index, probe or read mode),
+//!   on the same settings, services, indexes, signing and reports.
 //! - [`protocol`]: the wire format (the `keep-protocol` crate: locators,
 //!   signatures, rendezvous order, index lines, services lists) and the HTTP
 //!   client.
@@ -30,11 +34,13 @@
 //! links server code.
 
 pub mod atomic_file;
+pub mod check;
 pub mod cli;
 pub mod copy;
 pub mod endpoint;
 pub mod error;
 pub mod index;
+pub mod listed;
 pub mod memory;
 pub mod plan;
 pub mod progress;

@@ -15,6 +15,12 @@
 //! OVERHEAD + max(40 B × index_budget, buffer_memory + 20 B × index_budget)
 //! ```
 //!
+//! A block list (`--blocks-from`, [`crate::listed`]) adds no term: it is
+//! read before any index with a sort buffer of at most `index_budget`
+//! entries (20 B each), and a pass's listed blocks (20 B each, a second
+//! 20 B for a lost one) are counted as one index line each by the pass
+//! splitter; the rest of it is on disk.
+//!
 //! `--max-memory TOTAL` picks both budgets from that formula: with
 //! `A = TOTAL − OVERHEAD`, `--buffer-memory = 3A/4` and
 //! `--index-budget = A / 80 B` lines (indexing then peaks at A/2, copying at

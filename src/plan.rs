@@ -11,6 +11,12 @@
 //! it (a keepproxy's listing counts as done, since it hides its keepstores).
 //! A block no destination service lists is a `Copy`; one listed by fewer
 //! than `want` writable services is a `TopUp`.
+//!
+//! With a block list (`--blocks-from`, [`PlanOptions::listed`]) the pass's
+//! listed hashes are one more sorted input and drive the merge: only listed
+//! blocks are planned; a listed block on the destination but on no source
+//! is present; one on neither side is **lost** ([`Plan::lost`]). Without a
+//! list the plan takes the plain merge, untouched.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -73,6 +79,10 @@ pub struct PlanCounts {
     pub to_top_up_bytes: u64,
     pub to_verify: u64,
     pub to_verify_bytes: u64,
+    /// `--blocks-from`: distinct listed blocks (under the prefix), and those
+    /// of them on no source and no destination service. 0 without a list.
+    pub listed: u64,
+    pub lost: u64,
     /// Blocks to copy or top up, by the source service they will be read
     /// from first (source services order).
     pub per_source: Vec<BlocksBytes>,
@@ -125,6 +135,8 @@ impl PlanCounts {
         self.to_top_up_bytes += o.to_top_up_bytes;
         self.to_verify += o.to_verify;
         self.to_verify_bytes += o.to_verify_bytes;
+        self.listed += o.listed;
+        self.lost += o.lost;
         for (a, b) in self.per_source.iter_mut().zip(&o.per_source) {
             a.blocks += b.blocks;
             a.bytes += b.bytes;
@@ -144,6 +156,9 @@ pub struct Plan {
     /// Every job's holders, back to back (see [`Job`]).
     holders: Vec<u16>,
     pub counts: PlanCounts,
+    /// Listed blocks on no service of either side, in hash order (their
+    /// size is [`crate::listed::UNKNOWN_SIZE`] when the list gave none).
+    pub lost: Vec<Entry>,
 }
 
 impl Plan {
@@ -197,6 +212,8 @@ pub struct PlanOptions<'a> {
     pub verify_existing: bool,
     /// Build the jobs; `false` only counts (`--dry-run`, the pass probe).
     pub jobs: bool,
+    /// Plan only these blocks (sorted, one entry per hash): `--blocks-from`.
+    pub listed: Option<&'a [Entry]>,
 }
 
 /// A hash as a number: it orders as the hash does, and compares in two
@@ -319,9 +336,12 @@ fn plan_split(
 ) -> Plan {
     let s: Vec<&[Entry]> = src.iter().map(|l| &l.entries[..]).collect();
     let d: Vec<&[Entry]> = dst.iter().map(|l| &l.entries[..]).collect();
-    let longest = s.iter().chain(&d).copied().max_by_key(|l| l.len());
-    let total: usize = s.iter().chain(&d).map(|l| l.len()).sum();
-    let Some(longest) = longest.filter(|_| parallel && total >= min_entries) else {
+    let listed = opts.listed.unwrap_or(&[]);
+    let all = || s.iter().chain(&d).chain(std::iter::once(&listed));
+    let longest = all().copied().max_by_key(|l| l.len());
+    let total: usize = all().map(|l| l.len()).sum();
+    let Some(longest) = longest.filter(|l| parallel && total >= min_entries && !l.is_empty())
+    else {
         return plan_lists(&s, &d, opts);
     };
     // Every list is cut at the middle hash of the longest one.
@@ -333,9 +353,25 @@ fn plan_split(
             .unzip()
     }
     let ((s_lo, s_hi), (d_lo, d_hi)) = (cut(&s, split), cut(&d, split));
+    let (opts_lo, opts_hi) = match opts.listed {
+        None => (*opts, *opts),
+        Some(l) => {
+            let (lo, hi) = l.split_at(l.partition_point(|e| key(e) < split));
+            (
+                PlanOptions {
+                    listed: Some(lo),
+                    ..*opts
+                },
+                PlanOptions {
+                    listed: Some(hi),
+                    ..*opts
+                },
+            )
+        }
+    };
     let (mut lo, hi) = std::thread::scope(|scope| {
-        let lower = scope.spawn(|| plan_lists(&s_lo, &d_lo, opts));
-        let hi = plan_lists(&s_hi, &d_hi, opts);
+        let lower = scope.spawn(|| plan_lists(&s_lo, &d_lo, &opts_lo));
+        let hi = plan_lists(&s_hi, &d_hi, &opts_hi);
         let lo = lower
             .join()
             .unwrap_or_else(|e| std::panic::resume_unwind(e));
@@ -355,26 +391,111 @@ impl Plan {
             ..*j
         }));
         self.counts.add(&later.counts);
+        self.lost.extend_from_slice(&later.lost);
+    }
+}
+
+/// What deciding one block needs, shared by the plain and the listed merge.
+struct Decide<'o, 'a> {
+    opts: &'o PlanOptions<'a>,
+    src_suffixes: Vec<&'a str>,
+    /// What each destination service's listing counts for (count_replicas).
+    credit: Vec<u32>,
+    order: Vec<u16>,
+    scratch: Vec<([u8; 16], u16)>,
+}
+
+impl<'o, 'a> Decide<'o, 'a> {
+    fn new(opts: &'o PlanOptions<'a>) -> Self {
+        Decide {
+            opts,
+            src_suffixes: opts
+                .src_services
+                .iter()
+                .map(|s| s.endpoint.weight_suffix())
+                .collect(),
+            credit: (0..opts.dst_services.len())
+                .map(|i| count_replicas(&[i as u16], opts.dst_services, opts.want))
+                .collect(),
+            order: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Decide a block held by source services `src` (ascending; empty only
+    /// for a listed block that is on the destination alone) and listed by
+    /// destination services `listed`, and count it.
+    #[inline(always)]
+    fn block(
+        &mut self,
+        out: &mut Plan,
+        counts: &mut PlanCounts,
+        hash: BlockHash,
+        size: u32,
+        src: &[u16],
+        listed: &[u16],
+    ) {
+        let opts = self.opts;
+        let replicas: u32 = listed.iter().map(|&i| self.credit[i as usize]).sum();
+        let size64 = size as u64;
+        let action = if listed.is_empty() {
+            counts.to_copy += 1;
+            counts.to_copy_bytes += size64;
+            Action::Copy
+        } else if replicas < opts.want && !src.is_empty() {
+            counts.to_top_up += 1;
+            counts.to_top_up_bytes += size64;
+            Action::TopUp
+        } else {
+            // Enough replicas, or (a listed block on the destination only)
+            // no source to top up from: present.
+            counts.present += 1;
+            counts.present_bytes += size64;
+            if !opts.verify_existing {
+                return;
+            }
+            counts.to_verify += 1;
+            counts.to_verify_bytes += size64;
+            Action::Verify
+        };
+        // Source holders in probe order: the first is where the block is read.
+        probe_order_among(
+            &hash,
+            &self.src_suffixes,
+            src,
+            &mut self.scratch,
+            &mut self.order,
+        );
+        if action != Action::Verify {
+            if let Some(&first) = self.order.first() {
+                counts.per_source[first as usize].add(size64);
+            }
+            counts.per_digit[hash.first_digit() as usize].add(size64);
+        }
+        if opts.jobs {
+            out.push(
+                hash,
+                size,
+                action,
+                replicas,
+                self.order.iter().copied(),
+                listed,
+            );
+        }
     }
 }
 
 /// Plan sorted, deduplicated per-service lists of one hash range.
 fn plan_lists(src: &[&[Entry]], dst: &[&[Entry]], opts: &PlanOptions<'_>) -> Plan {
-    let src_suffixes: Vec<&str> = opts
-        .src_services
-        .iter()
-        .map(|s| s.endpoint.weight_suffix())
-        .collect();
-    // What each destination service's listing counts for (count_replicas).
-    let credit: Vec<u32> = (0..opts.dst_services.len())
-        .map(|i| count_replicas(&[i as u16], opts.dst_services, opts.want))
-        .collect();
+    if let Some(listed) = opts.listed {
+        return plan_listed(src, dst, listed, opts);
+    }
+    let mut decide = Decide::new(opts);
     let mut counts = PlanCounts::new(opts.src_services.len());
     let mut out = Plan::default();
     let mut sm = Merge::new(src);
     let mut dm = Merge::new(dst);
     let (mut sh, mut dh) = (Vec::new(), Vec::new());
-    let (mut order, mut scratch) = (Vec::new(), Vec::new());
     let mut d_cur = dm.next(&mut dh);
     if let Some((_, e)) = d_cur {
         counts.dst_blocks += 1;
@@ -398,44 +519,7 @@ fn plan_lists(src: &[&[Entry]], dst: &[&[Entry]], opts: &PlanOptions<'_>) -> Pla
             Some((d_key, _)) if d_key == s_key => &dh,
             _ => &[],
         };
-        let replicas: u32 = listed.iter().map(|&i| credit[i as usize]).sum();
-        let size = se.size as u64;
-        let action = if listed.is_empty() {
-            counts.to_copy += 1;
-            counts.to_copy_bytes += size;
-            Action::Copy
-        } else if replicas < opts.want {
-            counts.to_top_up += 1;
-            counts.to_top_up_bytes += size;
-            Action::TopUp
-        } else {
-            counts.present += 1;
-            counts.present_bytes += size;
-            if !opts.verify_existing {
-                continue;
-            }
-            counts.to_verify += 1;
-            counts.to_verify_bytes += size;
-            Action::Verify
-        };
-        // Source holders in probe order: the first is where the block is read.
-        probe_order_among(&se.hash, &src_suffixes, &sh, &mut scratch, &mut order);
-        if action != Action::Verify {
-            if let Some(&first) = order.first() {
-                counts.per_source[first as usize].add(size);
-            }
-            counts.per_digit[se.hash.first_digit() as usize].add(size);
-        }
-        if opts.jobs {
-            out.push(
-                se.hash,
-                se.size,
-                action,
-                replicas,
-                order.iter().copied(),
-                listed,
-            );
-        }
+        decide.block(&mut out, &mut counts, se.hash, se.size, &sh, listed);
     }
     // Count the destination-only blocks left after the last source hash.
     while d_cur.is_some() {
@@ -444,6 +528,102 @@ fn plan_lists(src: &[&[Entry]], dst: &[&[Entry]], opts: &PlanOptions<'_>) -> Pla
             counts.dst_blocks += 1;
             counts.dst_bytes += e.size as u64;
         }
+    }
+    out.counts = counts;
+    out
+}
+
+/// Plan only the `listed` blocks (sorted, one per hash): the listed hashes
+/// drive the merge; both sides' merges advance to each of them (still
+/// counting every block they list). A listed block on neither side is lost.
+fn plan_listed(
+    src: &[&[Entry]],
+    dst: &[&[Entry]],
+    listed: &[Entry],
+    opts: &PlanOptions<'_>,
+) -> Plan {
+    let mut decide = Decide::new(opts);
+    let mut counts = PlanCounts::new(opts.src_services.len());
+    let mut out = Plan::default();
+    let mut sm = Merge::new(src);
+    let mut dm = Merge::new(dst);
+    let (mut sh, mut dh) = (Vec::new(), Vec::new());
+    /// Next entry of a merge, counted as one distinct block of its side.
+    fn advance(
+        m: &mut Merge<'_>,
+        holders: &mut Vec<u16>,
+        blocks: &mut u64,
+        bytes: &mut u64,
+    ) -> Option<(u128, Entry)> {
+        let next = m.next(holders);
+        if let Some((_, e)) = next {
+            *blocks += 1;
+            *bytes += e.size as u64;
+        }
+        next
+    }
+    let mut s_cur = advance(
+        &mut sm,
+        &mut sh,
+        &mut counts.src_blocks,
+        &mut counts.src_bytes,
+    );
+    let mut d_cur = advance(
+        &mut dm,
+        &mut dh,
+        &mut counts.dst_blocks,
+        &mut counts.dst_bytes,
+    );
+    for l in listed {
+        let k = key(l);
+        counts.listed += 1;
+        while s_cur.is_some_and(|(sk, _)| sk < k) {
+            s_cur = advance(
+                &mut sm,
+                &mut sh,
+                &mut counts.src_blocks,
+                &mut counts.src_bytes,
+            );
+        }
+        while d_cur.is_some_and(|(dk, _)| dk < k) {
+            d_cur = advance(
+                &mut dm,
+                &mut dh,
+                &mut counts.dst_blocks,
+                &mut counts.dst_bytes,
+            );
+        }
+        let on_src = s_cur.filter(|&(sk, _)| sk == k);
+        let on_dst = d_cur.filter(|&(dk, _)| dk == k);
+        match (on_src, on_dst) {
+            (Some((_, se)), _) => {
+                let listed: &[u16] = if on_dst.is_some() { &dh } else { &[] };
+                decide.block(&mut out, &mut counts, se.hash, se.size, &sh, listed);
+            }
+            (None, Some((_, de))) => {
+                decide.block(&mut out, &mut counts, de.hash, de.size, &[], &dh);
+            }
+            (None, None) => {
+                counts.lost += 1;
+                out.lost.push(*l);
+            }
+        }
+    }
+    while s_cur.is_some() {
+        s_cur = advance(
+            &mut sm,
+            &mut sh,
+            &mut counts.src_blocks,
+            &mut counts.src_bytes,
+        );
+    }
+    while d_cur.is_some() {
+        d_cur = advance(
+            &mut dm,
+            &mut dh,
+            &mut counts.dst_blocks,
+            &mut counts.dst_bytes,
+        );
     }
     out.counts = counts;
     out
@@ -519,6 +699,7 @@ mod tests {
                 want,
                 verify_existing: verify,
                 jobs: true,
+                listed: None,
             },
         )
     }
@@ -695,6 +876,7 @@ mod tests {
                     want: 2,
                     verify_existing: verify,
                     jobs: true,
+                    listed: None,
                 };
                 let one = plan_split(&src, &dst, &opts, false, 0);
                 let two = plan_split(&src, &dst, &opts, true, 0);
@@ -711,8 +893,129 @@ mod tests {
             want: 1,
             verify_existing: false,
             jobs: true,
+            listed: None,
         };
         assert!(plan_split(&[], &[], &opts, true, 0).jobs.is_empty());
+    }
+
+    fn listed(hashes: &[u8]) -> Vec<Entry> {
+        let mut v: Vec<Entry> = hashes
+            .iter()
+            .map(|&n| Entry {
+                hash: h(n),
+                size: crate::listed::UNKNOWN_SIZE,
+            })
+            .collect();
+        v.sort();
+        v.dedup_by_key(|e| e.hash);
+        v
+    }
+
+    fn run_listed(
+        src: &[ServiceIndex],
+        dst: &[ServiceIndex],
+        list: &[Entry],
+        verify: bool,
+        parallel: bool,
+    ) -> Plan {
+        let ss: Vec<_> = (0..src.len()).map(|j| svc(j, false)).collect();
+        let ds: Vec<_> = (0..dst.len()).map(|j| svc(j + 100, false)).collect();
+        let opts = PlanOptions {
+            src_services: &ss,
+            dst_services: &ds,
+            want: 2,
+            verify_existing: verify,
+            jobs: true,
+            listed: Some(list),
+        };
+        plan_split(src, dst, &opts, parallel, 0)
+    }
+
+    /// Only listed blocks are planned: present (enough replicas, or on the
+    /// destination alone), copied, topped up or lost.
+    #[test]
+    fn a_list_restricts_the_plan_and_finds_lost_blocks() {
+        // Source: 1..=6. Destination: 1 twice (done), 2 once (top up), 7
+        // and 8 only there (8 once: present anyway, nothing to top up from).
+        let src = vec![idx(&[1, 2, 3, 4]), idx(&[3, 5, 6])];
+        let dst = vec![idx(&[1, 2, 7, 8]), idx(&[1, 7])];
+        // Listed: 1 2 3 5 7 8, and 9 10 on neither side. 4 and 6 unlisted.
+        let list = listed(&[10, 9, 8, 7, 5, 3, 2, 1, 1, 3]);
+        for parallel in [false, true] {
+            let p = run_listed(&src, &dst, &list, false, parallel);
+            let jobs: Vec<(u8, Action)> = p.jobs.iter().map(|j| (j.hash.0[0], j.action)).collect();
+            assert_eq!(
+                jobs,
+                vec![(2, Action::TopUp), (3, Action::Copy), (5, Action::Copy)]
+            );
+            let c = &p.counts;
+            assert_eq!(
+                (c.listed, c.present, c.to_copy, c.to_top_up, c.lost),
+                (8, 3, 2, 1, 2)
+            );
+            assert_eq!(c.listed, c.present + c.to_copy + c.to_top_up + c.lost);
+            // Index totals are unchanged by the list.
+            assert_eq!((c.src_blocks, c.dst_blocks), (6, 4));
+            assert_eq!(
+                p.lost.iter().map(|e| e.hash).collect::<Vec<_>>(),
+                vec![h(9), h(10)]
+            );
+            assert_eq!(c.present_bytes, 10 + 70 + 80);
+        }
+        // --verify-existing reads back present blocks, the destination-only
+        // ones too (with no source to read from).
+        let p = run_listed(&src, &dst, &list, true, false);
+        let verify: Vec<u8> = (p.jobs.iter())
+            .filter(|j| j.action == Action::Verify)
+            .map(|j| j.hash.0[0])
+            .collect();
+        assert_eq!(verify, vec![1, 7, 8]);
+        let j8 = p.jobs.iter().find(|j| j.hash == h(8)).unwrap();
+        assert!(p.sources(j8).is_empty());
+        assert_eq!(p.dst_holders(j8), &[0]);
+        // Nothing listed, nothing planned; empty sides: all lost.
+        let p = run_listed(&src, &dst, &[], false, true);
+        assert!(p.jobs.is_empty() && p.counts.listed == 0);
+        assert_eq!(p.counts.src_blocks, 6);
+        let p = run_listed(&[], &[], &list, false, true);
+        assert_eq!(p.counts.lost, 8);
+    }
+
+    /// A listed plan made in two halves is the one-thread plan, and the
+    /// list of every source block plans what no list plans.
+    #[test]
+    fn listed_halves_add_up_and_a_full_list_changes_nothing() {
+        let many: Vec<u8> = (0..=255u8).collect();
+        let src = vec![idx(&many[..200]), idx(&many[50..])];
+        let dst = vec![idx(&many[..100]), idx(&many[90..180])];
+        let list = listed(&many.iter().copied().step_by(3).collect::<Vec<_>>());
+        let one = run_listed(&src, &dst, &list, true, false);
+        let two = run_listed(&src, &dst, &list, true, true);
+        assert_eq!(one.jobs, two.jobs);
+        assert_eq!(one.holders, two.holders);
+        assert_eq!(one.counts, two.counts);
+        assert_eq!(one.lost, two.lost);
+        let plain = {
+            let ss: Vec<_> = (0..2).map(|j| svc(j, false)).collect();
+            let ds: Vec<_> = (0..2).map(|j| svc(j + 100, false)).collect();
+            let opts = PlanOptions {
+                src_services: &ss,
+                dst_services: &ds,
+                want: 2,
+                verify_existing: false,
+                jobs: true,
+                listed: None,
+            };
+            plan_split(&src, &dst, &opts, false, 0)
+        };
+        let all_src = listed(&many);
+        let full = run_listed(&src, &dst, &all_src, false, false);
+        assert_eq!(full.jobs, plain.jobs);
+        assert_eq!(full.holders, plain.holders);
+        let mut c = full.counts.clone();
+        assert_eq!((c.listed, c.lost), (256, 0));
+        (c.listed, c.lost) = (0, 0);
+        assert_eq!(c, plain.counts);
     }
 
     #[test]

@@ -17,7 +17,9 @@ use crate::role::Role;
 use crate::services::Service;
 
 mod failures;
+mod lost;
 pub use failures::{FailureList, FAILURES_IN_MEMORY};
+pub use lost::{locator as lost_locator, LostList, LOST_IN_MEMORY};
 
 /// Bumped when a field of the JSON report changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -56,6 +58,8 @@ pub struct Stats {
     pub failed: AtomicU64,
     pub failed_bytes: AtomicU64,
     failures: Mutex<failures::Failures>,
+    /// Listed blocks no service holds (`--blocks-from`, keep-block-check).
+    lost: Mutex<lost::Lost>,
     unreachable: Mutex<Vec<UnreachableService>>,
 }
 
@@ -104,16 +108,35 @@ impl Stats {
             failed: AtomicU64::new(0),
             failed_bytes: AtomicU64::new(0),
             failures: Mutex::new(failures::Failures::default()),
+            lost: Mutex::new(lost::Lost::default()),
             unreachable: Mutex::new(Vec::new()),
         }
     }
 
-    /// Keep every failed block for the `--report` file, spilled to a
-    /// temporary file in `dir` (the report's directory) so that a mass
+    /// Keep every failed (and lost) block for the `--report` file, spilled
+    /// to a temporary file in `dir` (the report's directory) so that a mass
     /// failure costs disk, not memory. Without it only the first
     /// [`FAILURES_IN_MEMORY`] are kept (for the summary) and the rest counted.
     pub fn spill_failures_in(&self, dir: &std::path::Path) {
         self.lock_failures().spill_in(dir);
+        self.lock_lost().spill_in(dir);
+    }
+
+    /// Listed blocks no service holds, in hash order after those recorded
+    /// before (a plan's [`crate::plan::Plan::lost`], pass after pass).
+    pub fn lost(&self, entries: &[crate::index::Entry]) {
+        if !entries.is_empty() {
+            self.lock_lost().extend(entries);
+        }
+    }
+
+    /// Every lost block so far, for the report.
+    pub fn lost_list(&self) -> LostList {
+        self.lock_lost().list()
+    }
+
+    fn lock_lost(&self) -> std::sync::MutexGuard<'_, lost::Lost> {
+        self.lost.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn fail(&self, hash: BlockHash, f: FailedBlock, size: u64) {
@@ -175,7 +198,8 @@ impl Stats {
 pub enum Status {
     /// Everything planned was done.
     Complete,
-    /// Finished, but some blocks failed.
+    /// Finished, but some blocks failed, a service could not be read, or
+    /// (`--blocks-from`) listed blocks are lost.
     Incomplete,
     /// A service or index could not be read.
     Unreadable,
@@ -252,6 +276,13 @@ pub struct Report {
     /// Failed blocks not listed in `failures` (only when no spill file could
     /// be made; normally 0).
     pub failures_omitted: u64,
+    /// `--blocks-from` (a path, or `-` for stdin); null without a list.
+    pub blocks_from: Option<String>,
+    /// Listed blocks on no source and no destination service, sorted:
+    /// `HASH+SIZE`, or `HASH` when the list gave no size.
+    pub lost_blocks: LostList,
+    /// Lost blocks `lost_blocks` leaves out (no spill file): normally 0.
+    pub lost_omitted: u64,
     /// Services that could not be read at all during this run.
     pub unreachable_services: Vec<UnreachableService>,
 }
@@ -269,9 +300,11 @@ pub struct Ending<'a> {
     pub src_services: &'a [Service],
     pub dst_services: &'a [Service],
     pub plan: &'a PlanCounts,
+    /// `--blocks-from`, when given.
+    pub blocks_from: Option<&'a str>,
 }
 
-fn service_reports(services: &[Service]) -> Vec<ServiceReport> {
+pub(crate) fn service_reports(services: &[Service]) -> Vec<ServiceReport> {
     services
         .iter()
         .map(|s| ServiceReport {
@@ -292,6 +325,7 @@ impl Report {
         let copied_bytes = stats.copied_bytes.load(Relaxed);
         let topped = stats.topped_up_bytes.load(Relaxed);
         let failures = stats.failures();
+        let lost_blocks = stats.lost_list();
         Report {
             schema_version: SCHEMA_VERSION,
             tool: "keep-rsync",
@@ -331,6 +365,9 @@ impl Report {
             },
             failures_omitted: failures.omitted(),
             failures,
+            blocks_from: end.blocks_from.map(str::to_string),
+            lost_omitted: lost_blocks.omitted(),
+            lost_blocks,
             unreachable_services: stats.unreachable(),
         }
     }
@@ -349,6 +386,7 @@ impl Report {
     pub fn human(&self) -> String {
         let mut s = String::new();
         self.human_counts(&mut s);
+        self.human_lost(&mut s);
         if self.dry_run && self.plan.to_write() > 0 {
             self.human_breakdown(&mut s);
         }
@@ -362,6 +400,12 @@ impl Report {
         let p = &self.plan;
         let status = match self.status {
             Status::Complete => "complete",
+            Status::Incomplete if self.plan.lost > 0 && self.failed == 0 && self.dry_run => {
+                "dry run (nothing written): listed blocks are lost"
+            }
+            Status::Incomplete if self.plan.lost > 0 && self.failed == 0 => {
+                "finished: listed blocks are lost"
+            }
             Status::Incomplete => "finished with failed blocks",
             Status::Unreadable => "stopped: a service or index could not be read",
             Status::Interrupted => "interrupted",

@@ -1,16 +1,18 @@
 //! Which side of the copy something belongs to: the source or the
-//! destination, with the words and Go-style flags that name it in messages.
+//! destination (or, for keep-block-check, the one cluster it checks), with
+//! the words and Go-style flags that name it in messages.
 
 use std::fmt;
 
 use serde::Serialize;
 
-/// The source or the destination.
+/// The source or the destination; `Cluster` is keep-block-check's one side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Source,
     Destination,
+    Cluster,
 }
 
 impl Role {
@@ -19,6 +21,16 @@ impl Role {
         match self {
             Role::Source => "source",
             Role::Destination => "destination",
+            Role::Cluster => "cluster",
+        }
+    }
+
+    /// "source cluster", "destination cluster", or "cluster".
+    pub fn cluster(self) -> &'static str {
+        match self {
+            Role::Source => "source cluster",
+            Role::Destination => "destination cluster",
+            Role::Cluster => "cluster",
         }
     }
 
@@ -27,6 +39,7 @@ impl Role {
         match self {
             Role::Source => "-src",
             Role::Destination => "-dst",
+            Role::Cluster => "-config",
         }
     }
 
@@ -35,6 +48,7 @@ impl Role {
         match self {
             Role::Source => "-src-keep-services-json",
             Role::Destination => "-dst-keep-services-json",
+            Role::Cluster => "-keep-services-json",
         }
     }
 }

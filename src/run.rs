@@ -7,6 +7,10 @@
 //! space) estimates a pass's cost (index lines plus planned jobs), and the
 //! prefix is split into 16^d sub-prefixes so each pass stays under
 //! `--index-budget`.
+//!
+//! With `--blocks-from` the list is read once into a sorted file
+//! ([`crate::listed`]) after the sides are ready, each pass plans with its
+//! own listed blocks, and lost blocks go to the stats (and exit code 1).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use crate::cli::Config;
 use crate::copy::{Budget, BufferPool, Copier, CopyOptions};
 use crate::error::{exit, Error, Result};
 use crate::index::{fetch_all, FetchOptions, Fetched, ServiceIndex, Target};
+use crate::listed::ListedBlocks;
 use crate::plan::{plan, PlanCounts, PlanOptions, JOB_COST_ENTRIES};
 use crate::progress::{Level, Reporter};
 use crate::protocol::client::Backoff;
@@ -28,27 +33,41 @@ use crate::throttle::Throttle;
 
 /// Run keep-rsync to the end and return the process exit code.
 pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationToken) -> u8 {
+    // Nothing was planned: the error paragraph is the whole story, but a
+    // report is still left so a shard runner can tell why.
+    let stop = |e: Error| {
+        let ending = Ending {
+            status: Status::of_error(&e),
+            exit_code: e.exit_code(),
+            error: Some(e.to_string()),
+            prefix: &cfg.prefix,
+            replications: cfg.replications,
+            dry_run: cfg.dry_run,
+            budgets: cfg.budgets(),
+            src_services: &[],
+            dst_services: &[],
+            plan: &PlanCounts::new(0),
+            blocks_from: cfg.blocks_from.as_deref(),
+        };
+        conclude(&cfg, &*reporter, &Stats::new(), ending, false)
+    };
     let sides = match sides::prepare(&cfg, &*reporter).await {
         Ok(sides) => sides,
-        Err(e) => {
-            // Nothing was planned: the error paragraph is the whole story, but
-            // a report is still left so a shard runner can tell why.
-            let ending = Ending {
-                status: Status::of_error(&e),
-                exit_code: e.exit_code(),
-                error: Some(e.to_string()),
-                prefix: &cfg.prefix,
-                replications: cfg.replications,
-                dry_run: cfg.dry_run,
-                budgets: cfg.budgets(),
-                src_services: &[],
-                dst_services: &[],
-                plan: &PlanCounts::new(0),
-            };
-            return conclude(&cfg, &*reporter, &Stats::new(), ending, false);
-        }
+        Err(e) => return stop(e),
     };
-    let run = Run::new(&cfg, &sides, &*reporter, &soft);
+    let listed = match crate::listed::read_for_run(
+        cfg.blocks_from.as_deref(),
+        "--blocks-from",
+        &cfg.prefix,
+        cfg.budgets().index_budget,
+    )
+    .await
+    {
+        Ok(l) => l,
+        Err(e) => return stop(e),
+    };
+    let mut run = Run::new(&cfg, &sides, &*reporter, &soft);
+    run.listed = listed.as_ref();
     let mut counts = PlanCounts::new(sides.src.services.len());
     let outcome = run.sync(&mut counts).await;
     let ending = Ending {
@@ -97,6 +116,8 @@ struct Run<'a> {
     reporter: &'a dyn Reporter,
     soft: &'a CancellationToken,
     fetch: FetchOptions,
+    /// `--blocks-from`, read and sorted.
+    listed: Option<&'a ListedBlocks>,
 }
 
 impl<'a> Run<'a> {
@@ -131,6 +152,7 @@ impl<'a> Run<'a> {
                 },
                 recycle: Default::default(),
             },
+            listed: None,
         }
     }
 
@@ -142,7 +164,7 @@ impl<'a> Run<'a> {
             Ok(()) if self.soft.is_cancelled() => (Status::Interrupted, exit::INTERRUPTED),
             // A service that could not be read leaves the plan (or the copy)
             // incomplete, in a dry run too.
-            Ok(()) if failed > 0 || self.stats.any_down() => {
+            Ok(()) if failed > 0 || self.stats.any_down() || counts.lost > 0 => {
                 (Status::Incomplete, exit::BLOCKS_FAILED)
             }
             Ok(()) if self.cfg.dry_run => (Status::DryRun, exit::OK),
@@ -159,6 +181,7 @@ impl<'a> Run<'a> {
             src_services: &self.src.services,
             dst_services: &self.dst.services,
             plan: counts,
+            blocks_from: self.cfg.blocks_from.as_deref(),
         }
     }
 
@@ -169,6 +192,7 @@ impl<'a> Run<'a> {
             want: self.want,
             verify_existing: self.cfg.verify_existing,
             jobs: !self.cfg.dry_run,
+            listed: None,
         }
     }
 
@@ -207,7 +231,7 @@ impl<'a> Run<'a> {
             let Some((src_idx, dst_idx)) = self.indexes(prefix, k == 0).await? else {
                 return Ok(());
             };
-            let p = plan(&src_idx, &dst_idx, &self.plan_options());
+            let p = self.plan_pass(prefix, &src_idx, &dst_idx, self.plan_options())?;
             if p.jobs.is_empty() {
                 // The next pass parses into these.
                 self.fetch.recycle.give(src_idx);
@@ -226,6 +250,44 @@ impl<'a> Run<'a> {
             self.stats.end_pass();
         }
         Ok(())
+    }
+
+    /// Plan one pass, restricted to its listed blocks with `--blocks-from`
+    /// (loaded for the pass, freed with it); lost blocks go to the stats.
+    fn plan_pass(
+        &self,
+        prefix: &str,
+        src: &[ServiceIndex],
+        dst: &[ServiceIndex],
+        opts: PlanOptions<'_>,
+    ) -> Result<crate::plan::Plan> {
+        let Some(l) = self.listed else {
+            return Ok(plan(src, dst, &opts));
+        };
+        let listed = l.load(prefix)?;
+        let p = plan(
+            src,
+            dst,
+            &PlanOptions {
+                listed: Some(&listed),
+                ..opts
+            },
+        );
+        if let Some(first) = p.lost.first() {
+            self.reporter.log(
+                Level::Warn,
+                &format!(
+                    "{} listed block{} under prefix {prefix:?} {} on no source or destination \
+                     service (lost), the first {}",
+                    p.lost.len(),
+                    if p.lost.len() == 1 { "" } else { "s" },
+                    if p.lost.len() == 1 { "is" } else { "are" },
+                    crate::report::lost_locator(first)
+                ),
+            );
+        }
+        self.stats.lost(&p.lost);
+        Ok(p)
     }
 
     /// One pass's indexes, both sides; `None` when interrupted meanwhile
@@ -307,7 +369,9 @@ impl<'a> Run<'a> {
                     if svc.mark_down() {
                         let left_out = match side.role {
                             Role::Source => "blocks only it holds are not copied",
-                            Role::Destination => "its copies are not counted and it gets no writes",
+                            Role::Destination | Role::Cluster => {
+                                "its copies are not counted and it gets no writes"
+                            }
                         };
                         self.reporter.log(
                             Level::Warn,
@@ -372,24 +436,43 @@ impl<'a> Run<'a> {
         let (s, d) = self.collect_indexes(fetched, &refs, false)?;
         let opts = self.plan_options();
         let probe_jobs = if opts.jobs {
-            let counts = plan(
-                &s,
-                &d,
-                &PlanOptions {
-                    jobs: false,
-                    ..opts
-                },
-            )
-            .counts;
+            let counts = self.probe_plan(&probe, &s, &d, opts)?;
             counts.to_write() + counts.to_verify
         } else {
             0
         };
         let cost = probe_lines + JOB_COST_ENTRIES * probe_jobs;
-        let estimate = cost.saturating_mul(16u64.pow(PROBE_DIGITS as u32));
+        // A listed block costs a budget line while its pass is planned (its
+        // entry, and its lost entry if it is lost); counted exactly.
+        let listed = match self.listed {
+            Some(l) => l.count(prefix)?,
+            None => 0,
+        };
+        let estimate = cost
+            .saturating_mul(16u64.pow(PROBE_DIGITS as u32))
+            .saturating_add(listed);
         let budget = self.cfg.budgets().index_budget;
         let depth = split_depth(estimate, budget, 32 - prefix.len());
         Ok(sub_prefixes(prefix, depth))
+    }
+}
+
+impl Run<'_> {
+    /// The probe's plan counts (no jobs, no lost blocks recorded).
+    fn probe_plan(
+        &self,
+        probe: &str,
+        s: &[ServiceIndex],
+        d: &[ServiceIndex],
+        opts: PlanOptions<'_>,
+    ) -> Result<PlanCounts> {
+        let listed = self.listed.map(|l| l.load(probe)).transpose()?;
+        let opts = PlanOptions {
+            jobs: false,
+            listed: listed.as_deref(),
+            ..opts
+        };
+        Ok(plan(s, d, &opts).counts)
     }
 }
 

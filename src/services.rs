@@ -223,7 +223,17 @@ impl Side {
     /// The locator to GET a block with: signed with this side's blob signing
     /// key when it has one (expiry one day from now, as the Go tool does).
     pub fn get_locator(&self, hash: &crate::protocol::BlockHash, size: u64) -> String {
-        let loc = crate::protocol::Locator::new(*hash, size);
+        self.locator_for(hash, Some(size))
+    }
+
+    /// [`Side::get_locator`] for a block whose size may be unknown (`HASH`
+    /// alone, signed: enough for a `HEAD`).
+    pub fn locator_for(&self, hash: &crate::protocol::BlockHash, size: Option<u64>) -> String {
+        let loc = crate::protocol::Locator {
+            hash: *hash,
+            size,
+            hints: Vec::new(),
+        };
         match &self.settings.blob_signing_key {
             Some(key) => {
                 let now = std::time::SystemTime::now()

@@ -64,7 +64,8 @@ pub fn load(name: &str, role: Role) -> Result<Settings> {
         return Err(Error::config(format!(
             "no {role} settings given: pass {flag} FILE (a path, or NAME for \
              ~/.config/arvados/NAME.conf) holding ARVADOS_API_HOST and ARVADOS_API_TOKEN \
-             for the {role} cluster."
+             for the {}.",
+            role.cluster()
         )));
     }
     let path = resolve(name);
@@ -129,17 +130,19 @@ pub fn parse(text: &str, path: &Path, role: Role) -> Result<Settings> {
     }
     if s.api_token.is_empty() {
         return Err(Error::config(format!(
-            "the {role} settings file {} has no ARVADOS_API_TOKEN: add the {role} cluster's \
+            "the {role} settings file {} has no ARVADOS_API_TOKEN: add the {}'s \
              system root token (keepstore serves indexes to that token only).",
-            path.display()
+            path.display(),
+            role.cluster()
         )));
     }
     if s.api_host.is_empty() {
         return Err(Error::config(format!(
-            "the {role} settings file {} has no ARVADOS_API_HOST: add the {role} cluster's API \
+            "the {role} settings file {} has no ARVADOS_API_HOST: add the {}'s API \
              server as host[:port] (it is contacted only when services or defaults must be \
              discovered).",
-            path.display()
+            path.display(),
+            role.cluster()
         )));
     }
     Ok(s)

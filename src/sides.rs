@@ -3,6 +3,10 @@
 //! that are needed → a [`Side`] each, with its pooled client. Everything that
 //! can be wrong with the configuration is found here, before any index is
 //! fetched (exit 2), or the API server that should answer does not (exit 3).
+//!
+//! keep-block-check's one side ([`prepare_cluster`]) is built by the same
+//! steps: settings file, services list or API server, discovery only when a
+//! default is needed.
 
 use crate::cli::Config;
 use crate::endpoint::Endpoint;
@@ -12,6 +16,28 @@ use crate::protocol::client::{ClientOptions, KeepClient};
 use crate::role::Role;
 use crate::services::{self, Discovery, Service, Side};
 use crate::settings::{self, Settings};
+
+/// How a side's clients connect, from either program's flags.
+#[derive(Clone, Copy, Debug)]
+pub struct Connection {
+    pub connect_timeout: std::time::Duration,
+    pub stall_timeout: std::time::Duration,
+    /// `--max-per-service`.
+    pub max_per_service: usize,
+    /// `--checkers`.
+    pub checkers: usize,
+}
+
+impl Connection {
+    fn of(cfg: &Config) -> Connection {
+        Connection {
+            connect_timeout: cfg.connect_timeout,
+            stall_timeout: cfg.stall_timeout,
+            max_per_service: cfg.max_per_service,
+            checkers: cfg.checkers,
+        }
+    }
+}
 
 /// The default blob signature TTL of Arvados (two weeks).
 pub const DEFAULT_TTL: u64 = 1_209_600;
@@ -28,7 +54,7 @@ pub async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<Sides> {
     let (src_settings, dst_settings) = load_settings(cfg, reporter)?;
     let src = source_endpoints(cfg, &src_settings).await?;
     let dst = keep_endpoints(
-        cfg,
+        cfg.connect_timeout,
         &dst_settings,
         Role::Destination,
         cfg.dst_services_json.as_deref(),
@@ -37,11 +63,55 @@ pub async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<Sides> {
     check_distinct(&src, &dst)?;
     let defaults = Defaults::fetch(cfg, &src_settings, &dst_settings).await?;
     check_writable(&dst, defaults.want)?;
+    let conn = Connection::of(cfg);
     Ok(Sides {
-        src: make_side(Role::Source, src_settings, src, defaults.src_ttl, cfg)?,
-        dst: make_side(Role::Destination, dst_settings, dst, defaults.dst_ttl, cfg)?,
+        src: make_side(Role::Source, src_settings, src, defaults.src_ttl, &conn)?,
+        dst: make_side(
+            Role::Destination,
+            dst_settings,
+            dst,
+            defaults.dst_ttl,
+            &conn,
+        )?,
         want: defaults.want,
     })
+}
+
+/// keep-block-check's flags for its one cluster.
+pub struct ClusterFlags<'a> {
+    /// `-config FILE|NAME`.
+    pub config: &'a str,
+    /// `-keep-services-json JSON|FILE|-`.
+    pub services_json: Option<&'a str>,
+    /// `-blob-signature-ttl`, seconds; 0 = the discovery document's.
+    pub ttl: u64,
+    /// Whether blocks will be asked for by locator (signed when the
+    /// settings hold a key): only then is a TTL needed.
+    pub signs: bool,
+    pub conn: Connection,
+}
+
+/// keep-block-check's cluster: settings, services, and (only when it signs
+/// and no TTL was given) the discovery document's TTL.
+pub async fn prepare_cluster(f: &ClusterFlags<'_>, reporter: &dyn Reporter) -> Result<Side> {
+    let role = Role::Cluster;
+    let s = settings::load(f.config, role)?;
+    for w in &s.warnings {
+        reporter.log(Level::Warn, w);
+    }
+    let endpoints = keep_endpoints(f.conn.connect_timeout, &s, role, f.services_json).await?;
+    let ttl = if f.ttl > 0 {
+        f.ttl
+    } else if f.signs && s.blob_signing_key.is_some() {
+        let flag = "-blob-signature-ttl DURATION (the cluster's blobSignatureTtl, needed to sign locators)";
+        discovery(&s, role, flag, f.conn.connect_timeout)
+            .await?
+            .blob_signature_ttl
+            .unwrap_or(DEFAULT_TTL)
+    } else {
+        DEFAULT_TTL
+    };
+    make_side(role, s, endpoints, ttl, &f.conn)
 }
 
 /// Both settings files; with raw volumes as the source and no `-src`, the
@@ -62,7 +132,13 @@ fn load_settings(cfg: &Config, reporter: &dyn Reporter) -> Result<(Settings, Set
 /// The source: raw volumes when given, else its keep services.
 async fn source_endpoints(cfg: &Config, s: &Settings) -> Result<Vec<Endpoint>> {
     if cfg.src_volume_dirs.is_empty() {
-        keep_endpoints(cfg, s, Role::Source, cfg.src_services_json.as_deref()).await
+        keep_endpoints(
+            cfg.connect_timeout,
+            s,
+            Role::Source,
+            cfg.src_services_json.as_deref(),
+        )
+        .await
     } else {
         Ok(crate::volume::open_all(&cfg.src_volume_dirs)?
             .into_iter()
@@ -74,7 +150,7 @@ async fn source_endpoints(cfg: &Config, s: &Settings) -> Result<Vec<Endpoint>> {
 /// A side's keep services: from its services flag (JSON, file or stdin), or
 /// from its API server.
 async fn keep_endpoints(
-    cfg: &Config,
+    connect_timeout: std::time::Duration,
     s: &Settings,
     role: Role,
     json: Option<&str>,
@@ -85,8 +161,7 @@ async fn keep_endpoints(
             services::parse_services(&text, &origin, role)?
         }
         None => {
-            services::fetch_accessible(&services::api_client(s, cfg.connect_timeout)?, s, role)
-                .await?
+            services::fetch_accessible(&services::api_client(s, connect_timeout)?, s, role).await?
         }
     };
     Ok(list.into_iter().map(Endpoint::Keep).collect())
@@ -147,13 +222,13 @@ impl Defaults {
             } else {
                 "-dst-blob-signature-ttl DURATION"
             };
-            discovery(dst, Role::Destination, flag, cfg).await?
+            discovery(dst, Role::Destination, flag, cfg.connect_timeout).await?
         } else {
             Discovery::default()
         };
         let src_doc = if need_src_doc {
             let flag = "-src-blob-signature-ttl DURATION (the source's blobSignatureTtl, needed to sign locators)";
-            discovery(src, Role::Source, flag, cfg).await?
+            discovery(src, Role::Source, flag, cfg.connect_timeout).await?
         } else {
             Discovery::default()
         };
@@ -182,9 +257,14 @@ impl Defaults {
     }
 }
 
-async fn discovery(s: &Settings, role: Role, needed_for: &str, cfg: &Config) -> Result<Discovery> {
+async fn discovery(
+    s: &Settings,
+    role: Role,
+    needed_for: &str,
+    connect_timeout: std::time::Duration,
+) -> Result<Discovery> {
     services::fetch_discovery(
-        &services::api_client(s, cfg.connect_timeout)?,
+        &services::api_client(s, connect_timeout)?,
         s,
         role,
         needed_for,
@@ -197,13 +277,13 @@ fn make_side(
     settings: Settings,
     endpoints: Vec<Endpoint>,
     ttl: u64,
-    cfg: &Config,
+    conn: &Connection,
 ) -> Result<Side> {
     let opts = ClientOptions {
-        connect_timeout: cfg.connect_timeout,
-        stall_timeout: cfg.stall_timeout,
+        connect_timeout: conn.connect_timeout,
+        stall_timeout: conn.stall_timeout,
         insecure: settings.insecure,
-        pool_per_host: cfg.max_per_service.max(cfg.checkers),
+        pool_per_host: conn.max_per_service.max(conn.checkers),
     };
     let client = KeepClient::new(&settings.api_token, &opts).map_err(Error::config)?;
     Ok(Side {
@@ -211,7 +291,7 @@ fn make_side(
         settings,
         services: endpoints
             .into_iter()
-            .map(|e| Service::new(e, cfg.max_per_service))
+            .map(|e| Service::new(e, conn.max_per_service))
             .collect(),
         client,
         ttl,

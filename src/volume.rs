@@ -105,6 +105,27 @@ pub fn index(root: &Path, prefix: &str) -> std::result::Result<(Vec<Entry>, u64)
     Ok((entries, lines))
 }
 
+/// The size of a block's file, unread (keep-block-check's `HEAD`).
+pub fn block_size(root: &Path, hash: &BlockHash) -> std::result::Result<u64, Failure> {
+    let name = hash.to_string();
+    let path = root.join(&name[..3]).join(&name);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => Ok(m.len()),
+        Ok(_) => Err(Failure::new(
+            FailureKind::NotFound,
+            format!("{} is not a file", path.display()),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Failure::new(
+            FailureKind::NotFound,
+            format!("no {}", path.display()),
+        )),
+        Err(e) => Err(Failure::new(
+            FailureKind::Rejected,
+            format!("cannot read {}: {e}", path.display()),
+        )),
+    }
+}
+
 /// Read one block file and check it against its hash and size.
 pub fn read_block(root: &Path, hash: &BlockHash, size: u64) -> std::result::Result<Bytes, Failure> {
     let name = hash.to_string();

@@ -374,3 +374,102 @@ fn index_fixtures() {
         );
     }
 }
+
+/// Bad block lists (issue 13), for keep-rsync's --blocks-from and
+/// keep-block-check's -block-hash-file alike: not UTF-8, no locator at all,
+/// a malformed hash (31 digits, upper case), a missing file. Each exits 2
+/// with one paragraph naming the file and the line, shows no signature, and
+/// nothing is copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_block_lists_exit_2_with_one_paragraph() {
+    let p = Pair::with(
+        ClusterConfig::new(2, SRC_TOKEN),
+        ClusterConfig::new(2, DST_TOKEN),
+    )
+    .await;
+    p.src
+        .seed_blocks(5, &[SizeRange { min: 1, max: 100 }], 1, 1);
+    let foo = "acbd18db4cc2f85cedef654fccc4a4d8";
+    let sig = "89118b78732c33104a4d6231e8b5a5fa1e4301e3";
+    let files: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
+        (
+            "not-utf8.txt",
+            format!("{foo}+3\n. {foo}+3 0:3:a\n{foo}+3 caf\u{e9}")
+                .into_bytes()
+                .into_iter()
+                .chain(*b" \xff\xfe\n")
+                .collect(),
+            vec!["not-utf8.txt", "line 3", "not UTF-8"],
+        ),
+        (
+            "no-locator.txt",
+            b"manifest_text\n------\n(0 rows)\n".to_vec(),
+            vec!["no-locator.txt", "names no block", "3 lines"],
+        ),
+        (
+            "31-digits.txt",
+            format!("{foo}+3\n. {}+3 0:3:a\n", &foo[..31]).into_bytes(),
+            vec!["31-digits.txt", "line 2", "31 hex digits"],
+        ),
+        (
+            "upper-case.txt",
+            format!("\n\n{}\n", foo.to_uppercase()).into_bytes(),
+            vec!["upper-case.txt", "line 3", "upper-case"],
+        ),
+        (
+            // A signature with its hint letter lower-cased is not a hint: the
+            // line is refused without showing it.
+            "bad-hint.txt",
+            format!(". {foo}+3+a{sig}@7fffffff 0:3:a\n").into_bytes(),
+            vec!["bad-hint.txt", "line 1", "upper-case letter"],
+        ),
+    ];
+    let mut lists: Vec<(String, Vec<String>)> = files
+        .into_iter()
+        .map(|(name, bytes, needles)| {
+            let path = p.path(name);
+            std::fs::write(&path, bytes).unwrap();
+            (
+                path.display().to_string(),
+                needles.iter().map(|s| s.to_string()).collect(),
+            )
+        })
+        .collect();
+    let missing = p.path("no-such-list.txt").display().to_string();
+    lists.push((
+        missing.clone(),
+        vec![missing.clone(), "does not exist".into()],
+    ));
+    let conf = p.path("dst.conf").display().to_string();
+    let json = p.path("dst.json").display().to_string();
+    for (list, needles) in &lists {
+        let mut rsync = p.base_args();
+        rsync.extend(s(&["-replications", "1", "--blocks-from", list]));
+        let mut needles_rsync = needles.clone();
+        needles_rsync.push("--blocks-from".into());
+        let r = run_rsync(&rsync).await;
+        assert_one_paragraph(&format!("keep-rsync {list}"), &r, &needles_rsync);
+        assert!(!r.all().contains(sig), "a signature in\n{}", r.all());
+
+        let check = s(&[
+            "-config",
+            &conf,
+            "-keep-services-json",
+            &json,
+            "-block-hash-file",
+            list,
+        ]);
+        let mut needles_check = needles.clone();
+        needles_check.push("-block-hash-file".into());
+        let r = run_with_stdin(check_bin(), &check, None).await;
+        assert_one_paragraph(&format!("keep-block-check {list}"), &r, &needles_check);
+        assert!(!r.all().contains(sig), "a signature in\n{}", r.all());
+    }
+    assert_eq!(p.total_dst_puts(), 0);
+    // Both lists from stdin: one of them must be a file.
+    let mut both = p.base_args();
+    both = with(&both, "-src-keep-services-json", "-");
+    both.extend(s(&["-replications", "1", "--blocks-from", "-"]));
+    let r = run_rsync(&both).await;
+    assert_one_paragraph("two stdins", &r, &s(&["cannot both read stdin"]));
+}

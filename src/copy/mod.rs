@@ -31,7 +31,7 @@ mod relay;
 
 pub use budget::Budget;
 pub use pool::BufferPool;
-pub use relay::Relay;
+pub use relay::{verify_body, Relay};
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

@@ -146,30 +146,11 @@ impl Relay {
         S: Stream<Item = Result<Bytes, Failure>>,
     {
         let size = self.size;
-        let mut md5 = Md5::new();
         let mut got: u64 = 0;
         let mut unannounced = 0usize;
         let mut dense = self.pool.take(0);
-        futures::pin_mut!(body);
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|f| {
-                Failure::new(
-                    FailureKind::BadData,
-                    format!("body cut short after {got} of {size} bytes ({f})"),
-                )
-            })?;
-            if got + chunk.len() as u64 > size {
-                return Err(Failure::new(
-                    FailureKind::BadData,
-                    format!("body longer than the locator's size {size}"),
-                ));
-            }
-            if let Some(t) = throttle {
-                t.take(chunk.len() as u64).await;
-            }
-            md5.update(&chunk);
+        let r = verify_body(body, hash, size, throttle, on_bytes, |chunk| {
             got += chunk.len() as u64;
-            on_bytes(chunk.len() as u64);
             // Copied into dense, reusable buffers (see copy::pool): hyper's
             // read buffer is free at once.
             let mut rest = &chunk[..];
@@ -181,24 +162,12 @@ impl Relay {
                 }
                 rest = dense.fill(rest);
             }
-        }
-        if !dense.is_empty() {
+        })
+        .await;
+        if r.is_ok() && !dense.is_empty() {
             self.push(dense.freeze(), &mut unannounced);
         }
-        if got != size {
-            return Err(Failure::new(
-                FailureKind::BadData,
-                format!("body cut short: {got} of {size} bytes"),
-            ));
-        }
-        let sum = BlockHash(md5.finalize().into());
-        if sum != *hash {
-            return Err(Failure::new(
-                FailureKind::BadData,
-                format!("body MD5 is {sum}, not {hash}: corrupt copy"),
-            ));
-        }
-        Ok(())
+        r
     }
 
     /// Hand a chunk to the writes, waking them once per `WAKE_EVERY` bytes
@@ -282,6 +251,63 @@ impl Relay {
             },
         )
     }
+}
+
+/// Read a block's body, checking it against `hash` and `size` as it
+/// arrives: `Ok` once every byte is there with the right length and MD5.
+/// Each chunk goes to `keep` as soon as it is counted (the relay packs them
+/// for its writes; keep-block-check's `--read` drops them, holding no
+/// block). A body that breaks, runs long or short, or has the wrong MD5 is
+/// `BadData`.
+pub async fn verify_body<S>(
+    body: S,
+    hash: &BlockHash,
+    size: u64,
+    throttle: Option<&Throttle>,
+    on_bytes: &(dyn Fn(u64) + Sync),
+    mut keep: impl FnMut(Bytes),
+) -> Result<(), Failure>
+where
+    S: Stream<Item = Result<Bytes, Failure>>,
+{
+    let mut md5 = Md5::new();
+    let mut got: u64 = 0;
+    futures::pin_mut!(body);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|f| {
+            Failure::new(
+                FailureKind::BadData,
+                format!("body cut short after {got} of {size} bytes ({f})"),
+            )
+        })?;
+        if got + chunk.len() as u64 > size {
+            return Err(Failure::new(
+                FailureKind::BadData,
+                format!("body longer than the locator's size {size}"),
+            ));
+        }
+        if let Some(t) = throttle {
+            t.take(chunk.len() as u64).await;
+        }
+        md5.update(&chunk);
+        got += chunk.len() as u64;
+        on_bytes(chunk.len() as u64);
+        keep(chunk);
+    }
+    if got != size {
+        return Err(Failure::new(
+            FailureKind::BadData,
+            format!("body cut short: {got} of {size} bytes"),
+        ));
+    }
+    let sum = BlockHash(md5.finalize().into());
+    if sum != *hash {
+        return Err(Failure::new(
+            FailureKind::BadData,
+            format!("body MD5 is {sum}, not {hash}: corrupt copy"),
+        ));
+    }
+    Ok(())
 }
 
 /// What a PUT body does next.

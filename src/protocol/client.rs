@@ -1,4 +1,4 @@
-//! HTTP calls to Keep services (docs/protocol.md, "Keepstore HTTP API"): index, block GET, block PUT.
+//! HTTP calls to Keep services (docs/protocol.md, "Keepstore HTTP API"): index, block GET, HEAD and PUT.
 //!
 //! Each call answers with the data or a classified [`Failure`]: the copy
 //! pipeline decides what to do next (retry the same service, move to the next
@@ -249,6 +249,31 @@ impl KeepClient {
             }
         }
         Ok(resp)
+    }
+
+    /// `HEAD /LOCATOR` (signed by the caller when the cluster wants it): the
+    /// block's `Content-Length` when the service has it (200), `None` if the
+    /// answer had none. Any other answer is a classified failure (404 =
+    /// `NotFound`, 403 = `Denied`, …), as for a GET.
+    pub async fn head_block(&self, base: &str, locator: &str) -> Result<Option<u64>, Failure> {
+        let resp = self
+            .http
+            .head(format!("{base}/{locator}"))
+            .header("Authorization", &*self.auth)
+            .send()
+            .await
+            .map_err(|e| Failure::from_http(&e))?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Failure::from_status(status, &body));
+        }
+        // The header itself: a HEAD response has no body to measure.
+        Ok(resp
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok()))
     }
 
     /// `PUT /HASH` with a body of `len` bytes; `Content-Length` is always

@@ -264,3 +264,40 @@ pub async fn run_rsync_env(args: &[String], env: &[(&str, &str)]) -> Run {
         .expect("keep-rsync ran");
     Run::from(out)
 }
+
+/// The keep-block-check binary.
+pub fn check_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_keep-block-check")
+}
+
+/// Run `bin` with `args` (fast retries), feeding `stdin` when given.
+pub async fn run_with_stdin(bin: &str, args: &[String], stdin: Option<&[u8]>) -> Run {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(args)
+        .arg("--retry-backoff")
+        .arg("5ms")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        });
+    let mut child = cmd.spawn().expect("spawn");
+    if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
+        let data = data.to_vec();
+        // A child that exits early closes its stdin: not an error here.
+        tokio::spawn(async move {
+            let _ = w.write_all(&data).await;
+        });
+    }
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        child.wait_with_output(),
+    )
+    .await
+    .expect("finished within 120 s")
+    .expect("ran");
+    Run::from(out)
+}

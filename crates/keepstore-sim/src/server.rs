@@ -462,6 +462,18 @@ async fn read_block(
     };
     let data = match got {
         Ok(Some(d)) => d,
+        // A synthetic block has no data, but this service lists it: a HEAD
+        // answers as for a stored block (docs/keepstore-sim.md).
+        Ok(None) if !is_get => match synthetic_size(&svc, &h) {
+            Some(size) => {
+                return Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header(CONTENT_LENGTH, size)
+                    .body(full(Bytes::new()))
+                    .unwrap_or_else(|_| text(StatusCode::OK, "")))
+            }
+            None => return Ok(text(StatusCode::NOT_FOUND, "Not Found")),
+        },
         Ok(None) => return Ok(text(StatusCode::NOT_FOUND, "Not Found")),
         Err(e) => {
             return Ok(text(
@@ -551,6 +563,13 @@ async fn read_block(
     Ok(resp_builder
         .body(body)
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "response")))
+}
+
+/// The size of `h` if it is a synthetic block this service's index lists.
+fn synthetic_size(svc: &Svc, h: &BlockHash) -> Option<u64> {
+    let syn = svc.shared.synthetic.as_ref()?;
+    let i = syn.lookup(h)?;
+    (syn.present(i) && syn.held_by(i, svc.index, svc.shared.n)).then(|| syn.size(i))
 }
 
 /// A body sent at `rate` bytes per second, in 64 KiB frames.

@@ -1,0 +1,376 @@
+//! keep-block-check's flags: the Go tool's (`-config`, `-keep-services-json`,
+//! `-block-hash-file`, `-prefix`, `-blob-signature-ttl`, `-v`, `-version`)
+//! in the same four syntaxes as keep-rsync (`cli::normalize_go_flags_for`),
+//! with the same value parsers, plus the mode (`--probe`, `--read`) and
+//! keep-rsync's performance, networking and report flags.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{at_least_one, duration, parse_prefix, seconds, timeout, DEFAULT_TRANSFERS};
+use crate::error::{Error, Result};
+
+const AFTER_HELP: &str = "\
+Modes:
+  (default)  one index request per keep service (in hash sub-prefix passes of at most
+             --index-budget lines), instead of one request per block
+  --probe    a signed HEAD per block, through its probe order, --transfers at a time
+             (the Go tool asks the same way, one block at a time)
+  --read     a signed GET per block, its length and MD5 checked; a corrupt copy is
+             reported and the next copy tried
+
+Exit codes:
+  0    every listed block (with the -prefix) was found
+  1    some were not (each is logged: \"Error verifying block HASH: why\")
+  2    usage or configuration error (flags, settings file, services list, block list)
+  3    a keep service, the API server or an index could not be read
+  130  interrupted
+The Go tool exits 1 for all of these.
+
+The block list (-block-hash-file, - for stdin) holds one locator or hash per line, or
+manifest text: every word that is a locator is taken, its hints dropped.";
+
+/// Check that the blocks listed in a file are in a Keep cluster.
+///
+/// A drop-in for Arvados' keep-block-check: same flags (Go-style -flag value,
+/// -flag=value, or --flag value), settings files and log lines. By default it
+/// answers from the keep services' indexes; --probe and --read ask for each
+/// block.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "keep-block-check",
+    version,
+    args_override_self = true,
+    after_help = AFTER_HELP,
+    after_long_help = AFTER_HELP
+)]
+pub struct CheckConfig {
+    /// Settings of the cluster to check: a file path, or NAME for
+    /// $HOME/.config/arvados/NAME.conf (ARVADOS_API_HOST, ARVADOS_API_TOKEN,
+    /// ARVADOS_API_HOST_INSECURE, ARVADOS_BLOB_SIGNING_KEY).
+    #[arg(
+        long,
+        value_name = "FILE|NAME",
+        default_value = "",
+        hide_default_value = true,
+        allow_hyphen_values = true
+    )]
+    pub config: String,
+
+    /// Keep services list (JSON text, a file, or - for stdin); otherwise from the API server.
+    #[arg(
+        long = "keep-services-json",
+        value_name = "JSON|FILE|-",
+        allow_hyphen_values = true
+    )]
+    pub services_json: Option<String>,
+
+    /// The blocks to check (required; - for stdin): one locator or hash per
+    /// line, or manifest text. Duplicates and any order are fine.
+    #[arg(
+        long = "block-hash-file",
+        value_name = "FILE|-",
+        default_value = "",
+        hide_default_value = true,
+        allow_hyphen_values = true
+    )]
+    pub block_hash_file: String,
+
+    /// Only listed hashes starting with these hex digits.
+    #[arg(
+        long,
+        default_value = "",
+        hide_default_value = true,
+        value_name = "HEX",
+        value_parser = parse_prefix
+    )]
+    pub prefix: String,
+
+    /// Blob signature TTL, a Go duration (336h); 0 = the API server's
+    /// discovery document (asked only when --probe or --read sign locators).
+    #[arg(
+        long = "blob-signature-ttl",
+        default_value = "0",
+        value_name = "DURATION",
+        value_parser = seconds("blob-signature-ttl")
+    )]
+    pub ttl: u64,
+
+    /// Log each block as it is checked: "Verifying block N of M: HASH".
+    #[arg(short = 'v', long = "v")]
+    pub verbose: bool,
+
+    /// Ask each block with a signed HEAD, --transfers at a time, instead of
+    /// reading indexes.
+    #[arg(long, conflicts_with = "read", help_heading = "Mode")]
+    pub probe: bool,
+
+    /// Read each block (signed GET) and check its length and MD5.
+    #[arg(long, help_heading = "Mode")]
+    pub read: bool,
+
+    /// Blocks asked at once (--probe, --read).
+    #[arg(long, default_value_t = DEFAULT_TRANSFERS, value_name = "N", value_parser = at_least_one("transfers"), help_heading = "Performance")]
+    pub transfers: usize,
+
+    /// Index requests in flight.
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = at_least_one("checkers"), help_heading = "Performance")]
+    pub checkers: usize,
+
+    /// Requests in flight to any one keep service.
+    #[arg(long = "max-per-service", default_value_t = 16, value_name = "N", value_parser = at_least_one("max-per-service"), help_heading = "Performance")]
+    pub max_per_service: usize,
+
+    /// Index lines (and listed blocks) held in memory per hash sub-prefix
+    /// pass; also the block list's sort buffer, in blocks (default 4000000).
+    #[arg(
+        long = "index-budget",
+        value_name = "LINES",
+        value_parser = clap::value_parser!(u64).range(1000..),
+        help_heading = "Performance"
+    )]
+    pub index_budget: Option<u64>,
+
+    /// Retries of each request on transient errors.
+    #[arg(
+        long,
+        default_value_t = 5,
+        value_name = "N",
+        help_heading = "Networking"
+    )]
+    pub retries: u32,
+
+    /// First retry delay; doubles on each retry (with jitter), up to 30 times it.
+    #[arg(
+        long = "retry-backoff",
+        default_value = "1s",
+        value_name = "DURATION",
+        value_parser = duration("retry-backoff"),
+        help_heading = "Networking"
+    )]
+    pub retry_backoff: Duration,
+
+    /// Connect timeout.
+    #[arg(
+        long = "contimeout",
+        default_value = "10s",
+        value_name = "DURATION",
+        value_parser = timeout("contimeout"),
+        help_heading = "Networking"
+    )]
+    pub connect_timeout: Duration,
+
+    /// Give up on a response that sends nothing for this long.
+    #[arg(
+        long = "timeout",
+        default_value = "5m",
+        value_name = "DURATION",
+        value_parser = timeout("timeout"),
+        help_heading = "Networking"
+    )]
+    pub stall_timeout: Duration,
+
+    /// Write a JSON report to FILE (docs/report-schema.md, "keep-block-check").
+    #[arg(long, value_name = "FILE", help_heading = "Logging")]
+    pub report: Option<PathBuf>,
+}
+
+/// How blocks are asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Index,
+    Probe,
+    Read,
+}
+
+impl CheckConfig {
+    pub fn mode(&self) -> Mode {
+        if self.read {
+            Mode::Read
+        } else if self.probe {
+            Mode::Probe
+        } else {
+            Mode::Index
+        }
+    }
+
+    pub fn index_budget(&self) -> u64 {
+        self.index_budget
+            .unwrap_or(crate::cli::DEFAULT_INDEX_BUDGET)
+    }
+
+    fn checked(self) -> Result<CheckConfig> {
+        if self.config.is_empty() {
+            return Err(Error::config(
+                "-config is required: name the settings file of the cluster to check, e.g. \
+                 keep-block-check -config new-cluster -block-hash-file blocks.txt (see --help).",
+            ));
+        }
+        if self.block_hash_file.is_empty() {
+            return Err(Error::config(
+                "-block-hash-file is required: give the file of block locators or hashes to \
+                 check (one per line, or manifest text), or - for stdin.",
+            ));
+        }
+        if self.block_hash_file == "-" && self.services_json.as_deref() == Some("-") {
+            return Err(Error::config(
+                "-block-hash-file - and -keep-services-json - cannot both read stdin: give one \
+                 of them as a file.",
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// Parse argv (Go or GNU syntax). `Err(clap::Error)`: --help, --version or
+/// a usage error, for the caller to print.
+pub fn parse<I, T>(argv: I) -> std::result::Result<Result<CheckConfig>, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let argv = crate::cli::normalize_go_flags_for(
+        &CheckConfig::command(),
+        argv.into_iter().map(Into::into).collect(),
+    );
+    let cfg = CheckConfig::try_parse_from(argv)?;
+    Ok(cfg.checked())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(args: &[&str]) -> Result<CheckConfig> {
+        let mut v = vec!["keep-block-check"];
+        v.extend_from_slice(args);
+        parse(v).expect("clap accepts")
+    }
+
+    #[test]
+    fn four_syntaxes_agree() {
+        for form in [
+            vec![
+                "-config",
+                "a",
+                "-block-hash-file",
+                "f",
+                "-prefix",
+                "0a",
+                "-v",
+                "-blob-signature-ttl",
+                "2h",
+            ],
+            vec![
+                "-config=a",
+                "-block-hash-file=f",
+                "-prefix=0a",
+                "-v",
+                "-blob-signature-ttl=2h",
+            ],
+            vec![
+                "--config",
+                "a",
+                "--block-hash-file",
+                "f",
+                "--prefix",
+                "0a",
+                "--v",
+                "--blob-signature-ttl",
+                "2h",
+            ],
+            vec![
+                "--config=a",
+                "--block-hash-file=f",
+                "--prefix=0a",
+                "--v",
+                "--blob-signature-ttl=2h",
+            ],
+        ] {
+            let c = cfg(&form).unwrap();
+            assert_eq!(
+                (
+                    c.config.as_str(),
+                    c.block_hash_file.as_str(),
+                    c.prefix.as_str(),
+                    c.verbose,
+                    c.ttl
+                ),
+                ("a", "f", "0a", true, 7200),
+                "{form:?}"
+            );
+            assert_eq!(c.mode(), Mode::Index);
+        }
+        let c = cfg(&[
+            "-config",
+            "a",
+            "-block-hash-file",
+            "-",
+            "-keep-services-json",
+            "{}",
+            "--probe",
+        ])
+        .unwrap();
+        assert_eq!((c.block_hash_file.as_str(), c.mode()), ("-", Mode::Probe));
+        assert_eq!(
+            cfg(&["-config", "a", "-block-hash-file", "f", "--read"])
+                .unwrap()
+                .mode(),
+            Mode::Read
+        );
+    }
+
+    #[test]
+    fn required_and_bad_values() {
+        for args in [
+            vec!["-block-hash-file", "f"],
+            vec!["-config", "a"],
+            vec![
+                "-config",
+                "a",
+                "-block-hash-file",
+                "-",
+                "-keep-services-json",
+                "-",
+            ],
+        ] {
+            let e = cfg(&args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert_eq!(e.exit_code(), 2);
+        }
+        let bad = parse([
+            "keep-block-check",
+            "-config",
+            "a",
+            "-block-hash-file",
+            "f",
+            "-prefix",
+            "XY",
+        ])
+        .err()
+        .unwrap();
+        let msg = crate::cli::describe_clap_error(&bad).unwrap();
+        assert!(
+            msg.starts_with("-prefix \"XY\" is not a hash prefix"),
+            "{msg}"
+        );
+        assert!(parse([
+            "keep-block-check",
+            "-config",
+            "a",
+            "-block-hash-file",
+            "f",
+            "--probe",
+            "--read"
+        ])
+        .is_err());
+        for f in ["-version", "--version", "-help"] {
+            assert!(parse(["keep-block-check", f]).is_err(), "{f}");
+        }
+    }
+}

@@ -1,0 +1,591 @@
+//! keep-block-check: are the blocks a list names in this cluster?
+//!
+//! A drop-in for Arvados' Go `keep-block-check` (flags, settings files, log
+//! lines and exit status 0/1; configuration errors exit 2 and unreadable
+//! services 3 where Go exits 1), built from keep-rsync's parts: settings and
+//! services ([`crate::sides::prepare_cluster`]), the block list
+//! ([`crate::listed`], shared with `--blocks-from`), indexes and sub-prefix
+//! passes ([`crate::index`], [`crate::run::split_depth`]), the plan's listed
+//! merge ([`crate::plan`]: with no source, what it calls lost is missing),
+//! signing ([`crate::services::Side::locator_for`]), body verification
+//! ([`crate::copy::verify_body`]) and the report's stats and block lists.
+//!
+//! Three modes ([`cli::Mode`]):
+//! - **index** (default): one index request per service per pass, instead
+//!   of one request per block; a block is found when any service lists it;
+//! - **probe**: a signed `HEAD` per block through its probe order (all
+//!   services but gateways), `--transfers` blocks at a time, as the Go tool
+//!   asks (one at a time);
+//! - **read**: a signed `GET` per block, length and MD5 checked as it
+//!   streams (nothing held); a corrupt copy is logged and counted, and the
+//!   next copy in probe order is tried. A block of unknown size (a bare
+//!   hash) is asked with a `HEAD` first.
+//!
+//! Memory: the list is on disk; index mode holds one pass (as keep-rsync's
+//! indexing phase: 40 B × `--index-budget`); probe and read modes hold the
+//! blocks in flight's requests and a 64 KiB list cursor.
+
+pub mod cli;
+mod report;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use futures::stream::{self, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::endpoint::Opened;
+use crate::error::{exit, Error, Result};
+use crate::index::{fetch_all, Entry, FetchOptions, Fetched, ServiceIndex, Target};
+use crate::listed::{sort::Sorter, ListedBlocks, UNKNOWN_SIZE};
+use crate::plan::{plan, PlanOptions};
+use crate::progress::{timestamp, Level, Reporter};
+use crate::protocol::client::{body_chunks, with_retries, Backoff, Failure, FailureKind};
+use crate::protocol::probe_order;
+use crate::report::{lost_locator, Stats, Status};
+use crate::services::Side;
+use crate::sides::{ClusterFlags, Connection};
+use cli::{CheckConfig, Mode};
+
+/// A Go `log` line on stderr: `2006/01/02 15:04:05 msg` (UTC).
+fn say(msg: &str) {
+    eprintln!("{} {msg}", timestamp());
+}
+
+/// The `keep-block-check` program: argv → exit code.
+pub fn main(argv: Vec<std::ffi::OsString>) -> u8 {
+    let cfg = match cli::parse(argv) {
+        Err(e) => {
+            if let Some(msg) = crate::cli::describe_clap_error(&e) {
+                eprintln!("keep-block-check: {msg}");
+                return exit::USAGE;
+            }
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+        }
+        Ok(Err(e)) => {
+            eprintln!("keep-block-check: {e}");
+            return e.exit_code();
+        }
+        Ok(Ok(cfg)) => cfg,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keep-block-check: cannot start the async runtime: {e}");
+            return exit::USAGE;
+        }
+    };
+    rt.block_on(async move {
+        let soft = CancellationToken::new();
+        tokio::spawn(watch_signals(soft.clone()));
+        run(cfg, soft).await
+    })
+}
+
+/// First SIGINT/SIGTERM: start no more blocks, report what was checked,
+/// exit 130. Second: exit 130 at once.
+async fn watch_signals(soft: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    for n in 0..2 {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        if n == 0 {
+            say("interrupted: finishing the blocks being checked (signal again to stop at once)");
+            soft.cancel();
+        } else {
+            std::process::exit(exit::INTERRUPTED as i32);
+        }
+    }
+}
+
+/// What a check counts besides [`Stats`].
+#[derive(Default)]
+struct Tally {
+    /// Blocks checked (found or not).
+    attempts: AtomicU64,
+    errors: AtomicU64,
+    /// `--read`: copies that failed their length or MD5 check.
+    bad_copies: AtomicU64,
+    /// Hash sub-prefix passes (index mode).
+    passes: AtomicU64,
+}
+
+/// One check, shared by its blocks.
+struct Check<'a> {
+    cfg: &'a CheckConfig,
+    side: &'a Side,
+    listed: &'a ListedBlocks,
+    stats: &'a Stats,
+    tally: Tally,
+    soft: &'a CancellationToken,
+    backoff: Backoff,
+    /// Blocks to check (`attempts` once done): listed under the prefix.
+    total: u64,
+    log: &'a dyn Reporter,
+}
+
+/// Check the list against the cluster; returns the exit code.
+pub async fn run(cfg: CheckConfig, soft: CancellationToken) -> u8 {
+    let stats = Stats::new();
+    if let Some(path) = &cfg.report {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        stats.spill_failures_in(dir);
+    }
+    let log = crate::progress::Plain::new(true);
+    let flags = ClusterFlags {
+        config: &cfg.config,
+        services_json: cfg.services_json.as_deref(),
+        ttl: cfg.ttl,
+        signs: cfg.mode() != Mode::Index,
+        conn: Connection {
+            connect_timeout: cfg.connect_timeout,
+            stall_timeout: cfg.stall_timeout,
+            max_per_service: cfg.max_per_service,
+            checkers: cfg.checkers,
+        },
+    };
+    let stop = |e: Error, side: Option<&Side>, tally: &Tally| {
+        eprintln!("keep-block-check: {e}");
+        report::write(
+            &cfg,
+            &stats,
+            tally,
+            side,
+            Status::of_error(&e),
+            e.exit_code(),
+            Some(e.to_string()),
+        );
+        e.exit_code()
+    };
+    let side = match crate::sides::prepare_cluster(&flags, &log).await {
+        Ok(s) => s,
+        Err(e) => return stop(e, None, &Tally::default()),
+    };
+    let listed = match crate::listed::read_list(
+        &cfg.block_hash_file,
+        "-block-hash-file",
+        &cfg.prefix,
+        cfg.index_budget(),
+    )
+    .await
+    {
+        Ok(l) => l,
+        Err(e) => return stop(e, Some(&side), &Tally::default()),
+    };
+    let check = Check {
+        cfg: &cfg,
+        side: &side,
+        listed: &listed,
+        stats: &stats,
+        tally: Tally::default(),
+        soft: &soft,
+        backoff: Backoff {
+            base: cfg.retry_backoff,
+            max: cfg.retry_backoff.saturating_mul(30),
+        },
+        total: listed.len(),
+        log: &log,
+    };
+    // Nothing listed under the prefix: nothing to ask (0 attempts, exit 0).
+    let outcome = match cfg.mode() {
+        _ if check.total == 0 => Ok(()),
+        Mode::Index => check.by_index().await,
+        Mode::Probe | Mode::Read => check.by_block().await,
+    };
+    if let Err(e) = outcome {
+        return stop(e, Some(&side), &check.tally);
+    }
+    let (attempts, errors) = (
+        check.tally.attempts.load(Relaxed),
+        check.tally.errors.load(Relaxed),
+    );
+    say(&format!(
+        "Verify block totals: {attempts} attempts, {} successes, {errors} errors",
+        attempts - errors
+    ));
+    let (status, code) = if soft.is_cancelled() {
+        say(&format!(
+            "interrupted after {attempts} of {} blocks: rerun to check them all",
+            check.total
+        ));
+        (Status::Interrupted, exit::INTERRUPTED)
+    } else if errors > 0 {
+        say(&format!(
+            "Block verification failed for {errors} out of {attempts} blocks with matching prefix."
+        ));
+        (Status::Incomplete, exit::BLOCKS_FAILED)
+    } else {
+        (Status::Complete, exit::OK)
+    };
+    report::write(&cfg, &stats, &check.tally, Some(&side), status, code, None);
+    code
+}
+
+impl Check<'_> {
+    /// The block's name in log lines: `HASH+SIZE`, or `HASH` (never signed).
+    fn started(&self, n: u64, e: &Entry) {
+        if self.cfg.verbose {
+            say(&format!(
+                "Verifying block {n} of {}: {}",
+                self.total,
+                lost_locator(e)
+            ));
+        }
+    }
+
+    fn missing(&self, e: &Entry, why: &str) {
+        self.tally.errors.fetch_add(1, Relaxed);
+        say(&format!("Error verifying block {}: {why}", lost_locator(e)));
+    }
+
+    /// The services asked: every one but gateways and those found down.
+    fn targets(&self) -> (Vec<Target<'_>>, Vec<usize>) {
+        let mut t = Vec::new();
+        let mut at = Vec::new();
+        for (i, s) in self.side.services.iter().enumerate() {
+            if s.endpoint.is_gateway() || s.is_down() {
+                continue;
+            }
+            t.push(Target {
+                role: self.side.role,
+                service: s,
+                client: &self.side.client,
+            });
+            at.push(i);
+        }
+        (t, at)
+    }
+
+    /// A service could not be read at all: left out, said once, reported.
+    fn down(&self, i: usize, why: &str) {
+        let svc = &self.side.services[i];
+        svc.stats.errors.fetch_add(1, Relaxed);
+        if svc.mark_down() {
+            self.log.log(
+                Level::Warn,
+                &format!(
+                    "keep service {}: {why}; it is left out (blocks only it holds count as missing)",
+                    svc.endpoint.label()
+                ),
+            );
+        }
+        self.stats.service_down(self.side.role, svc, why);
+    }
+
+    /// Fetch every readable service's index for `prefix`, in service order
+    /// (an empty list for a service that is down).
+    async fn indexes(&self, prefix: &str, opts: &FetchOptions) -> Result<Vec<ServiceIndex>> {
+        let (targets, at) = self.targets();
+        let fetched = fetch_all(&targets, prefix, opts, &self.stats.index_bytes, &|_| {}).await?;
+        let mut out: Vec<ServiceIndex> = (self.side.services.iter())
+            .map(|_| ServiceIndex {
+                entries: Vec::new(),
+                lines: 0,
+            })
+            .collect();
+        for (f, &i) in fetched.into_iter().zip(&at) {
+            self.side.services[i].stats.requests.fetch_add(1, Relaxed);
+            match f {
+                Fetched::Index(ix) => out[i] = ix,
+                Fetched::Down(why) => self.down(i, &why),
+            }
+        }
+        if self.targets().0.is_empty() {
+            return Err(Error::unreadable(format!(
+                "no keep service of the cluster could be read: {}. Nothing was checked. Check \
+                 that the services are up and reachable from this host.",
+                (self.side.services.iter())
+                    .map(|s| s.endpoint.label())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Index mode: per pass, every service's index and the pass's listed
+    /// blocks, merged by the plan with no source: lost = missing.
+    async fn by_index(&self) -> Result<()> {
+        let opts = FetchOptions {
+            checkers: self.cfg.checkers,
+            retries: self.cfg.retries,
+            backoff: self.backoff,
+            recycle: Default::default(),
+        };
+        let passes = self.passes(&opts).await?;
+        self.tally.passes.store(passes.len() as u64, Relaxed);
+        for prefix in &passes {
+            if self.soft.is_cancelled() {
+                break;
+            }
+            let idx = tokio::select! {
+                r = self.indexes(prefix, &opts) => r?,
+                _ = self.soft.cancelled() => break,
+            };
+            let lines: u64 = idx.iter().map(|i| i.lines).sum();
+            self.stats.index_lines.fetch_add(lines, Relaxed);
+            let listed = self.listed.load(prefix)?;
+            let p = plan(
+                &[],
+                &idx,
+                &PlanOptions {
+                    src_services: &[],
+                    dst_services: &self.side.services,
+                    want: 1,
+                    verify_existing: false,
+                    jobs: false,
+                    listed: Some(&listed),
+                },
+            );
+            let why = format!(
+                "not in the index of any of the {} keep services read",
+                self.targets().0.len()
+            );
+            let mut lost = p.lost.iter().peekable();
+            for e in &listed {
+                let n = self.tally.attempts.fetch_add(1, Relaxed) + 1;
+                self.started(n, e);
+                if lost.peek().is_some_and(|l| l.hash == e.hash) {
+                    lost.next();
+                    self.missing(e, &why);
+                }
+            }
+            self.stats.lost(&p.lost);
+            opts.recycle.give(idx);
+        }
+        Ok(())
+    }
+
+    /// The passes of index mode: `-prefix`, or its sub-prefixes when a
+    /// probe of 1/4096 of it says one pass would not fit `--index-budget`
+    /// (index lines plus listed blocks), as keep-rsync splits its runs.
+    async fn passes(&self, opts: &FetchOptions) -> Result<Vec<String>> {
+        const PROBE_DIGITS: usize = 3;
+        let prefix = &self.cfg.prefix;
+        if prefix.len() + PROBE_DIGITS > 32 {
+            return Ok(vec![prefix.clone()]);
+        }
+        let probe = format!("{prefix}{}", "0".repeat(PROBE_DIGITS));
+        let idx = tokio::select! {
+            r = self.indexes(&probe, opts) => r?,
+            _ = self.soft.cancelled() => return Ok(Vec::new()),
+        };
+        let lines: u64 = idx.iter().map(|i| i.lines).sum();
+        let estimate = lines
+            .saturating_mul(16u64.pow(PROBE_DIGITS as u32))
+            .saturating_add(self.listed.count(prefix)?);
+        let depth = crate::run::split_depth(estimate, self.cfg.index_budget(), 32 - prefix.len());
+        Ok(crate::run::sub_prefixes(prefix, depth))
+    }
+
+    /// Probe and read modes: each listed block, `--transfers` at a time.
+    /// Missing blocks finish in any order: they are sorted on disk for the
+    /// report (its list is in hash order, like keep-rsync's lost blocks).
+    async fn by_block(&self) -> Result<()> {
+        let cursor = self.listed.cursor(&self.cfg.prefix)?;
+        let mut missing = Sorter::new(1 << 16);
+        let s = stream::iter(cursor)
+            .take_until(self.soft.cancelled())
+            .map(|e| async move {
+                let e = e?;
+                let n = self.tally.attempts.fetch_add(1, Relaxed) + 1;
+                self.started(n, &e);
+                let r = match self.cfg.mode() {
+                    Mode::Read => self.read_one(&e).await,
+                    _ => self.probe_one(&e).await.map(|_| ()),
+                };
+                Ok::<_, Error>((e, r))
+            })
+            .buffer_unordered(self.cfg.transfers);
+        futures::pin_mut!(s);
+        while let Some(done) = s.next().await {
+            let (e, r) = done?;
+            if let Err(why) = r {
+                self.missing(&e, &why);
+                missing.push(e).map_err(|e| spill(&e))?;
+            }
+        }
+        let (file, n) = missing.finish().map_err(|e| spill(&e))?;
+        let sorted = ListedBlocks::from_sorted(file, n);
+        let mut chunk = Vec::with_capacity(4096);
+        for e in sorted.cursor("")? {
+            chunk.push(e?);
+            if chunk.len() == 4096 {
+                self.stats.lost(&chunk);
+                chunk.clear();
+            }
+        }
+        self.stats.lost(&chunk);
+        Ok(())
+    }
+
+    /// Services to ask for a block, in its probe order.
+    fn order(&self, e: &Entry) -> Vec<usize> {
+        let suffixes = self.side.suffixes();
+        probe_order(&e.hash, &suffixes)
+            .into_iter()
+            .filter(|&i| !self.side.services[i].endpoint.is_gateway())
+            .collect()
+    }
+
+    /// One request to service `i`, retried on transient failures, counted
+    /// against it; a service that stays unreachable is marked down.
+    async fn ask<T, F, Fut>(&self, i: usize, op: F) -> std::result::Result<T, Failure>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
+    {
+        let svc = &self.side.services[i];
+        if svc.is_down() {
+            return Err(Failure::new(
+                FailureKind::Unreachable,
+                "found unreachable earlier in this check",
+            ));
+        }
+        let _slot = svc.limit.acquire().await.ok();
+        let r = with_retries(self.backoff, self.cfg.retries, |_| op()).await;
+        svc.stats.count(&r, 0);
+        r.map_err(|(f, attempts)| {
+            if f.kind == FailureKind::Unreachable {
+                self.down(i, &format!("unreachable after {attempts} attempts: {f}"));
+            }
+            f
+        })
+    }
+
+    /// `HEAD` through the probe order until a service has the block: its
+    /// size, if the answer gave one. `Err`: why it counts as missing.
+    async fn probe_one(&self, e: &Entry) -> std::result::Result<Option<u64>, String> {
+        let size = (e.size != UNKNOWN_SIZE).then_some(e.size as u64);
+        let loc = self.side.locator_for(&e.hash, size);
+        let mut why = Vec::new();
+        for i in self.order(e) {
+            let svc = &self.side.services[i].endpoint;
+            match self
+                .ask(i, || svc.head(&self.side.client, &loc, &e.hash))
+                .await
+            {
+                Ok(len) => return Ok(len.or(size)),
+                Err(f) => why.push((svc.id().to_string(), f)),
+            }
+        }
+        Err(not_found(&why))
+    }
+
+    /// `GET` through the probe order until a copy has the right length and
+    /// MD5. A bad copy is read again once (a connection may have broken),
+    /// then logged, counted and skipped.
+    async fn read_one(&self, e: &Entry) -> std::result::Result<(), String> {
+        let size = if e.size != UNKNOWN_SIZE {
+            e.size as u64
+        } else {
+            match self.probe_one(e).await? {
+                Some(s) => s,
+                None => {
+                    return Err("a HEAD found it but gave no Content-Length to read it with".into())
+                }
+            }
+        };
+        let loc = self.side.locator_for(&e.hash, Some(size));
+        let mut why = Vec::new();
+        for i in self.order(e) {
+            let svc = &self.side.services[i].endpoint;
+            let mut r = Err(Failure::new(FailureKind::BadData, "not read"));
+            for _ in 0..2 {
+                r = self.ask(i, || self.read_from(i, &loc, e, size)).await;
+                if !matches!(&r, Err(f) if f.kind == FailureKind::BadData) {
+                    break;
+                }
+            }
+            match r {
+                Ok(()) => return Ok(()),
+                Err(f) => {
+                    if f.kind == FailureKind::BadData {
+                        self.tally.bad_copies.fetch_add(1, Relaxed);
+                        self.log.log(
+                            Level::Warn,
+                            &format!("block {} on {}: {f}", lost_locator(e), svc.label()),
+                        );
+                    }
+                    why.push((svc.id().to_string(), f));
+                }
+            }
+        }
+        Err(not_found(&why))
+    }
+
+    /// One verified read of the block from service `i`; its bytes are
+    /// hashed and dropped.
+    async fn read_from(
+        &self,
+        i: usize,
+        loc: &str,
+        e: &Entry,
+        size: u64,
+    ) -> std::result::Result<(), Failure> {
+        let svc = &self.side.services[i];
+        match svc
+            .endpoint
+            .open(&self.side.client, loc, &e.hash, size)
+            .await?
+        {
+            Opened::File(_) => Ok(()),
+            Opened::Body(resp) => {
+                let on_bytes = |n: u64| {
+                    self.stats.bytes_read.fetch_add(n, Relaxed);
+                    svc.stats.bytes.fetch_add(n, Relaxed);
+                };
+                crate::copy::verify_body(body_chunks(resp), &e.hash, size, None, &on_bytes, drop)
+                    .await
+            }
+        }
+    }
+}
+
+/// Why no service gave the block: "Block not found" when every service
+/// said 404, else each service's answer.
+fn not_found(why: &[(String, Failure)]) -> String {
+    if why.is_empty() {
+        return "no keep service left to ask".into();
+    }
+    if why.iter().all(|(_, f)| f.kind == FailureKind::NotFound) {
+        return format!(
+            "Block not found (404 from all {} keep services asked)",
+            why.len()
+        );
+    }
+    let mut parts: Vec<String> = why
+        .iter()
+        .take(4)
+        .map(|(id, f)| format!("{id}: {f}"))
+        .collect();
+    if why.len() > 4 {
+        parts.push(format!("… {} more", why.len() - 4));
+    }
+    parts.join("; ")
+}
+
+fn spill(e: &std::io::Error) -> Error {
+    Error::unreadable(format!(
+        "cannot keep the list of missing blocks in a temporary file in $TMPDIR ({}): {e}",
+        std::env::temp_dir().display()
+    ))
+}
