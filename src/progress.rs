@@ -267,49 +267,44 @@ impl Reporter for Json {
     }
 }
 
-/// indicatif bars on a terminal.
+/// indicatif bars on a terminal. Nothing is drawn before there is work: the
+/// index bar joins the display when the first index request goes out, the
+/// blocks and bytes bars when a plan has something to copy. So a run that
+/// stops on a settings error shows its error line alone, and no empty
+/// `0/0` bar is left on screen above the real ones.
 pub struct Bars {
     mp: MultiProgress,
     index: ProgressBar,
     blocks: ProgressBar,
     bytes: ProgressBar,
     lines: Mutex<()>,
-    shown: std::sync::Once,
+    index_shown: std::sync::Once,
+    work_shown: std::sync::Once,
+}
+
+/// A bar that draws nothing until it is added to the display.
+fn unattached(template: &str, prefix: &'static str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(prefix);
+    bar
 }
 
 impl Bars {
     pub fn new() -> Bars {
-        let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
-        let index = mp.add(ProgressBar::new(0));
-        index.set_style(
-            ProgressStyle::with_template("{prefix:>8} {wide_bar} {pos}/{len} services")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        index.set_prefix("indexes");
-        // Blocks and bytes bars join the display once there is a plan. (A
-        // hidden bar has no length, so they start as plain bars, unattached.)
-        let blocks = ProgressBar::new(0);
-        blocks.set_style(
-            ProgressStyle::with_template("{prefix:>8} {wide_bar} {pos}/{len} blocks")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        blocks.set_prefix("blocks");
-        let bytes = ProgressBar::new(0);
-        bytes.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>8} {wide_bar} {bytes}/{total_bytes}  {bytes_per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bytes.set_prefix("bytes");
-        index.enable_steady_tick(Duration::from_millis(250));
         Bars {
-            mp,
-            index,
-            blocks,
-            bytes,
+            mp: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4)),
+            index: unattached("{prefix:>8} {wide_bar} {pos}/{len} services", "indexes"),
+            blocks: unattached("{prefix:>8} {wide_bar} {pos}/{len} blocks", "blocks"),
+            bytes: unattached(
+                "{prefix:>8} {wide_bar} {bytes}/{total_bytes}  {bytes_per_sec} ETA {eta}",
+                "bytes",
+            ),
             lines: Mutex::new(()),
-            shown: std::sync::Once::new(),
+            index_shown: std::sync::Once::new(),
+            work_shown: std::sync::Once::new(),
         }
     }
 }
@@ -331,20 +326,30 @@ impl Reporter for Bars {
         let _ = self.mp.println(format!("{tag}{msg}"));
     }
     fn indexes(&self, remaining: usize, total: usize) {
+        if total == 0 {
+            return;
+        }
         self.index.set_length(total as u64);
         self.index.set_position((total - remaining) as u64);
+        self.index_shown.call_once(|| {
+            self.mp.add(self.index.clone());
+            self.index.enable_steady_tick(Duration::from_millis(250));
+        });
         if remaining == 0 {
             self.index.finish();
         }
     }
     fn planned(&self, c: &PlanCounts, _pass: usize, _passes: usize) {
-        self.shown.call_once(|| {
-            self.mp.add(self.blocks.clone());
-            self.mp.add(self.bytes.clone());
-        });
+        if c.to_write() + c.to_verify == 0 {
+            return;
+        }
         self.blocks.inc_length(c.to_write() + c.to_verify);
         self.bytes
             .inc_length(c.to_write_bytes() + c.to_verify_bytes);
+        self.work_shown.call_once(|| {
+            self.mp.add(self.blocks.clone());
+            self.mp.add(self.bytes.clone());
+        });
     }
     fn block_started(&self, _ordinal: u64, _total: u64, _job: &Job) {}
     fn block_finished(&self, job: &Job, error: Option<&str>) {
