@@ -278,6 +278,26 @@ where
     Ok(cfg.checked())
 }
 
+/// Whether argv asks for `--log-format json` (in any of the Go and GNU
+/// spellings), so that even an error about the other flags is a JSON line.
+pub fn asks_for_json_logs(argv: &[OsString]) -> bool {
+    let argv = normalize_go_flags(argv.to_vec());
+    let mut json = false;
+    let mut iter = argv.iter().skip(1).map(|a| a.to_str().unwrap_or(""));
+    while let Some(a) = iter.next() {
+        match a {
+            "--" => break,
+            "--log-format" => json = iter.next() == Some("json"),
+            _ => {
+                if let Some(v) = a.strip_prefix("--log-format=") {
+                    json = v == "json";
+                }
+            }
+        }
+    }
+    json
+}
+
 /// Rewrite Go-style single-dash long flags (`-src x`, `-prefix=ab`,
 /// `-version`) to clap's `--` form. Only known long names are rewritten,
 /// never a value following a flag that takes one, and nothing after `--`.
@@ -665,6 +685,22 @@ mod tests {
             "10K"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn json_logs_are_spotted_before_the_flags_parse() {
+        let asks = |args: &[&str]| {
+            let mut v = vec![OsString::from("keep-rsync")];
+            v.extend(args.iter().map(OsString::from));
+            asks_for_json_logs(&v)
+        };
+        assert!(asks(&["-log-format", "json", "--bogus"]));
+        assert!(asks(&["--log-format=json", "-prefix", "XYZ"]));
+        assert!(asks(&["-log-format=json"]));
+        assert!(!asks(&["--log-format", "text"]));
+        assert!(!asks(&["--log-format=json", "--log-format=text"]));
+        assert!(!asks(&["--", "--log-format=json"]));
+        assert!(!asks(&[]));
     }
 
     #[test]

@@ -8,9 +8,16 @@
 //! - `Json`: one JSON object per event on stderr (`--log-format json`), with
 //!   rclone's field names (`time`, `level`, `msg`, `object`, `size`).
 //!
+//! With `--log-format json` every stderr line is one JSON object: the end
+//! summary is a `summary` event (the report's fields), diagnostics (`-v`)
+//! come through [`Reporter::print`] already formatted as JSON, and the few
+//! messages written before a reporter exists (or where none is at hand) use
+//! [`log_without_reporter`].
+//!
 //! Messages never carry signatures: reporters see unsigned locators only.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +25,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use crate::plan::{Job, PlanCounts};
-use crate::report::human_duration;
+use crate::report::{human_duration, Report};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
@@ -57,12 +64,53 @@ pub trait Reporter: Send + Sync {
     fn bytes_undone(&self, _n: u64) {}
     /// The run is over: clear bars before the summary.
     fn finish(&self) {}
+    /// Finished lines (diagnostics, already formatted) for stderr, printed
+    /// above the bars when there are bars.
+    fn print(&self, text: &str) {
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    }
+    /// The end of the run: the human summary when something was `planned`
+    /// (otherwise the error said it all). The JSON renderer emits its
+    /// `summary` event either way.
+    fn summary(&self, report: &Report, planned: bool) {
+        if planned {
+            self.print(&report.human());
+        }
+    }
+}
+
+/// Whether stderr lines are JSON (`--log-format json`): for the rare messages
+/// written where no reporter is at hand.
+static JSON_LINES: AtomicBool = AtomicBool::new(false);
+
+/// One message for stderr from code that has no reporter: before one exists
+/// (a command line that does not parse) or deep in a module (the failure
+/// spill file). `json`: the caller knows the format (`None`: as the reporter
+/// was chosen). Text form: `keep-rsync: warning: …`. `exit_code` is added
+/// to the JSON object when the message ends the run.
+pub fn log_without_reporter(json: Option<bool>, level: Level, msg: &str, exit_code: Option<u8>) {
+    let line = if json.unwrap_or_else(|| JSON_LINES.load(Relaxed)) {
+        let mut v = json!({"time": timestamp_rfc3339(), "level": level.as_str(), "msg": msg, "event": "log"});
+        if let (Some(code), Some(obj)) = (exit_code, v.as_object_mut()) {
+            obj.insert("exit_code".into(), code.into());
+        }
+        format!("{v}\n")
+    } else {
+        let tag = match level {
+            Level::Info => "",
+            Level::Warn => "warning: ",
+            Level::Error => "",
+        };
+        format!("keep-rsync: {tag}{msg}\n")
+    };
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// The renderer for this run: JSON events, bars on a terminal, or plain
 /// Go-style lines (also with `-q`, which drops the per-block lines).
 pub fn for_output(format: crate::cli::LogFormat, quiet: bool) -> std::sync::Arc<dyn Reporter> {
     use std::io::IsTerminal;
+    JSON_LINES.store(format == crate::cli::LogFormat::Json, Relaxed);
     match format {
         crate::cli::LogFormat::Json => std::sync::Arc::new(Json),
         crate::cli::LogFormat::Text if std::io::stderr().is_terminal() && !quiet => {
@@ -219,7 +267,7 @@ impl Json {
         if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
             obj.extend(extra);
         }
-        eprintln!("{v}");
+        let _ = writeln!(std::io::stderr().lock(), "{v}");
     }
 }
 
@@ -231,6 +279,20 @@ fn timestamp_rfc3339() -> String {
 impl Reporter for Json {
     fn log(&self, level: Level, msg: &str) {
         self.emit(level, msg, json!({"event": "log"}));
+    }
+    /// The `summary` event: the report's fields (all but the failure list,
+    /// whose blocks were `block_done` events), whatever happened.
+    fn summary(&self, report: &Report, _planned: bool) {
+        let level = match report.exit_code {
+            0 => Level::Info,
+            crate::error::exit::INTERRUPTED => Level::Warn,
+            _ => Level::Error,
+        };
+        let mut fields = serde_json::to_value(report).unwrap_or_else(|_| json!({}));
+        if let Some(obj) = fields.as_object_mut() {
+            obj.insert("event".into(), "summary".into());
+        }
+        self.emit(level, &report.headline(), fields);
     }
     fn indexes(&self, remaining: usize, total: usize) {
         self.emit(
@@ -324,6 +386,12 @@ impl Reporter for Bars {
             Level::Error => "error: ",
         };
         let _ = self.mp.println(format!("{tag}{msg}"));
+    }
+    fn print(&self, text: &str) {
+        let _g = self.lines.lock();
+        self.mp.suspend(|| {
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        });
     }
     fn indexes(&self, remaining: usize, total: usize) {
         if total == 0 {

@@ -248,6 +248,9 @@ pub struct Report {
     pub failed_bytes: u64,
     pub rate_bytes_per_second: f64,
     /// Every failed block, sorted by locator (streamed from the spill file).
+    /// Written to the `--report` file only (see [`Report::write_to`]): the
+    /// JSON log's `summary` event is the rest of the report.
+    #[serde(skip)]
     pub failures: FailureList,
     /// Failed blocks not listed in `failures` (only when no spill file could
     /// be made; normally 0).
@@ -339,8 +342,18 @@ impl Report {
     /// same directory, then a rename), so a reader never sees half a report.
     /// The failures are streamed, never held as one string.
     pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        #[derive(Serialize)]
+        struct WithFailures<'a> {
+            #[serde(flatten)]
+            report: &'a Report,
+            failures: &'a FailureList,
+        }
+        let whole = WithFailures {
+            report: self,
+            failures: &self.failures,
+        };
         crate::atomic_file::write(path, |w| {
-            serde_json::to_writer_pretty(&mut *w, self).map_err(std::io::Error::other)?;
+            serde_json::to_writer_pretty(&mut *w, &whole).map_err(std::io::Error::other)?;
             std::io::Write::write_all(w, b"\n")
         })
     }
@@ -357,9 +370,9 @@ impl Report {
         s
     }
 
-    /// Status, then what the plan found and what the run did.
-    fn human_counts(&self, s: &mut String) {
-        let p = &self.plan;
+    /// `keep-rsync complete`, `keep-rsync interrupted`…: the summary's
+    /// first line, and the `msg` of the JSON `summary` event.
+    pub fn headline(&self) -> String {
         let status = match self.status {
             Status::Complete => "complete",
             Status::Incomplete => "finished with failed blocks",
@@ -368,7 +381,14 @@ impl Report {
             Status::DryRun => "dry run (nothing written)",
             Status::ConfigError => "stopped: configuration error",
         };
-        s.push_str(&format!("keep-rsync {status}\n"));
+        format!("keep-rsync {status}")
+    }
+
+    /// Status, then what the plan found and what the run did.
+    fn human_counts(&self, s: &mut String) {
+        let p = &self.plan;
+        s.push_str(&self.headline());
+        s.push('\n');
         s.push_str(&format!(
             "  blocks in source: {} ({})   in destination: {} ({})\n",
             p.src_blocks,

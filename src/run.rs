@@ -72,9 +72,7 @@ fn conclude(
         reporter.log(Level::Error, e);
     }
     let report = Report::build(stats, &ending);
-    if summary {
-        eprint!("{}", report.human());
-    }
+    reporter.summary(&report, summary);
     if let Some(path) = &cfg.report {
         if let Err(e) = report.write_to(path) {
             reporter.log(
