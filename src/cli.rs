@@ -264,6 +264,13 @@ pub struct Config {
     /// No per-block lines (plain output): only index, plan, errors and the summary.
     #[arg(short, long, help_heading = "Logging")]
     pub quiet: bool,
+
+    /// Diagnostics on stderr: -v for every retry, failover, service marked
+    /// down, pass and index timing; -vv adds one line per block request.
+    /// RUST_LOG (e.g. keep_rsync::copy=debug), when set, replaces what -v
+    /// selects. JSON lines with --log-format json.
+    #[arg(short, long, action = clap::ArgAction::Count, help_heading = "Logging")]
+    pub verbose: u8,
 }
 
 /// Parse argv into a [`Config`]. `Err(clap::Error)` covers --help/--version

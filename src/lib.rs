@@ -16,7 +16,8 @@
 //! - [`copy`]: the pipeline: read → verify → write replicas in rendezvous
 //!   order, within a byte budget.
 //! - [`report`]: counters, the failure list, the human summary and the JSON
-//!   report; [`progress`] renders the run while it goes.
+//!   report; [`progress`] renders the run while it goes; [`logging`] writes
+//!   the diagnostics (`-v`, `RUST_LOG`) through it.
 //! - [`run`]: sequences the stages and maps the outcome to an exit code.
 //! - [`protocol`]: the wire format (the `keep-protocol` crate: locators,
 //!   signatures, rendezvous order, index lines, services lists) and the HTTP
@@ -35,6 +36,7 @@ pub mod copy;
 pub mod endpoint;
 pub mod error;
 pub mod index;
+pub mod logging;
 pub mod memory;
 pub mod plan;
 pub mod progress;
@@ -85,6 +87,7 @@ pub fn main(argv: Vec<std::ffi::OsString>) -> u8 {
         Ok(Ok(cfg)) => cfg,
     };
     let reporter = progress::for_output(cfg.log_format, cfg.quiet);
+    logging::init(cfg.verbose, cfg.log_format, reporter.clone());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -271,7 +271,8 @@ impl Json {
     }
 }
 
-fn timestamp_rfc3339() -> String {
+/// `2026-11-22T03:42:55Z`: the JSON lines' `time`.
+pub fn timestamp_rfc3339() -> String {
     let t = timestamp();
     format!("{}T{}Z", t[..10].replace('/', "-"), &t[11..])
 }

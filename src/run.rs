@@ -201,6 +201,16 @@ impl<'a> Run<'a> {
             if self.soft.is_cancelled() {
                 break;
             }
+            let pass_started = std::time::Instant::now();
+            tracing::info!(
+                event = "pass_start",
+                pass = k + 1,
+                passes = prefixes.len(),
+                prefix = prefix.as_str(),
+                "pass {} of {}: prefix {prefix:?}",
+                k + 1,
+                prefixes.len()
+            );
             let Some((src_idx, dst_idx)) = self.indexes(prefix, k == 0).await? else {
                 return Ok(());
             };
@@ -221,6 +231,19 @@ impl<'a> Run<'a> {
                 copier.run(&p, self.soft).await;
             }
             self.stats.end_pass();
+            tracing::info!(
+                event = "pass_end",
+                pass = k + 1,
+                passes = prefixes.len(),
+                prefix = prefix.as_str(),
+                planned = p.jobs.len(),
+                seconds = pass_started.elapsed().as_secs_f64(),
+                "pass {} of {} done: {} blocks planned, {:.3}s",
+                k + 1,
+                prefixes.len(),
+                p.jobs.len(),
+                pass_started.elapsed().as_secs_f64()
+            );
         }
         Ok(())
     }
@@ -301,7 +324,7 @@ impl<'a> Run<'a> {
                 }
                 Fetched::Down(why) => {
                     svc.stats.errors.fetch_add(1, Relaxed);
-                    if svc.mark_down() {
+                    if svc.mark_down_because(side.role, &why) {
                         let left_out = match side.role {
                             Role::Source => "blocks only it holds are not copied",
                             Role::Destination => "its copies are not counted and it gets no writes",
@@ -386,6 +409,18 @@ impl<'a> Run<'a> {
         let estimate = cost.saturating_mul(16u64.pow(PROBE_DIGITS as u32));
         let budget = self.cfg.budgets().index_budget;
         let depth = split_depth(estimate, budget, 32 - prefix.len());
+        tracing::info!(
+            event = "passes",
+            probe = probe.as_str(),
+            probe_lines,
+            probe_jobs,
+            estimate,
+            index_budget = budget,
+            passes = 16u64.pow(depth as u32),
+            "probe {probe:?}: {probe_lines} index lines and {probe_jobs} blocks to write, about \
+             {estimate} per pass over {prefix:?} against --index-budget {budget}: {} pass(es)",
+            16u64.pow(depth as u32)
+        );
         Ok(sub_prefixes(prefix, depth))
     }
 }

@@ -16,7 +16,7 @@ use crate::endpoint::Endpoint;
 use crate::role::Role;
 
 use crate::error::{Error, Result};
-use crate::protocol::client::describe_http_error;
+use crate::protocol::client::{describe_http_error, Failure, OnRetry, Op};
 use crate::settings::Settings;
 
 pub use crate::protocol::KeepService;
@@ -205,6 +205,58 @@ impl Service {
     /// Mark it down; `true` the first time (so it is said once).
     pub fn mark_down(&self) -> bool {
         !self.down.swap(true, Relaxed)
+    }
+
+    /// [`mark_down`](Self::mark_down), and say so in the diagnostics (`-v`)
+    /// the first time.
+    pub fn mark_down_because(&self, role: Role, why: &str) -> bool {
+        let first = self.mark_down();
+        if first {
+            tracing::info!(
+                event = "service_down",
+                side = role.as_str(),
+                service = self.endpoint.id(),
+                reason = why,
+                "{role} service {} marked down: {why}",
+                self.endpoint.label()
+            );
+        }
+        first
+    }
+}
+
+/// A request to one service as its retries see it (`with_retries`): which
+/// side, service and operation, and the block (`HASH+SIZE`) if any. Each
+/// retry is an `info` diagnostic (`-v`) with the failure, the attempt and
+/// the backoff delay.
+pub struct Asking<'a> {
+    pub role: Role,
+    pub service: &'a Service,
+    pub op: Op,
+    pub block: Option<(&'a crate::protocol::BlockHash, u32)>,
+}
+
+impl OnRetry for Asking<'_> {
+    fn retrying(&self, f: &Failure, attempt: u32, attempts: u32, delay: std::time::Duration) {
+        let object = self.block.map(|(h, size)| format!("{h}+{size}"));
+        tracing::info!(
+            event = "retry",
+            side = self.role.as_str(),
+            service = self.service.endpoint.id(),
+            op = self.op.as_str(),
+            object = object.as_deref(),
+            status = f.status,
+            error = %f,
+            attempt,
+            attempts,
+            backoff_ms = delay.as_millis() as u64,
+            "{}{} on {} service {}: attempt {attempt} of {attempts} failed ({f}); retrying in {:?}",
+            self.op.as_str(),
+            object.as_deref().map(|o| format!(" {o}")).unwrap_or_default(),
+            self.role,
+            self.service.endpoint.id(),
+            delay
+        );
     }
 }
 

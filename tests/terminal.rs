@@ -186,3 +186,38 @@ async fn a_settings_file_in_the_current_directory_is_pointed_out() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnostics_print_whole_lines_above_the_bars() {
+    if let Some(why) = script_missing() {
+        return skip("diagnostics_print_whole_lines_above_the_bars", &why);
+    }
+    let p = Pair::start().await;
+    p.src.seed_blocks(60, &sizes(), 2, 123);
+    // 503s and some latency: retries while the bars are up.
+    set_all(
+        &p.src,
+        &faults(|f| {
+            f.fail_rate = 0.3;
+            f.latency_ms = 5;
+        }),
+    );
+    let mut args = p.base_args();
+    args.extend(["-replications", "2", "-v", "--transfers", "4"].map(String::from));
+    let (code, raw) = on_a_terminal(&args, p.dir.path()).await;
+    assert_eq!(code, 0, "{raw}");
+    let screen = screen_text(&raw);
+    let diag: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.contains("retrying in"))
+        .collect();
+    assert!(!diag.is_empty(), "no retry line:\n{screen}");
+    for l in diag {
+        // Each starts at the left margin with its timestamp: no bar drawn
+        // into it.
+        assert!(
+            l.len() > 20 && l.starts_with("20") && &l[4..5] == "/" && l[20..].starts_with(" INFO"),
+            "a torn diagnostic line: {l:?}\n{screen}"
+        );
+    }
+}

@@ -40,10 +40,10 @@ use tokio_util::sync::CancellationToken;
 use crate::endpoint::Opened;
 use crate::plan::{Action, Job, Plan};
 use crate::progress::Reporter;
-use crate::protocol::client::{body_chunks, with_retries, Backoff, Failure, FailureKind};
+use crate::protocol::client::{body_chunks, with_retries, Backoff, Failure, FailureKind, Op};
 use crate::protocol::probe_order;
 use crate::report::{FailedBlock, Stats};
-use crate::services::{Service, Side};
+use crate::services::{Asking, Service, Side};
 use crate::throttle::Throttle;
 
 /// How blocks are copied.
@@ -194,7 +194,7 @@ impl<'a> Copier<'a> {
         // that fails its hash), then top up if the good ones are too few.
         let cands = candidates(plan.sources(job), holders, &bad);
         let relay = self
-            .try_candidates(&cands, |c| self.read_whole(c, job))
+            .try_candidates(job, &cands, |c| self.read_whole(c, job))
             .await?;
         let good: Vec<u16> = holders
             .iter()
@@ -226,7 +226,7 @@ impl<'a> Copier<'a> {
         skip: &[u16],
         need: u32,
     ) -> Result<u32, BlockError> {
-        self.try_candidates(cands, |c| self.read_and_write(c, job, skip, need))
+        self.try_candidates(job, cands, |c| self.read_and_write(c, job, skip, need))
             .await?
     }
 
@@ -234,7 +234,12 @@ impl<'a> Copier<'a> {
     /// one succeeds. A 404, refusal or a read that stayed failing after its
     /// retries rules a candidate out; bad data may be a passing fault, so a
     /// candidate that gave it is tried again next round.
-    async fn try_candidates<T, F, Fut>(&self, cands: &[From], mut step: F) -> Result<T, BlockError>
+    async fn try_candidates<T, F, Fut>(
+        &self,
+        job: &Job,
+        cands: &[From],
+        mut step: F,
+    ) -> Result<T, BlockError>
     where
         F: FnMut(From) -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
@@ -260,6 +265,10 @@ impl<'a> Copier<'a> {
                             dead[k] = true;
                         }
                         let label = self.service_of(c).endpoint.id().to_string();
+                        let next = (k + 1..cands.len()).find(|&n| !dead[n]);
+                        if let Some(n) = next {
+                            self.failover(Op::Get, job, c, cands[n], &f);
+                        }
                         reasons.push(format!("{label}: {f}"));
                         last_service = label;
                     }
@@ -269,7 +278,20 @@ impl<'a> Copier<'a> {
                 break;
             }
             if round < self.opts.retries {
-                tokio::time::sleep(self.opts.backoff.delay(round)).await;
+                let delay = self.opts.backoff.delay(round);
+                tracing::info!(
+                    event = "reread",
+                    object = %format_args!("{}+{}", job.hash, job.size),
+                    round = round + 1,
+                    rounds = self.opts.retries + 1,
+                    backoff_ms = delay.as_millis() as u64,
+                    "{}+{}: no good copy in round {} of {}; reading again in {delay:?}",
+                    job.hash,
+                    job.size,
+                    round + 1,
+                    self.opts.retries + 1
+                );
+                tokio::time::sleep(delay).await;
             }
         }
         reasons.dedup();
@@ -277,6 +299,34 @@ impl<'a> Copier<'a> {
             service: last_service,
             reason: format!("could not read a good copy: {}", summarize(&reasons)),
         })
+    }
+
+    /// Diagnostics (`-v`): `op` of `job` on `from` failed with `f`; `to` is
+    /// asked next.
+    fn failover(&self, op: Op, job: &Job, from: From, to: From, f: &Failure) {
+        let (from_side, _) = self.side_of(from);
+        let (to_side, _) = self.side_of(to);
+        let (from, to) = (
+            self.service_of(from).endpoint.id(),
+            self.service_of(to).endpoint.id(),
+        );
+        tracing::info!(
+            event = "failover",
+            op = op.as_str(),
+            object = %format_args!("{}+{}", job.hash, job.size),
+            side = from_side.role.as_str(),
+            from,
+            to,
+            to_side = to_side.role.as_str(),
+            status = f.status,
+            error = %f,
+            "{} {}+{}: {} service {from} failed ({f}); trying {} service {to}",
+            op.as_str(),
+            job.hash,
+            job.size,
+            from_side.role,
+            to_side.role
+        );
     }
 
     fn side_of(&self, c: From) -> (&Side, usize) {
@@ -291,6 +341,17 @@ impl<'a> Copier<'a> {
         &side.services[i]
     }
 
+    /// `op` of `job` on candidate `c`, for its retries' diagnostics.
+    fn asking<'s>(&'s self, c: From, op: Op, job: &'s Job) -> Asking<'s> {
+        let (side, i) = self.side_of(c);
+        Asking {
+            role: side.role,
+            service: &side.services[i],
+            op,
+            block: Some((&job.hash, job.size)),
+        }
+    }
+
     /// One candidate, streamed: read it (retrying transient failures on it)
     /// and let the writes follow the read. `Err` is the read's failure (no
     /// replica was stored by this attempt); `Ok` carries the write's outcome
@@ -303,7 +364,8 @@ impl<'a> Copier<'a> {
         need: u32,
     ) -> Result<Result<u32, BlockError>, Failure> {
         let (side, i) = self.side_of(c);
-        let r = with_retries(self.opts.backoff, self.opts.retries, |_| async move {
+        let asking = self.asking(c, Op::Get, job);
+        let r = with_retries(self.opts.backoff, self.opts.retries, &asking, |_| async move {
             let opened = self.open(c, job).await?;
             let relay = match &opened.opened {
                 Opened::File(b) => Relay::verified(b.clone()),
@@ -349,16 +411,22 @@ impl<'a> Copier<'a> {
     /// repairs.
     async fn read_whole(&self, c: From, job: &Job) -> Result<Relay, Failure> {
         let (side, i) = self.side_of(c);
-        let r = with_retries(self.opts.backoff, self.opts.retries, |_| async move {
-            let opened = self.open(c, job).await?;
-            match &opened.opened {
-                Opened::File(b) => Ok(Relay::verified(b.clone())),
-                Opened::Body(_) => {
-                    let relay = Relay::new(job.size as u64);
-                    self.fill(c, job, opened, &relay).await.map(|()| relay)
+        let asking = self.asking(c, Op::Get, job);
+        let r = with_retries(
+            self.opts.backoff,
+            self.opts.retries,
+            &asking,
+            |_| async move {
+                let opened = self.open(c, job).await?;
+                match &opened.opened {
+                    Opened::File(b) => Ok(Relay::verified(b.clone())),
+                    Opened::Body(_) => {
+                        let relay = Relay::new(job.size as u64);
+                        self.fill(c, job, opened, &relay).await.map(|()| relay)
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         r.map_err(|(f, _)| self.note_down(side, i, f))
     }
@@ -380,7 +448,9 @@ impl<'a> Copier<'a> {
             .await
             .map_err(|_| gone())?;
         let loc = side.get_locator(&job.hash, size);
+        let asked = std::time::Instant::now();
         let opened = svc.endpoint.open(&side.client, &loc, &job.hash, size).await;
+        request_done(side, svc, Op::Get, job, &opened, asked);
         match &opened {
             Err(_) => svc.stats.count(&opened, size),
             Ok(Opened::File(_)) => {
@@ -438,8 +508,9 @@ impl<'a> Copier<'a> {
     /// the retries, and list it (the run then exits 1; a rerun completes).
     fn note_down(&self, side: &Side, i: usize, f: Failure) -> Failure {
         let svc = &side.services[i];
-        if f.kind == FailureKind::Unreachable && svc.mark_down() {
-            let why = format!("stopped accepting connections mid-run: {f}");
+        let why = || format!("stopped accepting connections mid-run: {f}");
+        if f.kind == FailureKind::Unreachable && svc.mark_down_because(side.role, &why()) {
+            let why = why();
             self.reporter.log(
                 crate::progress::Level::Warn,
                 &format!("{} service {}: {why}", side.role, svc.endpoint.label()),
@@ -459,13 +530,16 @@ impl<'a> Copier<'a> {
         }
         let classes = self.opts.storage_classes.as_deref();
         let size = job.size as u64;
-        let r = with_retries(self.opts.backoff, self.opts.retries, |_| {
+        let asking = self.asking(From::Dst(d), Op::Put, job);
+        let r = with_retries(self.opts.backoff, self.opts.retries, &asking, |_| {
             async move {
                 let _permit = svc.limit.acquire().await.ok();
+                let asked = std::time::Instant::now();
                 let r = svc
                     .endpoint
                     .put(&self.dst.client, &job.hash, size, relay.body(), desired, classes)
                     .await;
+                request_done(self.dst, svc, Op::Put, job, &r, asked);
                 if r.is_err() && relay.is_failed() {
                     return Err(Failure::new(FailureKind::Abandoned, relay::ReadFailed.to_string()));
                 }
@@ -542,6 +616,9 @@ impl<'a> Copier<'a> {
                 }
                 Err(f) => {
                     let id = self.dst.services[d as usize].endpoint.id();
+                    if next < order.len() {
+                        self.failover(Op::Put, job, From::Dst(d), From::Dst(order[next]), &f);
+                    }
                     reasons.push(format!("{id}: {f}"));
                     last_service = id.to_string();
                 }
@@ -576,6 +653,40 @@ fn candidates(sources: &[u16], dst_holders: &[u16], exclude: &[u16]) -> Vec<From
             .map(|&d| From::Dst(d)),
     );
     c
+}
+
+/// Diagnostics at `-vv`: one line per block request (a GET up to its
+/// headers, a whole PUT), with its outcome and time.
+fn request_done<T>(
+    side: &Side,
+    svc: &Service,
+    op: Op,
+    job: &Job,
+    r: &Result<T, Failure>,
+    asked: std::time::Instant,
+) {
+    tracing::debug!(
+        event = "request",
+        op = op.as_str(),
+        side = side.role.as_str(),
+        service = svc.endpoint.id(),
+        object = %format_args!("{}+{}", job.hash, job.size),
+        ok = r.is_ok(),
+        status = r.as_ref().err().and_then(|f| f.status),
+        error = r.as_ref().err().map(|f| f.detail.as_str()),
+        ms = asked.elapsed().as_millis() as u64,
+        "{} {}+{} on {} service {}: {} in {:?}",
+        op.as_str(),
+        job.hash,
+        job.size,
+        side.role,
+        svc.endpoint.id(),
+        match r {
+            Ok(_) => "ok".to_string(),
+            Err(f) => f.to_string(),
+        },
+        asked.elapsed()
+    );
 }
 
 fn gone() -> Failure {
