@@ -27,6 +27,8 @@ Exit codes:
        the end; rerun to retry them); in a dry run: the plan misses a service
   2    usage or configuration error (flags, settings file, services list)
   3    a service, the API server or an index could not be read: nothing was planned
+  8    stopped at --max-duration or --max-transfer with blocks left: the window
+       ended; rerun to continue (the destination index is the checkpoint)
   130  interrupted (SIGINT/SIGTERM); rerun to finish: the destination index is the checkpoint
 
 Memory: block data in flight is bounded by --buffer-memory (256M): a block reserves
@@ -271,6 +273,19 @@ pub struct Config {
     /// selects. JSON lines with --log-format json.
     #[arg(short, long, action = clap::ArgAction::Count, help_heading = "Logging")]
     pub verbose: u8,
+
+    /// Start no new block once DURATION (a Go duration: 5h30m, 45m) has
+    /// passed since the start; blocks in flight finish, the summary and
+    /// --report follow, and the run exits 8. Indexing in progress stops at
+    /// once. 0: no limit.
+    #[arg(long = "max-duration", value_name = "DURATION", value_parser = parse_max_duration, help_heading = "Cron windows")]
+    pub max_duration: Option<Duration>,
+
+    /// Start no new block once the blocks started add up to SIZE bytes (K/M/G
+    /// = KiB/MiB/GiB; 0 or off: no limit): about SIZE is read, at most one
+    /// block more. Blocks in flight finish; exit 8.
+    #[arg(long = "max-transfer", value_name = "SIZE", value_parser = parse_max_transfer, help_heading = "Cron windows")]
+    pub max_transfer: Option<u64>,
 }
 
 /// Parse argv into a [`Config`]. `Err(clap::Error)` covers --help/--version
@@ -507,6 +522,19 @@ fn parse_bwlimit(v: &str) -> Result<u64, ValueError> {
         .map_err(|e| format!("bad --bwlimit: {e}."))
 }
 
+/// `--max-duration`: a Go duration; 0 means no limit.
+fn parse_max_duration(v: &str) -> Result<Duration, ValueError> {
+    parse_go_duration(v).map_err(|e| format!("bad value for --max-duration: {e}."))
+}
+
+/// `--max-transfer`: bytes; 0 or off means no limit.
+fn parse_max_transfer(v: &str) -> Result<u64, ValueError> {
+    if v.trim().eq_ignore_ascii_case("off") {
+        return Ok(0);
+    }
+    crate::protocol::units::parse_size(v).map_err(|e| format!("bad --max-transfer: {e}."))
+}
+
 fn parse_buffer_memory(v: &str) -> Result<u64, ValueError> {
     crate::protocol::units::parse_budget(v).map_err(|e| format!("bad --buffer-memory: {e}."))
 }
@@ -647,6 +675,8 @@ mod tests {
             vec!["-src", "a", "-dst", "b", "--bwlimit", "fast"],
             vec!["-src", "a", "-dst", "b", "--storage-classes", "a,,b"],
             vec!["-src", "a", "-dst", "b", "--index-budget", "10"],
+            vec!["-src", "a", "-dst", "b", "--max-duration", "1d"],
+            vec!["-src", "a", "-dst", "b", "--max-transfer", "lots"],
             vec!["-src", "a"],
         ] {
             let msg = rejected(&args).unwrap_or_else(|| panic!("{args:?} accepted"));

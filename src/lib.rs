@@ -18,7 +18,8 @@
 //! - [`report`]: counters, the failure list, the human summary and the JSON
 //!   report; [`progress`] renders the run while it goes; [`logging`] writes
 //!   the diagnostics (`-v`, `RUST_LOG`) through it.
-//! - [`run`]: sequences the stages and maps the outcome to an exit code.
+//! - [`run`]: sequences the stages and maps the outcome to an exit code;
+//!   [`limits`]: the cron windows (`--max-duration`, `--max-transfer`).
 //! - [`protocol`]: the wire format (the `keep-protocol` crate: locators,
 //!   signatures, rendezvous order, index lines, services lists) and the HTTP
 //!   client.
@@ -36,6 +37,7 @@ pub mod copy;
 pub mod endpoint;
 pub mod error;
 pub mod index;
+pub mod limits;
 pub mod logging;
 pub mod memory;
 pub mod plan;

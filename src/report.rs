@@ -185,6 +185,9 @@ pub enum Status {
     DryRun,
     /// Flags, settings or services list were wrong (exit 2).
     ConfigError,
+    /// `--max-duration` or `--max-transfer` ended the run with blocks left
+    /// (exit 8; `limit_reached` says which).
+    StoppedAtLimit,
 }
 
 impl Status {
@@ -219,6 +222,8 @@ pub struct Report {
     pub status: Status,
     pub exit_code: u8,
     pub error: Option<String>,
+    /// The limit that stopped the run (`max_duration`, `max_transfer`), if any.
+    pub limit_reached: Option<crate::limits::Limit>,
     pub started_at: f64,
     pub ended_at: f64,
     pub elapsed_seconds: f64,
@@ -264,6 +269,8 @@ pub struct Ending<'a> {
     pub status: Status,
     pub exit_code: u8,
     pub error: Option<String>,
+    /// The cron-window limit that stopped the run, if one did.
+    pub limit_reached: Option<crate::limits::Limit>,
     pub prefix: &'a str,
     pub replications: u32,
     pub dry_run: bool,
@@ -302,6 +309,7 @@ impl Report {
             status: end.status,
             exit_code: end.exit_code,
             error: end.error.clone(),
+            limit_reached: end.limit_reached,
             started_at: stats.started_unix,
             ended_at: unix_now(),
             elapsed_seconds: elapsed,
@@ -380,6 +388,12 @@ impl Report {
             Status::Interrupted => "interrupted",
             Status::DryRun => "dry run (nothing written)",
             Status::ConfigError => "stopped: configuration error",
+            Status::StoppedAtLimit => {
+                return match self.limit_reached {
+                    Some(l) => format!("keep-rsync stopped at {} (rerun to continue)", l.flag()),
+                    None => "keep-rsync stopped at a limit (rerun to continue)".into(),
+                }
+            }
         };
         format!("keep-rsync {status}")
     }

@@ -17,6 +17,7 @@ use crate::cli::Config;
 use crate::copy::{Budget, Copier, CopyOptions};
 use crate::error::{exit, Error, Result};
 use crate::index::{fetch_all, FetchOptions, Fetched, ServiceIndex, Target};
+use crate::limits::Limits;
 use crate::plan::{plan, PlanCounts, PlanOptions, JOB_COST_ENTRIES};
 use crate::progress::{Level, Reporter};
 use crate::protocol::client::Backoff;
@@ -28,6 +29,8 @@ use crate::throttle::Throttle;
 
 /// Run keep-rsync to the end and return the process exit code.
 pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationToken) -> u8 {
+    // The window starts now; `limits.stop()` is what the stages watch.
+    let limits = Limits::start(cfg.max_duration, cfg.max_transfer, &soft, reporter.clone());
     let sides = match sides::prepare(&cfg, &*reporter).await {
         Ok(sides) => sides,
         Err(e) => {
@@ -37,6 +40,7 @@ pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationTok
                 status: Status::of_error(&e),
                 exit_code: e.exit_code(),
                 error: Some(e.to_string()),
+                limit_reached: None,
                 prefix: &cfg.prefix,
                 replications: cfg.replications,
                 dry_run: cfg.dry_run,
@@ -48,9 +52,14 @@ pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationTok
             return conclude(&cfg, &*reporter, &Stats::new(), ending, false);
         }
     };
-    let run = Run::new(&cfg, &sides, &*reporter, &soft);
+    let run = Run::new(&cfg, &sides, &*reporter, &limits);
     let mut counts = PlanCounts::new(sides.src.services.len());
-    let outcome = run.sync(&mut counts).await;
+    let mut outcome = run.sync(&mut counts).await;
+    if matches!(outcome, Err(Error::Interrupted)) && limits.reached().is_some() {
+        // --max-duration ended the window before anything was planned.
+        limits.cut_short();
+        outcome = Ok(());
+    }
     let ending = Ending {
         error: outcome.as_ref().err().map(|e| e.to_string()),
         ..run.ending(&outcome, &counts)
@@ -93,7 +102,9 @@ struct Run<'a> {
     want: u32,
     stats: Stats,
     reporter: &'a dyn Reporter,
+    /// Cancelled when no new work may start: a signal or a cron-window limit.
     soft: &'a CancellationToken,
+    limits: &'a Limits,
     fetch: FetchOptions,
 }
 
@@ -102,7 +113,7 @@ impl<'a> Run<'a> {
         cfg: &'a Config,
         sides: &'a Sides,
         reporter: &'a dyn Reporter,
-        soft: &'a CancellationToken,
+        limits: &'a Limits,
     ) -> Run<'a> {
         let stats = Stats::new();
         if let Some(path) = &cfg.report {
@@ -119,7 +130,8 @@ impl<'a> Run<'a> {
             want: sides.want,
             stats,
             reporter,
-            soft,
+            soft: limits.stop(),
+            limits,
             fetch: FetchOptions {
                 checkers: cfg.checkers,
                 retries: cfg.retries,
@@ -135,14 +147,17 @@ impl<'a> Run<'a> {
     /// How the run ended, from the outcome of the passes.
     fn ending(&self, outcome: &Result<()>, counts: &'a PlanCounts) -> Ending<'a> {
         let failed = self.stats.failed.load(Relaxed);
+        let limit = self.limits.stopped_by();
         let (status, exit_code) = match outcome {
             Err(e) => (Status::of_error(e), e.exit_code()),
-            Ok(()) if self.soft.is_cancelled() => (Status::Interrupted, exit::INTERRUPTED),
+            Ok(()) if self.limits.signalled() => (Status::Interrupted, exit::INTERRUPTED),
             // A service that could not be read leaves the plan (or the copy)
             // incomplete, in a dry run too.
             Ok(()) if failed > 0 || self.stats.any_down() => {
                 (Status::Incomplete, exit::BLOCKS_FAILED)
             }
+            // The window ended with work left: the rerun continues.
+            Ok(()) if limit.is_some() => (Status::StoppedAtLimit, exit::STOPPED_AT_LIMIT),
             Ok(()) if self.cfg.dry_run => (Status::DryRun, exit::OK),
             Ok(()) => (Status::Complete, exit::OK),
         };
@@ -150,6 +165,7 @@ impl<'a> Run<'a> {
             status,
             exit_code,
             error: None,
+            limit_reached: limit,
             prefix: &self.cfg.prefix,
             replications: self.want,
             dry_run: self.cfg.dry_run,
@@ -194,11 +210,12 @@ impl<'a> Run<'a> {
             opts: &copy_opts,
             stats: &self.stats,
             reporter: self.reporter,
+            limits: self.limits,
             ordinal: AtomicU64::new(0),
             total: AtomicU64::new(0),
         };
         for (k, prefix) in prefixes.iter().enumerate() {
-            if self.soft.is_cancelled() {
+            if !self.limits.before_pass() {
                 break;
             }
             let pass_started = std::time::Instant::now();
@@ -212,6 +229,7 @@ impl<'a> Run<'a> {
                 prefixes.len()
             );
             let Some((src_idx, dst_idx)) = self.indexes(prefix, k == 0).await? else {
+                self.limits.cut_short();
                 return Ok(());
             };
             let p = plan(&src_idx, &dst_idx, &self.plan_options());

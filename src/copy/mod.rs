@@ -69,6 +69,8 @@ pub struct Copier<'a> {
     pub opts: &'a CopyOptions,
     pub stats: &'a Stats,
     pub reporter: &'a dyn Reporter,
+    /// `--max-transfer` admits each block before it starts.
+    pub limits: &'a crate::limits::Limits,
     /// Blocks started so far over all passes, and the planned total.
     pub ordinal: AtomicU64,
     pub total: AtomicU64,
@@ -96,8 +98,12 @@ struct Reading {
 
 impl<'a> Copier<'a> {
     /// Copy the plan's jobs, `--transfers` at a time within the byte budget,
-    /// until done or `soft` is cancelled.
+    /// until done or `soft` is cancelled (a signal, or a cron-window limit:
+    /// `--max-transfer` admits each block here). Jobs left unstarted are
+    /// told to the limits, so that the run says it stopped short.
     pub async fn run(&self, plan: &Plan, soft: &CancellationToken) {
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        let started = &started;
         stream::iter(&plan.jobs)
             .take_until(soft.cancelled())
             .map(|job| async move {
@@ -108,6 +114,10 @@ impl<'a> Copier<'a> {
                     _ = soft.cancelled() => return None,
                     r = self.opts.budget.reserve(job.size as u64) => r,
                 };
+                if !self.limits.admit(job.size as u64) {
+                    return None;
+                }
+                started.fetch_add(1, Relaxed);
                 let n = self.ordinal.fetch_add(1, Relaxed) + 1;
                 self.reporter
                     .block_started(n, self.total.load(Relaxed), job);
@@ -137,6 +147,9 @@ impl<'a> Copier<'a> {
                 }
             })
             .await;
+        if started.load(Relaxed) < plan.jobs.len() {
+            self.limits.cut_short();
+        }
     }
 
     async fn copy_one(&self, plan: &Plan, job: &Job) -> Result<(), BlockError> {
