@@ -286,6 +286,25 @@ pub struct Config {
     /// block more. Blocks in flight finish; exit 8.
     #[arg(long = "max-transfer", value_name = "SIZE", value_parser = parse_max_transfer, help_heading = "Cron windows")]
     pub max_transfer: Option<u64>,
+
+    /// Write Prometheus metrics to PATH (node_exporter's textfile collector:
+    /// e.g. /var/lib/prometheus/node-exporter/keep-rsync.prom), atomically,
+    /// at the start, every --metrics-interval and at exit (docs/operations.md).
+    #[arg(
+        long = "metrics-textfile",
+        value_name = "PATH",
+        help_heading = "Monitoring"
+    )]
+    pub metrics_textfile: Option<PathBuf>,
+
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics while the run
+    /// lasts (port 0: any free port; the address is logged).
+    #[arg(long = "metrics-addr", value_name = "HOST:PORT", value_parser = parse_metrics_addr, help_heading = "Monitoring")]
+    pub metrics_addr: Option<String>,
+
+    /// How often --metrics-textfile is rewritten (a Go duration).
+    #[arg(long = "metrics-interval", value_name = "DURATION", default_value = "15s", value_parser = parse_metrics_interval, help_heading = "Monitoring")]
+    pub metrics_interval: Duration,
 }
 
 /// Parse argv into a [`Config`]. `Err(clap::Error)` covers --help/--version
@@ -527,6 +546,28 @@ fn parse_max_duration(v: &str) -> Result<Duration, ValueError> {
     parse_go_duration(v).map_err(|e| format!("bad value for --max-duration: {e}."))
 }
 
+/// `--metrics-addr`: HOST:PORT (a name, an IPv4 address, or `[IPv6]`);
+/// resolved and bound when the run starts.
+fn parse_metrics_addr(v: &str) -> Result<String, ValueError> {
+    match v.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(v.to_string()),
+        _ => Err(format!(
+            "--metrics-addr {v:?} is not HOST:PORT: write e.g. 127.0.0.1:9150, [::1]:9150 or              0.0.0.0:0 (port 0: any free port, logged)."
+        )),
+    }
+}
+
+/// `--metrics-interval`: a Go duration of at least 10 ms.
+fn parse_metrics_interval(v: &str) -> Result<Duration, ValueError> {
+    match parse_go_duration(v) {
+        Ok(d) if d >= Duration::from_millis(10) => Ok(d),
+        Ok(_) => Err(format!(
+            "--metrics-interval {v:?} is too short: give at least 10ms."
+        )),
+        Err(e) => Err(format!("bad value for --metrics-interval: {e}.")),
+    }
+}
+
 /// `--max-transfer`: bytes; 0 or off means no limit.
 fn parse_max_transfer(v: &str) -> Result<u64, ValueError> {
     if v.trim().eq_ignore_ascii_case("off") {
@@ -677,6 +718,9 @@ mod tests {
             vec!["-src", "a", "-dst", "b", "--index-budget", "10"],
             vec!["-src", "a", "-dst", "b", "--max-duration", "1d"],
             vec!["-src", "a", "-dst", "b", "--max-transfer", "lots"],
+            vec!["-src", "a", "-dst", "b", "--metrics-addr", "9150"],
+            vec!["-src", "a", "-dst", "b", "--metrics-addr", "host:port"],
+            vec!["-src", "a", "-dst", "b", "--metrics-interval", "0"],
             vec!["-src", "a"],
         ] {
             let msg = rejected(&args).unwrap_or_else(|| panic!("{args:?} accepted"));

@@ -209,11 +209,13 @@ async fn attempt(
     let on_bytes = |n: u64| {
         bytes.fetch_add(n, Ordering::Relaxed);
     };
-    let (entries, lines) = t
+    let r = t
         .service
         .endpoint
         .list(t.client, prefix, answered, &on_bytes, recycle.take())
-        .await?;
+        .await;
+    t.service.stats.answered(Op::Index, r.as_ref().err());
+    let (entries, lines) = r?;
     Ok(ServiceIndex { entries, lines })
 }
 

@@ -17,7 +17,8 @@
 //!   order, within a byte budget.
 //! - [`report`]: counters, the failure list, the human summary and the JSON
 //!   report; [`progress`] renders the run while it goes; [`logging`] writes
-//!   the diagnostics (`-v`, `RUST_LOG`) through it.
+//!   the diagnostics (`-v`, `RUST_LOG`) through it; [`metrics`] exports the
+//!   counters to Prometheus.
 //! - [`run`]: sequences the stages and maps the outcome to an exit code;
 //!   [`limits`]: the cron windows (`--max-duration`, `--max-transfer`).
 //! - [`protocol`]: the wire format (the `keep-protocol` crate: locators,
@@ -40,6 +41,7 @@ pub mod index;
 pub mod limits;
 pub mod logging;
 pub mod memory;
+pub mod metrics;
 pub mod plan;
 pub mod progress;
 pub mod protocol;

@@ -18,6 +18,7 @@ use crate::copy::{Budget, Copier, CopyOptions};
 use crate::error::{exit, Error, Result};
 use crate::index::{fetch_all, FetchOptions, Fetched, ServiceIndex, Target};
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::plan::{plan, PlanCounts, PlanOptions, JOB_COST_ENTRIES};
 use crate::progress::{Level, Reporter};
 use crate::protocol::client::Backoff;
@@ -31,28 +32,29 @@ use crate::throttle::Throttle;
 pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationToken) -> u8 {
     // The window starts now; `limits.stop()` is what the stages watch.
     let limits = Limits::start(cfg.max_duration, cfg.max_transfer, &soft, reporter.clone());
-    let sides = match sides::prepare(&cfg, &*reporter).await {
-        Ok(sides) => sides,
-        Err(e) => {
-            // Nothing was planned: the error paragraph is the whole story, but
-            // a report is still left so a shard runner can tell why.
-            let ending = Ending {
-                status: Status::of_error(&e),
-                exit_code: e.exit_code(),
-                error: Some(e.to_string()),
-                limit_reached: None,
-                prefix: &cfg.prefix,
-                replications: cfg.replications,
-                dry_run: cfg.dry_run,
-                budgets: cfg.budgets(),
-                src_services: &[],
-                dst_services: &[],
-                plan: &PlanCounts::new(0),
-            };
-            return conclude(&cfg, &*reporter, &Stats::new(), ending, false);
+    match Metrics::start(&cfg, &*reporter).await {
+        Ok(metrics) => {
+            let code = stages(&cfg, &reporter, &limits, &metrics).await;
+            metrics.finish(code, &*reporter).await;
+            code
         }
+        Err(e) => stopped_early(&cfg, &*reporter, e),
+    }
+}
+
+/// The run once its metrics are set up: sides, passes, summary.
+async fn stages(
+    cfg: &Config,
+    reporter: &Arc<dyn Reporter>,
+    limits: &Limits,
+    metrics: &Metrics,
+) -> u8 {
+    let sides = match sides::prepare(cfg, &**reporter).await {
+        Ok(sides) => Arc::new(sides),
+        Err(e) => return stopped_early(cfg, &**reporter, e),
     };
-    let run = Run::new(&cfg, &sides, &*reporter, &limits);
+    let run = Run::new(cfg, &sides, &**reporter, limits, metrics);
+    metrics.attach(sides.clone(), run.stats.clone());
     let mut counts = PlanCounts::new(sides.src.services.len());
     let mut outcome = run.sync(&mut counts).await;
     if matches!(outcome, Err(Error::Interrupted)) && limits.reached().is_some() {
@@ -64,7 +66,27 @@ pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationTok
         error: outcome.as_ref().err().map(|e| e.to_string()),
         ..run.ending(&outcome, &counts)
     };
-    conclude(&cfg, &*reporter, &run.stats, ending, true)
+    conclude(cfg, &**reporter, &run.stats, ending, true)
+}
+
+/// A run that `e` ended before anything was planned: the error paragraph is
+/// the whole story, but a report is still left so a shard runner can tell
+/// why.
+fn stopped_early(cfg: &Config, reporter: &dyn Reporter, e: Error) -> u8 {
+    let ending = Ending {
+        status: Status::of_error(&e),
+        exit_code: e.exit_code(),
+        error: Some(e.to_string()),
+        limit_reached: None,
+        prefix: &cfg.prefix,
+        replications: cfg.replications,
+        dry_run: cfg.dry_run,
+        budgets: cfg.budgets(),
+        src_services: &[],
+        dst_services: &[],
+        plan: &PlanCounts::new(0),
+    };
+    conclude(cfg, reporter, &Stats::new(), ending, false)
 }
 
 /// End a run: clear progress, log the error if any, print the human summary
@@ -100,11 +122,13 @@ struct Run<'a> {
     src: &'a Side,
     dst: &'a Side,
     want: u32,
-    stats: Stats,
+    /// Shared with the metrics, which read it at each scrape.
+    stats: Arc<Stats>,
     reporter: &'a dyn Reporter,
     /// Cancelled when no new work may start: a signal or a cron-window limit.
     soft: &'a CancellationToken,
     limits: &'a Limits,
+    metrics: &'a Metrics,
     fetch: FetchOptions,
 }
 
@@ -114,8 +138,9 @@ impl<'a> Run<'a> {
         sides: &'a Sides,
         reporter: &'a dyn Reporter,
         limits: &'a Limits,
+        metrics: &'a Metrics,
     ) -> Run<'a> {
-        let stats = Stats::new();
+        let stats = Arc::new(Stats::new());
         if let Some(path) = &cfg.report {
             let dir = match path.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d,
@@ -132,6 +157,7 @@ impl<'a> Run<'a> {
             reporter,
             soft: limits.stop(),
             limits,
+            metrics,
             fetch: FetchOptions {
                 checkers: cfg.checkers,
                 retries: cfg.retries,
@@ -219,6 +245,7 @@ impl<'a> Run<'a> {
                 break;
             }
             let pass_started = std::time::Instant::now();
+            self.metrics.pass(k + 1, prefixes.len());
             tracing::info!(
                 event = "pass_start",
                 pass = k + 1,
@@ -243,6 +270,7 @@ impl<'a> Run<'a> {
                 self.fetch.recycle.clear();
             }
             counts.add(&p.counts);
+            self.metrics.planned(&p.counts);
             self.reporter.planned(&p.counts, k + 1, prefixes.len());
             if !p.jobs.is_empty() {
                 copier.total.fetch_add(p.jobs.len() as u64, Relaxed);

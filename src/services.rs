@@ -158,22 +158,49 @@ pub async fn fetch_discovery(
     })
 }
 
-/// Request accounting of one service, for the report.
+/// Request accounting of one service, for the report and the metrics.
 #[derive(Default)]
 pub struct ServiceStats {
     pub requests: AtomicU64,
     pub errors: AtomicU64,
     pub bytes: AtomicU64,
+    /// Every attempt by operation ([`Op`] order) and outcome class
+    /// ([`STATUS_CLASSES`] order): `keep_rsync_requests_total`.
+    pub answers: [[AtomicU64; STATUS_CLASSES.len()]; Op::ALL.len()],
+    /// Retries by operation: `keep_rsync_retries_total`.
+    pub retries: [AtomicU64; Op::ALL.len()],
+}
+
+/// How a request ended, as the metrics label it: the HTTP status class of
+/// the answer, or `error` when there was no (complete) answer: refused,
+/// timed out, a body that broke or failed verification.
+pub const STATUS_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "error"];
+
+fn status_class(outcome: Option<&Failure>) -> usize {
+    match outcome.map(|f| f.status) {
+        None => 0,
+        Some(Some(300..=399)) => 1,
+        Some(Some(400..=499)) => 2,
+        Some(Some(500..)) => 3,
+        Some(_) => 4,
+    }
 }
 
 impl ServiceStats {
-    /// Count one request and its outcome (`bytes` moved when it succeeded).
-    pub fn count<T, E>(&self, r: &Result<T, E>, bytes: u64) {
+    /// Count one block request and its outcome (`bytes` moved when it
+    /// succeeded).
+    pub fn count<T>(&self, op: Op, r: &Result<T, Failure>, bytes: u64) {
         self.requests.fetch_add(1, Relaxed);
         match r {
             Ok(_) => self.bytes.fetch_add(bytes, Relaxed),
             Err(_) => self.errors.fetch_add(1, Relaxed),
         };
+        self.answered(op, r.as_ref().err());
+    }
+
+    /// One attempt of `op` ended (`None`: it succeeded), for the metrics.
+    pub fn answered(&self, op: Op, failure: Option<&Failure>) {
+        self.answers[op as usize][status_class(failure)].fetch_add(1, Relaxed);
     }
 }
 
@@ -238,6 +265,7 @@ pub struct Asking<'a> {
 
 impl OnRetry for Asking<'_> {
     fn retrying(&self, f: &Failure, attempt: u32, attempts: u32, delay: std::time::Duration) {
+        self.service.stats.retries[self.op as usize].fetch_add(1, Relaxed);
         let object = self.block.map(|(h, size)| format!("{h}+{size}"));
         tracing::info!(
             event = "retry",

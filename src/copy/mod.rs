@@ -465,14 +465,14 @@ impl<'a> Copier<'a> {
         let opened = svc.endpoint.open(&side.client, &loc, &job.hash, size).await;
         request_done(side, svc, Op::Get, job, &opened, asked);
         match &opened {
-            Err(_) => svc.stats.count(&opened, size),
+            Err(_) => svc.stats.count(Op::Get, &opened, size),
             Ok(Opened::File(_)) => {
                 if let Some(t) = &self.opts.throttle {
                     t.take(size).await;
                 }
                 self.stats.bytes_read.fetch_add(size, Relaxed);
                 self.reporter.bytes(size);
-                svc.stats.count(&opened, size);
+                svc.stats.count(Op::Get, &opened, size);
             }
             Ok(Opened::Body(_)) => {}
         }
@@ -512,7 +512,7 @@ impl<'a> Copier<'a> {
         if r.is_err() {
             self.reporter.bytes_undone(got.load(Relaxed));
         }
-        svc.stats.count(&r, job.size as u64);
+        svc.stats.count(Op::Get, &r, job.size as u64);
         r
     }
 
@@ -566,7 +566,7 @@ impl<'a> Copier<'a> {
                     )),
                     _ => Ok(ok.replicas),
                 });
-                svc.stats.count(&r, size);
+                svc.stats.count(Op::Put, &r, size);
                 r
             }
         })
