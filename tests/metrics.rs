@@ -15,22 +15,6 @@ use common::*;
 use keepstore_sim::SizeRange;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Why `promtool` cannot be run, if it cannot.
-fn promtool_missing() -> Option<String> {
-    match std::process::Command::new("promtool")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(format!("promtool --version failed: {}", o.status)),
-        Err(e) => Some(format!(
-            "promtool is not installed ({e}): run scripts/install-test-deps.sh (Debian package \
-             prometheus)"
-        )),
-    }
-}
-
 /// `promtool check metrics` accepts `text`.
 fn assert_promtool_accepts(what: &str, text: &str) {
     use std::io::Write;
@@ -173,16 +157,27 @@ async fn the_textfile_of_a_real_run_passes_promtool_and_carries_the_last_success
         must(
             &text,
             "keep_rsync_requests_total",
-            &[("service", &src0), ("operation", "get"), ("status_class", "error")]
+            &[
+                ("service", &src0),
+                ("operation", "get"),
+                ("status_class", "error")
+            ]
         ) > 0.0,
         "corrupt bodies are errors: {text}"
     );
     let dst3 = p.dst.uuid(3);
     assert_eq!(
-        must(&text, "keep_rsync_service_up", &[("side", "destination"), ("service", &dst3)]),
+        must(
+            &text,
+            "keep_rsync_service_up",
+            &[("side", "destination"), ("service", &dst3)]
+        ),
         0.0
     );
-    assert_eq!(must(&text, "keep_rsync_service_up", &[("service", &src1)]), 1.0);
+    assert_eq!(
+        must(&text, "keep_rsync_service_up", &[("service", &src1)]),
+        1.0
+    );
     assert_eq!(must(&text, "keep_rsync_running", &pre), 0.0);
     assert_eq!(must(&text, "keep_rsync_last_run_exit_code", &pre), 1.0);
     assert_eq!(must(&text, "keep_rsync_passes", &pre), 1.0);
@@ -340,17 +335,29 @@ async fn metrics_addr_serves_counters_that_rise_during_a_slow_copy() {
         if read(&text) > 0.0 {
             break text;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "nothing read:\n{text}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "nothing read:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, second) = scrape(&url).await;
-    assert!(
-        read(&second) > read(&first),
-        "read bytes rose: {} then {}",
-        read(&first),
-        read(&second)
-    );
+    // The simulator paces bodies in 64 KiB frames, so a 64 KiB block arrives
+    // in one piece after 2 s and the four in flight together: the counter
+    // rises in steps, about every 2 s. Scrape until the next step.
+    let t1 = Instant::now();
+    let second = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (status, text) = scrape(&url).await;
+        assert_eq!(status, 200);
+        if read(&text) > read(&first) {
+            break text;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(30),
+            "read bytes did not rise from {}:\n{text}",
+            read(&first)
+        );
+    };
     for t in [&first, &second] {
         assert_eq!(must(t, "keep_rsync_running", &[]), 1.0);
         assert_eq!(must(t, "keep_rsync_pass", &[]), 1.0);
@@ -370,14 +377,20 @@ async fn metrics_addr_serves_counters_that_rise_during_a_slow_copy() {
             assert_eq!(must(&text, "keep_rsync_running", &[]), 1.0);
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "textfile not rewritten:\n{text}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "textfile not rewritten:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let (code, stderr) = run.interrupt().await;
     assert_eq!(code, 130, "{stderr}");
     // The server is gone with the run; the textfile has the end.
-    assert!(reqwest::get(&url).await.is_err(), "still serving after exit");
+    assert!(
+        reqwest::get(&url).await.is_err(),
+        "still serving after exit"
+    );
     let text = std::fs::read_to_string(&prom).unwrap();
     assert_eq!(must(&text, "keep_rsync_last_run_exit_code", &[]), 130.0);
     assert_eq!(must(&text, "keep_rsync_running", &[]), 0.0);
@@ -413,7 +426,12 @@ async fn the_prefix_is_a_label_and_bad_metrics_flags_are_config_errors() {
     let puts = p.total_dst_puts();
     let bad = p.path("no/such/dir/m.prom");
     let r = p
-        .rsync(&["-replications", "1", "--metrics-textfile", bad.to_str().unwrap()])
+        .rsync(&[
+            "-replications",
+            "1",
+            "--metrics-textfile",
+            bad.to_str().unwrap(),
+        ])
         .await;
     r.expect(2);
     assert!(r.stderr.contains("--metrics-textfile"), "{}", r.stderr);
@@ -421,14 +439,24 @@ async fn the_prefix_is_a_label_and_bad_metrics_flags_are_config_errors() {
     // A port in use.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let r = p.rsync(&["-replications", "1", "--metrics-addr", &addr]).await;
+    let r = p
+        .rsync(&["-replications", "1", "--metrics-addr", &addr])
+        .await;
     r.expect(2);
-    assert!(r.stderr.contains(&format!("--metrics-addr {addr}")), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("--metrics-addr {addr}")),
+        "{}",
+        r.stderr
+    );
     // Not HOST:PORT.
     let r = p.rsync(&["--metrics-addr", "9150"]).await;
     r.expect(2);
     assert!(r.stderr.contains("HOST:PORT"), "{}", r.stderr);
-    assert_eq!(p.total_dst_puts(), puts, "nothing written by the failed runs");
+    assert_eq!(
+        p.total_dst_puts(),
+        puts,
+        "nothing written by the failed runs"
+    );
 }
 
 #[test]
@@ -449,7 +477,11 @@ fn keep_rsync_links_no_http_server_code() {
         .output()
         .expect("cargo tree runs");
     let tree = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(tree.contains("prometheus-client"), "{tree}");
     for feature in ["hyper feature \"server\"", "hyper-util feature \"server\""] {
         assert!(!tree.contains(feature), "keep-rsync enables {feature}");
