@@ -3,6 +3,10 @@
 # - GNU parallel (tests/scale_out.rs runs scripts/parallel-prefixes.sh) from
 #   apt when missing. The Slurm test there also needs slurmctld, slurmd,
 #   slurm-client and munge, and root: set INSTALL_SLURM=1 to install them.
+# - promtool (tests/metrics.rs checks real metrics output with `promtool check
+#   metrics`; tests/operations.rs checks docs/alerts/keep-rsync.rules.yml with
+#   `promtool check rules` and `promtool test rules`) from apt when missing:
+#   Debian ships it in the package prometheus (the server comes with it).
 # - ./.venv with the official Arvados Python SDK (a Keep client nobody here
 #   wrote) and pytest for tests/interop, and PyYAML (the Kubernetes manifest
 #   check in tests/scale_out.rs).
@@ -50,6 +54,11 @@ if parallel --version 2>/dev/null | grep -q 'GNU parallel'; then
     echo "install-test-deps: GNU parallel already installed"
 else
     apt_install parallel || true
+fi
+if promtool --version >/dev/null 2>&1; then
+    echo "install-test-deps: promtool already installed"
+else
+    apt_install prometheus || true
 fi
 have_slurm() {
     command -v slurmctld >/dev/null 2>&1 && command -v slurmd >/dev/null 2>&1 &&

@@ -50,8 +50,10 @@
 # Exit code: 0 when every shard is done. Otherwise the most severe shard exit
 # code, in this order: 2 (usage/config: every shard would fail the same way),
 # 3 (a service or index unreadable), 130 (interrupted), 1 (some blocks failed,
-# or the shard was killed, never ran, or left no report). 130 also when this
-# script itself was interrupted. 2 for this script's own usage errors.
+# or the shard was killed, never ran, or left no report), 8 (a shard stopped
+# at --max-duration or --max-transfer: the window ended, a rerun continues).
+# 130 also when this script itself was interrupted. 2 for this script's own
+# usage errors.
 set -euo pipefail
 
 prog=${0##*/}
@@ -230,7 +232,8 @@ SUM = ["copied", "copied_bytes", "topped_up", "topped_up_bytes", "replicas_writt
        "bytes_written", "verified", "verify_bad", "repaired", "failed", "failed_bytes"]
 PLAN = ["src_blocks", "src_bytes", "dst_blocks", "dst_bytes", "present", "present_bytes",
         "to_copy", "to_copy_bytes", "to_top_up", "to_top_up_bytes"]
-SEVERITY = [2, 3, 130, 1]
+# 8 (a cron window ended, the rerun continues) is the least severe failure.
+SEVERITY = [2, 3, 130, 1, 8]
 
 def load(path):
     try:
@@ -282,6 +285,9 @@ for p in prefixes:
             why = "no exit code (killed, or never started)"
         elif rep is None:
             why = "no report (see %s.log)" % p
+        elif status == "stopped_at_limit":
+            why = "stopped at %s: rerun to continue" % (
+                "--" + (rep.get("limit_reached") or "limit").replace("_", "-"))
         else:
             why = status or "bad report"
         row["why"] = why
@@ -291,10 +297,9 @@ for p in prefixes:
 if not failed_shards:
     code = 0
 else:
-    codes = {s["exit_code"] for s in failed_shards}
-    code = next((c for c in SEVERITY if c in codes), 1)
-    if code == 0:
-        code = 1  # exit 0 but no complete report: not done
+    # Any other code (killed: 137; none; 0 without a complete report) is 1.
+    codes = {s["exit_code"] if s["exit_code"] in SEVERITY else 1 for s in failed_shards}
+    code = next(c for c in SEVERITY if c in codes)
 if interrupted and code != 0:
     code = 130
 
@@ -334,7 +339,8 @@ print("copied: %d blocks (%s), topped up: %d, failed blocks: %d (%s)" % (
     totals["copied"], human(totals["copied_bytes"]), totals["topped_up"],
     totals["failed"], human(totals["failed_bytes"])))
 for s in failed_shards:
-    print("failed shard %s: exit %s, %s" % (
+    print("%s shard %s: exit %s, %s" % (
+        "unfinished" if s["status"] == "stopped_at_limit" else "failed",
         s["prefix"], "?" if s["exit_code"] is None else s["exit_code"], s["why"]))
 print("summary: %s; exit %d" % (os.path.join(state, "summary.json"), code))
 sys.exit(code)

@@ -1,13 +1,31 @@
-//! Files that readers must never see half-written (the `--report` JSON):
-//! written to a temporary file in the same directory, then renamed over the
-//! target in one step (`tempfile`'s `persist`).
+//! Files that readers must never see half-written (the `--report` JSON, the
+//! `--metrics-textfile`): written to a temporary file in the same directory,
+//! then renamed over the target in one step (`tempfile`'s `persist`).
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-/// Write `path` atomically with `fill`, which gets a buffered writer.
+/// Write `path` atomically with `fill`, which gets a buffered writer. The
+/// file is readable by its owner only (a temporary file's mode).
 pub fn write(
     path: &Path,
+    fill: impl FnOnce(&mut BufWriter<&mut tempfile::NamedTempFile>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    write_with_mode(path, None, fill)
+}
+
+/// [`write`], and readable by everyone (mode 0644): a metrics file that
+/// node_exporter, running as another user, reads.
+pub fn write_readable(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<&mut tempfile::NamedTempFile>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    write_with_mode(path, Some(0o644), fill)
+}
+
+fn write_with_mode(
+    path: &Path,
+    mode: Option<u32>,
     fill: impl FnOnce(&mut BufWriter<&mut tempfile::NamedTempFile>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let dir = match path.parent() {
@@ -21,6 +39,11 @@ pub fn write(
         let mut w = BufWriter::new(&mut tmp);
         fill(&mut w)?;
         w.flush()?;
+    }
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
@@ -43,5 +66,10 @@ mod tests {
             1,
             "no temp file left"
         );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), 0o600);
+        super::write_readable(&p, |w| std::io::Write::write_all(w, b"m 1\n")).unwrap();
+        assert_eq!(mode(&p), 0o644);
     }
 }

@@ -28,6 +28,8 @@ Exit codes:
        with --blocks-from: listed blocks are on no source or destination (lost)
   2    usage or configuration error (flags, settings file, services list, block list)
   3    a service, the API server or an index could not be read: nothing was planned
+  8    stopped at --max-duration or --max-transfer with blocks left: the window
+       ended; rerun to continue (the destination index is the checkpoint)
   130  interrupted (SIGINT/SIGTERM); rerun to finish: the destination index is the checkpoint
 
 Memory: block data in flight is bounded by --buffer-memory (256M): a block reserves
@@ -277,6 +279,45 @@ pub struct Config {
     /// No per-block lines (plain output): only index, plan, errors and the summary.
     #[arg(short, long, help_heading = "Logging")]
     pub quiet: bool,
+
+    /// Diagnostics on stderr: -v for every retry, failover, service marked
+    /// down, pass and index timing; -vv adds one line per block request.
+    /// RUST_LOG (e.g. keep_rsync::copy=debug), when set, replaces what -v
+    /// selects. JSON lines with --log-format json.
+    #[arg(short, long, action = clap::ArgAction::Count, help_heading = "Logging")]
+    pub verbose: u8,
+
+    /// Start no new block once DURATION (a Go duration: 5h30m, 45m) has
+    /// passed since the start; blocks in flight finish, the summary and
+    /// --report follow, and the run exits 8. Indexing in progress stops at
+    /// once. 0: no limit.
+    #[arg(long = "max-duration", value_name = "DURATION", value_parser = parse_max_duration, help_heading = "Cron windows")]
+    pub max_duration: Option<Duration>,
+
+    /// Start no new block once the blocks started add up to SIZE bytes (K/M/G
+    /// = KiB/MiB/GiB; 0 or off: no limit): about SIZE is read, at most one
+    /// block more. Blocks in flight finish; exit 8.
+    #[arg(long = "max-transfer", value_name = "SIZE", value_parser = parse_max_transfer, help_heading = "Cron windows")]
+    pub max_transfer: Option<u64>,
+
+    /// Write Prometheus metrics to PATH (node_exporter's textfile collector:
+    /// e.g. /var/lib/prometheus/node-exporter/keep-rsync.prom), atomically,
+    /// at the start, every --metrics-interval and at exit (docs/operations.md).
+    #[arg(
+        long = "metrics-textfile",
+        value_name = "PATH",
+        help_heading = "Monitoring"
+    )]
+    pub metrics_textfile: Option<PathBuf>,
+
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics while the run
+    /// lasts (port 0: any free port; the address is logged).
+    #[arg(long = "metrics-addr", value_name = "HOST:PORT", value_parser = parse_metrics_addr, help_heading = "Monitoring")]
+    pub metrics_addr: Option<String>,
+
+    /// How often --metrics-textfile is rewritten (a Go duration).
+    #[arg(long = "metrics-interval", value_name = "DURATION", default_value = "15s", value_parser = parse_metrics_interval, help_heading = "Monitoring")]
+    pub metrics_interval: Duration,
 }
 
 /// Parse argv into a [`Config`]. `Err(clap::Error)` covers --help/--version
@@ -289,6 +330,26 @@ where
     let argv = normalize_go_flags(argv.into_iter().map(Into::into).collect());
     let cfg = Config::try_parse_from(argv)?;
     Ok(cfg.checked())
+}
+
+/// Whether argv asks for `--log-format json` (in any of the Go and GNU
+/// spellings), so that even an error about the other flags is a JSON line.
+pub fn asks_for_json_logs(argv: &[OsString]) -> bool {
+    let argv = normalize_go_flags(argv.to_vec());
+    let mut json = false;
+    let mut iter = argv.iter().skip(1).map(|a| a.to_str().unwrap_or(""));
+    while let Some(a) = iter.next() {
+        match a {
+            "--" => break,
+            "--log-format" => json = iter.next() == Some("json"),
+            _ => {
+                if let Some(v) = a.strip_prefix("--log-format=") {
+                    json = v == "json";
+                }
+            }
+        }
+    }
+    json
 }
 
 /// Rewrite Go-style single-dash long flags (`-src x`, `-prefix=ab`,
@@ -510,6 +571,41 @@ fn parse_bwlimit(v: &str) -> Result<u64, ValueError> {
         .map_err(|e| format!("bad --bwlimit: {e}."))
 }
 
+/// `--max-duration`: a Go duration; 0 means no limit.
+fn parse_max_duration(v: &str) -> Result<Duration, ValueError> {
+    parse_go_duration(v).map_err(|e| format!("bad value for --max-duration: {e}."))
+}
+
+/// `--metrics-addr`: HOST:PORT (a name, an IPv4 address, or `[IPv6]`);
+/// resolved and bound when the run starts.
+fn parse_metrics_addr(v: &str) -> Result<String, ValueError> {
+    match v.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(v.to_string()),
+        _ => Err(format!(
+            "--metrics-addr {v:?} is not HOST:PORT: write e.g. 127.0.0.1:9150, [::1]:9150 or              0.0.0.0:0 (port 0: any free port, logged)."
+        )),
+    }
+}
+
+/// `--metrics-interval`: a Go duration of at least 10 ms.
+fn parse_metrics_interval(v: &str) -> Result<Duration, ValueError> {
+    match parse_go_duration(v) {
+        Ok(d) if d >= Duration::from_millis(10) => Ok(d),
+        Ok(_) => Err(format!(
+            "--metrics-interval {v:?} is too short: give at least 10ms."
+        )),
+        Err(e) => Err(format!("bad value for --metrics-interval: {e}.")),
+    }
+}
+
+/// `--max-transfer`: bytes; 0 or off means no limit.
+fn parse_max_transfer(v: &str) -> Result<u64, ValueError> {
+    if v.trim().eq_ignore_ascii_case("off") {
+        return Ok(0);
+    }
+    crate::protocol::units::parse_size(v).map_err(|e| format!("bad --max-transfer: {e}."))
+}
+
 fn parse_buffer_memory(v: &str) -> Result<u64, ValueError> {
     crate::protocol::units::parse_budget(v).map_err(|e| format!("bad --buffer-memory: {e}."))
 }
@@ -650,6 +746,11 @@ mod tests {
             vec!["-src", "a", "-dst", "b", "--bwlimit", "fast"],
             vec!["-src", "a", "-dst", "b", "--storage-classes", "a,,b"],
             vec!["-src", "a", "-dst", "b", "--index-budget", "10"],
+            vec!["-src", "a", "-dst", "b", "--max-duration", "1d"],
+            vec!["-src", "a", "-dst", "b", "--max-transfer", "lots"],
+            vec!["-src", "a", "-dst", "b", "--metrics-addr", "9150"],
+            vec!["-src", "a", "-dst", "b", "--metrics-addr", "host:port"],
+            vec!["-src", "a", "-dst", "b", "--metrics-interval", "0"],
             vec!["-src", "a"],
         ] {
             let msg = rejected(&args).unwrap_or_else(|| panic!("{args:?} accepted"));
@@ -695,6 +796,22 @@ mod tests {
             "10K"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn json_logs_are_spotted_before_the_flags_parse() {
+        let asks = |args: &[&str]| {
+            let mut v = vec![OsString::from("keep-rsync")];
+            v.extend(args.iter().map(OsString::from));
+            asks_for_json_logs(&v)
+        };
+        assert!(asks(&["-log-format", "json", "--bogus"]));
+        assert!(asks(&["--log-format=json", "-prefix", "XYZ"]));
+        assert!(asks(&["-log-format=json"]));
+        assert!(!asks(&["--log-format", "text"]));
+        assert!(!asks(&["--log-format=json", "--log-format=text"]));
+        assert!(!asks(&["--", "--log-format=json"]));
+        assert!(!asks(&[]));
     }
 
     #[test]

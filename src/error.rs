@@ -5,7 +5,9 @@
 //! 2 = the admin must fix flags, a settings file or a services list;
 //! 3 = a service, the API server or an index could not be read (nothing was
 //! planned, nothing written); 130 = interrupted. Per-block failures are not
-//! errors here: they are counted in the report and make the exit code 1.
+//! errors here: they are counted in the report and make the exit code 1;
+//! nor is a cron window that ended (`--max-duration`, `--max-transfer`):
+//! exit 8, rclone's code for it.
 //!
 //! Messages are one paragraph naming the file, line, service or locator at
 //! fault and what to do. They never contain tokens, keys or signatures.
@@ -16,6 +18,9 @@ pub mod exit {
     pub const BLOCKS_FAILED: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const UNREADABLE: u8 = 3;
+    /// `--max-duration` or `--max-transfer` ended the run with work left:
+    /// the window ended, a rerun continues (rclone's exit code for it).
+    pub const STOPPED_AT_LIMIT: u8 = 8;
     pub const INTERRUPTED: u8 = 130;
 }
 

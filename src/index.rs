@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use futures::stream::{self, StreamExt};
 
 use crate::error::{Error, Result};
-use crate::protocol::client::{with_retries, Backoff, Failure, FailureKind, KeepClient};
+use crate::protocol::client::{with_retries, Backoff, Failure, FailureKind, KeepClient, Op};
 pub use crate::protocol::index::Entry;
 use crate::role::Role;
-use crate::services::Service;
+use crate::services::{Asking, Service};
 
 /// One service's index for one prefix: sorted, deduplicated entries.
 pub struct ServiceIndex {
@@ -126,7 +126,16 @@ pub async fn fetch_one(
     // Set once any attempt got a 200 and started a body: from then on a
     // failure means a broken index, not an unreachable service.
     let answered = AtomicBool::new(false);
-    let r = with_retries(opts.backoff, opts.retries, |_| {
+    let started = std::time::Instant::now();
+    let mut tries = 0;
+    let asking = Asking {
+        role: t.role,
+        service: t.service,
+        op: Op::Index,
+        block: None,
+    };
+    let r = with_retries(opts.backoff, opts.retries, &asking, |a| {
+        tries = a + 1;
         attempt(t, prefix, bytes, &answered, &opts.recycle)
     })
     .await;
@@ -141,6 +150,21 @@ pub async fn fetch_one(
             // No shrink_to_fit: an index lives only until its pass is
             // planned, and a recycled vector keeps its room for the next.
             sort_dedup(&mut idx.entries);
+            tracing::info!(
+                event = "index",
+                side = t.role.as_str(),
+                service = t.service.endpoint.id(),
+                prefix,
+                lines = idx.lines,
+                blocks = idx.entries.len(),
+                attempts = tries,
+                seconds = started.elapsed().as_secs_f64(),
+                "{} index of {} for prefix {prefix:?}: {} lines in {:.3}s",
+                t.role,
+                t.service.endpoint.id(),
+                idx.lines,
+                started.elapsed().as_secs_f64()
+            );
             Ok(Fetched::Index(idx))
         }
         Err((f, _)) if f.kind == FailureKind::Malformed => Err(Error::unreadable(format!(
@@ -148,9 +172,24 @@ pub async fn fetch_one(
                  or keepproxy, and that the token is the cluster's system root token.",
             f.detail
         ))),
-        Err((f, attempts)) if f.is_transient() && !answered.load(Ordering::Relaxed) => Ok(
-            Fetched::Down(format!("index unreachable after {attempts} attempts: {f}")),
-        ),
+        Err((f, attempts)) if f.is_transient() && !answered.load(Ordering::Relaxed) => {
+            tracing::info!(
+                event = "index",
+                side = t.role.as_str(),
+                service = t.service.endpoint.id(),
+                prefix,
+                attempts,
+                seconds = started.elapsed().as_secs_f64(),
+                error = %f,
+                "{} index of {} for prefix {prefix:?}: unreachable after {attempts} attempts in {:.3}s",
+                t.role,
+                t.service.endpoint.id(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(Fetched::Down(format!(
+                "index unreachable after {attempts} attempts: {f}"
+            )))
+        }
         Err((f, attempts)) => Err(Error::unreadable(format!(
             "could not read {what} after {attempts} attempt{}: {f}. Nothing was copied: an \
              incomplete index is never taken as the whole truth. {}",
@@ -170,11 +209,13 @@ async fn attempt(
     let on_bytes = |n: u64| {
         bytes.fetch_add(n, Ordering::Relaxed);
     };
-    let (entries, lines) = t
+    let r = t
         .service
         .endpoint
         .list(t.client, prefix, answered, &on_bytes, recycle.take())
-        .await?;
+        .await;
+    t.service.stats.answered(Op::Index, r.as_ref().err());
+    let (entries, lines) = r?;
     Ok(ServiceIndex { entries, lines })
 }
 

@@ -16,8 +16,11 @@
 //! - [`copy`]: the pipeline: read → verify → write replicas in rendezvous
 //!   order, within a byte budget.
 //! - [`report`]: counters, the failure list, the human summary and the JSON
-//!   report; [`progress`] renders the run while it goes.
-//! - [`run`]: sequences the stages and maps the outcome to an exit code.
+//!   report; [`progress`] renders the run while it goes; [`logging`] writes
+//!   the diagnostics (`-v`, `RUST_LOG`) through it; [`metrics`] exports the
+//!   counters to Prometheus.
+//! - [`run`]: sequences the stages and maps the outcome to an exit code;
+//!   [`limits`]: the cron windows (`--max-duration`, `--max-transfer`).
 //! - [`listed`]: block lists (`--blocks-from`, keep-block-check's hash file):
 //!   locators, hashes or manifest text, read once into a sorted file.
 //! - [`check`]: the `keep-block-check` program (index, probe or read mode),
@@ -40,8 +43,11 @@ pub mod copy;
 pub mod endpoint;
 pub mod error;
 pub mod index;
+pub mod limits;
 pub mod listed;
+pub mod logging;
 pub mod memory;
+pub mod metrics;
 pub mod plan;
 pub mod progress;
 pub mod protocol;
@@ -60,37 +66,48 @@ use tokio_util::sync::CancellationToken;
 
 /// The `keep-rsync` program: parse argv, run, and return the exit code.
 pub fn main(argv: Vec<std::ffi::OsString>) -> u8 {
+    // Errors before the flags are parsed are JSON too when the command line
+    // asks for JSON logs.
+    let json = cli::asks_for_json_logs(&argv);
+    let fail = |msg: &str, code: u8| {
+        progress::log_without_reporter(Some(json), progress::Level::Error, msg, Some(code));
+        code
+    };
     let cfg = match cli::parse(argv) {
         Err(e) => {
             // A bad value: one paragraph naming the flag (exit 2). --help
-            // and --version: clap's text, exit 0; other usage errors: clap's
-            // text, exit 2.
+            // and --version: clap's text on stdout, exit 0; other usage
+            // errors: clap's text, exit 2.
             if let Some(msg) = cli::describe_clap_error(&e) {
-                eprintln!("keep-rsync: {msg}");
-                return error::exit::USAGE;
+                return fail(&msg, error::exit::USAGE);
+            }
+            if !e.use_stderr() {
+                let _ = e.print();
+                return error::exit::OK;
+            }
+            if json {
+                let text = e.render().to_string();
+                let text = text.trim_end().trim_start_matches("error: ");
+                return fail(text, error::exit::USAGE);
             }
             let _ = e.print();
-            return if e.use_stderr() {
-                error::exit::USAGE
-            } else {
-                error::exit::OK
-            };
+            return error::exit::USAGE;
         }
-        Ok(Err(e)) => {
-            eprintln!("keep-rsync: {e}");
-            return e.exit_code();
-        }
+        Ok(Err(e)) => return fail(&e.to_string(), e.exit_code()),
         Ok(Ok(cfg)) => cfg,
     };
     let reporter = progress::for_output(cfg.log_format, cfg.quiet);
+    logging::init(cfg.verbose, cfg.log_format, reporter.clone());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("keep-rsync: cannot start the async runtime: {e}");
-            return error::exit::USAGE;
+            return fail(
+                &format!("cannot start the async runtime: {e}"),
+                error::exit::USAGE,
+            )
         }
     };
     rt.block_on(async move {
@@ -123,7 +140,10 @@ async fn watch_signals(soft: CancellationToken, reporter: Arc<dyn progress::Repo
             soft.cancel();
         } else {
             reporter.finish();
-            eprintln!("keep-rsync: interrupted again: exiting now; rerun to finish the copy");
+            reporter.log(
+                progress::Level::Error,
+                "interrupted again: exiting now; rerun to finish the copy",
+            );
             std::process::exit(error::exit::INTERRUPTED as i32);
         }
     }

@@ -8,9 +8,16 @@
 //! - `Json`: one JSON object per event on stderr (`--log-format json`), with
 //!   rclone's field names (`time`, `level`, `msg`, `object`, `size`).
 //!
+//! With `--log-format json` every stderr line is one JSON object: the end
+//! summary is a `summary` event (the report's fields), diagnostics (`-v`)
+//! come through [`Reporter::print`] already formatted as JSON, and the few
+//! messages written before a reporter exists (or where none is at hand) use
+//! [`log_without_reporter`].
+//!
 //! Messages never carry signatures: reporters see unsigned locators only.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +25,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use crate::plan::{Job, PlanCounts};
-use crate::report::human_duration;
+use crate::report::{human_duration, Report};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
@@ -57,14 +64,55 @@ pub trait Reporter: Send + Sync {
     fn bytes_undone(&self, _n: u64) {}
     /// The run is over: clear bars before the summary.
     fn finish(&self) {}
+    /// Finished lines (diagnostics, already formatted) for stderr, printed
+    /// above the bars when there are bars.
+    fn print(&self, text: &str) {
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    }
+    /// The end of the run: the human summary when something was `planned`
+    /// (otherwise the error said it all). The JSON renderer emits its
+    /// `summary` event either way.
+    fn summary(&self, report: &Report, planned: bool) {
+        if planned {
+            self.print(&report.human());
+        }
+    }
+}
+
+/// Whether stderr lines are JSON (`--log-format json`): for the rare messages
+/// written where no reporter is at hand.
+static JSON_LINES: AtomicBool = AtomicBool::new(false);
+
+/// One message for stderr from code that has no reporter: before one exists
+/// (a command line that does not parse) or deep in a module (the failure
+/// spill file). `json`: the caller knows the format (`None`: as the reporter
+/// was chosen). Text form: `keep-rsync: warning: …`. `exit_code` is added
+/// to the JSON object when the message ends the run.
+pub fn log_without_reporter(json: Option<bool>, level: Level, msg: &str, exit_code: Option<u8>) {
+    let line = if json.unwrap_or_else(|| JSON_LINES.load(Relaxed)) {
+        let mut v = json!({"time": timestamp_rfc3339(), "level": level.as_str(), "msg": msg, "event": "log"});
+        if let (Some(code), Some(obj)) = (exit_code, v.as_object_mut()) {
+            obj.insert("exit_code".into(), code.into());
+        }
+        format!("{v}\n")
+    } else {
+        let tag = match level {
+            Level::Info => "",
+            Level::Warn => "warning: ",
+            Level::Error => "",
+        };
+        format!("keep-rsync: {tag}{msg}\n")
+    };
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// The renderer for this run: JSON events, bars on a terminal, or plain
 /// Go-style lines (also with `-q`, which drops the per-block lines).
 pub fn for_output(format: crate::cli::LogFormat, quiet: bool) -> std::sync::Arc<dyn Reporter> {
     use std::io::IsTerminal;
+    JSON_LINES.store(format == crate::cli::LogFormat::Json, Relaxed);
     match format {
-        crate::cli::LogFormat::Json => std::sync::Arc::new(Json),
+        crate::cli::LogFormat::Json => std::sync::Arc::new(Json { quiet }),
         crate::cli::LogFormat::Text if std::io::stderr().is_terminal() && !quiet => {
             std::sync::Arc::new(Bars::new())
         }
@@ -210,8 +258,11 @@ impl Reporter for Plain {
     }
 }
 
-/// One JSON object per event on stderr.
-pub struct Json;
+/// One JSON object per event on stderr. With `-q`, as in plain text, no
+/// `block_start` events and `block_done` only for failed blocks.
+pub struct Json {
+    pub quiet: bool,
+}
 
 impl Json {
     fn emit(&self, level: Level, msg: &str, extra: serde_json::Value) {
@@ -219,11 +270,12 @@ impl Json {
         if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
             obj.extend(extra);
         }
-        eprintln!("{v}");
+        let _ = writeln!(std::io::stderr().lock(), "{v}");
     }
 }
 
-fn timestamp_rfc3339() -> String {
+/// `2026-11-22T03:42:55Z`: the JSON lines' `time`.
+pub fn timestamp_rfc3339() -> String {
     let t = timestamp();
     format!("{}T{}Z", t[..10].replace('/', "-"), &t[11..])
 }
@@ -231,6 +283,20 @@ fn timestamp_rfc3339() -> String {
 impl Reporter for Json {
     fn log(&self, level: Level, msg: &str) {
         self.emit(level, msg, json!({"event": "log"}));
+    }
+    /// The `summary` event: the report's fields (all but the failure list,
+    /// whose blocks were `block_done` events), whatever happened.
+    fn summary(&self, report: &Report, _planned: bool) {
+        let level = match report.exit_code {
+            0 => Level::Info,
+            crate::error::exit::INTERRUPTED => Level::Warn,
+            _ => Level::Error,
+        };
+        let mut fields = serde_json::to_value(report).unwrap_or_else(|_| json!({}));
+        if let Some(obj) = fields.as_object_mut() {
+            obj.insert("event".into(), "summary".into());
+        }
+        self.emit(level, &report.headline(), fields);
     }
     fn indexes(&self, remaining: usize, total: usize) {
         self.emit(
@@ -247,6 +313,9 @@ impl Reporter for Json {
         );
     }
     fn block_started(&self, ordinal: u64, total: u64, job: &Job) {
+        if self.quiet {
+            return;
+        }
         self.emit(
             Level::Info,
             "copying block",
@@ -254,6 +323,9 @@ impl Reporter for Json {
         );
     }
     fn block_finished(&self, job: &Job, error: Option<&str>) {
+        if self.quiet && error.is_none() {
+            return;
+        }
         let (level, msg) = if error.is_some() {
             (Level::Error, "block failed")
         } else {
@@ -267,49 +339,44 @@ impl Reporter for Json {
     }
 }
 
-/// indicatif bars on a terminal.
+/// indicatif bars on a terminal. Nothing is drawn before there is work: the
+/// index bar joins the display when the first index request goes out, the
+/// blocks and bytes bars when a plan has something to copy. So a run that
+/// stops on a settings error shows its error line alone, and no empty
+/// `0/0` bar is left on screen above the real ones.
 pub struct Bars {
     mp: MultiProgress,
     index: ProgressBar,
     blocks: ProgressBar,
     bytes: ProgressBar,
     lines: Mutex<()>,
-    shown: std::sync::Once,
+    index_shown: std::sync::Once,
+    work_shown: std::sync::Once,
+}
+
+/// A bar that draws nothing until it is added to the display.
+fn unattached(template: &str, prefix: &'static str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(prefix);
+    bar
 }
 
 impl Bars {
     pub fn new() -> Bars {
-        let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
-        let index = mp.add(ProgressBar::new(0));
-        index.set_style(
-            ProgressStyle::with_template("{prefix:>8} {wide_bar} {pos}/{len} services")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        index.set_prefix("indexes");
-        // Blocks and bytes bars join the display once there is a plan. (A
-        // hidden bar has no length, so they start as plain bars, unattached.)
-        let blocks = ProgressBar::new(0);
-        blocks.set_style(
-            ProgressStyle::with_template("{prefix:>8} {wide_bar} {pos}/{len} blocks")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        blocks.set_prefix("blocks");
-        let bytes = ProgressBar::new(0);
-        bytes.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>8} {wide_bar} {bytes}/{total_bytes}  {bytes_per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bytes.set_prefix("bytes");
-        index.enable_steady_tick(Duration::from_millis(250));
         Bars {
-            mp,
-            index,
-            blocks,
-            bytes,
+            mp: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4)),
+            index: unattached("{prefix:>8} {wide_bar} {pos}/{len} services", "indexes"),
+            blocks: unattached("{prefix:>8} {wide_bar} {pos}/{len} blocks", "blocks"),
+            bytes: unattached(
+                "{prefix:>8} {wide_bar} {bytes}/{total_bytes}  {bytes_per_sec} ETA {eta}",
+                "bytes",
+            ),
             lines: Mutex::new(()),
-            shown: std::sync::Once::new(),
+            index_shown: std::sync::Once::new(),
+            work_shown: std::sync::Once::new(),
         }
     }
 }
@@ -330,21 +397,37 @@ impl Reporter for Bars {
         };
         let _ = self.mp.println(format!("{tag}{msg}"));
     }
+    fn print(&self, text: &str) {
+        let _g = self.lines.lock();
+        self.mp.suspend(|| {
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        });
+    }
     fn indexes(&self, remaining: usize, total: usize) {
+        if total == 0 {
+            return;
+        }
         self.index.set_length(total as u64);
         self.index.set_position((total - remaining) as u64);
+        self.index_shown.call_once(|| {
+            self.mp.add(self.index.clone());
+            self.index.enable_steady_tick(Duration::from_millis(250));
+        });
         if remaining == 0 {
             self.index.finish();
         }
     }
     fn planned(&self, c: &PlanCounts, _pass: usize, _passes: usize) {
-        self.shown.call_once(|| {
-            self.mp.add(self.blocks.clone());
-            self.mp.add(self.bytes.clone());
-        });
+        if c.to_write() + c.to_verify == 0 {
+            return;
+        }
         self.blocks.inc_length(c.to_write() + c.to_verify);
         self.bytes
             .inc_length(c.to_write_bytes() + c.to_verify_bytes);
+        self.work_shown.call_once(|| {
+            self.mp.add(self.blocks.clone());
+            self.mp.add(self.bytes.clone());
+        });
     }
     fn block_started(&self, _ordinal: u64, _total: u64, _job: &Job) {}
     fn block_finished(&self, job: &Job, error: Option<&str>) {

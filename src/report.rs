@@ -209,6 +209,9 @@ pub enum Status {
     DryRun,
     /// Flags, settings or services list were wrong (exit 2).
     ConfigError,
+    /// `--max-duration` or `--max-transfer` ended the run with blocks left
+    /// (exit 8; `limit_reached` says which).
+    StoppedAtLimit,
 }
 
 impl Status {
@@ -243,6 +246,8 @@ pub struct Report {
     pub status: Status,
     pub exit_code: u8,
     pub error: Option<String>,
+    /// The limit that stopped the run (`max_duration`, `max_transfer`), if any.
+    pub limit_reached: Option<crate::limits::Limit>,
     pub started_at: f64,
     pub ended_at: f64,
     pub elapsed_seconds: f64,
@@ -272,6 +277,9 @@ pub struct Report {
     pub failed_bytes: u64,
     pub rate_bytes_per_second: f64,
     /// Every failed block, sorted by locator (streamed from the spill file).
+    /// Written to the `--report` file only (see [`Report::write_to`]): the
+    /// JSON log's `summary` event is the rest of the report.
+    #[serde(skip)]
     pub failures: FailureList,
     /// Failed blocks not listed in `failures` (only when no spill file could
     /// be made; normally 0).
@@ -279,7 +287,9 @@ pub struct Report {
     /// `--blocks-from` (a path, or `-` for stdin); null without a list.
     pub blocks_from: Option<String>,
     /// Listed blocks on no source and no destination service, sorted:
-    /// `HASH+SIZE`, or `HASH` when the list gave no size.
+    /// `HASH+SIZE`, or `HASH` when the list gave no size. In the `--report`
+    /// file only, as `failures` (it may be read back from a spill file).
+    #[serde(skip)]
     pub lost_blocks: LostList,
     /// Lost blocks `lost_blocks` leaves out (no spill file): normally 0.
     pub lost_omitted: u64,
@@ -292,6 +302,8 @@ pub struct Ending<'a> {
     pub status: Status,
     pub exit_code: u8,
     pub error: Option<String>,
+    /// The cron-window limit that stopped the run, if one did.
+    pub limit_reached: Option<crate::limits::Limit>,
     pub prefix: &'a str,
     pub replications: u32,
     pub dry_run: bool,
@@ -333,6 +345,7 @@ impl Report {
             status: end.status,
             exit_code: end.exit_code,
             error: end.error.clone(),
+            limit_reached: end.limit_reached,
             started_at: stats.started_unix,
             ended_at: unix_now(),
             elapsed_seconds: elapsed,
@@ -376,8 +389,20 @@ impl Report {
     /// same directory, then a rename), so a reader never sees half a report.
     /// The failures are streamed, never held as one string.
     pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        #[derive(Serialize)]
+        struct WithFailures<'a> {
+            #[serde(flatten)]
+            report: &'a Report,
+            failures: &'a FailureList,
+            lost_blocks: &'a LostList,
+        }
+        let whole = WithFailures {
+            report: self,
+            failures: &self.failures,
+            lost_blocks: &self.lost_blocks,
+        };
         crate::atomic_file::write(path, |w| {
-            serde_json::to_writer_pretty(&mut *w, self).map_err(std::io::Error::other)?;
+            serde_json::to_writer_pretty(&mut *w, &whole).map_err(std::io::Error::other)?;
             std::io::Write::write_all(w, b"\n")
         })
     }
@@ -395,9 +420,9 @@ impl Report {
         s
     }
 
-    /// Status, then what the plan found and what the run did.
-    fn human_counts(&self, s: &mut String) {
-        let p = &self.plan;
+    /// `keep-rsync complete`, `keep-rsync interrupted`…: the summary's
+    /// first line, and the `msg` of the JSON `summary` event.
+    pub fn headline(&self) -> String {
         let status = match self.status {
             Status::Complete => "complete",
             Status::Incomplete if self.plan.lost > 0 && self.failed == 0 && self.dry_run => {
@@ -411,8 +436,21 @@ impl Report {
             Status::Interrupted => "interrupted",
             Status::DryRun => "dry run (nothing written)",
             Status::ConfigError => "stopped: configuration error",
+            Status::StoppedAtLimit => {
+                return match self.limit_reached {
+                    Some(l) => format!("keep-rsync stopped at {} (rerun to continue)", l.flag()),
+                    None => "keep-rsync stopped at a limit (rerun to continue)".into(),
+                }
+            }
         };
-        s.push_str(&format!("keep-rsync {status}\n"));
+        format!("keep-rsync {status}")
+    }
+
+    /// Status, then what the plan found and what the run did.
+    fn human_counts(&self, s: &mut String) {
+        let p = &self.plan;
+        s.push_str(&self.headline());
+        s.push('\n');
         s.push_str(&format!(
             "  blocks in source: {} ({})   in destination: {} ({})\n",
             p.src_blocks,

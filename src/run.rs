@@ -21,7 +21,9 @@ use crate::cli::Config;
 use crate::copy::{Budget, BufferPool, Copier, CopyOptions};
 use crate::error::{exit, Error, Result};
 use crate::index::{fetch_all, FetchOptions, Fetched, ServiceIndex, Target};
+use crate::limits::Limits;
 use crate::listed::ListedBlocks;
+use crate::metrics::Metrics;
 use crate::plan::{plan, PlanCounts, PlanOptions, JOB_COST_ENTRIES};
 use crate::progress::{Level, Reporter};
 use crate::protocol::client::Backoff;
@@ -33,27 +35,28 @@ use crate::throttle::Throttle;
 
 /// Run keep-rsync to the end and return the process exit code.
 pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationToken) -> u8 {
-    // Nothing was planned: the error paragraph is the whole story, but a
-    // report is still left so a shard runner can tell why.
-    let stop = |e: Error| {
-        let ending = Ending {
-            status: Status::of_error(&e),
-            exit_code: e.exit_code(),
-            error: Some(e.to_string()),
-            prefix: &cfg.prefix,
-            replications: cfg.replications,
-            dry_run: cfg.dry_run,
-            budgets: cfg.budgets(),
-            src_services: &[],
-            dst_services: &[],
-            plan: &PlanCounts::new(0),
-            blocks_from: cfg.blocks_from.as_deref(),
-        };
-        conclude(&cfg, &*reporter, &Stats::new(), ending, false)
-    };
-    let sides = match sides::prepare(&cfg, &*reporter).await {
-        Ok(sides) => sides,
-        Err(e) => return stop(e),
+    // The window starts now; `limits.stop()` is what the stages watch.
+    let limits = Limits::start(cfg.max_duration, cfg.max_transfer, &soft, reporter.clone());
+    match Metrics::start(&cfg, &*reporter).await {
+        Ok(metrics) => {
+            let code = stages(&cfg, &reporter, &limits, &metrics).await;
+            metrics.finish(code, &*reporter).await;
+            code
+        }
+        Err(e) => stopped_early(&cfg, &*reporter, e),
+    }
+}
+
+/// The run once its metrics are set up: sides, passes, summary.
+async fn stages(
+    cfg: &Config,
+    reporter: &Arc<dyn Reporter>,
+    limits: &Limits,
+    metrics: &Metrics,
+) -> u8 {
+    let sides = match sides::prepare(cfg, &**reporter).await {
+        Ok(sides) => Arc::new(sides),
+        Err(e) => return stopped_early(cfg, &**reporter, e),
     };
     let listed = match crate::listed::read_for_run(
         cfg.blocks_from.as_deref(),
@@ -64,17 +67,44 @@ pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationTok
     .await
     {
         Ok(l) => l,
-        Err(e) => return stop(e),
+        Err(e) => return stopped_early(cfg, &**reporter, e),
     };
-    let mut run = Run::new(&cfg, &sides, &*reporter, &soft);
+    let mut run = Run::new(cfg, &sides, &**reporter, limits, metrics);
     run.listed = listed.as_ref();
+    metrics.attach(sides.clone(), run.stats.clone());
     let mut counts = PlanCounts::new(sides.src.services.len());
-    let outcome = run.sync(&mut counts).await;
+    let mut outcome = run.sync(&mut counts).await;
+    if matches!(outcome, Err(Error::Interrupted)) && limits.reached().is_some() {
+        // --max-duration ended the window before anything was planned.
+        limits.cut_short();
+        outcome = Ok(());
+    }
     let ending = Ending {
         error: outcome.as_ref().err().map(|e| e.to_string()),
         ..run.ending(&outcome, &counts)
     };
-    conclude(&cfg, &*reporter, &run.stats, ending, true)
+    conclude(cfg, &**reporter, &run.stats, ending, true)
+}
+
+/// A run that `e` ended before anything was planned: the error paragraph is
+/// the whole story, but a report is still left so a shard runner can tell
+/// why.
+fn stopped_early(cfg: &Config, reporter: &dyn Reporter, e: Error) -> u8 {
+    let ending = Ending {
+        status: Status::of_error(&e),
+        exit_code: e.exit_code(),
+        error: Some(e.to_string()),
+        limit_reached: None,
+        prefix: &cfg.prefix,
+        replications: cfg.replications,
+        dry_run: cfg.dry_run,
+        budgets: cfg.budgets(),
+        src_services: &[],
+        dst_services: &[],
+        plan: &PlanCounts::new(0),
+        blocks_from: cfg.blocks_from.as_deref(),
+    };
+    conclude(cfg, reporter, &Stats::new(), ending, false)
 }
 
 /// End a run: clear progress, log the error if any, print the human summary
@@ -91,9 +121,7 @@ fn conclude(
         reporter.log(Level::Error, e);
     }
     let report = Report::build(stats, &ending);
-    if summary {
-        eprint!("{}", report.human());
-    }
+    reporter.summary(&report, summary);
     if let Some(path) = &cfg.report {
         if let Err(e) = report.write_to(path) {
             reporter.log(
@@ -112,9 +140,13 @@ struct Run<'a> {
     src: &'a Side,
     dst: &'a Side,
     want: u32,
-    stats: Stats,
+    /// Shared with the metrics, which read it at each scrape.
+    stats: Arc<Stats>,
     reporter: &'a dyn Reporter,
+    /// Cancelled when no new work may start: a signal or a cron-window limit.
     soft: &'a CancellationToken,
+    limits: &'a Limits,
+    metrics: &'a Metrics,
     fetch: FetchOptions,
     /// `--blocks-from`, read and sorted.
     listed: Option<&'a ListedBlocks>,
@@ -125,9 +157,10 @@ impl<'a> Run<'a> {
         cfg: &'a Config,
         sides: &'a Sides,
         reporter: &'a dyn Reporter,
-        soft: &'a CancellationToken,
+        limits: &'a Limits,
+        metrics: &'a Metrics,
     ) -> Run<'a> {
-        let stats = Stats::new();
+        let stats = Arc::new(Stats::new());
         if let Some(path) = &cfg.report {
             let dir = match path.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d,
@@ -142,7 +175,9 @@ impl<'a> Run<'a> {
             want: sides.want,
             stats,
             reporter,
-            soft,
+            soft: limits.stop(),
+            limits,
+            metrics,
             fetch: FetchOptions {
                 checkers: cfg.checkers,
                 retries: cfg.retries,
@@ -159,14 +194,17 @@ impl<'a> Run<'a> {
     /// How the run ended, from the outcome of the passes.
     fn ending(&self, outcome: &Result<()>, counts: &'a PlanCounts) -> Ending<'a> {
         let failed = self.stats.failed.load(Relaxed);
+        let limit = self.limits.stopped_by();
         let (status, exit_code) = match outcome {
             Err(e) => (Status::of_error(e), e.exit_code()),
-            Ok(()) if self.soft.is_cancelled() => (Status::Interrupted, exit::INTERRUPTED),
+            Ok(()) if self.limits.signalled() => (Status::Interrupted, exit::INTERRUPTED),
             // A service that could not be read leaves the plan (or the copy)
             // incomplete, in a dry run too.
             Ok(()) if failed > 0 || self.stats.any_down() || counts.lost > 0 => {
                 (Status::Incomplete, exit::BLOCKS_FAILED)
             }
+            // The window ended with work left: the rerun continues.
+            Ok(()) if limit.is_some() => (Status::StoppedAtLimit, exit::STOPPED_AT_LIMIT),
             Ok(()) if self.cfg.dry_run => (Status::DryRun, exit::OK),
             Ok(()) => (Status::Complete, exit::OK),
         };
@@ -174,6 +212,7 @@ impl<'a> Run<'a> {
             status,
             exit_code,
             error: None,
+            limit_reached: limit,
             prefix: &self.cfg.prefix,
             replications: self.want,
             dry_run: self.cfg.dry_run,
@@ -220,15 +259,28 @@ impl<'a> Run<'a> {
             opts: &copy_opts,
             stats: &self.stats,
             reporter: self.reporter,
+            limits: self.limits,
             ordinal: AtomicU64::new(0),
             total: AtomicU64::new(0),
             pool: BufferPool::new(copy_opts.budget.total()),
         };
         for (k, prefix) in prefixes.iter().enumerate() {
-            if self.soft.is_cancelled() {
+            if !self.limits.before_pass() {
                 break;
             }
+            let pass_started = std::time::Instant::now();
+            self.metrics.pass(k + 1, prefixes.len());
+            tracing::info!(
+                event = "pass_start",
+                pass = k + 1,
+                passes = prefixes.len(),
+                prefix = prefix.as_str(),
+                "pass {} of {}: prefix {prefix:?}",
+                k + 1,
+                prefixes.len()
+            );
             let Some((src_idx, dst_idx)) = self.indexes(prefix, k == 0).await? else {
+                self.limits.cut_short();
                 return Ok(());
             };
             let p = self.plan_pass(prefix, &src_idx, &dst_idx, self.plan_options())?;
@@ -242,12 +294,26 @@ impl<'a> Run<'a> {
                 self.fetch.recycle.clear();
             }
             counts.add(&p.counts);
+            self.metrics.planned(&p.counts);
             self.reporter.planned(&p.counts, k + 1, prefixes.len());
             if !p.jobs.is_empty() {
                 copier.total.fetch_add(p.jobs.len() as u64, Relaxed);
                 copier.run(&p, self.soft).await;
             }
             self.stats.end_pass();
+            tracing::info!(
+                event = "pass_end",
+                pass = k + 1,
+                passes = prefixes.len(),
+                prefix = prefix.as_str(),
+                planned = p.jobs.len(),
+                seconds = pass_started.elapsed().as_secs_f64(),
+                "pass {} of {} done: {} blocks planned, {:.3}s",
+                k + 1,
+                prefixes.len(),
+                p.jobs.len(),
+                pass_started.elapsed().as_secs_f64()
+            );
         }
         Ok(())
     }
@@ -366,7 +432,7 @@ impl<'a> Run<'a> {
                 }
                 Fetched::Down(why) => {
                     svc.stats.errors.fetch_add(1, Relaxed);
-                    if svc.mark_down() {
+                    if svc.mark_down_because(side.role, &why) {
                         let left_out = match side.role {
                             Role::Source => "blocks only it holds are not copied",
                             Role::Destination | Role::Cluster => {
@@ -453,6 +519,18 @@ impl<'a> Run<'a> {
             .saturating_add(listed);
         let budget = self.cfg.budgets().index_budget;
         let depth = split_depth(estimate, budget, 32 - prefix.len());
+        tracing::info!(
+            event = "passes",
+            probe = probe.as_str(),
+            probe_lines,
+            probe_jobs,
+            estimate,
+            index_budget = budget,
+            passes = 16u64.pow(depth as u32),
+            "probe {probe:?}: {probe_lines} index lines and {probe_jobs} blocks to write, about \
+             {estimate} per pass over {prefix:?} against --index-budget {budget}: {} pass(es)",
+            16u64.pow(depth as u32)
+        );
         Ok(sub_prefixes(prefix, depth))
     }
 }

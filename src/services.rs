@@ -16,7 +16,7 @@ use crate::endpoint::Endpoint;
 use crate::role::Role;
 
 use crate::error::{Error, Result};
-use crate::protocol::client::describe_http_error;
+use crate::protocol::client::{describe_http_error, Failure, OnRetry, Op};
 use crate::settings::Settings;
 
 pub use crate::protocol::KeepService;
@@ -158,22 +158,49 @@ pub async fn fetch_discovery(
     })
 }
 
-/// Request accounting of one service, for the report.
+/// Request accounting of one service, for the report and the metrics.
 #[derive(Default)]
 pub struct ServiceStats {
     pub requests: AtomicU64,
     pub errors: AtomicU64,
     pub bytes: AtomicU64,
+    /// Every attempt by operation ([`Op`] order) and outcome class
+    /// ([`STATUS_CLASSES`] order): `keep_rsync_requests_total`.
+    pub answers: [[AtomicU64; STATUS_CLASSES.len()]; Op::ALL.len()],
+    /// Retries by operation: `keep_rsync_retries_total`.
+    pub retries: [AtomicU64; Op::ALL.len()],
+}
+
+/// How a request ended, as the metrics label it: the HTTP status class of
+/// the answer, or `error` when there was no (complete) answer: refused,
+/// timed out, a body that broke or failed verification.
+pub const STATUS_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "error"];
+
+fn status_class(outcome: Option<&Failure>) -> usize {
+    match outcome.map(|f| f.status) {
+        None => 0,
+        Some(Some(300..=399)) => 1,
+        Some(Some(400..=499)) => 2,
+        Some(Some(500..)) => 3,
+        Some(_) => 4,
+    }
 }
 
 impl ServiceStats {
-    /// Count one request and its outcome (`bytes` moved when it succeeded).
-    pub fn count<T, E>(&self, r: &Result<T, E>, bytes: u64) {
+    /// Count one block request and its outcome (`bytes` moved when it
+    /// succeeded).
+    pub fn count<T>(&self, op: Op, r: &Result<T, Failure>, bytes: u64) {
         self.requests.fetch_add(1, Relaxed);
         match r {
             Ok(_) => self.bytes.fetch_add(bytes, Relaxed),
             Err(_) => self.errors.fetch_add(1, Relaxed),
         };
+        self.answered(op, r.as_ref().err());
+    }
+
+    /// One attempt of `op` ended (`None`: it succeeded), for the metrics.
+    pub fn answered(&self, op: Op, failure: Option<&Failure>) {
+        self.answers[op as usize][status_class(failure)].fetch_add(1, Relaxed);
     }
 }
 
@@ -205,6 +232,59 @@ impl Service {
     /// Mark it down; `true` the first time (so it is said once).
     pub fn mark_down(&self) -> bool {
         !self.down.swap(true, Relaxed)
+    }
+
+    /// [`mark_down`](Self::mark_down), and say so in the diagnostics (`-v`)
+    /// the first time.
+    pub fn mark_down_because(&self, role: Role, why: &str) -> bool {
+        let first = self.mark_down();
+        if first {
+            tracing::info!(
+                event = "service_down",
+                side = role.as_str(),
+                service = self.endpoint.id(),
+                reason = why,
+                "{role} service {} marked down: {why}",
+                self.endpoint.label()
+            );
+        }
+        first
+    }
+}
+
+/// A request to one service as its retries see it (`with_retries`): which
+/// side, service and operation, and the block (`HASH+SIZE`) if any. Each
+/// retry is an `info` diagnostic (`-v`) with the failure, the attempt and
+/// the backoff delay.
+pub struct Asking<'a> {
+    pub role: Role,
+    pub service: &'a Service,
+    pub op: Op,
+    pub block: Option<(&'a crate::protocol::BlockHash, u32)>,
+}
+
+impl OnRetry for Asking<'_> {
+    fn retrying(&self, f: &Failure, attempt: u32, attempts: u32, delay: std::time::Duration) {
+        self.service.stats.retries[self.op as usize].fetch_add(1, Relaxed);
+        let object = self.block.map(|(h, size)| format!("{h}+{size}"));
+        tracing::info!(
+            event = "retry",
+            side = self.role.as_str(),
+            service = self.service.endpoint.id(),
+            op = self.op.as_str(),
+            object = object.as_deref(),
+            status = f.status,
+            error = %f,
+            attempt,
+            attempts,
+            backoff_ms = delay.as_millis() as u64,
+            "{}{} on {} service {}: attempt {attempt} of {attempts} failed ({f}); retrying in {:?}",
+            self.op.as_str(),
+            object.as_deref().map(|o| format!(" {o}")).unwrap_or_default(),
+            self.role,
+            self.service.endpoint.id(),
+            delay
+        );
     }
 }
 

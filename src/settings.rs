@@ -52,6 +52,12 @@ pub fn resolve(name: &str) -> PathBuf {
     Path::new(&home).join(".config").join("arvados").join(file)
 }
 
+/// Whether `-src NAME` names a file in the current directory that NAME did
+/// not resolve to (NAME has no `/`, so it was looked up as a config name).
+fn local_file_meant(name: &str) -> bool {
+    !name.contains('/') && Path::new(name).is_file()
+}
+
 /// `1`, `yes`, `true` in any case, as the Go tool's `matchTrue`.
 pub fn is_true(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "1" | "yes" | "true")
@@ -75,6 +81,16 @@ pub fn load(name: &str, role: Role) -> Result<Settings> {
             std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
             _ => e.to_string(),
         };
+        // `-src src.conf` means ~/.config/arvados/src.conf.conf, as in the Go
+        // tool; the admin most likely meant the file right here.
+        if e.kind() == std::io::ErrorKind::NotFound && local_file_meant(name) {
+            return Error::config(format!(
+                "cannot read the {role} settings file {} ({flag} {name}): {why}. A name \
+                 without a '/' is looked up in ~/.config/arvados as NAME.conf, as the Go \
+                 keep-rsync does; to use the file {name} in this directory, write {flag} ./{name}.",
+                path.display()
+            ));
+        }
         Error::config(format!(
             "cannot read the {role} settings file {} ({flag} {name}): {why}. Create it with \
              ARVADOS_API_HOST=… and ARVADOS_API_TOKEN=… lines, or pass the right path.",

@@ -245,6 +245,31 @@ async fn every_form_plans_the_same_and_finds_the_lost_blocks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_count_lost_blocks_and_leave_the_list_to_the_report() {
+    let s = Scene::start().await;
+    std::fs::write(s.p.path("locators.txt"), s.locators()).unwrap();
+    let list = s.p.path("locators.txt").display().to_string();
+    let (r, v) = dry(&s, &list, &["--log-format", "json"], "json.json", None).await;
+    r.expect(1);
+    let events: Vec<Value> = r
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let summary = events
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("a summary event");
+    assert_eq!(summary["plan"]["lost"], 3);
+    assert_eq!(summary["status"], "incomplete");
+    // The list itself (unbounded: it may come back from a spill file) is
+    // the report's, as the failure list is.
+    assert!(summary.get("lost_blocks").is_none(), "{summary}");
+    assert!(summary.get("failures").is_none(), "{summary}");
+    assert_eq!(v["lost_blocks"].as_array().map(Vec::len), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefixes_and_sub_prefix_passes_see_the_same_list() {
     let s = Scene::start().await;
     // Plus 1200 lost bare hashes, so that the list alone outgrows a small

@@ -104,7 +104,7 @@ async fn report_and_json_log_describe_the_run_without_secrets() {
         assert!(!std::fs::read_to_string(&report).unwrap().contains(needle));
         assert!(!r.all().contains(needle));
     }
-    // Every stderr line but the final human summary is one JSON object.
+    // Every stderr line is one JSON object (tests/json_logs.rs checks each).
     let events: Vec<Value> = r
         .stderr
         .lines()

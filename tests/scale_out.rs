@@ -263,6 +263,62 @@ async fn sixteen_parallel_shards_equal_a_full_copy_and_a_rerun_redoes_only_the_k
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_stopped_at_a_window_merge_to_exit_8_below_failed_shards() {
+    if let Some(why) = parallel_missing() {
+        return skip(
+            "shards_stopped_at_a_window_merge_to_exit_8_below_failed_shards",
+            &why,
+        );
+    }
+    let p = Pair::start().await;
+    let blocks = p.src.seed_blocks(160, &shard_sizes(), 2, 9);
+    let state = p.path("window-shards");
+    let state_s = state.display().to_string();
+    let opts = ["-j", "4", "--state-dir", &state_s];
+    // A window of one byte: each shard copies one block and stops (exit 8).
+    let mut windowed = rsync_args(&p);
+    windowed.extend(["--max-transfer".to_string(), "1".to_string()]);
+    let r = parallel_prefixes(&p, &opts, &windowed, bin()).await;
+    r.expect(8);
+    let sum = read_json(&state.join("summary.json"));
+    assert_eq!(sum["exit_code"], 8);
+    let unfinished = sum["failed_shards"].as_array().unwrap();
+    assert_eq!(unfinished.len(), 16, "{sum}");
+    for s in unfinished {
+        assert_eq!(s["exit_code"], 8, "{s}");
+        assert_eq!(s["status"], "stopped_at_limit", "{s}");
+    }
+    assert!(
+        r.stdout
+            .contains("unfinished shard 0: exit 8, stopped at --max-transfer: rerun to continue"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(sum["totals"]["copied"], 16);
+
+    // A shard that fails outweighs the windows: exit 1.
+    let killer = p.path("kill-7.sh");
+    write_exec(
+        &killer,
+        &format!(
+            "#!/bin/sh\nprev=\nfor a in \"$@\"; do\n  if [ \"$prev\" = -prefix ] && [ \"$a\" = 7 ]; then kill -KILL $$; fi\n  prev=$a\ndone\nexec '{}' \"$@\"\n",
+            bin()
+        ),
+    );
+    let r = parallel_prefixes(&p, &opts, &windowed, &killer.display().to_string()).await;
+    r.expect(1);
+    assert!(r.stdout.contains("failed shard 7: exit 137"), "{}", r.all());
+
+    // Without the window, the reruns finish every shard.
+    let r = parallel_prefixes(&p, &opts, &rsync_args(&p), bin()).await;
+    r.expect(0);
+    p.assert_placed(&blocks, 2);
+    for (h, _) in &blocks {
+        assert_eq!(p.dst.total_puts(h), 2, "PUTs of {h}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_prefixes_rejects_bad_usage_with_exit_2() {
     let p = Pair::start().await;
     let bad: [(&[&str], &[&str], &str); 7] = [

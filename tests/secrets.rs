@@ -1,8 +1,10 @@
 //! Secrets (issue 5): tokens, signing keys and signatures never appear in
 //! stdout, stderr, `--log-format json` lines or the `--report` JSON, in
-//! success, failure, fault and bad-input runs. Loose settings-file
-//! permissions draw a warning; TLS certificates are verified unless the
-//! settings file says ARVADOS_API_HOST_INSECURE.
+//! success, failure, fault and bad-input runs, nor in the diagnostics
+//! (issue 12: `-vv`, and `RUST_LOG=trace`, which shows the HTTP stack's own
+//! events too). Loose settings-file permissions draw a warning; TLS
+//! certificates are verified unless the settings file says
+//! ARVADOS_API_HOST_INSECURE.
 
 mod common;
 
@@ -23,25 +25,51 @@ fn assert_no_secrets(what: &str, text: &str) {
     }
 }
 
-/// Run with a report and JSON logs, then plain; check every output.
+/// Run with a report, plain and with JSON logs, each without and with
+/// diagnostics (`-vv`; `-vv` and `RUST_LOG=trace`); check every output.
 async fn check_run(p: &Pair, what: &str, args: &[&str], code: i32) {
-    for json in [false, true] {
+    // The first run does the copying (later ones of a successful run find
+    // nothing to do): it logs the most.
+    for (n, (json, verbose, rust_log)) in [
+        (false, true, Some("trace")),
+        (true, true, Some("trace")),
+        (false, true, None),
+        (false, false, None),
+        (true, false, None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let report = p.path("report.json");
         let _ = std::fs::remove_file(&report);
         let rp = report.display().to_string();
-        let mut a: Vec<&str> = args.to_vec();
-        a.extend(["--report", &rp]);
+        let mut a: Vec<String> = p.base_args();
+        a.extend(args.iter().map(|s| s.to_string()));
+        a.extend(["--report".into(), rp]);
         if json {
-            a.extend(["--log-format", "json"]);
+            a.extend(["--log-format".into(), "json".into()]);
         }
-        let r = p.rsync(&a).await;
+        if verbose {
+            a.push("-vv".into());
+        }
+        let env: Vec<(&str, &str)> = rust_log.map(|l| ("RUST_LOG", l)).into_iter().collect();
+        let r = run_rsync_env(&a, &env).await;
         r.expect(code);
-        let what = format!("{what} (json logs: {json})");
+        let what = format!("{what} (json logs: {json}, -vv: {verbose}, RUST_LOG: {rust_log:?})");
         assert_no_secrets(&format!("{what}: stdout"), &r.stdout);
         assert_no_secrets(&format!("{what}: stderr"), &r.stderr);
+        if n == 0 && code != 2 && code != 3 {
+            // The diagnostics ran: requests were logged (and scanned).
+            assert!(r.stderr.contains("request"), "{what}: {}", r.stderr);
+        }
         if json {
-            // Every line is a JSON object except the closing summary.
-            assert!(r.stderr.lines().any(|l| l.starts_with('{')), "{}", r.stderr);
+            // Every line is a JSON object.
+            for l in r.stderr.lines() {
+                assert!(
+                    serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v.is_object()),
+                    "{what}: not a JSON object: {l}"
+                );
+            }
         }
         if let Ok(text) = std::fs::read_to_string(&report) {
             assert_no_secrets(&format!("{what}: report"), &text);

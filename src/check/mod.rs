@@ -39,7 +39,7 @@ use crate::index::{fetch_all, Entry, FetchOptions, Fetched, ServiceIndex, Target
 use crate::listed::{sort::Sorter, ListedBlocks, UNKNOWN_SIZE};
 use crate::plan::{plan, PlanOptions};
 use crate::progress::{timestamp, Level, Reporter};
-use crate::protocol::client::{body_chunks, with_retries, Backoff, Failure, FailureKind};
+use crate::protocol::client::{body_chunks, with_retries, Backoff, Failure, FailureKind, Op};
 use crate::protocol::probe_order;
 use crate::report::{lost_locator, Stats, Status};
 use crate::services::Side;
@@ -461,8 +461,9 @@ impl Check<'_> {
             ));
         }
         let _slot = svc.limit.acquire().await.ok();
-        let r = with_retries(self.backoff, self.cfg.retries, |_| op()).await;
-        svc.stats.count(&r, 0);
+        let r = with_retries(self.backoff, self.cfg.retries, &(), |_| op()).await;
+        svc.stats
+            .count(Op::Get, &r.as_ref().map_err(|(f, _)| f.clone()), 0);
         r.map_err(|(f, attempts)| {
             if f.kind == FailureKind::Unreachable {
                 self.down(i, &format!("unreachable after {attempts} attempts: {f}"));

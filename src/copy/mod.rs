@@ -42,10 +42,10 @@ use tokio_util::sync::CancellationToken;
 use crate::endpoint::Opened;
 use crate::plan::{Action, Job, Plan};
 use crate::progress::Reporter;
-use crate::protocol::client::{body_chunks, with_retries, Backoff, Failure, FailureKind};
+use crate::protocol::client::{body_chunks, with_retries, Backoff, Failure, FailureKind, Op};
 use crate::protocol::probe_order;
 use crate::report::{FailedBlock, Stats};
-use crate::services::{Service, Side};
+use crate::services::{Asking, Service, Side};
 use crate::throttle::Throttle;
 
 /// How blocks are copied.
@@ -71,6 +71,8 @@ pub struct Copier<'a> {
     pub opts: &'a CopyOptions,
     pub stats: &'a Stats,
     pub reporter: &'a dyn Reporter,
+    /// `--max-transfer` admits each block before it starts.
+    pub limits: &'a crate::limits::Limits,
     /// Blocks started so far over all passes, and the planned total.
     pub ordinal: AtomicU64,
     pub total: AtomicU64,
@@ -100,8 +102,12 @@ struct Reading {
 
 impl<'a> Copier<'a> {
     /// Copy the plan's jobs, `--transfers` at a time within the byte budget,
-    /// until done or `soft` is cancelled.
+    /// until done or `soft` is cancelled (a signal, or a cron-window limit:
+    /// `--max-transfer` admits each block here). Jobs left unstarted are
+    /// told to the limits, so that the run says it stopped short.
     pub async fn run(&self, plan: &Plan, soft: &CancellationToken) {
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        let started = &started;
         stream::iter(&plan.jobs)
             .take_until(soft.cancelled())
             .map(|job| async move {
@@ -112,6 +118,10 @@ impl<'a> Copier<'a> {
                     _ = soft.cancelled() => return None,
                     r = self.opts.budget.reserve(job.size as u64) => r,
                 };
+                if !self.limits.admit(job.size as u64) {
+                    return None;
+                }
+                started.fetch_add(1, Relaxed);
                 let n = self.ordinal.fetch_add(1, Relaxed) + 1;
                 self.reporter
                     .block_started(n, self.total.load(Relaxed), job);
@@ -143,6 +153,9 @@ impl<'a> Copier<'a> {
             .await;
         // The index phase that follows gets the buffers' memory back.
         self.pool.clear();
+        if started.load(Relaxed) < plan.jobs.len() {
+            self.limits.cut_short();
+        }
     }
 
     async fn copy_one(&self, plan: &Plan, job: &Job) -> Result<(), BlockError> {
@@ -200,7 +213,7 @@ impl<'a> Copier<'a> {
         // that fails its hash), then top up if the good ones are too few.
         let cands = candidates(plan.sources(job), holders, &bad);
         let relay = self
-            .try_candidates(&cands, |c| self.read_whole(c, job))
+            .try_candidates(job, &cands, |c| self.read_whole(c, job))
             .await?;
         let good: Vec<u16> = holders
             .iter()
@@ -232,7 +245,7 @@ impl<'a> Copier<'a> {
         skip: &[u16],
         need: u32,
     ) -> Result<u32, BlockError> {
-        self.try_candidates(cands, |c| self.read_and_write(c, job, skip, need))
+        self.try_candidates(job, cands, |c| self.read_and_write(c, job, skip, need))
             .await?
     }
 
@@ -240,7 +253,12 @@ impl<'a> Copier<'a> {
     /// one succeeds. A 404, refusal or a read that stayed failing after its
     /// retries rules a candidate out; bad data may be a passing fault, so a
     /// candidate that gave it is tried again next round.
-    async fn try_candidates<T, F, Fut>(&self, cands: &[From], mut step: F) -> Result<T, BlockError>
+    async fn try_candidates<T, F, Fut>(
+        &self,
+        job: &Job,
+        cands: &[From],
+        mut step: F,
+    ) -> Result<T, BlockError>
     where
         F: FnMut(From) -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
@@ -266,6 +284,10 @@ impl<'a> Copier<'a> {
                             dead[k] = true;
                         }
                         let label = self.service_of(c).endpoint.id().to_string();
+                        let next = (k + 1..cands.len()).find(|&n| !dead[n]);
+                        if let Some(n) = next {
+                            self.failover(Op::Get, job, c, cands[n], &f);
+                        }
                         reasons.push(format!("{label}: {f}"));
                         last_service = label;
                     }
@@ -275,7 +297,20 @@ impl<'a> Copier<'a> {
                 break;
             }
             if round < self.opts.retries {
-                tokio::time::sleep(self.opts.backoff.delay(round)).await;
+                let delay = self.opts.backoff.delay(round);
+                tracing::info!(
+                    event = "reread",
+                    object = %format_args!("{}+{}", job.hash, job.size),
+                    round = round + 1,
+                    rounds = self.opts.retries + 1,
+                    backoff_ms = delay.as_millis() as u64,
+                    "{}+{}: no good copy in round {} of {}; reading again in {delay:?}",
+                    job.hash,
+                    job.size,
+                    round + 1,
+                    self.opts.retries + 1
+                );
+                tokio::time::sleep(delay).await;
             }
         }
         reasons.dedup();
@@ -283,6 +318,34 @@ impl<'a> Copier<'a> {
             service: last_service,
             reason: format!("could not read a good copy: {}", summarize(&reasons)),
         })
+    }
+
+    /// Diagnostics (`-v`): `op` of `job` on `from` failed with `f`; `to` is
+    /// asked next.
+    fn failover(&self, op: Op, job: &Job, from: From, to: From, f: &Failure) {
+        let (from_side, _) = self.side_of(from);
+        let (to_side, _) = self.side_of(to);
+        let (from, to) = (
+            self.service_of(from).endpoint.id(),
+            self.service_of(to).endpoint.id(),
+        );
+        tracing::info!(
+            event = "failover",
+            op = op.as_str(),
+            object = %format_args!("{}+{}", job.hash, job.size),
+            side = from_side.role.as_str(),
+            from,
+            to,
+            to_side = to_side.role.as_str(),
+            status = f.status,
+            error = %f,
+            "{} {}+{}: {} service {from} failed ({f}); trying {} service {to}",
+            op.as_str(),
+            job.hash,
+            job.size,
+            from_side.role,
+            to_side.role
+        );
     }
 
     fn side_of(&self, c: From) -> (&Side, usize) {
@@ -297,6 +360,17 @@ impl<'a> Copier<'a> {
         &side.services[i]
     }
 
+    /// `op` of `job` on candidate `c`, for its retries' diagnostics.
+    fn asking<'s>(&'s self, c: From, op: Op, job: &'s Job) -> Asking<'s> {
+        let (side, i) = self.side_of(c);
+        Asking {
+            role: side.role,
+            service: &side.services[i],
+            op,
+            block: Some((&job.hash, job.size)),
+        }
+    }
+
     /// One candidate, streamed: read it (retrying transient failures on it)
     /// and let the writes follow the read. `Err` is the read's failure (no
     /// replica was stored by this attempt); `Ok` carries the write's outcome
@@ -309,7 +383,8 @@ impl<'a> Copier<'a> {
         need: u32,
     ) -> Result<Result<u32, BlockError>, Failure> {
         let (side, i) = self.side_of(c);
-        let r = with_retries(self.opts.backoff, self.opts.retries, |_| async move {
+        let asking = self.asking(c, Op::Get, job);
+        let r = with_retries(self.opts.backoff, self.opts.retries, &asking, |_| async move {
             let opened = self.open(c, job).await?;
             let relay = match &opened.opened {
                 Opened::File(b) => Relay::verified(b.clone()),
@@ -355,16 +430,22 @@ impl<'a> Copier<'a> {
     /// repairs.
     async fn read_whole(&self, c: From, job: &Job) -> Result<Relay, Failure> {
         let (side, i) = self.side_of(c);
-        let r = with_retries(self.opts.backoff, self.opts.retries, |_| async move {
-            let opened = self.open(c, job).await?;
-            match &opened.opened {
-                Opened::File(b) => Ok(Relay::verified(b.clone())),
-                Opened::Body(_) => {
-                    let relay = Relay::new(job.size as u64, &self.pool);
-                    self.fill(c, job, opened, &relay).await.map(|()| relay)
+        let asking = self.asking(c, Op::Get, job);
+        let r = with_retries(
+            self.opts.backoff,
+            self.opts.retries,
+            &asking,
+            |_| async move {
+                let opened = self.open(c, job).await?;
+                match &opened.opened {
+                    Opened::File(b) => Ok(Relay::verified(b.clone())),
+                    Opened::Body(_) => {
+                        let relay = Relay::new(job.size as u64, &self.pool);
+                        self.fill(c, job, opened, &relay).await.map(|()| relay)
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         r.map_err(|(f, _)| self.note_down(side, i, f))
     }
@@ -386,16 +467,18 @@ impl<'a> Copier<'a> {
             .await
             .map_err(|_| gone())?;
         let loc = side.get_locator(&job.hash, size);
+        let asked = std::time::Instant::now();
         let opened = svc.endpoint.open(&side.client, &loc, &job.hash, size).await;
+        request_done(side, svc, Op::Get, job, &opened, asked);
         match &opened {
-            Err(_) => svc.stats.count(&opened, size),
+            Err(_) => svc.stats.count(Op::Get, &opened, size),
             Ok(Opened::File(_)) => {
                 if let Some(t) = &self.opts.throttle {
                     t.take(size).await;
                 }
                 self.stats.bytes_read.fetch_add(size, Relaxed);
                 self.reporter.bytes(size);
-                svc.stats.count(&opened, size);
+                svc.stats.count(Op::Get, &opened, size);
             }
             Ok(Opened::Body(_)) => {}
         }
@@ -435,7 +518,7 @@ impl<'a> Copier<'a> {
         if r.is_err() {
             self.reporter.bytes_undone(got.load(Relaxed));
         }
-        svc.stats.count(&r, job.size as u64);
+        svc.stats.count(Op::Get, &r, job.size as u64);
         r
     }
 
@@ -444,8 +527,9 @@ impl<'a> Copier<'a> {
     /// the retries, and list it (the run then exits 1; a rerun completes).
     fn note_down(&self, side: &Side, i: usize, f: Failure) -> Failure {
         let svc = &side.services[i];
-        if f.kind == FailureKind::Unreachable && svc.mark_down() {
-            let why = format!("stopped accepting connections mid-run: {f}");
+        let why = || format!("stopped accepting connections mid-run: {f}");
+        if f.kind == FailureKind::Unreachable && svc.mark_down_because(side.role, &why()) {
+            let why = why();
             self.reporter.log(
                 crate::progress::Level::Warn,
                 &format!("{} service {}: {why}", side.role, svc.endpoint.label()),
@@ -465,13 +549,16 @@ impl<'a> Copier<'a> {
         }
         let classes = self.opts.storage_classes.as_deref();
         let size = job.size as u64;
-        let r = with_retries(self.opts.backoff, self.opts.retries, |_| {
+        let asking = self.asking(From::Dst(d), Op::Put, job);
+        let r = with_retries(self.opts.backoff, self.opts.retries, &asking, |_| {
             async move {
                 let _permit = svc.limit.acquire().await.ok();
+                let asked = std::time::Instant::now();
                 let r = svc
                     .endpoint
                     .put(&self.dst.client, &job.hash, size, relay.body(), desired, classes)
                     .await;
+                request_done(self.dst, svc, Op::Put, job, &r, asked);
                 if r.is_err() && relay.is_failed() {
                     return Err(Failure::new(FailureKind::Abandoned, relay::ReadFailed.to_string()));
                 }
@@ -485,7 +572,7 @@ impl<'a> Copier<'a> {
                     )),
                     _ => Ok(ok.replicas),
                 });
-                svc.stats.count(&r, size);
+                svc.stats.count(Op::Put, &r, size);
                 r
             }
         })
@@ -548,6 +635,9 @@ impl<'a> Copier<'a> {
                 }
                 Err(f) => {
                     let id = self.dst.services[d as usize].endpoint.id();
+                    if next < order.len() {
+                        self.failover(Op::Put, job, From::Dst(d), From::Dst(order[next]), &f);
+                    }
                     reasons.push(format!("{id}: {f}"));
                     last_service = id.to_string();
                 }
@@ -582,6 +672,40 @@ fn candidates(sources: &[u16], dst_holders: &[u16], exclude: &[u16]) -> Vec<From
             .map(|&d| From::Dst(d)),
     );
     c
+}
+
+/// Diagnostics at `-vv`: one line per block request (a GET up to its
+/// headers, a whole PUT), with its outcome and time.
+fn request_done<T>(
+    side: &Side,
+    svc: &Service,
+    op: Op,
+    job: &Job,
+    r: &Result<T, Failure>,
+    asked: std::time::Instant,
+) {
+    tracing::debug!(
+        event = "request",
+        op = op.as_str(),
+        side = side.role.as_str(),
+        service = svc.endpoint.id(),
+        object = %format_args!("{}+{}", job.hash, job.size),
+        ok = r.is_ok(),
+        status = r.as_ref().err().and_then(|f| f.status),
+        error = r.as_ref().err().map(|f| f.detail.as_str()),
+        ms = asked.elapsed().as_millis() as u64,
+        "{} {}+{} on {} service {}: {} in {:?}",
+        op.as_str(),
+        job.hash,
+        job.size,
+        side.role,
+        svc.endpoint.id(),
+        match r {
+            Ok(_) => "ok".to_string(),
+            Err(f) => f.to_string(),
+        },
+        asked.elapsed()
+    );
 }
 
 fn gone() -> Failure {

@@ -58,6 +58,9 @@ pub enum FailureKind {
 pub struct Failure {
     pub kind: FailureKind,
     pub detail: String,
+    /// The HTTP status the service answered with, when the failure is one
+    /// (`None`: no answer, or a body that broke or failed verification).
+    pub status: Option<u16>,
 }
 
 impl Failure {
@@ -65,6 +68,7 @@ impl Failure {
         Failure {
             kind,
             detail: super::redact_signatures(&detail.into()),
+            status: None,
         }
     }
     fn from_http(e: &reqwest::Error) -> Failure {
@@ -93,7 +97,10 @@ impl Failure {
                 hint.chars().take(200).collect::<String>()
             )
         };
-        Failure::new(kind, detail)
+        Failure {
+            status: Some(status.as_u16()),
+            ..Failure::new(kind, detail)
+        }
     }
     /// Worth retrying with backoff.
     pub fn is_transient(&self) -> bool {
@@ -129,11 +136,50 @@ impl Backoff {
     }
 }
 
+/// The operations keep-rsync asks of a service, as diagnostics and metrics
+/// name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `GET /index/PREFIX` (or a volume scan).
+    Index,
+    /// A block read.
+    Get,
+    /// A block write.
+    Put,
+}
+
+impl Op {
+    pub const ALL: [Op; 3] = [Op::Index, Op::Get, Op::Put];
+
+    /// `index`, `get` or `put`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Index => "index",
+            Op::Get => "get",
+            Op::Put => "put",
+        }
+    }
+}
+
+/// Told about each retry [`with_retries`] is about to make (diagnostics,
+/// metrics); `()` ignores them.
+pub trait OnRetry: Sync {
+    /// Attempt `attempt` (1 = the first) of at most `attempts` failed with
+    /// `failure`; the next one starts after `delay`.
+    fn retrying(&self, failure: &Failure, attempt: u32, attempts: u32, delay: Duration);
+}
+
+impl OnRetry for () {
+    fn retrying(&self, _: &Failure, _: u32, _: u32, _: Duration) {}
+}
+
 /// Run `op` until it succeeds, fails for a non-transient reason, or has been
-/// retried `retries` times. `op` gets the attempt number (0 first).
+/// retried `retries` times; `watch` hears of each retry. `op` gets the
+/// attempt number (0 first).
 pub async fn with_retries<T, F, Fut>(
     backoff: Backoff,
     retries: u32,
+    watch: &dyn OnRetry,
     mut op: F,
 ) -> Result<T, (Failure, u32)>
 where
@@ -145,7 +191,9 @@ where
         match op(attempt).await {
             Ok(v) => return Ok(v),
             Err(f) if f.is_transient() && attempt < retries => {
-                tokio::time::sleep(backoff.delay(attempt)).await;
+                let delay = backoff.delay(attempt);
+                watch.retrying(&f, attempt + 1, retries + 1, delay);
+                tokio::time::sleep(delay).await;
                 attempt += 1;
             }
             Err(f) => return Err((f, attempt + 1)),
@@ -465,7 +513,7 @@ mod tests {
             max: Duration::from_millis(100),
         };
         let mut calls = 0;
-        let r: Result<(), _> = with_retries(b, 3, |_| {
+        let r: Result<(), _> = with_retries(b, 3, &(), |_| {
             calls += 1;
             async { Err(Failure::new(FailureKind::Transient, "x")) }
         })
@@ -473,14 +521,14 @@ mod tests {
         assert_eq!(r.unwrap_err().1, 4);
         assert_eq!(calls, 4);
         let mut calls = 0;
-        let r: Result<(), _> = with_retries(b, 3, |_| {
+        let r: Result<(), _> = with_retries(b, 3, &(), |_| {
             calls += 1;
             async { Err(Failure::new(FailureKind::NotFound, "x")) }
         })
         .await;
         assert_eq!(r.unwrap_err().1, 1);
         assert_eq!(calls, 1);
-        let r = with_retries(b, 3, |a| async move {
+        let r = with_retries(b, 3, &(), |a| async move {
             if a < 2 {
                 Err(Failure::new(FailureKind::Transient, "x"))
             } else {

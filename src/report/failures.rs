@@ -63,9 +63,14 @@ impl Failures {
     }
 
     fn broken(&mut self, e: std::io::Error) {
-        eprintln!(
-            "keep-rsync: warning: cannot keep the list of failed blocks on disk ({e}): the report \
-             will list only the first {FAILURES_IN_MEMORY} of them."
+        crate::progress::log_without_reporter(
+            None,
+            crate::progress::Level::Warn,
+            &format!(
+                "cannot keep the list of failed blocks on disk ({e}): the report will list only \
+                 the first {FAILURES_IN_MEMORY} of them."
+            ),
+            None,
         );
         self.spill_broken = true;
         self.spill = None;

@@ -240,6 +240,24 @@ pub fn skip(test: &str, why: &str) {
     }
 }
 
+/// Why `promtool` (Debian package `prometheus`, installed by
+/// scripts/install-test-deps.sh) cannot be run, if it cannot: the caller
+/// then calls [`skip`].
+pub fn promtool_missing() -> Option<String> {
+    match std::process::Command::new("promtool")
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!("promtool --version failed: {}", o.status)),
+        Err(e) => Some(format!(
+            "promtool is not installed ({e}): run scripts/install-test-deps.sh (Debian package \
+             prometheus)"
+        )),
+    }
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_keep-rsync")
 }
