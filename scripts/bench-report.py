@@ -73,7 +73,7 @@ def s1_rate(r):
 
 
 def s2_bytes(r):
-    if r["tool"] == "keep-rsync":
+    if r["tool"].startswith("keep-rsync"):
         return r["report"]["copied_bytes"] if kr_ok(r) else None
     out = r.get("stdout") or {}
     return out.get("bytes") if r["rc"] == 0 and not out.get("errors") else None
@@ -105,7 +105,7 @@ def full_report(run, out):
 
     # Scenario 1
     s1_one = rows(run, scenario=1, transfers=1)
-    s1_def = rows(run, scenario=1, transfers=deft)
+    s1_def = rows(run, scenario=1, tool="keep-rsync", transfers=deft)
     r1 = [s1_rate(r) for r in s1_one]
     rd = [s1_rate(r) for r in s1_def]
     m1, md_ = med(r1), med(rd)
@@ -148,6 +148,7 @@ def full_report(run, out):
                    f"| {grow:.2f}× ({f(rss_by_n[ns[0]], 0)} → {f(rss_by_n[ns[-1]], 0)} MiB) | bounded, ≤ 256 MiB | "
                    f"{verdict(rss_by_n[ns[-1]] <= TARGETS['s3_rss_mib'])} |")
     big_summary(run, out, s1_ratio, s3)
+    observed_summary(run, out)
     out.append("")
 
     out.append("## 1. Latency-bound copies\n")
@@ -217,6 +218,62 @@ def full_report(run, out):
                "column falls as N grows.\n")
     memory_report(run, out)
     check_report(run, out)
+    observed_report(run, out)
+
+
+def observed(run):
+    """Issue 12: (name, unit, plain rows, observed rows, rate) of scenarios 1, 2."""
+    deft = run["default_transfers"]
+    return [
+        ("latency-bound (1)", "blocks/s", rows(run, scenario=1, tool="keep-rsync", transfers=deft),
+         rows(run, scenario=1, tool="keep-rsync-observed", transfers=deft), s1_rate),
+        ("bandwidth-bound (2)", "MB/s", rows(run, scenario=2, tool="keep-rsync", transfers=deft),
+         rows(run, scenario=2, tool="keep-rsync-observed", transfers=deft), s2_mbps),
+    ]
+
+
+def within_noise(plain, seen):
+    """Observed median no lower than the plain runs' own spread (min) or 95 % of their median."""
+    p = [x for x in plain if x is not None]
+    m = med(seen)
+    if not p or m is None:
+        return None
+    return m >= min(min(p), 0.95 * med(p))
+
+
+def observed_summary(run, out):
+    for name, unit, plain, seen, rate in observed(run):
+        if not seen:
+            continue
+        p, o = [rate(r) for r in plain], [rate(r) for r in seen]
+        mp, mo = med(p), med(o)
+        out.append(f"| 12. {name}: {unit} with `-v`, JSON logs and metrics ÷ without (same run) | "
+                   f"{f(100 * mo / mp if mo and mp else None, 0)} % ({f(mo, 0)} vs {f(mp, 0)} {unit}) | "
+                   f"within noise | {verdict(within_noise(p, o))} |")
+
+
+def observed_report(run, out):
+    """Issue 12: what diagnostics and metrics cost in scenarios 1 and 2."""
+    if not any(seen for _, _, _, seen, _ in observed(run)):
+        return
+    out.append("## Cost of diagnostics and metrics\n")
+    out.append("Scenarios 1 and 2 run their default once more per round, *observed*: `-v` "
+               "(retries, failovers, passes and index timings), `--log-format json`, "
+               "`--metrics-textfile` rewritten every second (`--metrics-interval 1s`, 15 times "
+               "the default rate) and `--metrics-addr 127.0.0.1:0` open, against the same "
+               "clusters, interleaved with the plain runs. \"Within noise\": the observed "
+               "median is at least the slowest plain run (or 95 % of the plain median).\n")
+    out.append("| scenario | plain (median) | plain (all runs) | observed (median) | observed (all runs) | ratio | CPU s plain / observed | peak RSS MiB plain / observed |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for name, unit, plain, seen, rate in observed(run):
+        p, o = [rate(r) for r in plain], [rate(r) for r in seen]
+        mp, mo = med(p), med(o)
+        cpu = lambda rs: f(med([r["user"] + r["sys"] for r in rs]))
+        rss = lambda rs: f(med([r["maxrss_kib"] / 1024 for r in rs]), 0)
+        out.append(f"| {name} | {f(mp, 0)} {unit} | {allruns(p, 0)} | {f(mo, 0)} {unit} | {allruns(o, 0)} | "
+                   f"{f(100 * mo / mp if mo and mp else None, 0)} % | {cpu(plain)} / {cpu(seen)} | "
+                   f"{rss(plain)} / {rss(seen)} |")
+    out.append("")
 
 
 def check_report(run, out):

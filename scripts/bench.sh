@@ -7,7 +7,8 @@
 #   2. bandwidth-bound copy: 48 blocks of 16-64 MiB, 4+4 services, 2 replicas:
 #      keep-rsync (default transfers) vs `keepstore-sim rawcopy` (the same
 #      GETs and PUTs, no planning, no verification) at the same concurrency,
-#      plus the MD5 speed of one core;
+#      plus the MD5 speed of one core; scenarios 1 and 2 also run the
+#      default "observed" (-v, JSON logs, metrics textfile and endpoint);
 #   3. index scale: --dry-run over 4+4 synthetic services (each block on 2
 #      source services, 90 % at the destination) at 10^6, 10^7, 3*10^7 and
 #      10^8 blocks;
@@ -199,6 +200,11 @@ rsync_cmd() { # SRC DST extra args...
         -replications 2 --quiet --report "$W/report.json" "$@"
 }
 
+# Scenarios 1 and 2 also run the default once more "observed" (issue 12):
+# -v diagnostics as JSON lines, the metrics textfile rewritten every second
+# and the /metrics endpoint open, against the same clusters.
+OBSERVED="-v --log-format json --metrics-textfile $W/metrics.prom --metrics-interval 1s --metrics-addr 127.0.0.1:0"
+
 # ---------------------------------------------------------------- scenario 1
 S1_BLOCKS=2000
 [ "$MODE" = quick ] && S1_BLOCKS=300
@@ -216,6 +222,13 @@ scenario1() { # TRANSFERS... (one run per value per round; RUNS rounds)
             measure "{\"scenario\":1,\"tool\":\"keep-rsync\",\"transfers\":$t,\"blocks\":$S1_BLOCKS,\"run\":$run}" \
                 $(rsync_cmd s1src s1dst --transfers "$t")
             stop_sim s1dst
+            if [ "$t" = "$DEFAULT_T" ]; then
+                start_sim s1dst --services 4 --uuid-prefix dsta1 --latency-ms 10
+                # shellcheck disable=SC2046
+                measure "{\"scenario\":1,\"tool\":\"keep-rsync-observed\",\"transfers\":$t,\"blocks\":$S1_BLOCKS,\"run\":$run}" \
+                    $(rsync_cmd s1src s1dst --transfers "$t" $OBSERVED)
+                stop_sim s1dst
+            fi
         done
     done
     stop_sim s1src
@@ -238,6 +251,13 @@ scenario2() { # ROUNDS TRANSFERS...
             measure "{\"scenario\":2,\"tool\":\"keep-rsync\",\"transfers\":$t,\"blocks\":$S2_BLOCKS,\"run\":$run}" \
                 $(rsync_cmd s2src s2dst --transfers "$t")
             stop_sim s2dst
+            if [ "$t" = "$DEFAULT_T" ]; then
+                start_sim s2dst --services 4 --uuid-prefix dstb2
+                # shellcheck disable=SC2046
+                measure "{\"scenario\":2,\"tool\":\"keep-rsync-observed\",\"transfers\":$t,\"blocks\":$S2_BLOCKS,\"run\":$run}" \
+                    $(rsync_cmd s2src s2dst --transfers "$t" $OBSERVED)
+                stop_sim s2dst
+            fi
             start_sim s2dst --services 4 --uuid-prefix dstb2
             measure "{\"scenario\":2,\"tool\":\"rawcopy\",\"transfers\":$t,\"blocks\":$S2_BLOCKS,\"run\":$run}" \
                 "$SIM" rawcopy --src-services-json "$W/s2src.json" --dst-services-json "$W/s2dst.json" \
