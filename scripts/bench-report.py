@@ -451,12 +451,13 @@ def main():
     full = os.path.join(BENCH, "last-full.json")
     sweep = os.path.join(BENCH, "last-sweep.json")
     out.append("# Benchmarks\n")
-    out.append("Written by `scripts/bench.sh` (do not edit by hand: rerun it). Issue 4's targets, "
+    out.append("Written by `scripts/bench.sh` (do not edit by hand: rerun it). The targets of issues 4, 10 and 12, "
                "each measured as a ratio within one run of the script, on a 2-core machine where "
                "the keepstore-sim clusters and keep-rsync share the cores. Medians of "
                "`BENCH_RUNS` (3) runs; every run is listed. Raw results: `docs/bench/*.json`.\n")
-    out.append("```\nscripts/bench.sh            # all three scenarios, < 10 min on 2 cores\n"
-               "scripts/bench.sh --sweep    # --transfers 4 8 16 32 64, scenarios 1 and 2, once each\n"
+    out.append("```\nscripts/bench.sh            # scenarios 1-7, about 16 min on 2 cores\n"
+               "BENCH_SCENARIOS=\"1 2\" scripts/bench.sh   # only those scenarios\n"
+               "scripts/bench.sh --sweep    # --transfers 16 32 64 128 256, scenarios 1 and 2, once each\n"
                "scripts/bench.sh --quick    # smoke test, prints to stdout\n"
                "scripts/profile.sh          # perf profiles behind \"Where the time goes\"\n```\n")
     if os.path.exists(full):

@@ -29,9 +29,10 @@
 # then rewrites docs/benchmarks.md (scripts/bench-report.py) from the raw
 # results it saves in docs/bench/last-full.json.
 #
-#   scripts/bench.sh            all three, median of BENCH_RUNS (3) runs
+#   scripts/bench.sh            scenarios 1-7, median of BENCH_RUNS (3) runs
+#                               (about 16 min on 2 cores)
 #   scripts/bench.sh --sweep    scenarios 1 and 2 once per --transfers in
-#                               4 8 16 32 64 (docs/bench/last-sweep.json)
+#                               16 32 64 128 256 (docs/bench/last-sweep.json)
 #   scripts/bench.sh --quick    one run each, smaller scale (a smoke test;
 #                               does not touch docs/)
 #
