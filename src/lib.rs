@@ -30,7 +30,8 @@
 //!   client.
 //! - Small parts: [`role`] (source or destination), [`memory`] (the memory
 //!   model and `--max-memory`), [`throttle`] (`--bwlimit`), [`atomic_file`],
-//!   [`error`] (error kinds and exit codes).
+//!   [`error`] (error kinds and exit codes), [`console`] (levels, timestamps
+//!   and human units for stderr lines; messages without a reporter).
 //!
 //! The keepstore simulator the tests, demo and benchmarks run against is its
 //! own crate (`crates/keepstore-sim`), a dev-dependency: keep-rsync never
@@ -39,6 +40,7 @@
 pub mod atomic_file;
 pub mod check;
 pub mod cli;
+pub mod console;
 pub mod copy;
 pub mod endpoint;
 pub mod error;

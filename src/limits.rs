@@ -27,30 +27,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::console::{human_bytes, human_duration};
 use crate::progress::{Level, Reporter};
-
-/// Which limit stopped a run (the report's `limit_reached`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Limit {
-    /// `--max-duration`.
-    MaxDuration,
-    /// `--max-transfer`.
-    MaxTransfer,
-}
-
-impl Limit {
-    /// The flag that set it.
-    pub fn flag(self) -> &'static str {
-        match self {
-            Limit::MaxDuration => "--max-duration",
-            Limit::MaxTransfer => "--max-transfer",
-        }
-    }
-}
+pub use crate::report::Limit;
 
 /// The run's limits and its "start no new work" token.
 pub struct Limits {
@@ -179,12 +160,10 @@ impl Inner {
     fn reach(&self, limit: Limit) {
         if self.reached.set(limit).is_ok() && !self.signal.is_cancelled() {
             let value = match limit {
-                Limit::MaxDuration => crate::report::human_duration(
-                    self.max_duration.unwrap_or_default().as_secs_f64(),
-                ),
-                Limit::MaxTransfer => {
-                    crate::report::human_bytes(self.max_transfer.unwrap_or_default())
+                Limit::MaxDuration => {
+                    human_duration(self.max_duration.unwrap_or_default().as_secs_f64())
                 }
+                Limit::MaxTransfer => human_bytes(self.max_transfer.unwrap_or_default()),
             };
             self.reporter.log(
                 Level::Warn,

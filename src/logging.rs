@@ -107,7 +107,7 @@ struct GoTime;
 
 impl tracing_subscriber::fmt::time::FormatTime for GoTime {
     fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
-        w.write_str(&crate::progress::timestamp())
+        w.write_str(&crate::console::timestamp())
     }
 }
 
@@ -137,7 +137,7 @@ where
         };
         let meta = event.metadata();
         let mut line = Map::new();
-        line.insert("time".into(), crate::progress::timestamp_rfc3339().into());
+        line.insert("time".into(), crate::console::timestamp_rfc3339().into());
         line.insert("level".into(), level_name(meta.level()).into());
         line.insert("msg".into(), msg.into());
         line.insert(

@@ -17,32 +17,17 @@
 //! Messages never carry signatures: reporters see unsigned locators only.
 
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
+use crate::console::{human_duration, timestamp, timestamp_rfc3339};
+pub use crate::console::{log_without_reporter, Level};
 use crate::plan::{Job, PlanCounts};
-use crate::report::{human_duration, Report};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Level {
-    Info,
-    Warn,
-    Error,
-}
-
-impl Level {
-    fn as_str(self) -> &'static str {
-        match self {
-            Level::Info => "info",
-            Level::Warn => "warning",
-            Level::Error => "error",
-        }
-    }
-}
+use crate::report::Report;
 
 /// What the stages tell the person (or log collector) watching.
 pub trait Reporter: Send + Sync {
@@ -79,38 +64,11 @@ pub trait Reporter: Send + Sync {
     }
 }
 
-/// Whether stderr lines are JSON (`--log-format json`): for the rare messages
-/// written where no reporter is at hand.
-static JSON_LINES: AtomicBool = AtomicBool::new(false);
-
-/// One message for stderr from code that has no reporter: before one exists
-/// (a command line that does not parse) or deep in a module (the failure
-/// spill file). `json`: the caller knows the format (`None`: as the reporter
-/// was chosen). Text form: `keep-rsync: warning: …`. `exit_code` is added
-/// to the JSON object when the message ends the run.
-pub fn log_without_reporter(json: Option<bool>, level: Level, msg: &str, exit_code: Option<u8>) {
-    let line = if json.unwrap_or_else(|| JSON_LINES.load(Relaxed)) {
-        let mut v = json!({"time": timestamp_rfc3339(), "level": level.as_str(), "msg": msg, "event": "log"});
-        if let (Some(code), Some(obj)) = (exit_code, v.as_object_mut()) {
-            obj.insert("exit_code".into(), code.into());
-        }
-        format!("{v}\n")
-    } else {
-        let tag = match level {
-            Level::Info => "",
-            Level::Warn => "warning: ",
-            Level::Error => "",
-        };
-        format!("keep-rsync: {tag}{msg}\n")
-    };
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
-}
-
 /// The renderer for this run: JSON events, bars on a terminal, or plain
 /// Go-style lines (also with `-q`, which drops the per-block lines).
 pub fn for_output(format: crate::cli::LogFormat, quiet: bool) -> std::sync::Arc<dyn Reporter> {
     use std::io::IsTerminal;
-    JSON_LINES.store(format == crate::cli::LogFormat::Json, Relaxed);
+    crate::console::set_json_lines(format == crate::cli::LogFormat::Json);
     match format {
         crate::cli::LogFormat::Json => std::sync::Arc::new(Json { quiet }),
         crate::cli::LogFormat::Text if std::io::stderr().is_terminal() && !quiet => {
@@ -118,31 +76,6 @@ pub fn for_output(format: crate::cli::LogFormat, quiet: bool) -> std::sync::Arc<
         }
         crate::cli::LogFormat::Text => std::sync::Arc::new(Plain::new(quiet)),
     }
-}
-
-/// `2026/11/22 03:42:55`, UTC, like Go's log prefix.
-pub fn timestamp() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86400, secs % 86400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}/{m:02}/{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 /// Shared progress arithmetic: blocks and bytes done against the plan.
@@ -272,12 +205,6 @@ impl Json {
         }
         let _ = writeln!(std::io::stderr().lock(), "{v}");
     }
-}
-
-/// `2026-11-22T03:42:55Z`: the JSON lines' `time`.
-pub fn timestamp_rfc3339() -> String {
-    let t = timestamp();
-    format!("{}T{}Z", t[..10].replace('/', "-"), &t[11..])
 }
 
 impl Reporter for Json {

@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::console::{human_bytes, human_duration};
 use crate::plan::{Action, PlanCounts};
 use crate::protocol::BlockHash;
 use crate::role::Role;
@@ -247,7 +248,7 @@ pub struct Report {
     pub exit_code: u8,
     pub error: Option<String>,
     /// The limit that stopped the run (`max_duration`, `max_transfer`), if any.
-    pub limit_reached: Option<crate::limits::Limit>,
+    pub limit_reached: Option<Limit>,
     pub started_at: f64,
     pub ended_at: f64,
     pub elapsed_seconds: f64,
@@ -297,13 +298,33 @@ pub struct Report {
     pub unreachable_services: Vec<UnreachableService>,
 }
 
+/// Which limit stopped a run (the report's `limit_reached`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    /// `--max-duration`.
+    MaxDuration,
+    /// `--max-transfer`.
+    MaxTransfer,
+}
+
+impl Limit {
+    /// The flag that set it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Limit::MaxDuration => "--max-duration",
+            Limit::MaxTransfer => "--max-transfer",
+        }
+    }
+}
+
 /// What the end of a run knows besides the counters.
 pub struct Ending<'a> {
     pub status: Status,
     pub exit_code: u8,
     pub error: Option<String>,
     /// The cron-window limit that stopped the run, if one did.
-    pub limit_reached: Option<crate::limits::Limit>,
+    pub limit_reached: Option<Limit>,
     pub prefix: &'a str,
     pub replications: u32,
     pub dry_run: bool,
@@ -547,41 +568,6 @@ impl Report {
         s.push_str(
             "  Rerun the same command to retry them: blocks already copied are not sent again.\n",
         );
-    }
-}
-
-/// `1.5 GiB`-style byte counts.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// `2h3m4s`-style durations, as Go prints them (whole seconds).
-pub fn human_duration(secs: f64) -> String {
-    if !secs.is_finite() || secs < 0.0 {
-        return "?".into();
-    }
-    if secs < 10.0 {
-        return format!("{secs:.1}s");
-    }
-    let t = secs.round() as u64;
-    let (h, m, s) = (t / 3600, t / 60 % 60, t % 60);
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{m}m{s}s")
-    } else {
-        format!("{s}s")
     }
 }
 

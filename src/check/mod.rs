@@ -33,12 +33,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::console::timestamp;
 use crate::endpoint::Opened;
 use crate::error::{exit, Error, Result};
 use crate::index::{fetch_all, Entry, FetchOptions, Fetched, ServiceIndex, Target};
 use crate::listed::{sort::Sorter, ListedBlocks, UNKNOWN_SIZE};
 use crate::plan::{plan, PlanOptions};
-use crate::progress::{timestamp, Level, Reporter};
+use crate::progress::{Level, Reporter};
 use crate::protocol::client::{body_chunks, with_retries, Backoff, Failure, FailureKind, Op};
 use crate::protocol::probe_order;
 use crate::report::{lost_locator, Stats, Status};

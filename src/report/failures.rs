@@ -63,9 +63,9 @@ impl Failures {
     }
 
     fn broken(&mut self, e: std::io::Error) {
-        crate::progress::log_without_reporter(
+        crate::console::log_without_reporter(
             None,
-            crate::progress::Level::Warn,
+            crate::console::Level::Warn,
             &format!(
                 "cannot keep the list of failed blocks on disk ({e}): the report will list only \
                  the first {FAILURES_IN_MEMORY} of them."
