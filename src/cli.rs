@@ -201,44 +201,9 @@ pub struct Config {
     )]
     pub index_budget: Option<u64>,
 
-    /// Retries of each request on transient errors (5xx, 408, 429, timeouts, dropped connections).
-    #[arg(
-        long,
-        default_value_t = 5,
-        value_name = "N",
-        help_heading = "Networking"
-    )]
-    pub retries: u32,
-
-    /// First retry delay; doubles on each retry (with jitter), up to 30 times it.
-    #[arg(
-        long = "retry-backoff",
-        default_value = "1s",
-        value_name = "DURATION",
-        value_parser = duration("retry-backoff"),
-        help_heading = "Networking"
-    )]
-    pub retry_backoff: Duration,
-
-    /// Connect timeout.
-    #[arg(
-        long = "contimeout",
-        default_value = "10s",
-        value_name = "DURATION",
-        value_parser = timeout("contimeout"),
-        help_heading = "Networking"
-    )]
-    pub connect_timeout: Duration,
-
-    /// Give up on a response that sends nothing for this long.
-    #[arg(
-        long = "timeout",
-        default_value = "5m",
-        value_name = "DURATION",
-        value_parser = timeout("timeout"),
-        help_heading = "Networking"
-    )]
-    pub stall_timeout: Duration,
+    /// Retries and timeouts (shared with keep-block-check).
+    #[command(flatten)]
+    pub net: Networking,
 
     /// Plan only: fetch indexes, print counts and bytes (per source service and per first hex digit), write nothing.
     #[arg(short = 'n', long = "dry-run", help_heading = "Copy")]
@@ -463,6 +428,60 @@ pub fn parse_go_duration(s: &str) -> std::result::Result<Duration, String> {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(total))
+}
+
+/// The networking flags keep-rsync and keep-block-check share: retries of
+/// transient failures and the two timeouts.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Networking {
+    /// Retries of each request on transient errors (5xx, 408, 429, timeouts, dropped connections).
+    #[arg(
+        long,
+        default_value_t = 5,
+        value_name = "N",
+        help_heading = "Networking"
+    )]
+    pub retries: u32,
+
+    /// First retry delay; doubles on each retry (with jitter), up to 30 times it.
+    #[arg(
+        long = "retry-backoff",
+        default_value = "1s",
+        value_name = "DURATION",
+        value_parser = duration("retry-backoff"),
+        help_heading = "Networking"
+    )]
+    pub retry_backoff: Duration,
+
+    /// Connect timeout.
+    #[arg(
+        long = "contimeout",
+        default_value = "10s",
+        value_name = "DURATION",
+        value_parser = timeout("contimeout"),
+        help_heading = "Networking"
+    )]
+    pub connect_timeout: Duration,
+
+    /// Give up on a response that sends nothing for this long.
+    #[arg(
+        long = "timeout",
+        default_value = "5m",
+        value_name = "DURATION",
+        value_parser = timeout("timeout"),
+        help_heading = "Networking"
+    )]
+    pub stall_timeout: Duration,
+}
+
+impl Networking {
+    /// The retry delays: `--retry-backoff`, doubling up to 30 times it.
+    pub fn backoff(&self) -> crate::protocol::client::Backoff {
+        crate::protocol::client::Backoff {
+            base: self.retry_backoff,
+            max: self.retry_backoff.saturating_mul(30),
+        }
+    }
 }
 
 impl Config {

@@ -31,7 +31,8 @@
 //! - Small parts: [`role`] (source or destination), [`memory`] (the memory
 //!   model and `--max-memory`), [`throttle`] (`--bwlimit`), [`atomic_file`],
 //!   [`error`] (error kinds and exit codes), [`console`] (levels, timestamps
-//!   and human units for stderr lines; messages without a reporter).
+//!   and human units for stderr lines; messages without a reporter),
+//!   [`signals`] (SIGINT/SIGTERM: finish what is in flight, then exit 130).
 //!
 //! The keepstore simulator the tests, demo and benchmarks run against is its
 //! own crate (`crates/keepstore-sim`), a dev-dependency: keep-rsync never
@@ -59,10 +60,10 @@ pub mod run;
 pub mod services;
 pub mod settings;
 pub mod sides;
+pub mod signals;
 pub mod throttle;
 pub mod volume;
 
-use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
@@ -114,39 +115,23 @@ pub fn main(argv: Vec<std::ffi::OsString>) -> u8 {
     };
     rt.block_on(async move {
         let soft = CancellationToken::new();
-        tokio::spawn(watch_signals(soft.clone(), reporter.clone()));
+        let (r1, r2) = (reporter.clone(), reporter.clone());
+        tokio::spawn(signals::watch(
+            soft.clone(),
+            move || {
+                r1.log(
+                    progress::Level::Warn,
+                    "interrupted: finishing the blocks in flight, then stopping (signal again to stop at once)",
+                )
+            },
+            move || {
+                r2.finish();
+                r2.log(
+                    progress::Level::Error,
+                    "interrupted again: exiting now; rerun to finish the copy",
+                );
+            },
+        ));
         run::run(cfg, reporter, soft).await
     })
-}
-
-/// First SIGINT/SIGTERM: stop starting blocks, finish those in flight, then
-/// summarise and exit 130. Second: exit 130 at once.
-async fn watch_signals(soft: CancellationToken, reporter: Arc<dyn progress::Reporter>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
-    for n in 0..2 {
-        tokio::select! {
-            _ = int.recv() => {},
-            _ = term.recv() => {},
-        }
-        if n == 0 {
-            reporter.log(
-                progress::Level::Warn,
-                "interrupted: finishing the blocks in flight, then stopping (signal again to stop at once)",
-            );
-            soft.cancel();
-        } else {
-            reporter.finish();
-            reporter.log(
-                progress::Level::Error,
-                "interrupted again: exiting now; rerun to finish the copy",
-            );
-            std::process::exit(error::exit::INTERRUPTED as i32);
-        }
-    }
 }

@@ -26,7 +26,6 @@ use crate::listed::ListedBlocks;
 use crate::metrics::Metrics;
 use crate::plan::{plan, PlanCounts, PlanOptions, JOB_COST_ENTRIES};
 use crate::progress::{Level, Reporter};
-use crate::protocol::client::Backoff;
 use crate::report::{Ending, Report, Stats, Status};
 use crate::role::Role;
 use crate::services::Side;
@@ -180,11 +179,8 @@ impl<'a> Run<'a> {
             metrics,
             fetch: FetchOptions {
                 checkers: cfg.checkers,
-                retries: cfg.retries,
-                backoff: Backoff {
-                    base: cfg.retry_backoff,
-                    max: cfg.retry_backoff.saturating_mul(30),
-                },
+                retries: cfg.net.retries,
+                backoff: cfg.net.backoff(),
                 recycle: Default::default(),
             },
             listed: None,
@@ -239,7 +235,7 @@ impl<'a> Run<'a> {
         CopyOptions {
             want: self.want,
             transfers: self.cfg.transfers,
-            retries: self.cfg.retries,
+            retries: self.cfg.net.retries,
             backoff: self.fetch.backoff,
             storage_classes: self.cfg.storage_classes.clone(),
             throttle: self.cfg.bwlimit.filter(|&r| r > 0).map(Throttle::new),

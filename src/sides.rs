@@ -31,8 +31,8 @@ pub struct Connection {
 impl Connection {
     fn of(cfg: &Config) -> Connection {
         Connection {
-            connect_timeout: cfg.connect_timeout,
-            stall_timeout: cfg.stall_timeout,
+            connect_timeout: cfg.net.connect_timeout,
+            stall_timeout: cfg.net.stall_timeout,
             max_per_service: cfg.max_per_service,
             checkers: cfg.checkers,
         }
@@ -54,7 +54,7 @@ pub async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<Sides> {
     let (src_settings, dst_settings) = load_settings(cfg, reporter)?;
     let src = source_endpoints(cfg, &src_settings).await?;
     let dst = keep_endpoints(
-        cfg.connect_timeout,
+        cfg.net.connect_timeout,
         &dst_settings,
         Role::Destination,
         cfg.dst_services_json.as_deref(),
@@ -133,7 +133,7 @@ fn load_settings(cfg: &Config, reporter: &dyn Reporter) -> Result<(Settings, Set
 async fn source_endpoints(cfg: &Config, s: &Settings) -> Result<Vec<Endpoint>> {
     if cfg.src_volume_dirs.is_empty() {
         keep_endpoints(
-            cfg.connect_timeout,
+            cfg.net.connect_timeout,
             s,
             Role::Source,
             cfg.src_services_json.as_deref(),
@@ -222,13 +222,13 @@ impl Defaults {
             } else {
                 "-dst-blob-signature-ttl DURATION"
             };
-            discovery(dst, Role::Destination, flag, cfg.connect_timeout).await?
+            discovery(dst, Role::Destination, flag, cfg.net.connect_timeout).await?
         } else {
             Discovery::default()
         };
         let src_doc = if need_src_doc {
             let flag = "-src-blob-signature-ttl DURATION (the source's blobSignatureTtl, needed to sign locators)";
-            discovery(src, Role::Source, flag, cfg.connect_timeout).await?
+            discovery(src, Role::Source, flag, cfg.net.connect_timeout).await?
         } else {
             Discovery::default()
         };

@@ -6,11 +6,10 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{at_least_one, duration, parse_prefix, seconds, timeout, DEFAULT_TRANSFERS};
+use crate::cli::{at_least_one, parse_prefix, seconds, Networking, DEFAULT_TRANSFERS};
 use crate::error::{Error, Result};
 
 const AFTER_HELP: &str = "\
@@ -134,44 +133,9 @@ pub struct CheckConfig {
     )]
     pub index_budget: Option<u64>,
 
-    /// Retries of each request on transient errors.
-    #[arg(
-        long,
-        default_value_t = 5,
-        value_name = "N",
-        help_heading = "Networking"
-    )]
-    pub retries: u32,
-
-    /// First retry delay; doubles on each retry (with jitter), up to 30 times it.
-    #[arg(
-        long = "retry-backoff",
-        default_value = "1s",
-        value_name = "DURATION",
-        value_parser = duration("retry-backoff"),
-        help_heading = "Networking"
-    )]
-    pub retry_backoff: Duration,
-
-    /// Connect timeout.
-    #[arg(
-        long = "contimeout",
-        default_value = "10s",
-        value_name = "DURATION",
-        value_parser = timeout("contimeout"),
-        help_heading = "Networking"
-    )]
-    pub connect_timeout: Duration,
-
-    /// Give up on a response that sends nothing for this long.
-    #[arg(
-        long = "timeout",
-        default_value = "5m",
-        value_name = "DURATION",
-        value_parser = timeout("timeout"),
-        help_heading = "Networking"
-    )]
-    pub stall_timeout: Duration,
+    /// Retries and timeouts (the same flags as keep-rsync's).
+    #[command(flatten)]
+    pub net: Networking,
 
     /// Write a JSON report to FILE (docs/report-schema.md, "keep-block-check").
     #[arg(long, value_name = "FILE", help_heading = "Logging")]

@@ -85,33 +85,13 @@ pub fn main(argv: Vec<std::ffi::OsString>) -> u8 {
     };
     rt.block_on(async move {
         let soft = CancellationToken::new();
-        tokio::spawn(watch_signals(soft.clone()));
+        tokio::spawn(crate::signals::watch(
+            soft.clone(),
+            || say("interrupted: finishing the blocks being checked (signal again to stop at once)"),
+            || {},
+        ));
         run(cfg, soft).await
     })
-}
-
-/// First SIGINT/SIGTERM: start no more blocks, report what was checked,
-/// exit 130. Second: exit 130 at once.
-async fn watch_signals(soft: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
-    for n in 0..2 {
-        tokio::select! {
-            _ = int.recv() => {},
-            _ = term.recv() => {},
-        }
-        if n == 0 {
-            say("interrupted: finishing the blocks being checked (signal again to stop at once)");
-            soft.cancel();
-        } else {
-            std::process::exit(exit::INTERRUPTED as i32);
-        }
-    }
 }
 
 /// What a check counts besides [`Stats`].
@@ -157,8 +137,8 @@ pub async fn run(cfg: CheckConfig, soft: CancellationToken) -> u8 {
         ttl: cfg.ttl,
         signs: cfg.mode() != Mode::Index,
         conn: Connection {
-            connect_timeout: cfg.connect_timeout,
-            stall_timeout: cfg.stall_timeout,
+            connect_timeout: cfg.net.connect_timeout,
+            stall_timeout: cfg.net.stall_timeout,
             max_per_service: cfg.max_per_service,
             checkers: cfg.checkers,
         },
@@ -198,10 +178,7 @@ pub async fn run(cfg: CheckConfig, soft: CancellationToken) -> u8 {
         stats: &stats,
         tally: Tally::default(),
         soft: &soft,
-        backoff: Backoff {
-            base: cfg.retry_backoff,
-            max: cfg.retry_backoff.saturating_mul(30),
-        },
+        backoff: cfg.net.backoff(),
         total: listed.len(),
         log: &log,
     };
@@ -327,7 +304,7 @@ impl Check<'_> {
     async fn by_index(&self) -> Result<()> {
         let opts = FetchOptions {
             checkers: self.cfg.checkers,
-            retries: self.cfg.retries,
+            retries: self.cfg.net.retries,
             backoff: self.backoff,
             recycle: Default::default(),
         };
@@ -462,7 +439,7 @@ impl Check<'_> {
             ));
         }
         let _slot = svc.limit.acquire().await.ok();
-        let r = with_retries(self.backoff, self.cfg.retries, &(), |_| op()).await;
+        let r = with_retries(self.backoff, self.cfg.net.retries, &(), |_| op()).await;
         svc.stats
             .count(Op::Get, &r.as_ref().map_err(|(f, _)| f.clone()), 0);
         r.map_err(|(f, attempts)| {

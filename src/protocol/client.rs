@@ -276,18 +276,7 @@ impl KeepClient {
         locator: &str,
         size: u64,
     ) -> Result<reqwest::Response, Failure> {
-        let resp = self
-            .http
-            .get(format!("{base}/{locator}"))
-            .header("Authorization", &*self.auth)
-            .send()
-            .await
-            .map_err(|e| Failure::from_http(&e))?;
-        let status = resp.status();
-        if status != StatusCode::OK {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(Failure::from_status(status, &body));
-        }
+        let resp = self.ask_block(reqwest::Method::GET, base, locator).await?;
         if let Some(len) = resp.content_length() {
             if len != size {
                 return Err(Failure::new(
@@ -299,14 +288,17 @@ impl KeepClient {
         Ok(resp)
     }
 
-    /// `HEAD /LOCATOR` (signed by the caller when the cluster wants it): the
-    /// block's `Content-Length` when the service has it (200), `None` if the
-    /// answer had none. Any other answer is a classified failure (404 =
-    /// `NotFound`, 403 = `Denied`, …), as for a GET.
-    pub async fn head_block(&self, base: &str, locator: &str) -> Result<Option<u64>, Failure> {
+    /// `GET` or `HEAD /LOCATOR` with the token: the response when it is 200,
+    /// otherwise the answer (or the lack of one) as a classified failure.
+    async fn ask_block(
+        &self,
+        method: reqwest::Method,
+        base: &str,
+        locator: &str,
+    ) -> Result<reqwest::Response, Failure> {
         let resp = self
             .http
-            .head(format!("{base}/{locator}"))
+            .request(method, format!("{base}/{locator}"))
             .header("Authorization", &*self.auth)
             .send()
             .await
@@ -316,6 +308,15 @@ impl KeepClient {
             let body = resp.text().await.unwrap_or_default();
             return Err(Failure::from_status(status, &body));
         }
+        Ok(resp)
+    }
+
+    /// `HEAD /LOCATOR` (signed by the caller when the cluster wants it): the
+    /// block's `Content-Length` when the service has it (200), `None` if the
+    /// answer had none. Any other answer is a classified failure (404 =
+    /// `NotFound`, 403 = `Denied`, …), as for a GET.
+    pub async fn head_block(&self, base: &str, locator: &str) -> Result<Option<u64>, Failure> {
+        let resp = self.ask_block(reqwest::Method::HEAD, base, locator).await?;
         // The header itself: a HEAD response has no body to measure.
         Ok(resp
             .headers()
