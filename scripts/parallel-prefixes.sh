@@ -3,7 +3,8 @@
 # across hosts, then merge the shards' JSON reports into one summary.
 #
 #   scripts/parallel-prefixes.sh [-j N] [-S HOSTS] [--prefixes 16|256]
-#                                [--memory SIZE] [--state-dir DIR] [--force] [--return]
+#                                [--memory SIZE] [--metrics-dir DIR] [--state-dir DIR]
+#                                [--force] [--return]
 #                                -- KEEP_RSYNC_ARGS...
 #   scripts/parallel-prefixes.sh --summary [--prefixes 16|256] [--state-dir DIR]
 #
@@ -39,6 +40,10 @@
 #                     peak RSS stays under that share (docs/scale-out.md,
 #                     "Memory"). Without it each shard uses keep-rsync's
 #                     defaults (about 300 MiB, 370 MiB at worst).
+#   --metrics-dir DIR each shard writes Prometheus metrics for node_exporter's
+#                     textfile collector to DIR/keep-rsync-P.prom (keep-rsync
+#                     --metrics-textfile; docs/operations.md). One file per
+#                     prefix, so do not pass --metrics-textfile yourself.
 #   --state-dir DIR   default ./keep-rsync-shards.
 #   --force           re-run every shard, even those marked done.
 #   --return          with -S when DIR is not on a shared filesystem: have GNU
@@ -73,6 +78,7 @@ nprefixes=16
 state_dir=./keep-rsync-shards
 force=0
 memory=
+metrics_dir=
 want_return=0
 summary_only=0
 saw_dashdash=0
@@ -109,6 +115,12 @@ while [ $# -gt 0 ]; do
             shift 2
             ;;
         --memory=*) memory=${1#--memory=}; shift ;;
+        --metrics-dir)
+            [ $# -ge 2 ] || die "$1 needs a value"
+            metrics_dir=$2
+            shift 2
+            ;;
+        --metrics-dir=*) metrics_dir=${1#--metrics-dir=}; shift ;;
         --force) force=1; shift ;;
         --return) want_return=1; shift ;;
         --summary) summary_only=1; shift ;;
@@ -133,6 +145,8 @@ if [ "$summary_only" = 0 ]; then
                 die "do not pass $a: each shard gets its own -prefix" ;;
             -report | --report | -report=* | --report=*)
                 die "do not pass $a: each shard writes DIR/PREFIX.json" ;;
+            -metrics-textfile | --metrics-textfile | -metrics-textfile=* | --metrics-textfile=*)
+                die "do not pass $a: the shards would overwrite one file; give --metrics-dir DIR (each shard writes DIR/keep-rsync-PREFIX.prom)" ;;
             -max-memory* | --max-memory* | -buffer-memory* | --buffer-memory* | -index-budget* | --index-budget*)
                 [ -z "$memory" ] || die "do not pass $a with --memory: --memory sizes each shard's budgets" ;;
         esac
@@ -200,7 +214,11 @@ if [ "$summary_only" = 0 ]; then
         qcmd=$(printf ' %q' "$bin" "${args[@]}")
         shard="mkdir -p $qs && rm -f $qs/{}.json $qs/{}.rc $qs/{}.done"
         shard+=" && { echo \"=== keep-rsync -prefix {} started \$(date -u +%Y-%m-%dT%H:%M:%SZ) on \$(hostname)\" >>$qs/{}.log;"
-        shard+="$qcmd -prefix {} -q --report $qs/{}.json </dev/null >>$qs/{}.log 2>&1;"
+        metrics=
+        if [ -n "$metrics_dir" ]; then
+            metrics=" --metrics-textfile $(printf '%q' "$metrics_dir")/keep-rsync-{}.prom"
+        fi
+        shard+="$qcmd -prefix {} -q --report $qs/{}.json$metrics </dev/null >>$qs/{}.log 2>&1;"
         shard+=" rc=\$?; echo \$rc >$qs/{}.rc; exit \$rc; }"
         popts=(--jobs "$jobs" --joblog "+$state/joblog")
         if [ -n "$hosts" ]; then

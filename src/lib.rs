@@ -64,7 +64,6 @@ pub mod signals;
 pub mod throttle;
 pub mod volume;
 
-
 use tokio_util::sync::CancellationToken;
 
 /// The `keep-rsync` program: parse argv, run, and return the exit code.

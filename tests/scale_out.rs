@@ -159,6 +159,9 @@ async fn sixteen_parallel_shards_equal_a_full_copy_and_a_rerun_redoes_only_the_k
     assert!(!in7.is_empty());
     let state = p.path("shards");
     let state_s = state.display().to_string();
+    let metrics = p.path("metrics dir");
+    std::fs::create_dir_all(&metrics).unwrap();
+    let metrics_s = metrics.display().to_string();
     // 2 GiB for the 4 jobs a host runs at once: 512 MiB each.
     let opts = [
         "-j",
@@ -167,6 +170,8 @@ async fn sixteen_parallel_shards_equal_a_full_copy_and_a_rerun_redoes_only_the_k
         "16",
         "--memory",
         "2G",
+        "--metrics-dir",
+        &metrics_s,
         "--state-dir",
         &state_s,
     ];
@@ -237,6 +242,19 @@ async fn sixteen_parallel_shards_equal_a_full_copy_and_a_rerun_redoes_only_the_k
     assert_eq!(sum["totals"]["copied"], blocks.len() as u64);
     assert_eq!(sum["totals"]["copied_bytes"], total_bytes(&blocks));
     assert_eq!(sum["plan"]["src_blocks"], blocks.len() as u64);
+    // Each shard wrote its own metrics file, labelled with its prefix; shard
+    // 7's says that its second run succeeded.
+    for sh in hex16() {
+        let text = std::fs::read_to_string(metrics.join(format!("keep-rsync-{sh}.prom")))
+            .unwrap_or_else(|e| panic!("metrics of shard {sh}: {e}"));
+        assert!(
+            text.contains(&format!(
+                "keep_rsync_last_run_exit_code{{prefix=\"{sh}\"}} 0"
+            )),
+            "shard {sh}: {text}"
+        );
+        assert!(!text.contains("prefix=\"\""), "shard {sh}: {text}");
+    }
     // The union of the shards is the full copy, each block written exactly
     // N times over both runs, each fetched once.
     p.assert_placed(&blocks, 2);
@@ -321,7 +339,7 @@ async fn shards_stopped_at_a_window_merge_to_exit_8_below_failed_shards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_prefixes_rejects_bad_usage_with_exit_2() {
     let p = Pair::start().await;
-    let bad: [(&[&str], &[&str], &str); 7] = [
+    let bad: [(&[&str], &[&str], &str); 8] = [
         (&["--memory", "lots"], &["-replications", "2"], "not a size"),
         (
             &["-j", "50%", "--memory", "2G"],
@@ -340,6 +358,11 @@ async fn parallel_prefixes_rejects_bad_usage_with_exit_2() {
         ),
         (&[], &["-prefix", "3"], "each shard gets its own -prefix"),
         (&[], &["--report=x.json"], "each shard writes"),
+        (
+            &[],
+            &["--metrics-textfile", "m.prom"],
+            "give --metrics-dir DIR",
+        ),
         (
             &["--bogus"],
             &["-replications", "2"],
