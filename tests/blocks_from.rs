@@ -86,6 +86,14 @@ impl Scene {
             .collect()
     }
 
+    /// A keepstore index: `HASH+SIZE UNIXNANO` lines.
+    fn index(&self) -> String {
+        self.listed()
+            .iter()
+            .map(|(h, s)| format!("{h}+{s} 1611413425003139053\n"))
+            .collect()
+    }
+
     fn hashes(&self) -> String {
         self.listed()
             .iter()
@@ -208,8 +216,10 @@ async fn every_form_plans_the_same_and_finds_the_lost_blocks() {
     std::fs::write(s.p.path("locators.txt"), s.locators()).unwrap();
     std::fs::write(s.p.path("hashes.txt"), s.hashes()).unwrap();
     std::fs::write(s.p.path("manifests.txt"), s.manifest()).unwrap();
-    let forms: [(&str, &str, bool, Option<Vec<u8>>); 4] = [
+    std::fs::write(s.p.path("index.txt"), s.index()).unwrap();
+    let forms: [(&str, &str, bool, Option<Vec<u8>>); 5] = [
         ("locators", "locators.txt", true, None),
+        ("index lines", "index.txt", true, None),
         ("hashes", "hashes.txt", false, None),
         ("manifest text", "manifests.txt", true, None),
         ("stdin", "-", true, Some(s.manifest().into_bytes())),

@@ -14,7 +14,9 @@
 //!   hint) is **malformed**: the list is refused (exit 2), naming the line,
 //!   because a list that names a block wrongly cannot prove anything;
 //! - every other word (stream names `.`/`./dir`, file tokens `POS:LEN:NAME`,
-//!   headers, punctuation) is **not a locator** and is skipped.
+//!   headers, punctuation, and numbers such as the timestamps of keepstore
+//!   index lines, so that an index is a list too) is **not a locator** and
+//!   is skipped.
 //!
 //! The input must be UTF-8 (checked across read boundaries) and must hold
 //! at least one locator. Lines (for messages) are counted at `\n`. Memory is
@@ -67,6 +69,11 @@ pub fn classify(word: &[u8], overlong: bool) -> Word {
     let head_len = word.iter().position(|&b| b == b'+').unwrap_or(word.len());
     let head = &word[..head_len];
     if head.len() < MIN_SHAPED_DIGITS || !head.iter().all(u8::is_ascii_hexdigit) {
+        return Word::NotLocator;
+    }
+    // A number (an index line's timestamp, a size): a hash shorter than 32
+    // digits with no letter among them is too unlikely to guard against.
+    if head.len() < 32 && head_len == word.len() && head.iter().all(u8::is_ascii_digit) {
         return Word::NotLocator;
     }
     let shown = {
@@ -315,7 +322,10 @@ mod tests {
         // Hex-led but too short to be meant as a hash; a hash in quotes.
         assert_eq!(loc("deadbeef"), Word::NotLocator);
         assert_eq!(loc(&format!("\"{FOO}+3\",")), Word::NotLocator);
+        // Numbers: the timestamp of an index line (`HASH+SIZE UNIXNANO`).
+        assert_eq!(loc("1611413425003139053"), Word::NotLocator);
         for (bad, why) in [
+            ("1611413425003139053+3", "19 hex digits"),
             (&FOO[..31], "31 hex digits"),
             (&format!("{FOO}0")[..], "33 hex digits"),
             (&FOO.to_uppercase()[..], "upper-case"),
