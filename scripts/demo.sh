@@ -2,8 +2,10 @@
 # The keep-rsync demo, on an embedded default: two keepstore-sim clusters on
 # 127.0.0.1 (source: 4 keepstores enforcing blob signatures, filled with 300
 # blocks of 1 KiB–4 MiB, 2 replicas each; destination: 4 empty keepstores
-# enforcing their own signatures), then keep-rsync copying between them, then
-# keep-rsync again to show that the delta is zero.
+# enforcing their own signatures), then keep-rsync copying between them (with
+# Prometheus metrics in a textfile), keep-rsync again to show that the delta
+# is zero, and the migration's final check: keep-block-check asks the
+# destination for every block that "the database's manifests" reference.
 #
 # Usage: scripts/demo.sh [--release] [--blocks N]
 # Everything lives in a temporary directory that is removed at the end.
@@ -24,7 +26,7 @@ done
 
 echo "== building keep-rsync and keepstore-sim ($profile)"
 if [ "$profile" = release ]; then cargo build --workspace --release --quiet; else cargo build --workspace --quiet; fi
-bin="target/$profile"
+bin="${CARGO_TARGET_DIR:-target}/$profile"
 
 work=$(mktemp -d)
 pids=()
@@ -40,10 +42,12 @@ trap cleanup EXIT INT TERM
 rand() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 umask 077
 
+declare -A token=()
 start_cluster() { # name prefix extra-args...
   local name=$1 prefix=$2; shift 2
+  token[$name]=$(rand)
   "$bin/keepstore-sim" --services 4 --uuid-prefix "$prefix" \
-    --root-token "$(rand)" --signing-key "$(rand)" --enforce-signatures \
+    --root-token "${token[$name]}" --signing-key "$(rand)" --enforce-signatures \
     --services-json "$work/$name.json" --settings-file "$work/$name.conf" "$@" \
     >"$work/$name.log" 2>&1 &
   pids+=($!)
@@ -61,13 +65,29 @@ args=(-src "$work/src.conf" -dst "$work/dst.conf"
       -src-keep-services-json "$work/src.json" -dst-keep-services-json "$work/dst.json"
       -replications 2 -src-blob-signature-ttl 336h)
 
+# A few collections written through Keep, as users would: their manifests
+# stand for the database's (signed locators, stream names, file tokens).
+"$bin/keepstore-sim" seed --services-json "$work/src.json" --root-token "${token[src]}" \
+  --blocks 12 --sizes 1K-1M --replicas 2 --seed 8 |
+  awk '{ split($1, l, "+"); printf ". %s+A%040d@7fffffff 0:%s:file%d.txt\n", $1, 0, l[2], NR }' \
+  >"$work/manifests.txt"
+
 echo
-echo "== keep-rsync ${args[*]//$work/\$WORK}"
-"$bin/keep-rsync" "${args[@]}" -q
+echo "== keep-rsync ${args[*]//$work/\$WORK} --metrics-textfile \$WORK/keep-rsync.prom"
+"$bin/keep-rsync" "${args[@]}" -q --metrics-textfile "$work/keep-rsync.prom"
+echo
+echo "== some of the metrics node_exporter's textfile collector would read (docs/operations.md)"
+grep -E '^keep_rsync_(blocks_total|last_run_exit_code)' "$work/keep-rsync.prom"
 
 echo
 echo "== the same command again: the destination index is the checkpoint, so nothing moves"
 "$bin/keep-rsync" "${args[@]}" -q
 
 echo
-echo "== done: every block is on the first 2 destination keepstores of its rendezvous order."
+echo "== the final check: keep-block-check asks the destination for every block the manifests reference"
+"$bin/keep-block-check" -config "$work/dst.conf" -keep-services-json "$work/dst.json" \
+  -block-hash-file "$work/manifests.txt"
+
+echo
+echo "== done: every block is on the first 2 destination keepstores of its rendezvous order,"
+echo "   and every block the manifests reference is at the destination (0 errors)."

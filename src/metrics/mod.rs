@@ -333,7 +333,13 @@ fn family<'a>(
     enc.encode_descriptor(name, help, None, kind)
 }
 
-fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: f64) -> std::fmt::Result {
+/// One gauge: counts as integers, times as seconds with a fraction.
+fn gauge<N: prometheus_client::encoding::EncodeGaugeValue + std::fmt::Debug>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: N,
+) -> std::fmt::Result {
     let g = ConstGauge::new(value);
     g.encode(family(enc, name, help, MetricType::Gauge)?)
 }
@@ -487,19 +493,19 @@ impl Collector for RunCollector {
             &mut enc,
             "running",
             "1 while the run lasts, 0 once it has ended",
-            if ended.is_some() { 0.0 } else { 1.0 },
+            i64::from(ended.is_none()),
         )?;
         gauge(
             &mut enc,
             "pass",
             "The hash sub-prefix pass under way (from 1; 0 before the first)",
-            s.pass.load(Relaxed) as f64,
+            s.pass.load(Relaxed) as i64,
         )?;
         gauge(
             &mut enc,
             "passes",
             "Hash sub-prefix passes the run is split into (0 before planning)",
-            s.passes.load(Relaxed) as f64,
+            s.passes.load(Relaxed) as i64,
         )?;
         gauge(
             &mut enc,
@@ -520,7 +526,7 @@ impl Collector for RunCollector {
                 "The last run's exit code: 0 complete, 1 blocks failed or a service was \
                  unreachable, 2 configuration error, 3 unreadable, 8 stopped at a cron-window \
                  limit, 130 interrupted",
-                code as f64,
+                i64::from(code),
             )?;
         }
         if let Some(t) = *lock(&s.last_success) {
