@@ -6,7 +6,7 @@
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde_json::json;
 
@@ -61,33 +61,13 @@ pub fn set_json_lines(on: bool) {
 
 /// `2026/11/22 03:42:55`, UTC, like Go's log prefix.
 pub fn timestamp() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86400, secs % 86400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}/{m:02}/{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    let t = timestamp_rfc3339();
+    format!("{} {}", t[..10].replace('-', "/"), &t[11..19])
 }
 
 /// `2026-11-22T03:42:55Z`: the JSON lines' `time`.
 pub fn timestamp_rfc3339() -> String {
-    let t = timestamp();
-    format!("{}T{}Z", t[..10].replace('/', "-"), &t[11..])
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 /// `1.5 GiB`-style byte counts.
@@ -122,5 +102,19 @@ pub fn human_duration(secs: f64) -> String {
         format!("{m}m{s}s")
     } else {
         format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_go_and_rfc3339_shaped() {
+        let go = super::timestamp();
+        let rfc = super::timestamp_rfc3339();
+        assert_eq!(go.len(), 19, "{go}");
+        assert_eq!(&go[4..5], "/");
+        assert_eq!(&go[10..11], " ");
+        assert_eq!(rfc.len(), 20, "{rfc}");
+        assert!(rfc.ends_with('Z') && &rfc[10..11] == "T", "{rfc}");
     }
 }
