@@ -232,6 +232,8 @@ pub struct ServiceReport {
     pub url: String,
     pub service_type: String,
     pub read_only: bool,
+    /// A PUT to it got 507 (full): nothing more was written to it.
+    pub full: bool,
     pub requests: u64,
     pub errors: u64,
     pub bytes: u64,
@@ -345,6 +347,7 @@ pub(crate) fn service_reports(services: &[Service]) -> Vec<ServiceReport> {
             url: s.endpoint.url(),
             service_type: s.endpoint.service_type().to_string(),
             read_only: s.endpoint.read_only(),
+            full: s.is_full(),
             requests: s.stats.requests.load(Relaxed),
             errors: s.stats.errors.load(Relaxed),
             bytes: s.stats.bytes.load(Relaxed),

@@ -212,6 +212,9 @@ pub struct Service {
     /// Found unreachable (while indexing, or dead mid-run): never asked
     /// again for the rest of the run.
     down: AtomicBool,
+    /// Answered a PUT with 507 (all its volumes full): no more blocks are
+    /// written to it for the rest of the run (it is still read from).
+    full: AtomicBool,
     pub stats: ServiceStats,
 }
 
@@ -221,12 +224,23 @@ impl Service {
             endpoint,
             limit: Arc::new(Semaphore::new(max_requests.max(1))),
             down: AtomicBool::new(false),
+            full: AtomicBool::new(false),
             stats: ServiceStats::default(),
         }
     }
 
     pub fn is_down(&self) -> bool {
         self.down.load(Relaxed)
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.full.load(Relaxed)
+    }
+
+    /// Mark it full (a PUT got 507); `true` the first time (so it is said
+    /// once).
+    pub fn mark_full(&self) -> bool {
+        !self.full.swap(true, Relaxed)
     }
 
     /// Mark it down; `true` the first time (so it is said once).

@@ -86,22 +86,47 @@ async fn full_destination_service_is_skipped_without_retry() {
     let p = Pair::start().await;
     let blocks = p.src.seed_blocks(60, &small(), 1, 12);
     p.dst.set_faults(1, faults(|f| f.full = true));
-    p.rsync(&["-replications", "2", "--retries", "5"])
-        .await
-        .expect(0);
+    let report = p.path("full.json").display().to_string();
+    // One block at a time, so that "the first 507" is well defined.
+    let r = p
+        .rsync(&[
+            "-replications",
+            "2",
+            "--retries",
+            "5",
+            "--transfers",
+            "1",
+            "--report",
+            &report,
+        ])
+        .await;
+    r.expect(0);
     assert_on_first(&p, &blocks, 2, &[1]);
+    // 507: one PUT, never retried; then the service is full for the rest
+    // of the run (said once) and every later block goes straight on to the
+    // next service in its order.
     let c = p.dst.counters(1);
-    let mut tried = 0;
-    for (h, _) in &blocks {
-        let first_two = p.dst.probe_order(h)[..2].contains(&1);
-        let puts = c.per_hash.get(h).map(|x| x.puts).unwrap_or(0);
-        // 507: exactly one PUT there when it was among the first two, then
-        // the next service in order; never a retry.
-        assert_eq!(puts, first_two as u64, "PUTs of {h} on the full service");
-        tried += first_two as u64;
-    }
-    assert!(tried > 0);
-    assert_eq!(c.puts, tried);
+    assert_eq!(c.puts, 1, "PUTs on the full service");
+    assert!(blocks
+        .iter()
+        .filter(|(h, _)| p.dst.probe_order(h)[..2].contains(&1))
+        .nth(1)
+        .is_some());
+    assert_eq!(
+        r.stderr.matches("no more blocks are written to it").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    let v = read_json(std::path::Path::new(&report));
+    let full: Vec<bool> = v["destination"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["full"].as_bool().unwrap())
+        .collect();
+    assert_eq!(full, [false, true, false, false]);
+    assert_eq!(v["destination"][1]["errors"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -547,6 +547,12 @@ impl<'a> Copier<'a> {
         if svc.is_down() {
             return Err(gone());
         }
+        if svc.is_full() {
+            return Err(Failure::new(
+                FailureKind::Full,
+                "full (507) earlier in this run",
+            ));
+        }
         let classes = self.opts.storage_classes.as_deref();
         let size = job.size as u64;
         let asking = self.asking(From::Dst(d), Op::Put, job);
@@ -583,8 +589,32 @@ impl<'a> Copier<'a> {
                 self.stats.bytes_written.fetch_add(size * n as u64, Relaxed);
                 Ok(n)
             }
+            Err((f, _)) if f.kind == FailureKind::Full => Err(self.note_full(d as usize, f)),
             Err((f, _)) => Err(self.note_down(self.dst, d as usize, f)),
         }
+    }
+
+    /// A PUT got 507: the service's volumes are full. Write nothing more to
+    /// it in this run (said once); blocks go to the next services in their
+    /// probe order, as they would after this answer anyway.
+    fn note_full(&self, d: usize, f: Failure) -> Failure {
+        let svc = &self.dst.services[d];
+        if svc.mark_full() {
+            let why = format!("full ({f}): no more blocks are written to it in this run; they go to the next services in their probe order");
+            tracing::info!(
+                event = "service_full",
+                side = self.dst.role.as_str(),
+                service = svc.endpoint.id(),
+                "{} service {} {why}",
+                self.dst.role,
+                svc.endpoint.label()
+            );
+            self.reporter.log(
+                crate::progress::Level::Warn,
+                &format!("{} service {}: {why}", self.dst.role, svc.endpoint.label()),
+            );
+        }
+        f
     }
 
     /// Write `need` replicas to writable destination services in probe order,
@@ -605,7 +635,7 @@ impl<'a> Copier<'a> {
             .map(|i| i as u16)
             .filter(|&i| {
                 let svc = &self.dst.services[i as usize];
-                svc.endpoint.writable() && !svc.is_down() && !skip.contains(&i)
+                svc.endpoint.writable() && !svc.is_down() && !svc.is_full() && !skip.contains(&i)
             })
             .collect();
         let mut next = 0;
@@ -650,7 +680,9 @@ impl<'a> Copier<'a> {
             return Ok(stored);
         }
         let why = if order.is_empty() {
-            "no writable destination service is left to write to".to_string()
+            "no writable destination service is left to write to (the others are read-only, \
+             full or unreachable)"
+                .to_string()
         } else {
             summarize(&reasons)
         };

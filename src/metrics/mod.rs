@@ -486,6 +486,22 @@ impl Collector for RunCollector {
                     ConstGauge::new(up as i64).encode(m.encode_family(&labels)?)?;
                 }
             }
+            {
+                let mut m = family(
+                    &mut enc,
+                    "service_full",
+                    "1 once a destination service answered a PUT with 507 (its volumes are full): \
+                     nothing more is written to it in this run",
+                    MetricType::Gauge,
+                )?;
+                for svc in sides.dst.services.iter() {
+                    let labels = [
+                        ("side", sides.dst.role.as_str()),
+                        ("service", svc.endpoint.id()),
+                    ];
+                    ConstGauge::new(i64::from(svc.is_full())).encode(m.encode_family(&labels)?)?;
+                }
+            }
         }
 
         let ended = s.ended.get().copied();
