@@ -771,22 +771,28 @@ mod tests {
         assert_eq!(p.counts.present, 1);
     }
 
+    /// A service's index of `entries`: sorted, one entry per hash.
+    fn index_of(mut entries: Vec<Entry>) -> ServiceIndex {
+        entries.sort_unstable();
+        entries.dedup_by_key(|e| e.hash);
+        ServiceIndex {
+            lines: entries.len() as u64,
+            entries,
+        }
+    }
+
     /// Both merge strategies give what a map from hash to (first size,
     /// holders) gives, for 1 to 20 lists of random overlapping hashes.
     #[test]
     fn merges_agree() {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng =
+            <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0x9E37_79B9_7F4A_7C15);
+        let mut rnd = move || rand::Rng::gen::<u64>(&mut rng);
         for k in 1..=20usize {
             let lists: Vec<ServiceIndex> = (0..k)
                 .map(|_| {
                     let n = (rnd() % 300) as usize;
-                    let mut entries: Vec<Entry> = (0..n)
+                    let entries: Vec<Entry> = (0..n)
                         .map(|_| {
                             let mut hash = [0u8; 16];
                             // Few distinct first bytes: many shared hashes.
@@ -798,12 +804,7 @@ mod tests {
                             }
                         })
                         .collect();
-                    entries.sort_unstable();
-                    entries.dedup_by_key(|e| e.hash);
-                    ServiceIndex {
-                        lines: entries.len() as u64,
-                        entries,
-                    }
+                    index_of(entries)
                 })
                 .collect();
             let mut want = std::collections::BTreeMap::new();
@@ -832,15 +833,11 @@ mod tests {
     /// same jobs (with their holders) in the same order, same counts.
     #[test]
     fn halves_add_up() {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng =
+            <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0x2545_F491_4F6C_DD1D);
+        let mut rnd = move || rand::Rng::gen::<u64>(&mut rng);
         let mut list = |n: usize, m: u64| {
-            let mut entries: Vec<Entry> = (0..n)
+            let entries: Vec<Entry> = (0..n)
                 .map(|_| {
                     let mut hash = [0u8; 16];
                     hash[0] = (rnd() % m) as u8;
@@ -851,12 +848,7 @@ mod tests {
                     }
                 })
                 .collect();
-            entries.sort_unstable();
-            entries.dedup_by_key(|e| e.hash);
-            ServiceIndex {
-                lines: entries.len() as u64,
-                entries,
-            }
+            index_of(entries)
         };
         for (n_src, n_dst, m) in [
             (4, 4, 256),

@@ -19,6 +19,7 @@ use crate::services::Service;
 
 mod failures;
 mod lost;
+mod spilled;
 pub use failures::{FailureList, FAILURES_IN_MEMORY};
 pub use lost::{locator as lost_locator, LostList, LOST_IN_MEMORY};
 

@@ -212,13 +212,9 @@ mod tests {
     /// entry per hash (a known size kept over an unknown one).
     #[test]
     fn sorts_and_deduplicates_at_any_run_length() {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng =
+            <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0x9E37_79B9_7F4A_7C15);
+        let mut rnd = move || rand::Rng::gen::<u64>(&mut rng);
         let input: Vec<Entry> = (0..5000)
             .map(|_| {
                 let n = rnd() % 1500;

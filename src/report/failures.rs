@@ -10,13 +10,14 @@
 //! the report streams it out without ever holding the list.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Seek, Write};
+use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::ser::{Error as _, SerializeSeq};
 use serde::{Serialize, Serializer};
 
+use super::spilled::{spill_file, warn_broken, SpilledList};
 use super::FailedBlock;
 use crate::protocol::BlockHash;
 
@@ -63,15 +64,7 @@ impl Failures {
     }
 
     fn broken(&mut self, e: std::io::Error) {
-        crate::console::log_without_reporter(
-            None,
-            crate::console::Level::Warn,
-            &format!(
-                "cannot keep the list of failed blocks on disk ({e}): the report will list only \
-                 the first {FAILURES_IN_MEMORY} of them."
-            ),
-            None,
-        );
+        warn_broken("failed blocks", &e, FAILURES_IN_MEMORY);
         self.spill_broken = true;
         self.spill = None;
     }
@@ -83,7 +76,7 @@ impl Failures {
                 pass: BufWriter::new(tempfile::tempfile_in(dir)?),
                 pass_len: 0,
                 keys: Vec::new(),
-                sorted: BufWriter::new(tempfile::NamedTempFile::new_in(dir)?),
+                sorted: BufWriter::new(spill_file(Some(dir))?),
                 count: 0,
             });
         }
@@ -148,58 +141,15 @@ impl Failures {
 
 /// The failures as the report shows them: the first ones for the summary,
 /// and every one (from the spill file, when there is one) for the JSON.
-pub struct FailureList {
-    shown: Vec<FailedBlock>,
-    total: u64,
-    spilled: Option<File>,
-}
-
-impl FailureList {
-    /// Failed blocks in all.
-    pub fn len(&self) -> u64 {
-        self.total
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.total == 0
-    }
-
-    /// The first failures kept in memory, sorted by locator.
-    pub fn shown(&self) -> &[FailedBlock] {
-        &self.shown
-    }
-
-    /// Failures the JSON list leaves out (no spill file): normally 0.
-    pub fn omitted(&self) -> u64 {
-        if self.spilled.is_some() {
-            0
-        } else {
-            self.total - self.shown.len() as u64
-        }
-    }
-}
-
-/// Reads a file from its start without moving its shared offset.
-struct ReadAt<'a> {
-    file: &'a File,
-    at: u64,
-}
-
-impl Read for ReadAt<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.file.read_at(buf, self.at)?;
-        self.at += n as u64;
-        Ok(n)
-    }
-}
+pub type FailureList = SpilledList<FailedBlock>;
 
 impl Serialize for FailureList {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let Some(file) = &self.spilled else {
+        let Some(file) = self.spill_reader() else {
             return self.shown.serialize(ser);
         };
         let mut seq = ser.serialize_seq(Some(self.total as usize))?;
-        for line in BufReader::new(ReadAt { file, at: 0 }).lines() {
+        for line in BufReader::new(file).lines() {
             let line = line.map_err(S::Error::custom)?;
             let f: FailedBlock = serde_json::from_str(&line).map_err(S::Error::custom)?;
             seq.serialize_element(&f)?;

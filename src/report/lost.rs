@@ -6,13 +6,13 @@
 //! hash order and passes run in hash order, so the file is sorted as
 //! written and the report streams it out.
 
-use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::ser::{Error as _, SerializeSeq};
 use serde::{Serialize, Serializer};
 
+use super::spilled::{spill_file, warn_broken, SpilledList};
 use super::Report;
 use crate::index::Entry;
 use crate::listed::sort::{decode, encode, RECORD};
@@ -46,10 +46,7 @@ impl Lost {
             .extend_from_slice(&entries[..room.min(entries.len())]);
         if self.spill_dir.is_some() && !self.broken {
             if let Err(e) = self.append(entries) {
-                eprintln!(
-                    "keep-rsync: warning: cannot keep the list of lost blocks on disk ({e}): the \
-                     report will list only the first {LOST_IN_MEMORY} of them."
-                );
+                warn_broken("lost blocks", &e, LOST_IN_MEMORY);
                 self.broken = true;
                 self.spill = None;
             }
@@ -58,8 +55,7 @@ impl Lost {
 
     fn append(&mut self, entries: &[Entry]) -> std::io::Result<()> {
         if self.spill.is_none() {
-            let dir = self.spill_dir.as_deref().unwrap_or(Path::new("."));
-            self.spill = Some(BufWriter::new(tempfile::NamedTempFile::new_in(dir)?));
+            self.spill = Some(BufWriter::new(spill_file(self.spill_dir.as_deref())?));
         }
         if let Some(w) = self.spill.as_mut() {
             for e in entries {
@@ -94,45 +90,16 @@ pub fn locator(e: &Entry) -> String {
 
 /// The lost blocks as a report shows them: the first for the summary, all
 /// (from the spill file, when there is one) for the JSON, as locators.
-pub struct LostList {
-    shown: Vec<Entry>,
-    total: u64,
-    spilled: Option<File>,
-}
-
-impl LostList {
-    pub fn len(&self) -> u64 {
-        self.total
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.total == 0
-    }
-
-    /// The first lost blocks, in hash order.
-    pub fn shown(&self) -> &[Entry] {
-        &self.shown
-    }
-
-    /// Lost blocks the JSON list leaves out (no spill file): normally 0.
-    pub fn omitted(&self) -> u64 {
-        if self.spilled.is_some() {
-            0
-        } else {
-            self.total - self.shown.len() as u64
-        }
-    }
-}
+pub type LostList = SpilledList<Entry>;
 
 impl Serialize for LostList {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let Some(file) = &self.spilled else {
+        let Some(file) = self.spill_reader() else {
             let v: Vec<String> = self.shown.iter().map(locator).collect();
             return v.serialize(ser);
         };
         let mut seq = ser.serialize_seq(Some(self.total as usize))?;
-        let mut r = BufReader::new(file.try_clone().map_err(S::Error::custom)?);
-        std::io::Seek::rewind(&mut r).map_err(S::Error::custom)?;
+        let mut r = BufReader::new(file);
         let mut rec = [0u8; RECORD];
         for _ in 0..self.total {
             r.read_exact(&mut rec).map_err(S::Error::custom)?;

@@ -33,6 +33,13 @@ async fn status(rb: reqwest::RequestBuilder) -> u16 {
     rb.send().await.unwrap().status().as_u16()
 }
 
+/// Send each request in turn and check its status (named in a failure).
+async fn expect_statuses(cases: Vec<(&str, reqwest::RequestBuilder, u16)>) {
+    for (what, rb, want) in cases {
+        assert_eq!(status(rb).await, want, "{what}");
+    }
+}
+
 async fn body(rb: reqwest::RequestBuilder) -> (u16, String) {
     let r = rb.send().await.unwrap();
     let s = r.status().as_u16();
@@ -105,30 +112,19 @@ async fn get_and_head_statuses() {
     let u = c.url(0);
     let http = client();
     let h = c.put_block(0, b"foo");
-    assert_eq!(status(http.get(format!("{u}/{h}+3"))).await, 401);
-    assert_eq!(
-        status(http.get(format!("{u}/{h}")).bearer_auth("t")).await,
-        405
-    );
-    assert_eq!(
-        status(http.get(format!("{u}/{h}+3+x")).bearer_auth("t")).await,
-        400
-    );
-    assert_eq!(
-        status(http.get(format!("{u}/nothex")).bearer_auth("t")).await,
-        400
-    );
     let missing = BlockHash::of(b"missing");
-    assert_eq!(
-        status(http.get(format!("{u}/{missing}+7")).bearer_auth("t")).await,
-        404
-    );
     // The empty block may be fetched without a size hint.
     let empty = c.put_block(0, b"");
-    assert_eq!(
-        status(http.get(format!("{u}/{empty}")).bearer_auth("t")).await,
-        200
-    );
+    let get = |path: String| http.get(format!("{u}/{path}")).bearer_auth("t");
+    expect_statuses(vec![
+        ("no token", http.get(format!("{u}/{h}+3")), 401),
+        ("no size hint", get(format!("{h}")), 405),
+        ("a bad hint", get(format!("{h}+3+x")), 400),
+        ("not a hash", get("nothex".into()), 400),
+        ("a missing block", get(format!("{missing}+7")), 404),
+        ("the empty block without size", get(format!("{empty}")), 200),
+    ])
+    .await;
     let r = http
         .get(format!("{u}/{h}+3+Zfoo"))
         .bearer_auth("t")
@@ -166,35 +162,19 @@ async fn signatures_enforced() {
     let good = sign_locator(&loc, KEY, "tok", now() + 3600, 1_209_600);
     let expired = sign_locator(&loc, KEY, "tok", now() - 10, 1_209_600);
     let wrong_key = sign_locator(&loc, "other", "tok", now() + 3600, 1_209_600);
-    assert_eq!(status(http.get(format!("{u}/{good}"))).await, 401);
-    assert_eq!(
-        status(http.get(format!("{u}/{good}")).bearer_auth("tok")).await,
-        200
-    );
-    assert_eq!(
-        status(http.get(format!("{u}/{good}")).bearer_auth("other-token")).await,
-        403
-    );
-    assert_eq!(
-        status(http.get(format!("{u}/{h}+3")).bearer_auth("tok")).await,
-        403
-    );
-    assert_eq!(
-        status(http.get(format!("{u}/{expired}")).bearer_auth("tok")).await,
-        403
-    );
-    assert_eq!(
-        status(http.get(format!("{u}/{wrong_key}")).bearer_auth("tok")).await,
-        403
-    );
-    assert_eq!(
-        status(http.head(format!("{u}/{good}")).bearer_auth("tok")).await,
-        200
-    );
-    assert_eq!(
-        status(http.head(format!("{u}/{h}")).bearer_auth("tok")).await,
-        403
-    );
+    let get = |path: &str, token: &str| http.get(format!("{u}/{path}")).bearer_auth(token);
+    let head = |path: &str| http.head(format!("{u}/{path}")).bearer_auth("tok");
+    expect_statuses(vec![
+        ("no token", http.get(format!("{u}/{good}")), 401),
+        ("signed", get(&good, "tok"), 200),
+        ("signed for another token", get(&good, "other-token"), 403),
+        ("unsigned", get(&format!("{h}+3"), "tok"), 403),
+        ("expired", get(&expired, "tok"), 403),
+        ("signed with another key", get(&wrong_key, "tok"), 403),
+        ("HEAD signed", head(&good), 200),
+        ("HEAD unsigned", head(&h.to_string()), 403),
+    ])
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
