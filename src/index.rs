@@ -20,6 +20,7 @@ use crate::role::Role;
 use crate::services::{Asking, Service};
 
 /// One service's index for one prefix: sorted, deduplicated entries.
+#[derive(Default)]
 pub struct ServiceIndex {
     pub entries: Vec<Entry>,
     /// Lines received (before deduplication), for the report.

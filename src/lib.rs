@@ -51,6 +51,7 @@ pub mod listed;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
+pub mod passes;
 pub mod plan;
 pub mod progress;
 pub mod protocol;

@@ -20,14 +20,14 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::Config;
 use crate::copy::{Budget, BufferPool, Copier, CopyOptions};
 use crate::error::{exit, Error, Result};
-use crate::index::{fetch_all, FetchOptions, Fetched, ServiceIndex, Target};
+use crate::index::{fetch_all, FetchOptions, Fetched, ServiceIndex};
 use crate::limits::Limits;
 use crate::listed::ListedBlocks;
 use crate::metrics::Metrics;
+use crate::passes;
 use crate::plan::{plan, PlanCounts, PlanOptions, JOB_COST_ENTRIES};
 use crate::progress::{Level, Reporter};
 use crate::report::{Ending, Report, Stats, Status};
-use crate::role::Role;
 use crate::services::Side;
 use crate::sides::{self, Sides};
 use crate::throttle::Throttle;
@@ -361,7 +361,8 @@ impl<'a> Run<'a> {
     ) -> Result<Option<(Vec<ServiceIndex>, Vec<ServiceIndex>)>> {
         // Services found down (by the probe, an earlier pass or a copy) are
         // not asked again: each would cost its full retries every pass.
-        let (targets, refs) = self.index_targets();
+        let sides = [self.src, self.dst];
+        let (targets, refs) = passes::targets(&sides);
         let total = targets.len();
         self.reporter.indexes(total, total);
         let on_index = |left| self.reporter.indexes(left, total);
@@ -369,105 +370,8 @@ impl<'a> Run<'a> {
             r = fetch_all(&targets, prefix, &self.fetch, &self.stats.index_bytes, &on_index) => r?,
             _ = self.soft.cancelled() => return if first { Err(Error::Interrupted) } else { Ok(None) },
         };
-        self.collect_indexes(fetched, &refs, true).map(Some)
-    }
-
-    /// The services to index: every non-gateway service of both sides that
-    /// is not marked down, with (side, service) for each.
-    fn index_targets(&self) -> (Vec<Target<'a>>, Vec<(usize, usize)>) {
-        let mut targets = Vec::new();
-        let mut refs = Vec::new();
-        for (k, side) in [self.src, self.dst].into_iter().enumerate() {
-            for (i, s) in side.services.iter().enumerate() {
-                if s.endpoint.is_gateway() || s.is_down() {
-                    continue;
-                }
-                targets.push(Target {
-                    role: side.role,
-                    service: s,
-                    client: &side.client,
-                });
-                refs.push((k, i));
-            }
-        }
-        (targets, refs)
-    }
-
-    /// Put fetched indexes back in service order for each side. Unreachable
-    /// services get empty lists, are marked down (later passes and copies
-    /// skip them; said once, here) and are reported; a side with no readable
-    /// service at all ends the run (exit 3). `count_lines`: add the lines to
-    /// the run's index totals (not for the probe).
-    fn collect_indexes(
-        &self,
-        fetched: Vec<Fetched>,
-        refs: &[(usize, usize)],
-        count_lines: bool,
-    ) -> Result<(Vec<ServiceIndex>, Vec<ServiceIndex>)> {
-        let sides = [self.src, self.dst];
-        let empty = |side: &Side| -> Vec<ServiceIndex> {
-            side.services
-                .iter()
-                .map(|_| ServiceIndex {
-                    entries: Vec::new(),
-                    lines: 0,
-                })
-                .collect()
-        };
-        let mut out = [empty(sides[0]), empty(sides[1])];
-        for (f, &(k, i)) in fetched.into_iter().zip(refs) {
-            let side = sides[k];
-            let svc = &side.services[i];
-            svc.stats.requests.fetch_add(1, Relaxed);
-            match f {
-                Fetched::Index(ix) => {
-                    if count_lines {
-                        self.stats.index_lines.fetch_add(ix.lines, Relaxed);
-                    }
-                    out[k][i] = ix;
-                }
-                Fetched::Down(why) => {
-                    svc.stats.errors.fetch_add(1, Relaxed);
-                    if svc.mark_down_because(side.role, &why) {
-                        let left_out = match side.role {
-                            Role::Source => "blocks only it holds are not copied",
-                            Role::Destination | Role::Cluster => {
-                                "its copies are not counted and it gets no writes"
-                            }
-                        };
-                        self.reporter.log(
-                            Level::Warn,
-                            &format!(
-                                "{} service {}: {why}; it is left out for the rest of this run ({left_out})",
-                                side.role,
-                                svc.endpoint.label(),
-                            ),
-                        );
-                    }
-                    self.stats.service_down(side.role, svc, &why);
-                }
-            }
-        }
-        for side in sides {
-            let readable = side
-                .services
-                .iter()
-                .filter(|s| !s.endpoint.is_gateway() && !s.is_down());
-            if readable.count() == 0 {
-                return Err(Error::unreadable(format!(
-                    "no {} keep service could be read: {}. Nothing was planned. Check that the \
-                     services are up and reachable from this host.",
-                    side.role,
-                    side.services
-                        .iter()
-                        .map(|s| s.endpoint.label())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-        }
-        let [s, d] = out;
-        Ok((s, d))
+        let [s, d] = passes::collect(&sides, fetched, &refs, &self.stats, self.reporter, true)?;
+        Ok(Some((s, d)))
     }
 
     /// The prefixes to work through: just `--prefix`, or its sub-prefixes
@@ -476,13 +380,12 @@ impl<'a> Run<'a> {
     /// [`JOB_COST_ENTRIES`] entries), so both are bounded. Services the probe
     /// finds unreachable are marked down here, once, for the whole run.
     async fn passes(&self) -> Result<Vec<String>> {
-        const PROBE_DIGITS: usize = 3;
         let prefix = &self.cfg.prefix;
-        if prefix.len() + PROBE_DIGITS > 32 {
+        let Some(probe) = passes::probe_prefix(prefix) else {
             return Ok(vec![prefix.clone()]);
-        }
-        let probe = format!("{prefix}{}", "0".repeat(PROBE_DIGITS));
-        let (targets, refs) = self.index_targets();
+        };
+        let sides = [self.src, self.dst];
+        let (targets, refs) = passes::targets(&sides);
         let ignore = AtomicU64::new(0);
         let fetched = tokio::select! {
             r = fetch_all(&targets, &probe, &self.fetch, &ignore, &|_| {}) => r?,
@@ -495,7 +398,7 @@ impl<'a> Run<'a> {
                 Fetched::Down(_) => 0,
             })
             .sum();
-        let (s, d) = self.collect_indexes(fetched, &refs, false)?;
+        let [s, d] = passes::collect(&sides, fetched, &refs, &self.stats, self.reporter, false)?;
         let opts = self.plan_options();
         let probe_jobs = if opts.jobs {
             let counts = self.probe_plan(&probe, &s, &d, opts)?;
@@ -510,11 +413,9 @@ impl<'a> Run<'a> {
             Some(l) => l.count(prefix)?,
             None => 0,
         };
-        let estimate = cost
-            .saturating_mul(16u64.pow(PROBE_DIGITS as u32))
-            .saturating_add(listed);
+        let estimate = passes::estimate(cost, listed);
         let budget = self.cfg.budgets().index_budget;
-        let depth = split_depth(estimate, budget, 32 - prefix.len());
+        let depth = passes::split_depth(estimate, budget, 32 - prefix.len());
         tracing::info!(
             event = "passes",
             probe = probe.as_str(),
@@ -527,7 +428,7 @@ impl<'a> Run<'a> {
              {estimate} per pass over {prefix:?} against --index-budget {budget}: {} pass(es)",
             16u64.pow(depth as u32)
         );
-        Ok(sub_prefixes(prefix, depth))
+        Ok(passes::sub_prefixes(prefix, depth))
     }
 }
 
@@ -547,49 +448,5 @@ impl Run<'_> {
             ..opts
         };
         Ok(plan(s, d, &opts).counts)
-    }
-}
-
-/// Smallest number of extra hex digits that brings `estimate` lines per pass
-/// under `budget`.
-pub fn split_depth(estimate: u64, budget: u64, max_depth: usize) -> usize {
-    let mut depth = 0;
-    let mut per_pass = estimate;
-    while per_pass > budget && depth < max_depth.min(4) {
-        per_pass /= 16;
-        depth += 1;
-    }
-    depth
-}
-
-/// `prefix` extended by every combination of `depth` hex digits, in order.
-pub fn sub_prefixes(prefix: &str, depth: usize) -> Vec<String> {
-    let n = 16usize.pow(depth as u32);
-    (0..n)
-        .map(|i| {
-            if depth == 0 {
-                prefix.to_string()
-            } else {
-                format!("{prefix}{i:0depth$x}")
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pass_splitting() {
-        assert_eq!(split_depth(0, 4_000_000, 32), 0);
-        assert_eq!(split_depth(3_999_999, 4_000_000, 32), 0);
-        assert_eq!(split_depth(38_000_000, 4_000_000, 32), 1);
-        assert_eq!(split_depth(400_000_000, 4_000_000, 32), 2);
-        assert_eq!(split_depth(u64::MAX, 4_000_000, 2), 2);
-        assert_eq!(sub_prefixes("a", 0), vec!["a"]);
-        let s = sub_prefixes("a", 2);
-        assert_eq!(s.len(), 256);
-        assert_eq!((s[0].as_str(), s[255].as_str()), ("a00", "aff"));
     }
 }

@@ -79,16 +79,22 @@ fn assert_one_paragraph(case: &str, r: &Run, needles: &[String]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_exits_2_with_one_paragraph_and_writes_nothing() {
+/// Two small clusters, the source holding blocks that a run which wrongly
+/// went ahead would copy.
+async fn pair_with_blocks() -> Pair {
     let p = Pair::with(
         ClusterConfig::new(2, SRC_TOKEN),
         ClusterConfig::new(2, DST_TOKEN),
     )
     .await;
-    // Blocks that a run which wrongly went ahead would copy.
     p.src
         .seed_blocks(5, &[SizeRange { min: 1, max: 100 }], 1, 1);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_exits_2_with_one_paragraph_and_writes_nothing() {
+    let p = pair_with_blocks().await;
     let dir = p.dir.path();
     let base = {
         let mut b = p.base_args();
@@ -382,13 +388,7 @@ fn index_fixtures() {
 /// nothing is copied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_block_lists_exit_2_with_one_paragraph() {
-    let p = Pair::with(
-        ClusterConfig::new(2, SRC_TOKEN),
-        ClusterConfig::new(2, DST_TOKEN),
-    )
-    .await;
-    p.src
-        .seed_blocks(5, &[SizeRange { min: 1, max: 100 }], 1, 1);
+    let p = pair_with_blocks().await;
     let foo = "acbd18db4cc2f85cedef654fccc4a4d8";
     let sig = "89118b78732c33104a4d6231e8b5a5fa1e4301e3";
     let files: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![

@@ -5,7 +5,7 @@
 //! services 3 where Go exits 1), built from keep-rsync's parts: settings and
 //! services ([`crate::sides::prepare_cluster`]), the block list
 //! ([`crate::listed`], shared with `--blocks-from`), indexes and sub-prefix
-//! passes ([`crate::index`], [`crate::run::split_depth`]), the plan's listed
+//! passes ([`crate::index`], [`crate::passes`]), the plan's listed
 //! merge ([`crate::plan`]: with no source, what it calls lost is missing),
 //! signing ([`crate::services::Side::locator_for`]), body verification
 //! ([`crate::copy::verify_body`]) and the report's stats and block lists.
@@ -36,8 +36,9 @@ use tokio_util::sync::CancellationToken;
 use crate::console::timestamp;
 use crate::endpoint::Opened;
 use crate::error::{exit, Error, Result};
-use crate::index::{fetch_all, Entry, FetchOptions, Fetched, ServiceIndex, Target};
+use crate::index::{fetch_all, Entry, FetchOptions, ServiceIndex};
 use crate::listed::{sort::Sorter, ListedBlocks, UNKNOWN_SIZE};
+use crate::passes;
 use crate::plan::{plan, PlanOptions};
 use crate::progress::{Level, Reporter};
 use crate::protocol::client::{body_chunks, with_retries, Backoff, Failure, FailureKind, Op};
@@ -234,69 +235,24 @@ impl Check<'_> {
         say(&format!("Error verifying block {}: {why}", lost_locator(e)));
     }
 
-    /// The services asked: every one but gateways and those found down.
-    fn targets(&self) -> (Vec<Target<'_>>, Vec<usize>) {
-        let mut t = Vec::new();
-        let mut at = Vec::new();
-        for (i, s) in self.side.services.iter().enumerate() {
-            if s.endpoint.is_gateway() || s.is_down() {
-                continue;
-            }
-            t.push(Target {
-                role: self.side.role,
-                service: s,
-                client: &self.side.client,
-            });
-            at.push(i);
-        }
-        (t, at)
-    }
-
-    /// A service could not be read at all: left out, said once, reported.
-    fn down(&self, i: usize, why: &str) {
-        let svc = &self.side.services[i];
-        svc.stats.errors.fetch_add(1, Relaxed);
-        if svc.mark_down() {
-            self.log.log(
-                Level::Warn,
-                &format!(
-                    "keep service {}: {why}; it is left out (blocks only it holds count as missing)",
-                    svc.endpoint.label()
-                ),
-            );
-        }
-        self.stats.service_down(self.side.role, svc, why);
-    }
-
     /// Fetch every readable service's index for `prefix`, in service order
-    /// (an empty list for a service that is down).
-    async fn indexes(&self, prefix: &str, opts: &FetchOptions) -> Result<Vec<ServiceIndex>> {
-        let (targets, at) = self.targets();
+    /// (an empty list for a service that is down; [`passes::collect`]).
+    async fn indexes(
+        &self,
+        prefix: &str,
+        opts: &FetchOptions,
+        count_lines: bool,
+    ) -> Result<Vec<ServiceIndex>> {
+        let sides = [self.side];
+        let (targets, refs) = passes::targets(&sides);
         let fetched = fetch_all(&targets, prefix, opts, &self.stats.index_bytes, &|_| {}).await?;
-        let mut out: Vec<ServiceIndex> = (self.side.services.iter())
-            .map(|_| ServiceIndex {
-                entries: Vec::new(),
-                lines: 0,
-            })
-            .collect();
-        for (f, &i) in fetched.into_iter().zip(&at) {
-            self.side.services[i].stats.requests.fetch_add(1, Relaxed);
-            match f {
-                Fetched::Index(ix) => out[i] = ix,
-                Fetched::Down(why) => self.down(i, &why),
-            }
-        }
-        if self.targets().0.is_empty() {
-            return Err(Error::unreadable(format!(
-                "no keep service of the cluster could be read: {}. Nothing was checked. Check \
-                 that the services are up and reachable from this host.",
-                (self.side.services.iter())
-                    .map(|s| s.endpoint.label())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        Ok(out)
+        let [idx] = passes::collect(&sides, fetched, &refs, self.stats, self.log, count_lines)?;
+        Ok(idx)
+    }
+
+    /// Services the indexes were read from.
+    fn readable(&self) -> usize {
+        passes::targets(&[self.side]).0.len()
     }
 
     /// Index mode: per pass, every service's index and the pass's listed
@@ -315,11 +271,9 @@ impl Check<'_> {
                 break;
             }
             let idx = tokio::select! {
-                r = self.indexes(prefix, &opts) => r?,
+                r = self.indexes(prefix, &opts, true) => r?,
                 _ = self.soft.cancelled() => break,
             };
-            let lines: u64 = idx.iter().map(|i| i.lines).sum();
-            self.stats.index_lines.fetch_add(lines, Relaxed);
             let listed = self.listed.load(prefix)?;
             let p = plan(
                 &[],
@@ -335,7 +289,7 @@ impl Check<'_> {
             );
             let why = format!(
                 "not in the index of any of the {} keep services read",
-                self.targets().0.len()
+                self.readable()
             );
             let mut lost = p.lost.iter().peekable();
             for e in &listed {
@@ -356,22 +310,22 @@ impl Check<'_> {
     /// probe of 1/4096 of it says one pass would not fit `--index-budget`
     /// (index lines plus listed blocks), as keep-rsync splits its runs.
     async fn passes(&self, opts: &FetchOptions) -> Result<Vec<String>> {
-        const PROBE_DIGITS: usize = 3;
         let prefix = &self.cfg.prefix;
-        if prefix.len() + PROBE_DIGITS > 32 {
+        let Some(probe) = passes::probe_prefix(prefix) else {
             return Ok(vec![prefix.clone()]);
-        }
-        let probe = format!("{prefix}{}", "0".repeat(PROBE_DIGITS));
+        };
         let idx = tokio::select! {
-            r = self.indexes(&probe, opts) => r?,
+            r = self.indexes(&probe, opts, false) => r?,
             _ = self.soft.cancelled() => return Ok(Vec::new()),
         };
         let lines: u64 = idx.iter().map(|i| i.lines).sum();
-        let estimate = lines
-            .saturating_mul(16u64.pow(PROBE_DIGITS as u32))
-            .saturating_add(self.listed.count(prefix)?);
-        let depth = crate::run::split_depth(estimate, self.cfg.index_budget(), 32 - prefix.len());
-        Ok(crate::run::sub_prefixes(prefix, depth))
+        let listed = self.listed.count(prefix)?;
+        Ok(passes::split(
+            prefix,
+            lines,
+            listed,
+            self.cfg.index_budget(),
+        ))
     }
 
     /// Probe and read modes: each listed block, `--transfers` at a time.
@@ -444,7 +398,8 @@ impl Check<'_> {
             .count(Op::Get, &r.as_ref().map_err(|(f, _)| f.clone()), 0);
         r.map_err(|(f, attempts)| {
             if f.kind == FailureKind::Unreachable {
-                self.down(i, &format!("unreachable after {attempts} attempts: {f}"));
+                let why = format!("unreachable after {attempts} attempts: {f}");
+                passes::mark_down(self.side, i, &why, self.stats, self.log);
             }
             f
         })
