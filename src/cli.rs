@@ -63,10 +63,10 @@ pub enum LogFormat {
 ///
 /// A drop-in for the Go keep-rsync: flags work Go-style (-src FILE, -prefix=0a,
 /// -version) as well as GNU-style (--src FILE, --prefix=0a).
-///
-/// Every value is parsed and checked here, by clap's value parsers (each
-/// error names its flag, in one paragraph); [`parse`] adds the checks that
-/// involve two flags.
+//
+// Every value is parsed and checked here, by clap's value parsers (each
+// error names its flag, in one paragraph); `parse` adds the checks that
+// involve two flags.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "keep-rsync", version, args_override_self = true, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
 pub struct Config {
@@ -601,7 +601,7 @@ fn parse_metrics_addr(v: &str) -> Result<String, ValueError> {
     match v.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(v.to_string()),
         _ => Err(format!(
-            "--metrics-addr {v:?} is not HOST:PORT: write e.g. 127.0.0.1:9150, [::1]:9150 or              0.0.0.0:0 (port 0: any free port, logged)."
+            "--metrics-addr {v:?} is not HOST:PORT: write e.g. 127.0.0.1:9150, [::1]:9150 or 0.0.0.0:0 (port 0: any free port, logged)."
         )),
     }
 }

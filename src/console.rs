@@ -34,7 +34,7 @@ static JSON_LINES: AtomicBool = AtomicBool::new(false);
 /// One message for stderr from code that has no reporter: before one exists
 /// (a command line that does not parse) or deep in a module (the failure
 /// spill file). `json`: the caller knows the format (`None`: as the reporter
-/// was chosen). Text form: `keep-rsync: warning: …`. `exit_code` is added
+/// was chosen). Text form: `keep-rsync: warning: …` (the program's name). `exit_code` is added
 /// to the JSON object when the message ends the run.
 pub fn log_without_reporter(json: Option<bool>, level: Level, msg: &str, exit_code: Option<u8>) {
     let line = if json.unwrap_or_else(|| JSON_LINES.load(Relaxed)) {
@@ -49,9 +49,17 @@ pub fn log_without_reporter(json: Option<bool>, level: Level, msg: &str, exit_co
             Level::Warn => "warning: ",
             Level::Error => "",
         };
-        format!("keep-rsync: {tag}{msg}\n")
+        format!("{}: {tag}{msg}\n", PROGRAM.get().unwrap_or(&"keep-rsync"))
     };
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// The program messages without a reporter are signed with.
+static PROGRAM: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Sign messages without a reporter with `name` (default `keep-rsync`).
+pub fn set_program(name: &'static str) {
+    let _ = PROGRAM.set(name);
 }
 
 /// Make [`log_without_reporter`] write JSON lines (`--log-format json`).

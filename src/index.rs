@@ -169,9 +169,10 @@ pub async fn fetch_one(
             Ok(Fetched::Index(idx))
         }
         Err((f, _)) if f.kind == FailureKind::Malformed => Err(Error::unreadable(format!(
-            "{what} has a {}. Nothing was copied. Check that the URL points at a keepstore \
-                 or keepproxy, and that the token is the cluster's system root token.",
-            f.detail
+            "{what} has a {}. {}. Check that the URL points at a keepstore or keepproxy, and \
+             that the token is the cluster's system root token.",
+            f.detail,
+            t.role.nothing_done()
         ))),
         Err((f, attempts)) if f.is_transient() && !answered.load(Ordering::Relaxed) => {
             tracing::info!(
@@ -188,13 +189,15 @@ pub async fn fetch_one(
                 started.elapsed().as_secs_f64()
             );
             Ok(Fetched::Down(format!(
-                "index unreachable after {attempts} attempts: {f}"
+                "index unreachable after {attempts} attempt{}: {f}",
+                if attempts == 1 { "" } else { "s" }
             )))
         }
         Err((f, attempts)) => Err(Error::unreadable(format!(
-            "could not read {what} after {attempts} attempt{}: {f}. Nothing was copied: an \
-             incomplete index is never taken as the whole truth. {}",
+            "could not read {what} after {attempts} attempt{}: {f}. {}: an incomplete index is \
+             never taken as the whole truth. {}",
             if attempts == 1 { "" } else { "s" },
+            t.role.nothing_done(),
             hint_for(&f)
         ))),
     }

@@ -151,10 +151,7 @@ pub fn collect<const N: usize>(
             .iter()
             .filter(|s| !s.endpoint.is_gateway() && !s.is_down());
         if readable.count() == 0 {
-            let nothing = match side.role {
-                Role::Cluster => "Nothing was checked",
-                Role::Source | Role::Destination => "Nothing was planned",
-            };
+            let nothing = side.role.nothing_done();
             return Err(Error::unreadable(format!(
                 "no keep service of the {} could be read: {}. {nothing}. Check that the \
                  services are up and reachable from this host.",

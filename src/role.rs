@@ -34,6 +34,23 @@ impl Role {
         }
     }
 
+    /// The flag of the side's blob signature TTL.
+    pub fn ttl_flag(self) -> &'static str {
+        match self {
+            Role::Source => "-src-blob-signature-ttl",
+            Role::Destination => "-dst-blob-signature-ttl",
+            Role::Cluster => "-blob-signature-ttl",
+        }
+    }
+
+    /// What an error that ends the run before any block says was done.
+    pub fn nothing_done(self) -> &'static str {
+        match self {
+            Role::Source | Role::Destination => "Nothing was copied",
+            Role::Cluster => "Nothing was checked",
+        }
+    }
+
     /// The flag naming the side's settings file.
     pub fn settings_flag(self) -> &'static str {
         match self {

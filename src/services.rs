@@ -311,9 +311,42 @@ pub struct Side {
     pub client: crate::protocol::client::KeepClient,
     /// Blob signature TTL used when signing locators for this side.
     pub ttl: u64,
+    /// A refused request (401/403) was explained once ([`Side::refused`]).
+    pub refused_said: AtomicBool,
 }
 
 impl Side {
+    /// A block request to this side was refused (HTTP 401/403): the first
+    /// time, what to fix, since a rerun fails the same way until the token,
+    /// the signing key or the TTL is right. `None` for any other failure and
+    /// after the first time.
+    pub fn refused(&self, f: &Failure) -> Option<String> {
+        if f.kind != crate::protocol::client::FailureKind::Denied
+            || self.refused_said.swap(true, Relaxed)
+        {
+            return None;
+        }
+        let path = self.settings.path.display();
+        let fix = if self.settings.blob_signing_key.is_some() {
+            format!(
+                "check ARVADOS_API_TOKEN (the cluster's system root token) and \
+                 ARVADOS_BLOB_SIGNING_KEY in {path}, and {} (it must be the cluster's \
+                 BlobSigningTTL)",
+                self.role.ttl_flag()
+            )
+        } else {
+            format!(
+                "check ARVADOS_API_TOKEN in {path} (the cluster's system root token), and add \
+                 ARVADOS_BLOB_SIGNING_KEY if the cluster enforces permission signatures"
+            )
+        };
+        Some(format!(
+            "the {}'s keep services refuse our requests ({f}): {fix}. Blocks refused this \
+             way fail again on every rerun until that is fixed.",
+            self.role.cluster()
+        ))
+    }
+
     /// The locator to GET a block with: signed with this side's blob signing
     /// key when it has one (expiry one day from now, as the Go tool does).
     pub fn get_locator(&self, hash: &crate::protocol::BlockHash, size: u64) -> String {

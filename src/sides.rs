@@ -295,5 +295,6 @@ fn make_side(
             .collect(),
         client,
         ttl,
+        refused_said: Default::default(),
     })
 }

@@ -168,6 +168,21 @@ async fn a_failing_run_logs_only_json() {
             .count(),
         12
     );
+    // The refused signatures are explained once, with what to fix.
+    let refused: Vec<_> = evs
+        .iter()
+        .filter(|e| e["msg"].as_str().unwrap().contains("refuse our requests"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{}", r.stderr);
+    let msg = refused[0]["msg"].as_str().unwrap();
+    for want in [
+        "HTTP 403",
+        "ARVADOS_BLOB_SIGNING_KEY",
+        "src.conf",
+        "-src-blob-signature-ttl",
+    ] {
+        assert!(msg.contains(want), "{want} not in {msg}");
+    }
     let rep = read_json(&report);
     assert_eq!(rep["failures"].as_array().unwrap().len(), 12);
     assert_summary_matches_report("failing run", &evs, &rep);

@@ -55,6 +55,7 @@ fn say(msg: &str) {
 
 /// The `keep-block-check` program: argv → exit code.
 pub fn main(argv: Vec<std::ffi::OsString>) -> u8 {
+    crate::console::set_program("keep-block-check");
     let cfg = match cli::parse(argv) {
         Err(e) => {
             if let Some(msg) = crate::cli::describe_clap_error(&e) {
@@ -397,6 +398,9 @@ impl Check<'_> {
         svc.stats
             .count(Op::Get, &r.as_ref().map_err(|(f, _)| f.clone()), 0);
         r.map_err(|(f, attempts)| {
+            if let Some(msg) = self.side.refused(&f) {
+                self.log.log(Level::Warn, &msg);
+            }
             if f.kind == FailureKind::Unreachable {
                 let why = format!("unreachable after {attempts} attempts: {f}");
                 passes::mark_down(self.side, i, &why, self.stats, self.log);

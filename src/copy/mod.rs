@@ -525,7 +525,11 @@ impl<'a> Copier<'a> {
     /// A service that refuses connections after all retries has died mid-run:
     /// mark it down so later blocks skip it at once instead of each paying
     /// the retries, and list it (the run then exits 1; a rerun completes).
+    /// A refused request (401/403) says once what to fix ([`Side::refused`]).
     fn note_down(&self, side: &Side, i: usize, f: Failure) -> Failure {
+        if let Some(msg) = side.refused(&f) {
+            self.reporter.log(crate::progress::Level::Warn, &msg);
+        }
         let svc = &side.services[i];
         let why = || format!("stopped accepting connections mid-run: {f}");
         if f.kind == FailureKind::Unreachable && svc.mark_down_because(side.role, &why()) {

@@ -63,6 +63,29 @@ pub struct Failure {
     pub status: Option<u16>,
 }
 
+/// An answer's body as one short line for a message: an HTML page (a proxy's
+/// error page) is reduced to its text, whitespace runs and control
+/// characters to one space, and the whole to 200 characters.
+fn one_line(body: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    let html = body.trim_start().starts_with('<');
+    for c in body.chars() {
+        match c {
+            '<' if html => in_tag = true,
+            '>' if html && in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            _ if in_tag => {}
+            c if c.is_whitespace() || c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    let words: Vec<&str> = out.split_whitespace().collect();
+    words.join(" ").chars().take(200).collect()
+}
+
 impl Failure {
     pub fn new(kind: FailureKind, detail: impl Into<String>) -> Failure {
         Failure {
@@ -88,14 +111,11 @@ impl Failure {
             s if s >= 500 => FailureKind::Transient,
             _ => FailureKind::Rejected,
         };
-        let hint = body_hint.trim();
+        let hint = one_line(body_hint);
         let detail = if hint.is_empty() {
             format!("HTTP {status}")
         } else {
-            format!(
-                "HTTP {status}: {}",
-                hint.chars().take(200).collect::<String>()
-            )
+            format!("HTTP {status}: {hint}")
         };
         Failure {
             status: Some(status.as_u16()),
@@ -505,6 +525,17 @@ mod tests {
         }
         assert_eq!(k(400), FailureKind::Rejected);
         assert_eq!(k(413), FailureKind::Rejected);
+    }
+
+    #[test]
+    fn bodies_become_one_short_line() {
+        let page = "<html>\r\n<head><title>502 Bad Gateway</title></head>\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n</body></html>\n";
+        assert_eq!(one_line(page), "502 Bad Gateway 502 Bad Gateway");
+        assert_eq!(one_line("  no such\tblock\n\n"), "no such block");
+        assert_eq!(one_line("a < b"), "a < b");
+        assert_eq!(one_line(&"x".repeat(500)).len(), 200);
+        let f = Failure::from_status(StatusCode::BAD_GATEWAY, page);
+        assert!(!f.detail.contains('\n'), "{}", f.detail);
     }
 
     #[tokio::test(start_paused = true)]
