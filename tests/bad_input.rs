@@ -465,7 +465,17 @@ async fn bad_block_lists_exit_2_with_one_paragraph() {
         assert_one_paragraph(&format!("keep-block-check {list}"), &r, &needles_check);
         assert!(!r.all().contains(sig), "a signature in\n{}", r.all());
     }
+    // A bad list stops both programs before they ask any service anything.
     assert_eq!(p.total_dst_puts(), 0);
+    for cluster in [&p.src, &p.dst] {
+        let asked: u64 = (0..cluster.len())
+            .map(|i| {
+                let c = cluster.counters(i);
+                c.index_requests + c.gets + c.heads
+            })
+            .sum();
+        assert_eq!(asked, 0, "a service was asked despite a bad list");
+    }
     // Both lists from stdin: one of them must be a file.
     let mut both = p.base_args();
     both = with(&both, "-src-keep-services-json", "-");

@@ -42,7 +42,7 @@ impl Scene {
         for (h, _) in &found[..5] {
             let order = c.probe_order(h);
             let data = (0..c.len()).find_map(|i| c.get_block(i, h)).unwrap();
-            c.remove_block(order[0], h);
+            assert!(c.remove_block(order[0], h), "{h} on its first service");
             c.put_block(order[2], &data);
         }
         let mut two = c.seed_blocks(2, &small(), 2, 32);

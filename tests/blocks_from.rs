@@ -330,6 +330,7 @@ async fn prefixes_and_sub_prefix_passes_see_the_same_list() {
             .iter()
             .map(|x| x.as_str().unwrap())
             .collect();
+        assert_eq!(names.len() as u64, lost_here, "prefix {p}");
         assert!(
             names.iter().all(|n| n.starts_with(&p)),
             "prefix {p}: {names:?}"

@@ -87,6 +87,7 @@ async fn full_destination_service_is_skipped_without_retry() {
     let blocks = p.src.seed_blocks(60, &small(), 1, 12);
     p.dst.set_faults(1, faults(|f| f.full = true));
     let report = p.path("full.json").display().to_string();
+    let prom = p.path("full.prom").display().to_string();
     // One block at a time, so that "the first 507" is well defined.
     let r = p
         .rsync(&[
@@ -98,10 +99,21 @@ async fn full_destination_service_is_skipped_without_retry() {
             "1",
             "--report",
             &report,
+            "--metrics-textfile",
+            &prom,
         ])
         .await;
     r.expect(0);
     assert_on_first(&p, &blocks, 2, &[1]);
+    let metrics = std::fs::read_to_string(&prom).unwrap();
+    for i in 0..4 {
+        let line = format!(
+            "keep_rsync_service_full{{prefix=\"\",side=\"destination\",service=\"{}\"}} {}",
+            p.dst.uuid(i),
+            u8::from(i == 1)
+        );
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
     // 507: one PUT, never retried; then the service is full for the rest
     // of the run (said once) and every later block goes straight on to the
     // next service in its order.

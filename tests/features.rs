@@ -108,7 +108,7 @@ async fn report_and_json_log_describe_the_run_without_secrets() {
     let events: Vec<Value> = r
         .stderr
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     assert!(events.iter().any(|e| e["event"] == "plan"));
     assert_eq!(

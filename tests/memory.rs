@@ -267,8 +267,11 @@ async fn streamed_writes_of_a_broken_read_store_nothing_and_the_next_holder_comp
         let p = Pair::start().await;
         // Multi-chunk blocks on 2 source services each.
         let blocks = p.src.seed_blocks(16, &sized(500 << 10, 1500 << 10), 2, 36);
-        // The first holder of each block cuts its bodies short or corrupts
-        // them; the second is sound.
+        // Services that are the first holder of a block cut their bodies
+        // short or corrupt them (the last block to choose decides), the
+        // second holder of each is sound; which services end up bad depends
+        // on the seed, so the test checks below that both kinds of fault
+        // are in play.
         for (h, _) in &blocks {
             let holders: Vec<usize> = p
                 .src
@@ -286,12 +289,27 @@ async fn streamed_writes_of_a_broken_read_store_nothing_and_the_next_holder_comp
             p.src.set_faults(holders[0], bad);
             p.src.set_faults(holders[1], Default::default());
         }
+        let kinds = (0..p.src.len()).map(|i| p.src.faults(i));
+        let (truncating, corrupting) = kinds.fold((0, 0), |a, f| {
+            (
+                a.0 + (f.truncate_rate == 1.0) as u32,
+                a.1 + (f.corrupt_rate == 1.0) as u32,
+            )
+        });
+        assert!(
+            truncating > 0 && corrupting > 0,
+            "{truncating} {corrupting}"
+        );
         let mut args = vec!["-replications", "2"];
         if !streaming {
             args.push("--no-streaming");
         }
         p.rsync(&args).await.expect(0);
         p.assert_placed(&blocks, 2);
+        let injected: u64 = (0..p.src.len())
+            .map(|i| p.src.counters(i).faults_injected)
+            .sum();
+        assert!(injected > 0, "bad reads happened (streaming: {streaming})");
         let (stored, aborted) = (0..p.dst.len())
             .map(|i| p.dst.counters(i))
             .fold((0, 0), |a, c| (a.0 + c.puts_stored, a.1 + c.puts_aborted));

@@ -290,8 +290,10 @@ async fn metrics_addr_serves_counters_that_rise_during_a_slow_copy() {
         );
     }
     let p = Pair::start().await;
+    // Enough blocks that the copy outlasts a slow test side by far (it is
+    // interrupted anyway).
     let blocks = p.src.seed_blocks(
-        30,
+        90,
         &[SizeRange {
             min: 64 << 10,
             max: 64 << 10,
@@ -485,5 +487,11 @@ fn keep_rsync_links_no_http_server_code() {
     assert!(tree.contains("prometheus-client"), "{tree}");
     for feature in ["hyper feature \"server\"", "hyper-util feature \"server\""] {
         assert!(!tree.contains(feature), "keep-rsync enables {feature}");
+    }
+    for server in ["axum", "warp", "tiny_http", "actix-web", "rcgen"] {
+        assert!(
+            !tree.lines().any(|l| l.starts_with(&format!("{server} v"))),
+            "keep-rsync links {server}"
+        );
     }
 }

@@ -60,7 +60,12 @@ async fn check_run(p: &Pair, what: &str, args: &[&str], code: i32) {
         assert_no_secrets(&format!("{what}: stderr"), &r.stderr);
         if n == 0 && code != 2 && code != 3 {
             // The diagnostics ran: requests were logged (and scanned).
-            assert!(r.stderr.contains("request"), "{what}: {}", r.stderr);
+            let needle = if json {
+                "\"event\":\"request\""
+            } else {
+                "event=\"request\""
+            };
+            assert!(r.stderr.contains(needle), "{what}: {}", r.stderr);
         }
         if json {
             // Every line is a JSON object.

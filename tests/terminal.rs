@@ -125,6 +125,7 @@ async fn bars_appear_only_once_there_is_work() {
     p.assert_placed(&blocks, 2);
     let screen = screen_text(&raw);
     assert!(!screen.contains("0/0"), "an empty bar was drawn:\n{screen}");
+    assert!(screen.contains("/60 blocks"), "no blocks bar:\n{raw}");
     assert!(screen.contains("keep-rsync complete"), "{screen}");
     // The summary is the last thing on screen: no bar is left below it.
     let last = screen.lines().rev().find(|l| !l.trim().is_empty());

@@ -369,32 +369,57 @@ mod tests {
         assert!(r.is_verified());
     }
 
+    /// Bytes a follower received before its stream ended, and whether it
+    /// ended complete.
+    async fn received(s: impl Stream<Item = Result<Bytes, ReadFailed>>) -> (usize, bool) {
+        futures::pin_mut!(s);
+        let mut n = 0;
+        while let Some(c) = s.next().await {
+            match c {
+                Ok(c) => n += c.len(),
+                Err(_) => return (n, false),
+            }
+        }
+        (n, true)
+    }
+
     #[tokio::test]
     async fn last_chunk_is_held_until_verified_and_never_released_when_corrupt() {
-        let data = vec![7u8; 4096];
+        use crate::copy::pool::SIZE;
+        // Two full pooled buffers and a short last one: the full ones may
+        // travel on, the one completing the block only after verification.
+        let len = 2 * SIZE + 10;
+        let data = vec![7u8; len];
         let mut bad = data.clone();
-        bad[4095] = 8;
+        bad[len - 1] = 8;
         let h = BlockHash::of(&data);
-        let r = Relay::new(4096, &BufferPool::new(1 << 30));
-        let follower = tokio::spawn(collect(r.follow()));
+        let r = Relay::new(len as u64, &BufferPool::new(1 << 30));
+        let follower = tokio::spawn(received(r.follow()));
         let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let s2 = seen.clone();
+        // The body arrives in pieces with a pause between them, so that the
+        // follower takes what is released as it goes.
+        let body = futures::stream::iter(chunks(&bad, 100_000)).then(|c| async {
+            tokio::task::yield_now().await;
+            c
+        });
         let e = r
-            .fill(
-                futures::stream::iter(chunks(&bad, 1000)),
-                &h,
-                None,
-                &move |n| {
-                    s2.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                },
-            )
+            .fill(body, &h, None, &move |n| {
+                s2.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            })
             .await
             .unwrap_err();
         assert_eq!(e.kind, FailureKind::BadData);
-        assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 4096);
+        assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), len as u64);
+        let (n, complete) = follower.await.unwrap();
+        assert!(!complete, "no complete body from a corrupt read");
         assert!(
-            follower.await.unwrap().is_err(),
-            "no complete body from a corrupt read"
+            n <= 2 * SIZE,
+            "{n} of {len} bytes released: the corrupt end went out"
+        );
+        assert!(
+            n >= SIZE,
+            "{n} bytes: full buffers should travel on before the end"
         );
         assert!(r.is_failed());
         assert!(!r.wait_end().await);
