@@ -99,6 +99,14 @@ async fn api_get(
         .await
         .map_err(|e| unreadable(describe_http_error(&e)))?;
     let status = resp.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        return Err(Error::unreadable(format!(
+            "the {role} API server at {url} refused the token in {} (HTTP {status}): put the \
+             cluster's system root token there as ARVADOS_API_TOKEN, or {instead} so that the \
+             API server is not needed.",
+            settings.path.display(),
+        )));
+    }
     if !status.is_success() {
         return Err(unreadable(format!("HTTP {status}")));
     }

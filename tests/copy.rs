@@ -121,6 +121,42 @@ async fn replication_and_ttl_come_from_discovery_only_when_not_given() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_that_refuses_the_token_says_which_file_holds_it() {
+    let mut src = signed(2, SRC_TOKEN, SRC_KEY);
+    src.api_server = true;
+    let p = Pair::with(src, signed(2, DST_TOKEN, DST_KEY)).await;
+    let conf = p.path("src.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let wrong = "v2/zzzzz-gj3su-000000000000000/wrongtokenwrongtokenwrongtoken";
+    std::fs::write(&conf, text.replace(SRC_TOKEN, wrong)).unwrap();
+    let r = common::run_rsync(&[
+        "-src".into(),
+        conf.display().to_string(),
+        "-dst".into(),
+        p.path("dst.conf").display().to_string(),
+        "-dst-keep-services-json".into(),
+        p.path("dst.json").display().to_string(),
+        "-replications".into(),
+        "1".into(),
+    ])
+    .await;
+    r.expect(3);
+    for want in [
+        "refused the token in",
+        "src.conf",
+        "HTTP 401",
+        "-src-keep-services-json",
+    ] {
+        assert!(r.stderr.contains(want), "{want} not in\n{}", r.stderr);
+    }
+    assert!(
+        !r.all().contains("wrongtoken"),
+        "the token leaked:\n{}",
+        r.all()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_api_server_needed_when_services_and_defaults_are_given() {
     let mut dst = ClusterConfig::new(3, DST_TOKEN);
     dst.api_server = true; // present, but must not be asked

@@ -77,7 +77,10 @@ pub fn classify(word: &[u8], overlong: bool) -> Word {
         return Word::NotLocator;
     }
     let shown = {
-        let mut s: String = head.iter().take(32).map(|&b| b as char).collect();
+        // Too long for a hash, it may be something else pasted in (a
+        // signature is 40 hex digits): its start only.
+        let keep = if head.len() > 32 { 8 } else { 32 };
+        let mut s: String = head.iter().take(keep).map(|&b| b as char).collect();
         if head.len() > 32 {
             s.push('…');
         }
