@@ -124,6 +124,11 @@ impl Stats {
         self.lock_lost().spill_in(dir);
     }
 
+    /// [`Stats::spill_failures_in`] the directory of the `--report` file.
+    pub fn spill_beside(&self, report: &std::path::Path) {
+        self.spill_failures_in(&report_dir(report));
+    }
+
     /// Listed blocks no service holds, in hash order after those recorded
     /// before (a plan's [`crate::plan::Plan::lost`], pass after pass).
     pub fn lost(&self, entries: &[crate::index::Entry]) {
@@ -238,6 +243,39 @@ pub struct ServiceReport {
     pub requests: u64,
     pub errors: u64,
     pub bytes: u64,
+}
+
+/// The directory a `--report` file is written in.
+fn report_dir(path: &std::path::Path) -> std::path::PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
+}
+
+/// Check, before a run, that the `--report` file can be written: its
+/// directory must exist and take new files (the report is written there
+/// atomically at the end, and failed blocks are spilled beside it). `flag`
+/// names the option in the error (exit 2).
+pub fn check_report_path(path: &std::path::Path, flag: &str) -> crate::error::Result<()> {
+    let dir = report_dir(path);
+    let why = match std::fs::metadata(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "that directory does not exist".to_string()
+        }
+        Err(e) => e.to_string(),
+        Ok(m) if !m.is_dir() => "that is not a directory".to_string(),
+        Ok(_) => match tempfile::NamedTempFile::new_in(&dir) {
+            Ok(_) => return Ok(()),
+            Err(e) => format!("no file can be created there ({})", e.kind()),
+        },
+    };
+    Err(crate::error::Error::config(format!(
+        "cannot write the report {} ({flag}) in {}: {why}. Give {flag} a path in an existing, \
+         writable directory.",
+        path.display(),
+        dir.display()
+    )))
 }
 
 /// The JSON report (`--report FILE`); its schema is documented in

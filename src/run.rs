@@ -34,6 +34,16 @@ use crate::throttle::Throttle;
 
 /// Run keep-rsync to the end and return the process exit code.
 pub async fn run(cfg: Config, reporter: Arc<dyn Reporter>, soft: CancellationToken) -> u8 {
+    // A report that could not be written would be lost after the whole run.
+    if let Some(Err(e)) =
+        (cfg.report.as_deref()).map(|p| crate::report::check_report_path(p, "--report"))
+    {
+        let no_report = Config {
+            report: None,
+            ..cfg.clone()
+        };
+        return stopped_early(&no_report, &*reporter, e);
+    }
     // The window starts now; `limits.stop()` is what the stages watch.
     let limits = Limits::start(cfg.max_duration, cfg.max_transfer, &soft, reporter.clone());
     match Metrics::start(&cfg, &*reporter).await {
@@ -161,11 +171,7 @@ impl<'a> Run<'a> {
     ) -> Run<'a> {
         let stats = Arc::new(Stats::new());
         if let Some(path) = &cfg.report {
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => std::path::Path::new("."),
-            };
-            stats.spill_failures_in(dir);
+            stats.spill_beside(path);
         }
         Run {
             cfg,

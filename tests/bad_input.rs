@@ -266,6 +266,11 @@ async fn bad_input_exits_2_with_one_paragraph_and_writes_nothing() {
             args: with(&base, "-dst-keep-services-json", &src_json),
             needles: s(&["source and destination both list", "-src/-dst"]),
         },
+        Case {
+            name: "report in a directory that does not exist",
+            args: with(&base, "--report", "/nonexistent-dir/report.json"),
+            needles: s(&["/nonexistent-dir/report.json", "--report", "does not exist"]),
+        },
     ];
 
     // chmod 000 only makes a file unreadable for non-root users; as root (CI

@@ -407,4 +407,15 @@ async fn an_unreachable_cluster_exits_3() {
     let v = read_json(std::path::Path::new(&s.path("r.json")));
     assert_eq!(v["status"], "unreadable");
     assert_eq!(v["unreachable_services"].as_array().unwrap().len(), 4);
+
+    // A report that could not be written stops the check before it starts.
+    let r = s
+        .check(&list, &["--report", "/nonexistent-dir/r.json"])
+        .await;
+    r.expect(2);
+    assert!(
+        r.stderr.contains("/nonexistent-dir") && r.stderr.contains("does not exist"),
+        "{}",
+        r.stderr
+    );
 }

@@ -126,11 +126,11 @@ struct Check<'a> {
 pub async fn run(cfg: CheckConfig, soft: CancellationToken) -> u8 {
     let stats = Stats::new();
     if let Some(path) = &cfg.report {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => std::path::Path::new("."),
-        };
-        stats.spill_failures_in(dir);
+        if let Err(e) = crate::report::check_report_path(path, "--report") {
+            eprintln!("keep-block-check: {e}");
+            return e.exit_code();
+        }
+        stats.spill_beside(path);
     }
     let log = crate::progress::Plain::new(true);
     let flags = ClusterFlags {
