@@ -333,6 +333,7 @@ pub fn normalize_go_flags_for(cmd: &clap::Command, argv: Vec<OsString>) -> Vec<O
     longs.push(("help".into(), false));
     longs.push(("version".into(), false));
     let takes_value = |name: &str| longs.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    let shorts: Vec<char> = cmd.get_arguments().filter_map(|a| a.get_short()).collect();
     let mut out = Vec::with_capacity(argv.len());
     let mut iter = argv.into_iter();
     if let Some(prog) = iter.next() {
@@ -370,6 +371,17 @@ pub fn normalize_go_flags_for(cmd: &clap::Command, argv: Vec<OsString>) -> Vec<O
             if let Some(tv) = takes_value(name) {
                 expect_value = tv && !has_eq;
                 out.push(OsString::from(format!("--{body}")));
+                continue;
+            }
+            // An unknown Go-style `-word` (a typo): as `--word`, so that the
+            // error names it (and suggests the flag meant) instead of its
+            // first letter. Bundled short flags (`-vv`) stay as they are.
+            let bundled = body.chars().all(|c| shorts.contains(&c));
+            if !s.starts_with("--")
+                && !bundled
+                && name.starts_with(|c: char| c.is_ascii_alphabetic())
+            {
+                out.push(OsString::from(format!("-{s}")));
                 continue;
             }
         }
@@ -714,6 +726,23 @@ mod tests {
         assert_eq!(c.src, "-dst");
         assert_eq!(c.dst, "x");
         assert_eq!(c.src_services_json.as_deref(), Some("-"));
+    }
+
+    #[test]
+    fn an_unknown_go_style_flag_is_named_whole() {
+        let norm = |a: &[&str]| -> Vec<String> {
+            let argv = std::iter::once("keep-rsync").chain(a.iter().copied());
+            normalize_go_flags(argv.map(OsString::from).collect())
+                .into_iter()
+                .skip(1)
+                .map(|s| s.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(norm(&["-srcc", "x"]), ["--srcc", "x"]);
+        assert_eq!(norm(&["-vv", "-q", "-n"]), ["-vv", "-q", "-n"]);
+        assert_eq!(norm(&["-replications", "-1"]), ["--replications", "-1"]);
+        let e = parse(["keep-rsync", "-src", "a", "-dst", "b", "-bogus"]).unwrap_err();
+        assert!(e.to_string().contains("'--bogus'"), "{e}");
     }
 
     #[test]

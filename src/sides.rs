@@ -217,10 +217,11 @@ impl Defaults {
         let need_src_doc =
             src.blob_signing_key.is_some() && cfg.src_ttl == 0 && cfg.src_volume_dirs.is_empty();
         let dst_doc = if need_dst_doc {
-            let flag = if cfg.replications == 0 {
-                "-replications N"
-            } else {
-                "-dst-blob-signature-ttl DURATION"
+            let ttl_too = cfg.verify_existing && dst.blob_signing_key.is_some() && cfg.dst_ttl == 0;
+            let flag = match (cfg.replications == 0, ttl_too) {
+                (true, true) => "-replications N and -dst-blob-signature-ttl DURATION",
+                (true, false) => "-replications N",
+                (false, _) => "-dst-blob-signature-ttl DURATION",
             };
             discovery(dst, Role::Destination, flag, cfg.net.connect_timeout).await?
         } else {
