@@ -393,8 +393,13 @@ impl Check<'_> {
                 "found unreachable earlier in this check",
             ));
         }
-        let _slot = svc.limit.acquire().await.ok();
-        let r = with_retries(self.backoff, self.cfg.net.retries, &(), |_| op()).await;
+        // The --max-per-service slot is held per attempt, not through the
+        // backoff between attempts.
+        let r = with_retries(self.backoff, self.cfg.net.retries, &(), |_| async {
+            let _slot = svc.limit.acquire().await.ok();
+            op().await
+        })
+        .await;
         svc.stats
             .count(Op::Get, &r.as_ref().map_err(|(f, _)| f.clone()), 0);
         r.map_err(|(f, attempts)| {
