@@ -46,8 +46,16 @@ pub struct Stats {
     /// Block bytes received from sources (verified or not), for progress.
     pub bytes_read: AtomicU64,
     pub blocks_done: AtomicU64,
-    /// Sub-prefix passes planned for the run.
+    /// Sub-prefix passes planned for the run, and the one under way (from
+    /// 1; 0 before the first).
     pub passes: AtomicU64,
+    pub pass: AtomicU64,
+    /// What the passes planned so far: blocks to write or verify, blocks
+    /// already present (and their bytes).
+    pub planned: AtomicU64,
+    pub planned_bytes: AtomicU64,
+    pub present: AtomicU64,
+    pub present_bytes: AtomicU64,
     pub copied: AtomicU64,
     pub copied_bytes: AtomicU64,
     pub topped_up: AtomicU64,
@@ -98,6 +106,11 @@ impl Stats {
             bytes_read: AtomicU64::new(0),
             blocks_done: AtomicU64::new(0),
             passes: AtomicU64::new(0),
+            pass: AtomicU64::new(0),
+            planned: AtomicU64::new(0),
+            planned_bytes: AtomicU64::new(0),
+            present: AtomicU64::new(0),
+            present_bytes: AtomicU64::new(0),
             copied: AtomicU64::new(0),
             copied_bytes: AtomicU64::new(0),
             topped_up: AtomicU64::new(0),
@@ -122,6 +135,15 @@ impl Stats {
     pub fn spill_failures_in(&self, dir: &std::path::Path) {
         self.lock_failures().spill_in(dir);
         self.lock_lost().spill_in(dir);
+    }
+
+    /// A pass's plan is ready: add its counts.
+    pub fn planned(&self, c: &PlanCounts) {
+        self.planned.fetch_add(c.to_write() + c.to_verify, Relaxed);
+        self.planned_bytes
+            .fetch_add(c.to_write_bytes() + c.to_verify_bytes, Relaxed);
+        self.present.fetch_add(c.present, Relaxed);
+        self.present_bytes.fetch_add(c.present_bytes, Relaxed);
     }
 
     /// [`Stats::spill_failures_in`] the directory of the `--report` file.

@@ -78,7 +78,7 @@ async fn stages(
         Ok(l) => l,
         Err(e) => return stopped_early(cfg, &**reporter, e),
     };
-    let mut run = Run::new(cfg, &sides, &**reporter, limits, metrics);
+    let mut run = Run::new(cfg, &sides, &**reporter, limits);
     run.listed = listed.as_ref();
     metrics.attach(sides.clone(), run.stats.clone());
     let mut counts = PlanCounts::new(sides.src.services.len());
@@ -155,7 +155,6 @@ struct Run<'a> {
     /// Cancelled when no new work may start: a signal or a cron-window limit.
     soft: &'a CancellationToken,
     limits: &'a Limits,
-    metrics: &'a Metrics,
     fetch: FetchOptions,
     /// `--blocks-from`, read and sorted.
     listed: Option<&'a ListedBlocks>,
@@ -167,7 +166,6 @@ impl<'a> Run<'a> {
         sides: &'a Sides,
         reporter: &'a dyn Reporter,
         limits: &'a Limits,
-        metrics: &'a Metrics,
     ) -> Run<'a> {
         let stats = Arc::new(Stats::new());
         if let Some(path) = &cfg.report {
@@ -182,7 +180,6 @@ impl<'a> Run<'a> {
             reporter,
             soft: limits.stop(),
             limits,
-            metrics,
             fetch: FetchOptions {
                 checkers: cfg.checkers,
                 retries: cfg.net.retries,
@@ -271,7 +268,7 @@ impl<'a> Run<'a> {
                 break;
             }
             let pass_started = std::time::Instant::now();
-            self.metrics.pass(k + 1, prefixes.len());
+            self.stats.pass.store(k as u64 + 1, Relaxed);
             tracing::info!(
                 event = "pass_start",
                 pass = k + 1,
@@ -296,7 +293,7 @@ impl<'a> Run<'a> {
                 self.fetch.recycle.clear();
             }
             counts.add(&p.counts);
-            self.metrics.planned(&p.counts);
+            self.stats.planned(&p.counts);
             self.reporter.planned(&p.counts, k + 1, prefixes.len());
             if !p.jobs.is_empty() {
                 copier.total.fetch_add(p.jobs.len() as u64, Relaxed);

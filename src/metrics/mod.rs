@@ -44,7 +44,6 @@ use prometheus_client::registry::Registry;
 
 use crate::cli::Config;
 use crate::error::{Error, Result};
-use crate::plan::PlanCounts;
 use crate::progress::{Level, Reporter};
 use crate::protocol::client::Op;
 use crate::report::{unix_now, Stats};
@@ -70,12 +69,6 @@ struct Exporter {
 struct State {
     /// Both sides and the counters, once the sides are ready.
     run: OnceLock<(Arc<Sides>, Arc<Stats>)>,
-    pass: AtomicU64,
-    passes: AtomicU64,
-    planned: AtomicU64,
-    planned_bytes: AtomicU64,
-    present: AtomicU64,
-    present_bytes: AtomicU64,
     started_at: f64,
     /// End time and exit code, once the run has ended.
     ended: OnceLock<(f64, u8)>,
@@ -186,26 +179,6 @@ impl Metrics {
     pub fn attach(&self, sides: Arc<Sides>, stats: Arc<Stats>) {
         if let Some(e) = &self.inner {
             let _ = e.state.run.set((sides, stats));
-        }
-    }
-
-    /// Pass `pass` (from 1) of `passes` starts.
-    pub fn pass(&self, pass: usize, passes: usize) {
-        if let Some(e) = &self.inner {
-            e.state.pass.store(pass as u64, Relaxed);
-            e.state.passes.store(passes as u64, Relaxed);
-        }
-    }
-
-    /// A pass's plan is ready: add its counts.
-    pub fn planned(&self, c: &PlanCounts) {
-        if let Some(e) = &self.inner {
-            let s = &e.state;
-            s.planned.fetch_add(c.to_write() + c.to_verify, Relaxed);
-            s.planned_bytes
-                .fetch_add(c.to_write_bytes() + c.to_verify_bytes, Relaxed);
-            s.present.fetch_add(c.present, Relaxed);
-            s.present_bytes.fetch_add(c.present_bytes, Relaxed);
         }
     }
 
@@ -352,16 +325,8 @@ impl Collector for RunCollector {
         let load = |f: fn(&Stats) -> &AtomicU64| stats.map_or(0, |st| f(st).load(Relaxed));
 
         let outcomes: [(&str, u64, u64); 5] = [
-            (
-                "planned",
-                s.planned.load(Relaxed),
-                s.planned_bytes.load(Relaxed),
-            ),
-            (
-                "present",
-                s.present.load(Relaxed),
-                s.present_bytes.load(Relaxed),
-            ),
+            ("planned", load(|s| &s.planned), load(|s| &s.planned_bytes)),
+            ("present", load(|s| &s.present), load(|s| &s.present_bytes)),
             ("copied", load(|s| &s.copied), load(|s| &s.copied_bytes)),
             (
                 "topped_up",
@@ -515,13 +480,13 @@ impl Collector for RunCollector {
             &mut enc,
             "pass",
             "The hash sub-prefix pass under way (from 1; 0 before the first)",
-            s.pass.load(Relaxed) as i64,
+            load(|s| &s.pass) as i64,
         )?;
         gauge(
             &mut enc,
             "passes",
             "Hash sub-prefix passes the run is split into (0 before planning)",
-            s.passes.load(Relaxed) as i64,
+            load(|s| &s.passes) as i64,
         )?;
         gauge(
             &mut enc,
