@@ -7,6 +7,11 @@
 #   metrics`; tests/operations.rs checks docs/alerts/keep-rsync.rules.yml with
 #   `promtool check rules` and `promtool test rules`) from apt when missing:
 #   Debian ships it in the package prometheus (the server comes with it).
+# - versitygw (an S3 gateway nobody here wrote; it checks SigV4 signatures
+#   and Content-MD5; tests/common/s3.rs starts it with its posix backend)
+#   built from source with `go install` into ./.tools/bin (the Go module proxy
+#   is all it needs) unless ./.tools/bin/versitygw is that version already.
+# - rclone (a second S3 client, for the benchmark) from apt when missing.
 # - ./.venv with the official Arvados Python SDK (a Keep client nobody here
 #   wrote) and pytest for tests/interop, and PyYAML (the Kubernetes manifest
 #   check in tests/scale_out.rs).
@@ -70,6 +75,39 @@ elif [ "${INSTALL_SLURM:-0}" = 1 ]; then
     apt_install slurmctld slurmd slurm-client munge || true
 elif [ "$ci" = 1 ]; then
     echo "install-test-deps: warning: CI=$CI but INSTALL_SLURM=${INSTALL_SLURM:-0} and slurm is not installed: the Slurm test will fail" >&2
+fi
+
+VERSITYGW_VERSION=v1.8.0
+# Runs, and (where go can tell) is the version wanted: a bump rebuilds.
+have_versitygw() {
+    .tools/bin/versitygw --version >/dev/null 2>&1 || return 1
+    command -v go >/dev/null 2>&1 || return 0
+    go version -m .tools/bin/versitygw 2>/dev/null |
+        grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/versity/versitygw[[:space:]]+$VERSITYGW_VERSION[[:space:]]"
+}
+if have_versitygw; then
+    echo "install-test-deps: versitygw $VERSITYGW_VERSION already in .tools/bin"
+elif ! command -v go >/dev/null 2>&1; then
+    cannot "no go, cannot build versitygw $VERSITYGW_VERSION (install Go)"
+else
+    echo "install-test-deps: building versitygw $VERSITYGW_VERSION into .tools/bin (a few minutes)"
+    mkdir -p .tools/bin
+    log=.tools/versitygw-install.log
+    # GOBIN must be absolute. Quiet: the output goes to the log, shown on failure.
+    if GOBIN="$PWD/.tools/bin" GOFLAGS=-buildvcs=false \
+        go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" >"$log" 2>&1 &&
+        have_versitygw; then
+        rm -f "$log"
+    else
+        tail -n 30 "$log" >&2 || true
+        rm -f .tools/bin/versitygw
+        cannot "go install versitygw $VERSITYGW_VERSION failed (log: $log)"
+    fi
+fi
+if command -v rclone >/dev/null 2>&1; then
+    echo "install-test-deps: rclone already installed"
+else
+    apt_install rclone || true
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -71,7 +71,7 @@ pub enum LogFormat {
 #[command(name = "keep-rsync", version, args_override_self = true, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
 pub struct Config {
     /// Source settings: a file path, or NAME for $HOME/.config/arvados/NAME.conf.
-    /// Optional with --src-volume-dir.
+    /// Not needed when the source is volumes.
     #[arg(
         long,
         value_name = "FILE|NAME",
@@ -82,6 +82,7 @@ pub struct Config {
     pub src: String,
 
     /// Destination settings: a file path, or NAME for $HOME/.config/arvados/NAME.conf.
+    /// Not needed when the destination is volumes.
     #[arg(
         long,
         value_name = "FILE|NAME",
@@ -225,9 +226,29 @@ pub struct Config {
     )]
     pub blocks_from: Option<String>,
 
-    /// Read source blocks straight from a keepstore directory volume (ROOT/xyz/HASH) instead of source services; repeatable. -src is then optional.
-    #[arg(long = "src-volume-dir", value_name = "PATH", help_heading = "Copy")]
+    /// Read source blocks straight from a keepstore Directory volume (ROOT/xyz/HASH) instead of source services; repeatable. -src is then not needed.
+    #[arg(long = "src-volume-dir", value_name = "PATH", help_heading = "Volumes")]
     pub src_volume_dirs: Vec<PathBuf>,
+
+    /// Write blocks straight into a keepstore Directory volume (ROOT/xyz/HASH, written as keepstore does) instead of destination services; repeatable. -dst is then not needed.
+    #[arg(long = "dst-volume-dir", value_name = "PATH", help_heading = "Volumes")]
+    pub dst_volume_dirs: Vec<PathBuf>,
+
+    /// Source volumes (Directory or S3) from FILE: an Arvados cluster config's Volumes section, YAML or JSON, or a whole config.yml. -src is then not needed.
+    #[arg(long = "src-volumes", value_name = "FILE", help_heading = "Volumes")]
+    pub src_volumes: Option<PathBuf>,
+
+    /// Destination volumes (Directory or S3) from FILE, as --src-volumes; filled in keepstore's mount order until -replications is met (default 1). -dst is then not needed.
+    #[arg(long = "dst-volumes", value_name = "FILE", help_heading = "Volumes")]
+    pub dst_volumes: Option<PathBuf>,
+
+    /// The cluster of --src-volumes to use when its file defines several.
+    #[arg(long = "src-cluster", value_name = "ID", help_heading = "Volumes")]
+    pub src_cluster: Option<String>,
+
+    /// The cluster of --dst-volumes to use when its file defines several.
+    #[arg(long = "dst-cluster", value_name = "ID", help_heading = "Volumes")]
+    pub dst_cluster: Option<String>,
 
     /// Storage classes to write (sent as X-Keep-Storage-Classes; each must be confirmed).
     #[arg(long = "storage-classes", value_name = "A,B", value_parser = parse_storage_classes, help_heading = "Copy")]
@@ -499,12 +520,62 @@ impl Networking {
 impl Config {
     /// The checks that involve more than one flag.
     fn checked(self) -> Result<Config> {
-        if (self.src.is_empty() && self.src_volume_dirs.is_empty()) || self.dst.is_empty() {
-            let which = if self.dst.is_empty() { "-dst" } else { "-src" };
-            return Err(Error::config(format!(
-                "{which} is required: name the source (-src) and destination (-dst) settings files, \
-                 e.g. keep-rsync -src old-cluster -dst new-cluster (see --help)."
-            )));
+        for (role, settings, json, dirs, file, flags) in [
+            (
+                "source",
+                &self.src,
+                &self.src_services_json,
+                &self.src_volume_dirs,
+                &self.src_volumes,
+                (
+                    "-src",
+                    "--src-volume-dir",
+                    "--src-volumes",
+                    "-src-keep-services-json",
+                ),
+            ),
+            (
+                "destination",
+                &self.dst,
+                &self.dst_services_json,
+                &self.dst_volume_dirs,
+                &self.dst_volumes,
+                (
+                    "-dst",
+                    "--dst-volume-dir",
+                    "--dst-volumes",
+                    "-dst-keep-services-json",
+                ),
+            ),
+        ] {
+            let volumes = !dirs.is_empty() || file.is_some();
+            let (settings_flag, dir_flag, file_flag, json_flag) = flags;
+            if !dirs.is_empty() && file.is_some() {
+                return Err(Error::config(format!(
+                    "{dir_flag} and {file_flag} both name {role} volumes: give them all in one \
+                     way (a volumes file can hold Directory volumes too)."
+                )));
+            }
+            if volumes && (!settings.is_empty() || json.is_some()) {
+                let given = if settings.is_empty() {
+                    json_flag
+                } else {
+                    settings_flag
+                };
+                return Err(Error::config(format!(
+                    "the {role} is given both as keep services ({given}) and as volumes \
+                     ({}): a side is one or the other. Drop {given} to copy the volumes \
+                     directly, or the volumes to go through the keep services.",
+                    if dirs.is_empty() { file_flag } else { dir_flag }
+                )));
+            }
+            if !volumes && settings.is_empty() {
+                return Err(Error::config(format!(
+                    "{settings_flag} is required: name the {role} settings file ({settings_flag} \
+                     FILE|NAME), or its volumes ({dir_flag} PATH, {file_flag} FILE), e.g. \
+                     keep-rsync -src old-cluster -dst new-cluster (see --help)."
+                )));
+            }
         }
         let stdin_services = [&self.src_services_json, &self.dst_services_json]
             .iter()

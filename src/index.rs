@@ -1,4 +1,4 @@
-//! Indexes: `GET /index/PREFIX` (or a volume scan) from every service of both
+//! Indexes: `GET /index/PREFIX`, a directory scan or a bucket listing from every store of both
 //! sides, parsed as the body streams in, into 20 bytes per line; retried,
 //! sorted, deduplicated, and classified: complete, service down, or broken.
 //!
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use futures::stream::{self, StreamExt};
 
 use crate::error::{Error, Result};
-use crate::protocol::client::{with_retries, Backoff, Failure, FailureKind, KeepClient, Op};
+use crate::protocol::client::{with_retries, Backoff, Failure, FailureKind, Op};
 pub use crate::protocol::index::Entry;
 use crate::role::Role;
 use crate::services::{Asking, Service};
@@ -78,7 +78,6 @@ impl Recycler {
 pub struct Target<'a> {
     pub role: Role,
     pub service: &'a Service,
-    pub client: &'a KeepClient,
 }
 
 /// The outcome of one service's index request.
@@ -143,7 +142,7 @@ pub async fn fetch_one(
     let what = format!(
         "the {} index of {} for prefix {:?}",
         t.role,
-        t.service.endpoint.label(),
+        t.service.store.label(),
         prefix
     );
     match r {
@@ -154,7 +153,7 @@ pub async fn fetch_one(
             tracing::info!(
                 event = "index",
                 side = t.role.as_str(),
-                service = t.service.endpoint.id(),
+                service = t.service.store.id(),
                 prefix,
                 lines = idx.lines,
                 blocks = idx.entries.len(),
@@ -162,30 +161,30 @@ pub async fn fetch_one(
                 seconds = started.elapsed().as_secs_f64(),
                 "{} index of {} for prefix {prefix:?}: {} lines in {:.3}s",
                 t.role,
-                t.service.endpoint.id(),
+                t.service.store.id(),
                 idx.lines,
                 started.elapsed().as_secs_f64()
             );
             Ok(Fetched::Index(idx))
         }
         Err((f, _)) if f.kind == FailureKind::Malformed => Err(Error::unreadable(format!(
-            "{what} has a {}. {}. Check that the URL points at a keepstore or keepproxy, and \
-             that the token is the cluster's system root token.",
+            "{what} has a {}. {}. {}",
             f.detail,
-            t.role.nothing_done()
+            t.role.nothing_done(),
+            t.service.store.what_to_check()
         ))),
         Err((f, attempts)) if f.is_transient() && !answered.load(Ordering::Relaxed) => {
             tracing::info!(
                 event = "index",
                 side = t.role.as_str(),
-                service = t.service.endpoint.id(),
+                service = t.service.store.id(),
                 prefix,
                 attempts,
                 seconds = started.elapsed().as_secs_f64(),
                 error = %f,
                 "{} index of {} for prefix {prefix:?}: unreachable after {attempts} attempts in {:.3}s",
                 t.role,
-                t.service.endpoint.id(),
+                t.service.store.id(),
                 started.elapsed().as_secs_f64()
             );
             Ok(Fetched::Down(format!(
@@ -198,7 +197,7 @@ pub async fn fetch_one(
              never taken as the whole truth. {}",
             if attempts == 1 { "" } else { "s" },
             t.role.nothing_done(),
-            hint_for(&f)
+            hint_for(&f, &t.service.store)
         ))),
     }
 }
@@ -215,11 +214,21 @@ async fn attempt(
     };
     let r = t
         .service
-        .endpoint
-        .list(t.client, prefix, answered, &on_bytes, recycle.take())
+        .store
+        .list(prefix, answered, &on_bytes, recycle.take())
         .await;
     t.service.stats.answered(Op::Index, r.as_ref().err());
     let (entries, lines) = r?;
+    // A store that ignores the prefix would break the index budget and make
+    // prefix shards overlap: its listing is not what was asked for.
+    if !prefix.is_empty() {
+        if let Some(e) = entries.iter().find(|e| !e.hash.has_prefix(prefix)) {
+            return Err(Failure::new(
+                FailureKind::Malformed,
+                format!("listing that names {} outside the prefix asked for", e.hash),
+            ));
+        }
+    }
     Ok(ServiceIndex { entries, lines })
 }
 
@@ -235,10 +244,10 @@ fn sort_dedup(entries: &mut Vec<Entry>) {
     }
 }
 
-fn hint_for(f: &Failure) -> &'static str {
+fn hint_for(f: &Failure, store: &crate::store::Store) -> &'static str {
     match f.kind {
-        FailureKind::Denied => "Indexes are served only to the cluster's system root token: check ARVADOS_API_TOKEN in the settings file.",
-        FailureKind::NotFound | FailureKind::Rejected | FailureKind::Malformed => "Check that the services list points at keepstore or keepproxy services.",
+        FailureKind::Denied if store.kind() != "s3" => "Indexes are served only to the cluster's system root token: check ARVADOS_API_TOKEN in the settings file.",
+        FailureKind::Denied | FailureKind::NotFound | FailureKind::Rejected | FailureKind::Malformed => store.what_to_check(),
         _ => "Check that the service is up and reachable from here, then rerun.",
     }
 }

@@ -8,9 +8,10 @@
 //! - [`settings`]: `-src`/`-dst` settings files.
 //! - [`sides`]: both sides ready to use: settings → keep services (a services
 //!   list, the API server, or raw volumes) → discovery defaults → [`services::Side`].
-//! - [`services`]: a side's services and their state ([`services::Service`]),
-//!   the API server calls; [`endpoint`]: what a service is (a Keep service or
-//!   a directory volume, [`volume`]) and how it lists and reads blocks.
+//! - [`services`]: a side's stores and their state ([`services::Service`]),
+//!   the API server calls; [`store`]: where blocks live (a Keep service, a
+//!   Directory volume or an S3 volume) and how each lists, reads and writes
+//!   them; [`volumes_file`]: `--*-volumes` files (Arvados' `Volumes` syntax).
 //! - [`index`]: every service's index, retried, refusing partial ones.
 //! - [`plan`]: the diff, a pure function: what to copy or top up, from where.
 //! - [`copy`]: the pipeline: read → verify → write replicas in rendezvous
@@ -43,7 +44,6 @@ pub mod check;
 pub mod cli;
 pub mod console;
 pub mod copy;
-pub mod endpoint;
 pub mod error;
 pub mod index;
 pub mod limits;
@@ -62,8 +62,9 @@ pub mod services;
 pub mod settings;
 pub mod sides;
 pub mod signals;
+pub mod store;
 pub mod throttle;
-pub mod volume;
+pub mod volumes_file;
 
 use tokio_util::sync::CancellationToken;
 

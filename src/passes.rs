@@ -76,13 +76,12 @@ pub fn targets<'a>(sides: &[&'a Side]) -> (Vec<Target<'a>>, Vec<(usize, usize)>)
     let mut refs = Vec::new();
     for (k, side) in sides.iter().enumerate() {
         for (i, s) in side.services.iter().enumerate() {
-            if s.endpoint.is_gateway() || s.is_down() {
+            if !s.store.readable() || s.is_down() {
                 continue;
             }
             targets.push(Target {
                 role: side.role,
                 service: s,
-                client: &side.client,
             });
             refs.push((k, i));
         }
@@ -107,7 +106,7 @@ pub fn mark_down(side: &Side, i: usize, why: &str, stats: &Stats, reporter: &dyn
             &format!(
                 "{} service {}: {why}; it is left out for the rest of this run ({left_out})",
                 side.role,
-                svc.endpoint.label(),
+                svc.store.label(),
             ),
         );
     }
@@ -149,7 +148,7 @@ pub fn collect<const N: usize>(
         let readable = side
             .services
             .iter()
-            .filter(|s| !s.endpoint.is_gateway() && !s.is_down());
+            .filter(|s| s.store.readable() && !s.is_down());
         if readable.count() == 0 {
             let nothing = side.role.nothing_done();
             return Err(Error::unreadable(format!(
@@ -158,7 +157,7 @@ pub fn collect<const N: usize>(
                 side.role.cluster(),
                 side.services
                     .iter()
-                    .map(|s| s.endpoint.label())
+                    .map(|s| s.store.label())
                     .collect::<Vec<_>>()
                     .join(", ")
             )));

@@ -24,8 +24,8 @@ use std::collections::BinaryHeap;
 use serde::{Deserialize, Serialize};
 
 use crate::index::{Entry, ServiceIndex};
-use crate::protocol::{probe_order_among, BlockHash};
-use crate::services::Service;
+use crate::protocol::BlockHash;
+use crate::store::Ranking;
 
 /// Why a block is in the plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,8 +204,11 @@ impl Plan {
 /// Inputs that shape the plan besides the indexes.
 #[derive(Clone, Copy)]
 pub struct PlanOptions<'a> {
-    pub src_services: &'a [Service],
-    pub dst_services: &'a [Service],
+    /// How the source stores rank for a block: the first holder is read.
+    pub src_rank: &'a Ranking,
+    /// What each destination store's listing counts for (see
+    /// `store::Store::credit`: 0 where nothing is written).
+    pub dst_credits: &'a [u32],
     /// Replicas wanted at the destination.
     pub want: u32,
     /// Also emit `Verify` jobs for fully replicated blocks.
@@ -398,9 +401,6 @@ impl Plan {
 /// What deciding one block needs, shared by the plain and the listed merge.
 struct Decide<'o, 'a> {
     opts: &'o PlanOptions<'a>,
-    src_suffixes: Vec<&'a str>,
-    /// What each destination service's listing counts for (count_replicas).
-    credit: Vec<u32>,
     order: Vec<u16>,
     scratch: Vec<([u8; 16], u16)>,
 }
@@ -409,14 +409,6 @@ impl<'o, 'a> Decide<'o, 'a> {
     fn new(opts: &'o PlanOptions<'a>) -> Self {
         Decide {
             opts,
-            src_suffixes: opts
-                .src_services
-                .iter()
-                .map(|s| s.endpoint.weight_suffix())
-                .collect(),
-            credit: (0..opts.dst_services.len())
-                .map(|i| count_replicas(&[i as u16], opts.dst_services, opts.want))
-                .collect(),
             order: Vec::new(),
             scratch: Vec::new(),
         }
@@ -436,7 +428,7 @@ impl<'o, 'a> Decide<'o, 'a> {
         listed: &[u16],
     ) {
         let opts = self.opts;
-        let replicas: u32 = listed.iter().map(|&i| self.credit[i as usize]).sum();
+        let replicas = count_replicas(listed, opts.dst_credits);
         let size64 = size as u64;
         let action = if listed.is_empty() {
             counts.to_copy += 1;
@@ -459,13 +451,7 @@ impl<'o, 'a> Decide<'o, 'a> {
             Action::Verify
         };
         // Source holders in probe order: the first is where the block is read.
-        probe_order_among(
-            &hash,
-            &self.src_suffixes,
-            src,
-            &mut self.scratch,
-            &mut self.order,
-        );
+        (opts.src_rank).order_among(&hash, src, &mut self.scratch, &mut self.order);
         if action != Action::Verify {
             if let Some(&first) = self.order.first() {
                 counts.per_source[first as usize].add(size64);
@@ -491,7 +477,7 @@ fn plan_lists(src: &[&[Entry]], dst: &[&[Entry]], opts: &PlanOptions<'_>) -> Pla
         return plan_listed(src, dst, listed, opts);
     }
     let mut decide = Decide::new(opts);
-    let mut counts = PlanCounts::new(opts.src_services.len());
+    let mut counts = PlanCounts::new(opts.src_rank.len());
     let mut out = Plan::default();
     let mut sm = Merge::new(src);
     let mut dm = Merge::new(dst);
@@ -543,7 +529,7 @@ fn plan_listed(
     opts: &PlanOptions<'_>,
 ) -> Plan {
     let mut decide = Decide::new(opts);
-    let mut counts = PlanCounts::new(opts.src_services.len());
+    let mut counts = PlanCounts::new(opts.src_rank.len());
     let mut out = Plan::default();
     let mut sm = Merge::new(src);
     let mut dm = Merge::new(dst);
@@ -629,18 +615,11 @@ fn plan_listed(
     out
 }
 
-/// Replicas at the destination: distinct writable disk services listing the
-/// block; a writable keepproxy listing it counts as `want`.
-pub fn count_replicas(listed: &[u16], dst_services: &[Service], want: u32) -> u32 {
-    let mut n = 0u32;
-    for &i in listed {
-        let s = &dst_services[i as usize].endpoint;
-        if !s.writable() {
-            continue;
-        }
-        n += if s.is_proxy() { want } else { 1 };
-    }
-    n
+/// Replicas at the destination: the credits of the stores listing the block
+/// (a writable keepstore 1, a keepproxy the wanted count, a volume its
+/// `Replication`, a read-only store 0).
+pub fn count_replicas(listed: &[u16], credits: &[u32]) -> u32 {
+    listed.iter().map(|&i| credits[i as usize]).sum()
 }
 
 #[cfg(test)]
@@ -648,16 +627,14 @@ mod tests {
     use super::*;
     use crate::protocol::probe_order;
 
-    fn svc(j: usize, read_only: bool) -> Service {
-        let ks = crate::protocol::KeepService {
-            uuid: format!("zzzzz-bi6l4-{j:015x}"),
-            host: "127.0.0.1".into(),
-            port: 1000 + j as u16,
-            ssl: false,
-            service_type: "disk".into(),
-            read_only,
-        };
-        Service::new(crate::endpoint::Endpoint::Keep(ks), 1)
+    /// Source services 0..n ranked by their uuids.
+    fn rank(n: usize) -> Ranking {
+        Ranking::services((0..n).map(|j| format!("{j:015x}")).collect())
+    }
+
+    /// Destination credits: 1 each, 0 for the read-only ones.
+    fn credits(n: usize, read_only: impl Fn(usize) -> bool) -> Vec<u32> {
+        (0..n).map(|j| u32::from(!read_only(j))).collect()
     }
 
     fn h(n: u8) -> BlockHash {
@@ -686,16 +663,14 @@ mod tests {
         want: u32,
         verify: bool,
     ) -> Plan {
-        let ss: Vec<_> = (0..src.len()).map(|j| svc(j, false)).collect();
-        let ds: Vec<_> = (0..dst.len())
-            .map(|j| svc(j + 100, dst_ro.contains(&j)))
-            .collect();
+        let ss = rank(src.len());
+        let ds = credits(dst.len(), |j| dst_ro.contains(&j));
         plan(
             &src,
             &dst,
             &PlanOptions {
-                src_services: &ss,
-                dst_services: &ds,
+                src_rank: &ss,
+                dst_credits: &ds,
                 want,
                 verify_existing: verify,
                 jobs: true,
@@ -859,12 +834,12 @@ mod tests {
         ] {
             let src: Vec<_> = (0..n_src).map(|_| list(300, m)).collect();
             let dst: Vec<_> = (0..n_dst).map(|_| list(200, m)).collect();
-            let ss: Vec<_> = (0..n_src).map(|j| svc(j, false)).collect();
-            let ds: Vec<_> = (0..n_dst).map(|j| svc(j + 100, j == 1)).collect();
+            let ss = rank(n_src);
+            let ds = credits(n_dst, |j| j == 1);
             for verify in [false, true] {
                 let opts = PlanOptions {
-                    src_services: &ss,
-                    dst_services: &ds,
+                    src_rank: &ss,
+                    dst_credits: &ds,
                     want: 2,
                     verify_existing: verify,
                     jobs: true,
@@ -880,8 +855,8 @@ mod tests {
         }
         // Empty sides, and the threshold.
         let opts = PlanOptions {
-            src_services: &[],
-            dst_services: &[],
+            src_rank: &rank(0),
+            dst_credits: &[],
             want: 1,
             verify_existing: false,
             jobs: true,
@@ -910,11 +885,11 @@ mod tests {
         verify: bool,
         parallel: bool,
     ) -> Plan {
-        let ss: Vec<_> = (0..src.len()).map(|j| svc(j, false)).collect();
-        let ds: Vec<_> = (0..dst.len()).map(|j| svc(j + 100, false)).collect();
+        let ss = rank(src.len());
+        let ds = credits(dst.len(), |_| false);
         let opts = PlanOptions {
-            src_services: &ss,
-            dst_services: &ds,
+            src_rank: &ss,
+            dst_credits: &ds,
             want: 2,
             verify_existing: verify,
             jobs: true,
@@ -988,11 +963,11 @@ mod tests {
         assert_eq!(one.counts, two.counts);
         assert_eq!(one.lost, two.lost);
         let plain = {
-            let ss: Vec<_> = (0..2).map(|j| svc(j, false)).collect();
-            let ds: Vec<_> = (0..2).map(|j| svc(j + 100, false)).collect();
+            let ss = rank(2);
+            let ds = credits(2, |_| false);
             let opts = PlanOptions {
-                src_services: &ss,
-                dst_services: &ds,
+                src_rank: &ss,
+                dst_credits: &ds,
                 want: 2,
                 verify_existing: false,
                 jobs: true,
@@ -1014,8 +989,7 @@ mod tests {
     fn sources_in_probe_order() {
         let src: Vec<ServiceIndex> = (0..4).map(|_| idx(&[7])).collect();
         let p = run(src, vec![idx(&[])], &[], 1, false);
-        let ss: Vec<_> = (0..4).map(|j| svc(j, false)).collect();
-        let suffixes: Vec<&str> = ss.iter().map(|s| s.endpoint.weight_suffix()).collect();
+        let suffixes: Vec<String> = (0..4).map(|j| format!("{j:015x}")).collect();
         let want: Vec<u16> = probe_order(&h(7), &suffixes)
             .into_iter()
             .map(|i| i as u16)

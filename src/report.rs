@@ -187,12 +187,12 @@ impl Stats {
     /// Record a service found unreachable (once per service).
     pub fn service_down(&self, role: Role, svc: &Service, reason: &str) {
         let mut v = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
-        let id = svc.endpoint.id();
+        let id = svc.store.id();
         if !v.iter().any(|u| u.uuid == id) {
             v.push(UnreachableService {
                 role,
                 uuid: id.to_string(),
-                url: svc.endpoint.url(),
+                url: svc.store.location(),
                 reason: reason.into(),
             });
         }
@@ -404,10 +404,10 @@ pub(crate) fn service_reports(services: &[Service]) -> Vec<ServiceReport> {
     services
         .iter()
         .map(|s| ServiceReport {
-            uuid: s.endpoint.id().to_string(),
-            url: s.endpoint.url(),
-            service_type: s.endpoint.service_type().to_string(),
-            read_only: s.endpoint.read_only(),
+            uuid: s.store.id().to_string(),
+            url: s.store.location(),
+            service_type: s.store.kind().to_string(),
+            read_only: s.store.read_only(),
             full: s.is_full(),
             requests: s.stats.requests.load(Relaxed),
             errors: s.stats.errors.load(Relaxed),

@@ -149,6 +149,8 @@ struct Run<'a> {
     src: &'a Side,
     dst: &'a Side,
     want: u32,
+    /// What each destination store's listing counts for.
+    dst_credits: &'a [u32],
     /// Shared with the metrics, which read it at each scrape.
     stats: Arc<Stats>,
     reporter: &'a dyn Reporter,
@@ -176,6 +178,7 @@ impl<'a> Run<'a> {
             src: &sides.src,
             dst: &sides.dst,
             want: sides.want,
+            dst_credits: &sides.dst_credits,
             stats,
             reporter,
             soft: limits.stop(),
@@ -225,8 +228,8 @@ impl<'a> Run<'a> {
 
     fn plan_options(&self) -> PlanOptions<'a> {
         PlanOptions {
-            src_services: &self.src.services,
-            dst_services: &self.dst.services,
+            src_rank: &self.src.rank,
+            dst_credits: self.dst_credits,
             want: self.want,
             verify_existing: self.cfg.verify_existing,
             jobs: !self.cfg.dry_run,

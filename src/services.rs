@@ -12,8 +12,8 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::endpoint::Endpoint;
 use crate::role::Role;
+use crate::store::{Ranking, Store};
 
 use crate::error::{Error, Result};
 use crate::protocol::client::{describe_http_error, Failure, OnRetry, Op};
@@ -212,9 +212,10 @@ impl ServiceStats {
     }
 }
 
-/// One service of a side, with its state for the run.
+/// One store of a side (a Keep service or a volume), with its state for the
+/// run.
 pub struct Service {
-    pub endpoint: Endpoint,
+    pub store: Store,
     /// `--max-per-service` requests in flight to it.
     pub limit: Arc<Semaphore>,
     /// Found unreachable (while indexing, or dead mid-run): never asked
@@ -227,9 +228,9 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(endpoint: Endpoint, max_requests: usize) -> Service {
+    pub fn new(store: Store, max_requests: usize) -> Service {
         Service {
-            endpoint,
+            store,
             limit: Arc::new(Semaphore::new(max_requests.max(1))),
             down: AtomicBool::new(false),
             full: AtomicBool::new(false),
@@ -264,10 +265,10 @@ impl Service {
             tracing::info!(
                 event = "service_down",
                 side = role.as_str(),
-                service = self.endpoint.id(),
+                service = self.store.id(),
                 reason = why,
                 "{role} service {} marked down: {why}",
-                self.endpoint.label()
+                self.store.label()
             );
         }
         first
@@ -292,7 +293,7 @@ impl OnRetry for Asking<'_> {
         tracing::info!(
             event = "retry",
             side = self.role.as_str(),
-            service = self.service.endpoint.id(),
+            service = self.service.store.id(),
             op = self.op.as_str(),
             object = object.as_deref(),
             status = f.status,
@@ -304,21 +305,22 @@ impl OnRetry for Asking<'_> {
             self.op.as_str(),
             object.as_deref().map(|o| format!(" {o}")).unwrap_or_default(),
             self.role,
-            self.service.endpoint.id(),
+            self.service.store.id(),
             delay
         );
     }
 }
 
-/// One side of the copy, ready to use: its services, credentials and pooled
-/// client.
+/// One side of the copy, ready to use: its stores (built with the side's
+/// pooled clients and credentials) and how they rank.
 pub struct Side {
     pub role: Role,
     pub settings: Settings,
     pub services: Vec<Service>,
-    pub client: crate::protocol::client::KeepClient,
     /// Blob signature TTL used when signing locators for this side.
     pub ttl: u64,
+    /// The rendezvous ranking of its stores.
+    pub rank: Ranking,
     /// A refused request (401/403) was explained once ([`Side::refused`]).
     pub refused_said: AtomicBool,
 }
@@ -355,44 +357,21 @@ impl Side {
         ))
     }
 
-    /// The locator to GET a block with: signed with this side's blob signing
-    /// key when it has one (expiry one day from now, as the Go tool does).
-    pub fn get_locator(&self, hash: &crate::protocol::BlockHash, size: u64) -> String {
-        self.locator_for(hash, Some(size))
+    /// Replicas each store's listing counts for (see [`Store::credit`]).
+    pub fn credits(&self, want: u32) -> Vec<u32> {
+        self.services.iter().map(|s| s.store.credit(want)).collect()
     }
 
-    /// [`Side::get_locator`] for a block whose size may be unknown (`HASH`
-    /// alone, signed: enough for a `HEAD`).
-    pub fn locator_for(&self, hash: &crate::protocol::BlockHash, size: Option<u64>) -> String {
-        let loc = crate::protocol::Locator {
-            hash: *hash,
-            size,
-            hints: Vec::new(),
-        };
-        match &self.settings.blob_signing_key {
-            Some(key) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                let expiry = now + 86400;
-                crate::protocol::sign_locator(&loc, key, &self.settings.api_token, expiry, self.ttl)
-            }
-            None => loc.unsigned(),
-        }
-    }
-
-    /// Weighed id parts, in service order, for probe orders.
-    pub fn suffixes(&self) -> Vec<&str> {
+    /// Whether this side is volumes rather than Keep services.
+    pub fn is_volumes(&self) -> bool {
         self.services
-            .iter()
-            .map(|s| s.endpoint.weight_suffix())
-            .collect()
+            .first()
+            .is_some_and(|s| s.store.order() == crate::store::Order::Mounts)
     }
 
     /// `id (url)` of service `i`.
     pub fn label(&self, i: usize) -> String {
-        self.services[i].endpoint.label()
+        self.services[i].store.label()
     }
 }
 

@@ -1,6 +1,7 @@
-//! Both sides of a run, ready to use: settings files → keep services (a
-//! services list, the API server, or raw volumes) → the discovery defaults
-//! that are needed → a [`Side`] each, with its pooled client. Everything that
+//! Both sides of a run, ready to use: settings files → stores (keep services
+//! from a services list or the API server, or volumes: `--*-volume-dir`
+//! directories and `--*-volumes` files) → the discovery defaults that are
+//! needed → a [`Side`] each, its stores built with the side's pooled clients. Everything that
 //! can be wrong with the configuration is found here, before any index is
 //! fetched (exit 2), or the API server that should answer does not (exit 3).
 //!
@@ -8,14 +9,18 @@
 //! steps: settings file, services list or API server, discovery only when a
 //! default is needed.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use crate::cli::Config;
-use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::progress::{Level, Reporter};
 use crate::protocol::client::{ClientOptions, KeepClient};
 use crate::role::Role;
-use crate::services::{self, Discovery, Service, Side};
+use crate::services::{self, Discovery, KeepService, Service, Side};
 use crate::settings::{self, Settings};
+use crate::store::{DirVolume, KeepStore, Ranking, S3Volume, Signer, Store, VolumeTraits};
+use crate::volumes_file::{self, Driver, VolumeSpec};
 
 /// How a side's clients connect, from either program's flags.
 #[derive(Clone, Copy, Debug)]
@@ -47,32 +52,64 @@ pub struct Sides {
     pub src: Side,
     pub dst: Side,
     pub want: u32,
+    /// What each destination store's listing counts for.
+    pub dst_credits: Vec<u32>,
 }
 
-/// Settings, services and defaults for both sides.
+/// A side's stores before its clients exist: Keep services, or volumes.
+enum Stores {
+    Keep(Vec<KeepService>),
+    Volumes(Vec<VolumeSpec>),
+}
+
+impl Stores {
+    fn is_keep(&self) -> bool {
+        matches!(self, Stores::Keep(_))
+    }
+
+    /// Locations and ids, for [`check_distinct`].
+    fn names(&self) -> Vec<(String, String)> {
+        match self {
+            Stores::Keep(l) => l.iter().map(|s| (s.uuid.clone(), s.url())).collect(),
+            Stores::Volumes(l) => l
+                .iter()
+                .map(|v| {
+                    let loc = match &v.driver {
+                        Driver::Directory { root } => format!("file://{}", root.display()),
+                        Driver::S3(p) => format!(
+                            "s3://{}/{}",
+                            p.endpoint.as_deref().unwrap_or(&p.region),
+                            p.bucket
+                        ),
+                    };
+                    (v.uuid.clone(), loc)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Settings, stores and defaults for both sides.
 pub async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<Sides> {
     let (src_settings, dst_settings) = load_settings(cfg, reporter)?;
-    let src = source_endpoints(cfg, &src_settings).await?;
-    let dst = keep_endpoints(
-        cfg.net.connect_timeout,
-        &dst_settings,
-        Role::Destination,
-        cfg.dst_services_json.as_deref(),
-    )
-    .await?;
+    let src = side_stores(cfg, &src_settings, Role::Source).await?;
+    let dst = side_stores(cfg, &dst_settings, Role::Destination).await?;
     check_distinct(&src, &dst)?;
-    let defaults = Defaults::fetch(cfg, &src_settings, &dst_settings).await?;
-    check_writable(&dst, defaults.want)?;
+    let defaults = Defaults::fetch(cfg, (&src_settings, &src), (&dst_settings, &dst)).await?;
     let conn = Connection::of(cfg);
+    let src = make_side(Role::Source, src_settings, src, defaults.src_ttl, &conn)?;
+    let dst = make_side(
+        Role::Destination,
+        dst_settings,
+        dst,
+        defaults.dst_ttl,
+        &conn,
+    )?;
+    check_writable(&dst, defaults.want, cfg.storage_classes.as_deref())?;
     Ok(Sides {
-        src: make_side(Role::Source, src_settings, src, defaults.src_ttl, &conn)?,
-        dst: make_side(
-            Role::Destination,
-            dst_settings,
-            dst,
-            defaults.dst_ttl,
-            &conn,
-        )?,
+        dst_credits: dst.credits(defaults.want),
+        src,
+        dst,
         want: defaults.want,
     })
 }
@@ -99,7 +136,8 @@ pub async fn prepare_cluster(f: &ClusterFlags<'_>, reporter: &dyn Reporter) -> R
     for w in &s.warnings {
         reporter.log(Level::Warn, w);
     }
-    let endpoints = keep_endpoints(f.conn.connect_timeout, &s, role, f.services_json).await?;
+    let stores =
+        Stores::Keep(keep_services(f.conn.connect_timeout, &s, role, f.services_json).await?);
     let ttl = if f.ttl > 0 {
         f.ttl
     } else if f.signs && s.blob_signing_key.is_some() {
@@ -111,94 +149,225 @@ pub async fn prepare_cluster(f: &ClusterFlags<'_>, reporter: &dyn Reporter) -> R
     } else {
         DEFAULT_TTL
     };
-    make_side(role, s, endpoints, ttl, &f.conn)
+    make_side(role, s, stores, ttl, &f.conn)
 }
 
-/// Both settings files; with raw volumes as the source and no `-src`, the
-/// source cluster need not exist.
+/// Both settings files; a side given as volumes has none.
 fn load_settings(cfg: &Config, reporter: &dyn Reporter) -> Result<(Settings, Settings)> {
-    let src = if !cfg.src_volume_dirs.is_empty() && cfg.src.is_empty() {
-        Settings::default()
-    } else {
-        settings::load(&cfg.src, Role::Source)?
+    let load = |name: &str, role| {
+        if name.is_empty() {
+            Ok(Settings::default())
+        } else {
+            settings::load(name, role)
+        }
     };
-    let dst = settings::load(&cfg.dst, Role::Destination)?;
+    let src = load(&cfg.src, Role::Source)?;
+    let dst = load(&cfg.dst, Role::Destination)?;
     for w in src.warnings.iter().chain(&dst.warnings) {
         reporter.log(Level::Warn, w);
     }
     Ok((src, dst))
 }
 
-/// The source: raw volumes when given, else its keep services.
-async fn source_endpoints(cfg: &Config, s: &Settings) -> Result<Vec<Endpoint>> {
-    if cfg.src_volume_dirs.is_empty() {
-        keep_endpoints(
-            cfg.net.connect_timeout,
-            s,
-            Role::Source,
-            cfg.src_services_json.as_deref(),
-        )
-        .await
-    } else {
-        Ok(crate::volume::open_all(&cfg.src_volume_dirs)?
-            .into_iter()
-            .map(Endpoint::Volume)
-            .collect())
+/// A side's volumes flags: `--*-volume-dir` directories, `--*-volumes` file
+/// and `--*-cluster`.
+struct VolumeFlags<'a> {
+    dirs: &'a [PathBuf],
+    file: Option<&'a Path>,
+    cluster: Option<&'a str>,
+}
+
+fn volume_flags(cfg: &Config, role: Role) -> VolumeFlags<'_> {
+    match role {
+        Role::Destination => VolumeFlags {
+            dirs: &cfg.dst_volume_dirs,
+            file: cfg.dst_volumes.as_deref(),
+            cluster: cfg.dst_cluster.as_deref(),
+        },
+        _ => VolumeFlags {
+            dirs: &cfg.src_volume_dirs,
+            file: cfg.src_volumes.as_deref(),
+            cluster: cfg.src_cluster.as_deref(),
+        },
     }
+}
+
+/// A side's stores: its volumes when given, else its keep services.
+async fn side_stores(cfg: &Config, s: &Settings, role: Role) -> Result<Stores> {
+    let v = volume_flags(cfg, role);
+    if let Some(specs) = volumes(role, &v)? {
+        return Ok(Stores::Volumes(specs));
+    }
+    let json = match role {
+        Role::Destination => cfg.dst_services_json.as_deref(),
+        _ => cfg.src_services_json.as_deref(),
+    };
+    keep_services(cfg.net.connect_timeout, s, role, json)
+        .await
+        .map(Stores::Keep)
+}
+
+/// The flag names of a side's volumes (for messages).
+fn volume_flag_names(role: Role) -> (&'static str, &'static str, &'static str) {
+    match role {
+        Role::Destination => ("--dst-volume-dir", "--dst-volumes", "--dst-cluster"),
+        Role::Cluster => ("--volume-dir", "--volumes", "--cluster"),
+        Role::Source => ("--src-volume-dir", "--src-volumes", "--src-cluster"),
+    }
+}
+
+/// A side's volumes, if it is given as volumes: checked (exit 2) before
+/// anything is listed.
+fn volumes(role: Role, v: &VolumeFlags<'_>) -> Result<Option<Vec<VolumeSpec>>> {
+    let (dir_flag, file_flag, cluster_flag) = volume_flag_names(role);
+    let specs = if let Some(path) = v.file {
+        volumes_file::load(path, v.cluster, file_flag, cluster_flag)?.volumes
+    } else if !v.dirs.is_empty() {
+        if v.cluster.is_some() {
+            return Err(Error::config(format!(
+                "{cluster_flag} picks a cluster of a {file_flag} file; it means nothing with \
+                 {dir_flag}."
+            )));
+        }
+        v.dirs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| VolumeSpec {
+                uuid: format!("volume-{i}"),
+                driver: Driver::Directory { root: d.clone() },
+                replication: 1,
+                read_only: role == Role::Source,
+                storage_classes: vec!["default".into()],
+                priority: 0,
+            })
+            .collect()
+    } else {
+        return Ok(None);
+    };
+    for spec in &specs {
+        if let Driver::Directory { root } = &spec.driver {
+            let flag = if v.file.is_some() {
+                file_flag
+            } else {
+                dir_flag
+            };
+            check_dir(root, &spec.uuid, flag, role, spec.read_only)?;
+        }
+    }
+    Ok(Some(specs))
+}
+
+/// A Directory volume's root must be a directory; a destination one must
+/// take files (a temp file is made and removed), so that a read-only mount
+/// or a full disk is found before anything is listed.
+fn check_dir(root: &Path, uuid: &str, flag: &str, role: Role, read_only: bool) -> Result<()> {
+    let named = format!("{flag}: {role} volume {uuid} ({})", root.display());
+    let meta = std::fs::metadata(root).map_err(|e| {
+        Error::config(format!(
+            "{named}: {e}. Give the root of a keepstore Directory volume (the directory \
+             holding the 3-hex-digit subdirectories){}.",
+            if role == Role::Destination {
+                "; create it first for a new volume"
+            } else {
+                ""
+            }
+        ))
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::config(format!(
+            "{named} is not a directory: give the root of a keepstore Directory volume."
+        )));
+    }
+    if role == Role::Destination && !read_only {
+        tempfile::Builder::new()
+            .prefix(".keep-rsync-probe")
+            .tempfile_in(root)
+            .map_err(|e| {
+                Error::config(format!(
+                    "{named} cannot take new files ({e}): blocks could not be written there. \
+                     Check that it is mounted read-write and that this user may write it, or \
+                     mark the volume ReadOnly."
+                ))
+            })?;
+    }
+    Ok(())
 }
 
 /// A side's keep services: from its services flag (JSON, file or stdin), or
 /// from its API server.
-async fn keep_endpoints(
+async fn keep_services(
     connect_timeout: std::time::Duration,
     s: &Settings,
     role: Role,
     json: Option<&str>,
-) -> Result<Vec<Endpoint>> {
-    let list = match json {
+) -> Result<Vec<KeepService>> {
+    match json {
         Some(arg) => {
             let (text, origin) = services::read_services_arg(arg, role.services_flag())?;
-            services::parse_services(&text, &origin, role)?
+            services::parse_services(&text, &origin, role)
         }
         None => {
-            services::fetch_accessible(&services::api_client(s, connect_timeout)?, s, role).await?
+            services::fetch_accessible(&services::api_client(s, connect_timeout)?, s, role).await
         }
-    };
-    Ok(list.into_iter().map(Endpoint::Keep).collect())
+    }
 }
 
 /// Copying a cluster onto itself does nothing useful.
-fn check_distinct(src: &[Endpoint], dst: &[Endpoint]) -> Result<()> {
-    match src
-        .iter()
-        .find(|s| dst.iter().any(|d| d.url() == s.url() || d.id() == s.id()))
-    {
-        Some(s) => Err(Error::config(format!(
-            "the source and destination both list {}: copying a cluster onto itself does nothing \
-             useful. Check -src/-dst and the services lists.",
-            s.label()
+fn check_distinct(src: &Stores, dst: &Stores) -> Result<()> {
+    let (s, d) = (src.names(), dst.names());
+    match s.iter().find(|(id, loc)| {
+        d.iter()
+            .any(|(did, dloc)| dloc == loc || (did == id && src.is_keep()))
+    }) {
+        Some((id, loc)) => Err(Error::config(format!(
+            "the source and destination both list {id} ({loc}): copying a store onto itself \
+             does nothing useful. Check -src/-dst, the services lists and the volumes."
         ))),
         None => Ok(()),
     }
 }
 
-/// Each replica needs its own writable keepstore (a keepproxy stores them all).
-fn check_writable(dst: &[Endpoint], want: u32) -> Result<()> {
-    let writable: Vec<&Endpoint> = dst.iter().filter(|s| s.writable()).collect();
+/// The destination must be able to hold the wanted replicas: each needs its
+/// own writable keepstore (a keepproxy stores them all), or writable volumes
+/// whose `Replication` adds up to them.
+fn check_writable(dst: &Side, want: u32, classes: Option<&str>) -> Result<()> {
+    let writable: Vec<&Store> = (dst.services.iter())
+        .map(|s| &s.store)
+        .filter(|s| s.writable() && s.may_confirm(classes))
+        .collect();
+    let what = if dst.is_volumes() {
+        "volume"
+    } else {
+        "keep service"
+    };
     if writable.is_empty() {
-        return Err(Error::config(
-            "the destination has no writable keep service (all are read-only or gateways): \
-             nothing can be copied there.",
-        ));
-    }
-    if !writable.iter().any(|s| s.is_proxy()) && want as usize > writable.len() {
+        let why = if classes.is_some() && dst.is_volumes() {
+            "all are read-only, or lack a storage class of --storage-classes"
+        } else {
+            "all are read-only or gateways"
+        };
         return Err(Error::config(format!(
+            "the destination has no writable {what} ({why}): nothing can be copied there."
+        )));
+    }
+    let room: u32 = writable.iter().map(|s| s.credit(want)).sum();
+    if writable.iter().any(|s| s.is_proxy()) || want <= room {
+        return Ok(());
+    }
+    Err(Error::config(if dst.is_volumes() {
+        format!(
+            "-replications {want} is more than the {room} replicas the {} writable destination \
+             volumes count for (each volume counts for its Replication): lower -replications or \
+             add volumes.",
+            writable.len()
+        )
+    } else {
+        format!(
             "-replications {want} is more than the {} writable destination services: each replica \
              needs its own keepstore. Lower -replications or add services.",
             writable.len()
-        )));
-    }
-    Ok(())
+        )
+    }))
 }
 
 /// What the flags leave to the clusters' discovery documents.
@@ -210,15 +379,21 @@ struct Defaults {
 
 impl Defaults {
     /// Flags first; a discovery document is read only when a default is
-    /// needed (replicas, or the TTL of a side that signs).
-    async fn fetch(cfg: &Config, src: &Settings, dst: &Settings) -> Result<Defaults> {
-        let need_dst_doc = cfg.replications == 0
-            || (cfg.verify_existing && dst.blob_signing_key.is_some() && cfg.dst_ttl == 0);
+    /// needed (replicas, or the TTL of a side of keep services that signs).
+    /// A volumes destination wants 1 replica unless -replications says more.
+    async fn fetch(
+        cfg: &Config,
+        (src, src_stores): (&Settings, &Stores),
+        (dst, dst_stores): (&Settings, &Stores),
+    ) -> Result<Defaults> {
+        let dst_keep = dst_stores.is_keep();
+        let dst_ttl_needed =
+            dst_keep && cfg.verify_existing && dst.blob_signing_key.is_some() && cfg.dst_ttl == 0;
+        let need_dst_doc = dst_keep && (cfg.replications == 0 || dst_ttl_needed);
         let need_src_doc =
-            src.blob_signing_key.is_some() && cfg.src_ttl == 0 && cfg.src_volume_dirs.is_empty();
+            src_stores.is_keep() && src.blob_signing_key.is_some() && cfg.src_ttl == 0;
         let dst_doc = if need_dst_doc {
-            let ttl_too = cfg.verify_existing && dst.blob_signing_key.is_some() && cfg.dst_ttl == 0;
-            let flag = match (cfg.replications == 0, ttl_too) {
+            let flag = match (cfg.replications == 0, dst_ttl_needed) {
                 (true, true) => "-replications N and -dst-blob-signature-ttl DURATION",
                 (true, false) => "-replications N",
                 (false, _) => "-dst-blob-signature-ttl DURATION",
@@ -235,6 +410,8 @@ impl Defaults {
         };
         let want = if cfg.replications > 0 {
             cfg.replications
+        } else if !dst_keep {
+            1
         } else {
             dst_doc.default_replication.filter(|&n| n > 0).ok_or_else(|| {
                 Error::unreadable(format!(
@@ -273,10 +450,13 @@ async fn discovery(
     .await
 }
 
+/// A side's stores, built with its clients: one pooled Keep client (with
+/// the side's token) and signer for its services, one plain HTTP client for
+/// its S3 volumes.
 fn make_side(
     role: Role,
     settings: Settings,
-    endpoints: Vec<Endpoint>,
+    stores: Stores,
     ttl: u64,
     conn: &Connection,
 ) -> Result<Side> {
@@ -286,16 +466,75 @@ fn make_side(
         insecure: settings.insecure,
         pool_per_host: conn.max_per_service.max(conn.checkers),
     };
-    let client = KeepClient::new(&settings.api_token, &opts).map_err(Error::config)?;
+    let built: Vec<Store> = match stores {
+        Stores::Keep(list) => {
+            let client = KeepClient::new(&settings.api_token, &opts).map_err(Error::config)?;
+            let signer = Arc::new(Signer {
+                key: settings.blob_signing_key.clone(),
+                token: settings.api_token.clone(),
+                ttl,
+            });
+            list.into_iter()
+                .map(|s| Store::Keep(KeepStore::new(s, client.clone(), signer.clone())))
+                .collect()
+        }
+        Stores::Volumes(list) => {
+            let http = crate::protocol::client::plain_client(&opts).map_err(Error::config)?;
+            let mut v = Vec::new();
+            for spec in list {
+                v.push(volume_store(spec, role, &http)?);
+            }
+            v
+        }
+    };
+    let services: Vec<Service> = built
+        .into_iter()
+        .map(|e| Service::new(e, conn.max_per_service))
+        .collect();
     Ok(Side {
         role,
         settings,
-        services: endpoints
-            .into_iter()
-            .map(|e| Service::new(e, conn.max_per_service))
-            .collect(),
-        client,
+        rank: Ranking::new(services.iter().map(|s| &s.store)),
+        services,
         ttl,
         refused_said: Default::default(),
+    })
+}
+
+/// One volume as a store.
+fn volume_store(spec: VolumeSpec, role: Role, http: &reqwest::Client) -> Result<Store> {
+    let traits = VolumeTraits {
+        replication: spec.replication,
+        read_only: spec.read_only,
+        classes: spec.storage_classes,
+        priority: spec.priority,
+    };
+    Ok(match spec.driver {
+        Driver::Directory { root } => Store::Dir(DirVolume {
+            id: spec.uuid,
+            root: root.canonicalize().unwrap_or(root),
+            traits,
+        }),
+        Driver::S3(p) => {
+            let o = crate::store::s3::S3Options {
+                bucket: p.bucket,
+                region: p.region,
+                endpoint: p.endpoint,
+                use_path_style: p.use_path_style,
+                access_key_id: p.access_key_id,
+                secret_access_key: p.secret_access_key,
+                prefix_length: p.prefix_length,
+                index_page_size: p.index_page_size,
+            };
+            let id = spec.uuid;
+            Store::S3(
+                S3Volume::new(id.clone(), &o, traits, http.clone()).map_err(|why| {
+                    Error::config(format!(
+                        "{} S3 volume {id} cannot be used: {why}.",
+                        role.as_str()
+                    ))
+                })?,
+            )
+        }
     })
 }

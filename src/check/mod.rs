@@ -34,15 +34,13 @@ use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::console::timestamp;
-use crate::endpoint::Opened;
 use crate::error::{exit, Error, Result};
 use crate::index::{fetch_all, Entry, FetchOptions, ServiceIndex};
 use crate::listed::{sort::Sorter, ListedBlocks, UNKNOWN_SIZE};
 use crate::passes;
 use crate::plan::{plan, PlanOptions};
 use crate::progress::{Level, Reporter};
-use crate::protocol::client::{body_chunks, with_retries, Backoff, Failure, FailureKind, Op};
-use crate::protocol::probe_order;
+use crate::protocol::client::{with_retries, Backoff, Failure, FailureKind, Op};
 use crate::report::{lost_locator, Stats, Status};
 use crate::services::Side;
 use crate::sides::{ClusterFlags, Connection};
@@ -276,12 +274,13 @@ impl Check<'_> {
                 _ = self.soft.cancelled() => break,
             };
             let listed = self.listed.load(prefix)?;
+            let credits = vec![1; self.side.services.len()];
             let p = plan(
                 &[],
                 &idx,
                 &PlanOptions {
-                    src_services: &[],
-                    dst_services: &self.side.services,
+                    src_rank: &crate::store::Ranking::services(Vec::new()),
+                    dst_credits: &credits,
                     want: 1,
                     verify_existing: false,
                     jobs: false,
@@ -372,10 +371,9 @@ impl Check<'_> {
 
     /// Services to ask for a block, in its probe order.
     fn order(&self, e: &Entry) -> Vec<usize> {
-        let suffixes = self.side.suffixes();
-        probe_order(&e.hash, &suffixes)
-            .into_iter()
-            .filter(|&i| !self.side.services[i].endpoint.is_gateway())
+        (self.side.rank.order(&e.hash).into_iter())
+            .map(usize::from)
+            .filter(|&i| self.side.services[i].store.readable())
             .collect()
     }
 
@@ -418,14 +416,10 @@ impl Check<'_> {
     /// size, if the answer gave one. `Err`: why it counts as missing.
     async fn probe_one(&self, e: &Entry) -> std::result::Result<Option<u64>, String> {
         let size = (e.size != UNKNOWN_SIZE).then_some(e.size as u64);
-        let loc = self.side.locator_for(&e.hash, size);
         let mut why = Vec::new();
         for i in self.order(e) {
-            let svc = &self.side.services[i].endpoint;
-            match self
-                .ask(i, || svc.head(&self.side.client, &loc, &e.hash))
-                .await
-            {
+            let svc = &self.side.services[i].store;
+            match self.ask(i, || svc.head(&e.hash, size)).await {
                 Ok(len) => return Ok(len.or(size)),
                 Err(f) => why.push((svc.id().to_string(), f)),
             }
@@ -447,13 +441,12 @@ impl Check<'_> {
                 }
             }
         };
-        let loc = self.side.locator_for(&e.hash, Some(size));
         let mut why = Vec::new();
         for i in self.order(e) {
-            let svc = &self.side.services[i].endpoint;
+            let svc = &self.side.services[i].store;
             let mut r = Err(Failure::new(FailureKind::BadData, "not read"));
             for _ in 0..2 {
-                r = self.ask(i, || self.read_from(i, &loc, e, size)).await;
+                r = self.ask(i, || self.read_from(i, e, size)).await;
                 if !matches!(&r, Err(f) if f.kind == FailureKind::BadData) {
                     break;
                 }
@@ -477,29 +470,14 @@ impl Check<'_> {
 
     /// One verified read of the block from service `i`; its bytes are
     /// hashed and dropped.
-    async fn read_from(
-        &self,
-        i: usize,
-        loc: &str,
-        e: &Entry,
-        size: u64,
-    ) -> std::result::Result<(), Failure> {
+    async fn read_from(&self, i: usize, e: &Entry, size: u64) -> std::result::Result<(), Failure> {
         let svc = &self.side.services[i];
-        match svc
-            .endpoint
-            .open(&self.side.client, loc, &e.hash, size)
-            .await?
-        {
-            Opened::File(_) => Ok(()),
-            Opened::Body(resp) => {
-                let on_bytes = |n: u64| {
-                    self.stats.bytes_read.fetch_add(n, Relaxed);
-                    svc.stats.bytes.fetch_add(n, Relaxed);
-                };
-                crate::copy::verify_body(body_chunks(resp), &e.hash, size, None, &on_bytes, drop)
-                    .await
-            }
-        }
+        let body = svc.store.read(&e.hash, size).await?;
+        let on_bytes = |n: u64| {
+            self.stats.bytes_read.fetch_add(n, Relaxed);
+            svc.stats.bytes.fetch_add(n, Relaxed);
+        };
+        crate::copy::verify_body(body, &e.hash, size, None, &on_bytes, drop).await
     }
 }
 

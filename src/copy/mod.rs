@@ -39,13 +39,12 @@ use futures::stream::{self, FuturesUnordered, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use crate::endpoint::Opened;
 use crate::plan::{Action, Job, Plan};
 use crate::progress::Reporter;
-use crate::protocol::client::{body_chunks, with_retries, Backoff, Failure, FailureKind, Op};
-use crate::protocol::probe_order;
+use crate::protocol::client::{with_retries, Backoff, Failure, FailureKind, Op};
 use crate::report::{FailedBlock, Stats};
 use crate::services::{Asking, Service, Side};
+use crate::store::BlockStream;
 use crate::throttle::Throttle;
 
 /// How blocks are copied.
@@ -96,7 +95,7 @@ struct BlockError {
 /// A read whose first answer says the block is coming, holding its
 /// service's `--max-per-service` slot while it lasts.
 struct Reading {
-    opened: Opened,
+    stream: BlockStream,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -186,7 +185,7 @@ impl<'a> Copier<'a> {
         let holders = plan.dst_holders(job);
         let mut bad: Vec<u16> = Vec::new();
         for &d in holders {
-            let svc = &self.dst.services[d as usize].endpoint;
+            let svc = &self.dst.services[d as usize].store;
             match self.read_whole(From::Dst(d), job).await {
                 Ok(_) => {}
                 Err(f) if matches!(f.kind, FailureKind::BadData | FailureKind::NotFound) => {
@@ -222,12 +221,12 @@ impl<'a> Copier<'a> {
             .collect();
         let mut stored = 0;
         for &d in &bad {
-            if self.put_to(d, job, &relay, 1).await.is_ok() {
-                stored += 1;
+            if let Ok(n) = self.put_to(d, job, &relay, 1).await {
+                stored += n;
             }
         }
-        let good_count =
-            crate::plan::count_replicas(&good, &self.dst.services, self.opts.want) + stored;
+        let credits = self.dst.credits(self.opts.want);
+        let good_count = crate::plan::count_replicas(&good, &credits) + stored;
         if good_count < self.opts.want {
             self.write(job, &relay, holders, self.opts.want - good_count)
                 .await?;
@@ -280,10 +279,12 @@ impl<'a> Copier<'a> {
                 match step(c).await {
                     Ok(v) => return Ok(v),
                     Err(f) => {
-                        if f.kind != FailureKind::BadData {
+                        if f.kind != FailureKind::BadData
+                            || self.service_of(c).store.bad_data_is_final()
+                        {
                             dead[k] = true;
                         }
-                        let label = self.service_of(c).endpoint.id().to_string();
+                        let label = self.service_of(c).store.id().to_string();
                         let next = (k + 1..cands.len()).find(|&n| !dead[n]);
                         if let Some(n) = next {
                             self.failover(Op::Get, job, c, cands[n], &f);
@@ -326,8 +327,8 @@ impl<'a> Copier<'a> {
         let (from_side, _) = self.side_of(from);
         let (to_side, _) = self.side_of(to);
         let (from, to) = (
-            self.service_of(from).endpoint.id(),
-            self.service_of(to).endpoint.id(),
+            self.service_of(from).store.id(),
+            self.service_of(to).store.id(),
         );
         tracing::info!(
             event = "failover",
@@ -385,12 +386,9 @@ impl<'a> Copier<'a> {
         let (side, i) = self.side_of(c);
         let asking = self.asking(c, Op::Get, job);
         let r = with_retries(self.opts.backoff, self.opts.retries, &asking, |_| async move {
-            let opened = self.open(c, job).await?;
-            let relay = match &opened.opened {
-                Opened::File(b) => Relay::verified(b.clone()),
-                Opened::Body(_) => Relay::new(job.size as u64, &self.pool),
-            };
-            let read = self.fill(c, job, opened, &relay);
+            let reading = self.open(c, job).await?;
+            let relay = Relay::new(job.size as u64, &self.pool);
+            let read = self.fill(c, job, reading, &relay);
             let write = async {
                 if !self.opts.stream && !relay.wait_end().await {
                     return None;
@@ -436,23 +434,18 @@ impl<'a> Copier<'a> {
             self.opts.retries,
             &asking,
             |_| async move {
-                let opened = self.open(c, job).await?;
-                match &opened.opened {
-                    Opened::File(b) => Ok(Relay::verified(b.clone())),
-                    Opened::Body(_) => {
-                        let relay = Relay::new(job.size as u64, &self.pool);
-                        self.fill(c, job, opened, &relay).await.map(|()| relay)
-                    }
-                }
+                let reading = self.open(c, job).await?;
+                let relay = Relay::new(job.size as u64, &self.pool);
+                self.fill(c, job, reading, &relay).await.map(|()| relay)
             },
         )
         .await;
         r.map_err(|(f, _)| self.note_down(side, i, f))
     }
 
-    /// Start a read on candidate `c`: up to the GET's headers, or the whole
-    /// (verified) file of a volume. Failures are counted against the service;
-    /// a whole file is counted as read (and paced by `--bwlimit`) here.
+    /// Start a read on candidate `c`: up to the store's first answer (a
+    /// GET's headers, an opened file). Failures are counted against the
+    /// store; the bytes are counted as they arrive ([`Copier::fill`]).
     async fn open(&self, c: From, job: &Job) -> Result<Reading, Failure> {
         let (side, i) = self.side_of(c);
         let svc = &side.services[i];
@@ -466,29 +459,19 @@ impl<'a> Copier<'a> {
             .acquire_owned()
             .await
             .map_err(|_| gone())?;
-        let loc = side.get_locator(&job.hash, size);
         let asked = std::time::Instant::now();
-        let opened = svc.endpoint.open(&side.client, &loc, &job.hash, size).await;
+        let opened = svc.store.read(&job.hash, size).await;
         request_done(side, svc, Op::Get, job, &opened, asked);
-        match &opened {
-            Err(_) => svc.stats.count(Op::Get, &opened, size),
-            Ok(Opened::File(_)) => {
-                if let Some(t) = &self.opts.throttle {
-                    t.take(size).await;
-                }
-                self.stats.bytes_read.fetch_add(size, Relaxed);
-                self.reporter.bytes(size);
-                svc.stats.count(Op::Get, &opened, size);
-            }
-            Ok(Opened::Body(_)) => {}
+        if opened.is_err() {
+            svc.stats.count(Op::Get, &opened, size);
         }
-        opened.map(|opened| Reading {
-            opened,
+        opened.map(|stream| Reading {
+            stream,
             _slot: slot,
         })
     }
 
-    /// Read an opened GET body into `relay`, verified; bytes are counted per
+    /// Read an opened block into `relay`, verified; bytes are counted per
     /// chunk as they arrive (progress) and taken back if the read fails.
     async fn fill(
         &self,
@@ -497,9 +480,6 @@ impl<'a> Copier<'a> {
         reading: Reading,
         relay: &Relay,
     ) -> Result<(), Failure> {
-        let Opened::Body(resp) = reading.opened else {
-            return Ok(());
-        };
         let svc = self.service_of(c);
         let got = AtomicU64::new(0);
         let on_bytes = |n: u64| {
@@ -509,7 +489,7 @@ impl<'a> Copier<'a> {
         };
         let r = relay
             .fill(
-                body_chunks(resp),
+                reading.stream,
                 &job.hash,
                 self.opts.throttle.as_ref(),
                 &on_bytes,
@@ -536,7 +516,7 @@ impl<'a> Copier<'a> {
             let why = why();
             self.reporter.log(
                 crate::progress::Level::Warn,
-                &format!("{} service {}: {why}", side.role, svc.endpoint.label()),
+                &format!("{} service {}: {why}", side.role, svc.store.label()),
             );
             self.stats.service_down(side.role, svc, &why);
         }
@@ -565,8 +545,8 @@ impl<'a> Copier<'a> {
                 let _permit = svc.limit.acquire().await.ok();
                 let asked = std::time::Instant::now();
                 let r = svc
-                    .endpoint
-                    .put(&self.dst.client, &job.hash, size, relay.body(), desired, classes)
+                    .store
+                    .write(&job.hash, size, relay.body(), desired, classes)
                     .await;
                 request_done(self.dst, svc, Op::Put, job, &r, asked);
                 if r.is_err() && relay.is_failed() {
@@ -608,14 +588,14 @@ impl<'a> Copier<'a> {
             tracing::info!(
                 event = "service_full",
                 side = self.dst.role.as_str(),
-                service = svc.endpoint.id(),
+                service = svc.store.id(),
                 "{} service {} {why}",
                 self.dst.role,
-                svc.endpoint.label()
+                svc.store.label()
             );
             self.reporter.log(
                 crate::progress::Level::Warn,
-                &format!("{} service {}: {why}", self.dst.role, svc.endpoint.label()),
+                &format!("{} service {}: {why}", self.dst.role, svc.store.label()),
             );
         }
         f
@@ -634,12 +614,15 @@ impl<'a> Copier<'a> {
         if need == 0 {
             return Ok(0);
         }
-        let order: Vec<u16> = probe_order(&job.hash, &self.dst.suffixes())
-            .into_iter()
-            .map(|i| i as u16)
+        let classes = self.opts.storage_classes.as_deref();
+        let order: Vec<u16> = (self.dst.rank.order(&job.hash).into_iter())
             .filter(|&i| {
                 let svc = &self.dst.services[i as usize];
-                svc.endpoint.writable() && !svc.is_down() && !svc.is_full() && !skip.contains(&i)
+                svc.store.writable()
+                    && svc.store.may_confirm(classes)
+                    && !svc.is_down()
+                    && !svc.is_full()
+                    && !skip.contains(&i)
             })
             .collect();
         let mut next = 0;
@@ -668,7 +651,7 @@ impl<'a> Copier<'a> {
                     })
                 }
                 Err(f) => {
-                    let id = self.dst.services[d as usize].endpoint.id();
+                    let id = self.dst.services[d as usize].store.id();
                     if next < order.len() {
                         self.failover(Op::Put, job, From::Dst(d), From::Dst(order[next]), &f);
                     }
@@ -724,7 +707,7 @@ fn request_done<T>(
         event = "request",
         op = op.as_str(),
         side = side.role.as_str(),
-        service = svc.endpoint.id(),
+        service = svc.store.id(),
         object = %format_args!("{}+{}", job.hash, job.size),
         ok = r.is_ok(),
         status = r.as_ref().err().and_then(|f| f.status),
@@ -735,7 +718,7 @@ fn request_done<T>(
         job.hash,
         job.size,
         side.role,
-        svc.endpoint.id(),
+        svc.store.id(),
         match r {
             Ok(_) => "ok".to_string(),
             Err(f) => f.to_string(),

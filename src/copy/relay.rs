@@ -28,6 +28,8 @@ use std::sync::Arc;
 use super::pool::{BufferPool, SIZE};
 use crate::protocol::client::{Failure, FailureKind};
 use crate::protocol::BlockHash;
+use crate::store::Body;
+pub use crate::store::ReadFailed;
 use crate::throttle::Throttle;
 
 /// Writes following a read are woken when this many new bytes have arrived
@@ -71,18 +73,6 @@ impl Relay {
             size,
             pool: pool.clone(),
         }
-    }
-
-    /// A relay already holding a whole, verified block (a volume file read).
-    pub fn verified(data: Bytes) -> Relay {
-        let r = Relay::new(data.len() as u64, &BufferPool::new(0));
-        r.tx.send_modify(|s| {
-            if !data.is_empty() {
-                s.chunks.push(data);
-            }
-            s.end = End::Verified;
-        });
-        r
     }
 
     pub fn size(&self) -> u64 {
@@ -188,25 +178,17 @@ impl Relay {
         });
     }
 
-    /// A PUT body for this block. Once the block is verified the body is
-    /// the chunks as they are; before that, it follows the read and holds
+    /// A write's body for this block. Once the block is verified the body
+    /// is the chunks as they are; before that, it follows the read and holds
     /// back the completing chunk until verification (or fails with the read).
-    pub fn body(&self) -> reqwest::Body {
+    pub fn body(&self) -> Body {
         {
             let s = self.tx.borrow();
             if s.end == End::Verified {
-                return match s.chunks.as_slice() {
-                    [] => reqwest::Body::from(Bytes::new()),
-                    [one] => reqwest::Body::from(one.clone()),
-                    many => {
-                        let owned: Vec<Result<Bytes, std::convert::Infallible>> =
-                            many.iter().map(|c| Ok(c.clone())).collect();
-                        reqwest::Body::wrap_stream(futures::stream::iter(owned))
-                    }
-                };
+                return Body::Whole(s.chunks.clone());
             }
         }
-        reqwest::Body::wrap_stream(self.follow())
+        Body::Follow(self.follow().boxed())
     }
 
     /// The chunks, in order, as they become releasable.
@@ -317,19 +299,6 @@ enum Step {
     End,
     Fail,
 }
-
-/// The source read of a streamed block failed: the PUT is abandoned before
-/// its last byte, so nothing is stored.
-#[derive(Debug, Clone, Copy)]
-pub struct ReadFailed;
-
-impl std::fmt::Display for ReadFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the source read failed: write abandoned before its last byte")
-    }
-}
-
-impl std::error::Error for ReadFailed {}
 
 #[cfg(test)]
 mod tests {

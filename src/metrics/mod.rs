@@ -409,7 +409,7 @@ impl Collector for RunCollector {
                             }
                             let labels = [
                                 ("side", role.as_str()),
-                                ("service", svc.endpoint.id()),
+                                ("service", svc.store.id()),
                                 ("operation", op.as_str()),
                                 ("status_class", class),
                             ];
@@ -429,7 +429,7 @@ impl Collector for RunCollector {
                     for op in Op::ALL {
                         let labels = [
                             ("side", role.as_str()),
-                            ("service", svc.endpoint.id()),
+                            ("service", svc.store.id()),
                             ("operation", op.as_str()),
                         ];
                         let n = svc.stats.retries[op as usize].load(Relaxed);
@@ -446,7 +446,7 @@ impl Collector for RunCollector {
                     MetricType::Gauge,
                 )?;
                 for (role, svc) in services() {
-                    let labels = [("side", role.as_str()), ("service", svc.endpoint.id())];
+                    let labels = [("side", role.as_str()), ("service", svc.store.id())];
                     let up = if svc.is_down() { 0 } else { 1 };
                     ConstGauge::new(up as i64).encode(m.encode_family(&labels)?)?;
                 }
@@ -462,7 +462,7 @@ impl Collector for RunCollector {
                 for svc in sides.dst.services.iter() {
                     let labels = [
                         ("side", sides.dst.role.as_str()),
-                        ("service", svc.endpoint.id()),
+                        ("service", svc.store.id()),
                     ];
                     ConstGauge::new(i64::from(svc.is_full())).encode(m.encode_family(&labels)?)?;
                 }

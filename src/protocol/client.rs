@@ -94,7 +94,8 @@ impl Failure {
             status: None,
         }
     }
-    fn from_http(e: &reqwest::Error) -> Failure {
+    /// A request that got no (complete) answer.
+    pub fn from_http(e: &reqwest::Error) -> Failure {
         let kind = if e.is_connect() {
             FailureKind::Unreachable
         } else {
@@ -102,7 +103,9 @@ impl Failure {
         };
         Failure::new(kind, describe_http_error(e))
     }
-    fn from_status(status: StatusCode, body_hint: &str) -> Failure {
+    /// An answer with a status other than success; `body_hint` is (the
+    /// start of) its body.
+    pub fn from_status(status: StatusCode, body_hint: &str) -> Failure {
         let kind = match status.as_u16() {
             404 | 410 => FailureKind::NotFound,
             401 | 403 => FailureKind::Denied,
@@ -242,6 +245,22 @@ pub struct PutOk {
     pub classes_confirmed: Option<String>,
 }
 
+/// A pooled HTTP/1.1 client with the side's timeouts and no credentials of
+/// its own (S3 volumes sign each URL; [`KeepClient`] adds the token).
+pub fn plain_client(opts: &ClientOptions) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(opts.insecure)
+        .connect_timeout(opts.connect_timeout)
+        .read_timeout(opts.stall_timeout)
+        .pool_max_idle_per_host(opts.pool_per_host)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .http1_only()
+        .build()
+        .map_err(|e| format!("cannot set up the HTTP client: {e}"))
+}
+
 /// A pooled HTTP client speaking to one side's Keep services with its token.
 #[derive(Clone)]
 pub struct KeepClient {
@@ -251,17 +270,7 @@ pub struct KeepClient {
 
 impl KeepClient {
     pub fn new(token: &str, opts: &ClientOptions) -> Result<KeepClient, String> {
-        let http = reqwest::Client::builder()
-            .danger_accept_invalid_certs(opts.insecure)
-            .connect_timeout(opts.connect_timeout)
-            .read_timeout(opts.stall_timeout)
-            .pool_max_idle_per_host(opts.pool_per_host)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .http1_only()
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let http = plain_client(opts)?;
         Ok(KeepClient {
             http,
             auth: auth_header(token).into(),
@@ -280,7 +289,7 @@ impl KeepClient {
             .map_err(|e| Failure::from_http(&e))?;
         if resp.status() != StatusCode::OK {
             let status = resp.status();
-            let body = resp.text().await.unwrap_or_default();
+            let body = read_capped(resp, ERROR_BODY_MAX).await;
             return Err(Failure::from_status(status, &body));
         }
         Ok(resp)
@@ -325,7 +334,7 @@ impl KeepClient {
             .map_err(|e| Failure::from_http(&e))?;
         let status = resp.status();
         if status != StatusCode::OK {
-            let body = resp.text().await.unwrap_or_default();
+            let body = read_capped(resp, ERROR_BODY_MAX).await;
             return Err(Failure::from_status(status, &body));
         }
         Ok(resp)
@@ -379,7 +388,7 @@ impl KeepClient {
             .and_then(|v| v.trim().parse::<u32>().ok())
             .unwrap_or(1);
         let classes_confirmed = header(HDR_STORAGE_CLASSES_CONFIRMED);
-        let body = resp.text().await.unwrap_or_default();
+        let body = read_capped(resp, ERROR_BODY_MAX).await;
         if status != StatusCode::OK {
             return Err(Failure::from_status(status, &body));
         }
@@ -482,6 +491,27 @@ pub fn describe_http_error(e: &reqwest::Error) -> String {
         parts.push("HTTP error".into());
     }
     super::redact_signatures(&parts.join(": "))
+}
+
+/// At most this much of an error (or PUT) answer's body is read: enough for
+/// a message, and a service that answers with megabytes costs nothing.
+pub const ERROR_BODY_MAX: usize = 4096;
+
+/// The first `max` bytes of a response body as text (lossy), without reading
+/// the rest; a body that breaks gives what arrived.
+pub async fn read_capped(resp: reqwest::Response, max: usize) -> String {
+    let mut out: Vec<u8> = Vec::new();
+    let mut body = resp.bytes_stream();
+    while out.len() < max {
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                let room = max - out.len();
+                out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A response body as a stream of chunks, transport errors classified.

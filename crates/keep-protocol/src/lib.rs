@@ -1,14 +1,16 @@
 //! The Arvados Keep wire format, shared by keep-rsync (the client) and
 //! keepstore-sim (the test keepstore), so both sides parse and write it the
 //! same way: block hashes and locators, permission signatures, rendezvous
-//! (probe) order, index lines, keep services lists, and the byte quantities
-//! admins write on command lines.
+//! (probe) order, index lines, keep services lists, keepstore's volume
+//! layouts (directories and S3 buckets), and the byte quantities admins write
+//! on command lines.
 //!
 //! No network I/O here; [`services::read_services_arg`] reads a file or
-//! stdin. Everything follows docs/protocol.md and is checked against the
+//! stdin and [`layout::dir`] reads and writes directory volumes. Everything follows docs/protocol.md and is checked against the
 //! reference vectors of the Arvados SDKs.
 
 pub mod index;
+pub mod layout;
 pub mod locator;
 pub mod rendezvous;
 pub mod services;
@@ -16,7 +18,9 @@ pub mod signing;
 pub mod units;
 
 pub use locator::{BlockHash, Locator, LocatorError, EMPTY_BLOCK_HASH, MAX_BLOCK_SIZE};
-pub use rendezvous::{probe_order, probe_order_among, uuid_weight_suffix};
+pub use rendezvous::{
+    mount_order_among, mount_weight_suffix, probe_order, probe_order_among, uuid_weight_suffix,
+};
 pub use services::KeepService;
 pub use signing::{redact_signatures, sign_locator, signature, verify_signature, SignatureError};
 

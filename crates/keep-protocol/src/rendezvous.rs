@@ -81,6 +81,46 @@ pub fn probe_order<S: AsRef<str>>(hash: &BlockHash, uuid_suffixes: &[S]) -> Vec<
     w.into_iter().map(|(_, i)| i).collect()
 }
 
+/// The part of a volume (mount) uuid keepstore weighs: the uuid without its
+/// `zzzzz-nyw5e-` when it is 27 characters long, else the whole uuid
+/// (services/keepstore/keepstore.go, `rendezvous`).
+pub fn mount_weight_suffix(uuid: &str) -> &str {
+    if uuid.len() == 27 && uuid.is_ascii() {
+        &uuid[12..]
+    } else {
+        uuid
+    }
+}
+
+/// The order in which a keepstore tries its mounts for a block: higher
+/// `priorities` first (the highest storage-class priority of each mount),
+/// then **ascending** `md5(HASH_HEX + suffix)`, the opposite of the service
+/// probe order. Restricted to `among` (indices, as in
+/// [`probe_order_among`]), into `out`.
+pub fn mount_order_among<S: AsRef<str>>(
+    hash: &BlockHash,
+    suffixes: &[S],
+    priorities: &[i64],
+    among: &[u16],
+    out: &mut Vec<u16>,
+) {
+    let hex = hex32(hash);
+    let mut w: Vec<(i64, [u8; 16], u16)> = among
+        .iter()
+        .map(|&i| {
+            let i_ = i as usize;
+            (
+                -priorities.get(i_).copied().unwrap_or(0),
+                weight_hex(&hex, suffixes[i_].as_ref()),
+                i,
+            )
+        })
+        .collect();
+    w.sort_unstable();
+    out.clear();
+    out.extend(w.into_iter().map(|(_, _, i)| i));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +168,31 @@ mod tests {
                 .filter(|i| among.contains(i))
                 .collect();
             assert_eq!(out, want, "block {n}, among {among:?}");
+        }
+    }
+
+    #[test]
+    fn mounts_ascending_after_priority() {
+        let uuids = [
+            "zzzzz-nyw5e-000000000000000",
+            "zzzzz-nyw5e-000000000000001",
+            "short",
+        ];
+        let suffixes: Vec<&str> = uuids.iter().map(|u| mount_weight_suffix(u)).collect();
+        assert_eq!(suffixes, ["000000000000000", "000000000000001", "short"]);
+        let mut out = Vec::new();
+        for n in 0..50u32 {
+            let h = BlockHash::of(&n.to_le_bytes());
+            mount_order_among(&h, &suffixes, &[0, 0, 0], &[0, 1, 2], &mut out);
+            let mut want: Vec<(String, u16)> = (0..3u16)
+                .map(|i| (hex::encode(weight(&h, suffixes[i as usize])), i))
+                .collect();
+            want.sort();
+            let want: Vec<u16> = want.into_iter().map(|(_, i)| i).collect();
+            assert_eq!(out, want);
+            // A higher priority comes first whatever its weight.
+            mount_order_among(&h, &suffixes, &[0, 0, 5], &[0, 1, 2], &mut out);
+            assert_eq!(out[0], 2);
         }
     }
 

@@ -1,5 +1,7 @@
 //! Block storage of one simulated keepstore: in memory, or a keepstore-style
-//! directory volume (`ROOT/XYZ/HASH`, docs/protocol.md, "Volume layouts") that survives a restart.
+//! directory volume (`ROOT/XYZ/HASH`, docs/protocol.md, "Volume layouts") that survives a restart,
+//! laid out and written by `keep_protocol::layout::dir`, the code keep-rsync's
+//! directory volumes use.
 //!
 //! The store knows nothing about HTTP, signatures or faults; the handlers in
 //! `server.rs` and the direct test helpers on `Cluster` both use it.
@@ -8,7 +10,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -87,8 +88,6 @@ pub enum Store {
     Dir(PathBuf),
 }
 
-static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
 pub fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -127,8 +126,7 @@ impl Store {
     }
 
     fn path(root: &Path, h: &BlockHash) -> PathBuf {
-        let hex = h.to_hex();
-        root.join(&hex[..3]).join(hex)
+        keep_protocol::layout::dir::block_path(root, h)
     }
 
     /// Store `data` under `h`; an existing block is only touched.
@@ -167,14 +165,7 @@ impl Store {
                     let f = fs::OpenOptions::new().append(true).open(&path)?;
                     return f.set_modified(SystemTime::now());
                 }
-                let dir = path.parent().unwrap_or(root);
-                fs::create_dir_all(dir)?;
-                let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
-                let tmp = dir.join(format!(".tmp-{}-{}-{}", h, std::process::id(), seq));
-                fs::write(&tmp, &data)?;
-                fs::rename(&tmp, &path).inspect_err(|_| {
-                    let _ = fs::remove_file(&tmp);
-                })
+                keep_protocol::layout::dir::write_block(root, h, &data)
             }
         }
     }
@@ -258,57 +249,13 @@ impl Store {
                 .collect()),
             Store::Dir(root) => {
                 let mut out = Vec::new();
-                let dirs: Vec<PathBuf> = if prefix.len() >= 3 {
-                    vec![root.join(&prefix[..3])]
-                } else {
-                    let mut v = Vec::new();
-                    for e in fs::read_dir(root)? {
-                        let e = e?;
-                        let name = e.file_name();
-                        let name = name.to_string_lossy();
-                        if name.len() == 3
-                            && name.starts_with(prefix)
-                            && keep_protocol::is_valid_prefix(&name)
-                        {
-                            v.push(e.path());
-                        }
-                    }
-                    v
-                };
-                for d in dirs {
-                    let rd = match fs::read_dir(&d) {
-                        Ok(rd) => rd,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(e),
-                    };
-                    for e in rd {
-                        let e = e?;
-                        let name = e.file_name();
-                        // Only live blocks: exactly 32 hex digits (skips
-                        // `HASH.trash.DEADLINE` and our temp files).
-                        let Some(hash) = BlockHash::from_hex(name.as_encoded_bytes()) else {
-                            continue;
-                        };
-                        if !hash.has_prefix(prefix) {
-                            continue;
-                        }
-                        let Ok(md) = e.metadata() else { continue };
-                        if !md.is_file() {
-                            continue;
-                        }
-                        let mtime_ns = md
-                            .modified()
-                            .ok()
-                            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                            .map(|d| d.as_nanos() as u64)
-                            .unwrap_or(0);
-                        out.push(Entry {
-                            hash,
-                            size: md.len(),
-                            mtime_ns,
-                        });
-                    }
-                }
+                keep_protocol::layout::dir::scan(root, prefix, &mut |f| {
+                    out.push(Entry {
+                        hash: f.hash,
+                        size: f.size,
+                        mtime_ns: f.mtime_ns,
+                    })
+                })?;
                 out.sort_unstable_by_key(|e| e.hash);
                 Ok(out)
             }

@@ -1,0 +1,119 @@
+//! A Keep service as a store: a keepstore or keepproxy over its HTTP API
+//! (docs/protocol.md, "Keepstore HTTP API"), with its side's pooled client
+//! and the side's blob signing key, so that reads are signed here and no
+//! other stage handles a signed locator.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use super::{BlockStream, Body};
+use crate::protocol::client::{body_chunks, list_index, Failure, KeepClient, PutOk};
+use crate::protocol::index::Entry;
+use crate::protocol::{BlockHash, KeepService, Locator};
+
+/// How a side signs the locators it asks for (`+A…@…`): never printed.
+pub struct Signer {
+    pub key: Option<String>,
+    pub token: String,
+    /// The cluster's blob signature TTL, part of the signature.
+    pub ttl: u64,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl Signer {
+    /// The locator to ask for a block with: signed when there is a key
+    /// (expiry one day from now, as the Go tool does).
+    pub fn locator(&self, hash: &BlockHash, size: Option<u64>) -> String {
+        let loc = Locator {
+            hash: *hash,
+            size,
+            hints: Vec::new(),
+        };
+        match &self.key {
+            Some(key) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                crate::protocol::sign_locator(&loc, key, &self.token, now + 86400, self.ttl)
+            }
+            None => loc.unsigned(),
+        }
+    }
+}
+
+/// One Keep service of a side.
+pub struct KeepStore {
+    pub service: KeepService,
+    client: KeepClient,
+    signer: Arc<Signer>,
+    url: String,
+}
+
+impl std::fmt::Debug for KeepStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeepStore")
+            .field("service", &self.service)
+            .finish()
+    }
+}
+
+impl KeepStore {
+    pub fn new(service: KeepService, client: KeepClient, signer: Arc<Signer>) -> KeepStore {
+        let url = service.url();
+        KeepStore {
+            service,
+            client,
+            signer,
+            url,
+        }
+    }
+
+    pub(super) async fn list(
+        &self,
+        prefix: &str,
+        answered: &AtomicBool,
+        on_bytes: &(dyn Fn(u64) + Sync),
+        into: Vec<Entry>,
+    ) -> Result<(Vec<Entry>, u64), Failure> {
+        list_index(&self.client, &self.url, prefix, answered, on_bytes, into).await
+    }
+
+    pub(super) async fn head(
+        &self,
+        hash: &BlockHash,
+        size: Option<u64>,
+    ) -> Result<Option<u64>, Failure> {
+        let loc = self.signer.locator(hash, size);
+        self.client.head_block(&self.url, &loc).await
+    }
+
+    pub(super) async fn read(&self, hash: &BlockHash, size: u64) -> Result<BlockStream, Failure> {
+        let loc = self.signer.locator(hash, Some(size));
+        let resp = self.client.open_block(&self.url, &loc, size).await?;
+        Ok(body_chunks(resp).boxed())
+    }
+
+    pub(super) async fn write(
+        &self,
+        hash: &BlockHash,
+        size: u64,
+        body: Body,
+        desired: u32,
+        classes: Option<&str>,
+    ) -> Result<PutOk, Failure> {
+        self.client
+            .put_block(&self.url, hash, size, body.into_reqwest(), desired, classes)
+            .await
+    }
+}

@@ -1,0 +1,405 @@
+//! Where blocks live: the one seam between the stages and the kinds of Keep
+//! store (docs/design.md, "Stores").
+//!
+//! A [`Store`] is a Keep service (a keepstore or keepproxy over HTTP,
+//! [`keep`]), a keepstore Directory volume ([`dir`]) or a keepstore S3 volume
+//! ([`s3`]). Each lists the blocks under a prefix, answers whether it holds
+//! one, reads one as a byte stream (unverified: the copy pipeline checks
+//! length and MD5 as the bytes arrive, the same way for every store), and
+//! writes one from a [`Body`] that must not become visible under the block's
+//! name unless it ended whole and verified. Besides that a store says what it
+//! can do ([`Store::readable`], [`Store::writable`], [`Store::credit`]) and
+//! how rendezvous order weighs it. Index, plan, copy and keep-block-check call
+//! these and never ask which kind they hold.
+//!
+//! A closed enum rather than a trait object: three kinds, all known here,
+//! async methods without boxing, and `match` arms that the compiler checks
+//! when a fourth kind comes.
+
+pub mod dir;
+pub mod keep;
+pub mod s3;
+
+use std::sync::atomic::AtomicBool;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use crate::protocol::client::{Failure, PutOk};
+use crate::protocol::index::Entry;
+use crate::protocol::BlockHash;
+
+pub use dir::DirVolume;
+pub use keep::{KeepStore, Signer};
+pub use s3::S3Volume;
+
+/// A block's bytes as a store sends them: not yet verified.
+pub type BlockStream = BoxStream<'static, Result<Bytes, Failure>>;
+
+/// The read under a write failed: the write must not complete.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadFailed;
+
+impl std::fmt::Display for ReadFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the source read failed: write abandoned before its last byte")
+    }
+}
+
+impl std::error::Error for ReadFailed {}
+
+/// The bytes of a block to write: either whole and verified, or following a
+/// read that holds back its last bytes until the block is verified (and
+/// ends in [`ReadFailed`] otherwise). A store may make the block visible
+/// only after the stream ended without error and gave exactly the block's
+/// size.
+pub enum Body {
+    Whole(Vec<Bytes>),
+    Follow(BoxStream<'static, Result<Bytes, ReadFailed>>),
+}
+
+impl Body {
+    /// As an HTTP request body (Keep services, S3).
+    pub fn into_reqwest(self) -> reqwest::Body {
+        match self {
+            Body::Whole(chunks) => match <[Bytes; 1]>::try_from(chunks) {
+                Ok([one]) => reqwest::Body::from(one),
+                Err(chunks) => {
+                    let owned: Vec<Result<Bytes, std::convert::Infallible>> =
+                        chunks.into_iter().map(Ok).collect();
+                    reqwest::Body::wrap_stream(futures::stream::iter(owned))
+                }
+            },
+            Body::Follow(s) => reqwest::Body::wrap_stream(s),
+        }
+    }
+
+    /// As a stream of chunks (directory volumes).
+    pub fn into_stream(self) -> BoxStream<'static, Result<Bytes, ReadFailed>> {
+        match self {
+            Body::Whole(chunks) => futures::stream::iter(chunks.into_iter().map(Ok)).boxed(),
+            Body::Follow(s) => s,
+        }
+    }
+}
+
+/// A place blocks are listed, read and written.
+#[derive(Debug)]
+pub enum Store {
+    Keep(KeepStore),
+    Dir(DirVolume),
+    S3(S3Volume),
+}
+
+/// How rendezvous order ranks the stores of one side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Keep services: descending `md5(HASH + uuid[12:])` (clients' probe order).
+    Services,
+    /// Volumes: as a keepstore orders its mounts: storage-class priority,
+    /// then ascending `md5(HASH + uuid[12:])`.
+    Mounts,
+}
+
+/// What [`Store::describe`] tells about a volume.
+#[derive(Clone, Debug, Default)]
+pub struct VolumeTraits {
+    pub replication: u32,
+    pub read_only: bool,
+    pub classes: Vec<String>,
+    pub priority: i64,
+}
+
+impl Store {
+    /// The uuid of a Keep service or a volume.
+    pub fn id(&self) -> &str {
+        match self {
+            Store::Keep(s) => &s.service.uuid,
+            Store::Dir(v) => &v.id,
+            Store::S3(v) => &v.id,
+        }
+    }
+
+    /// `http(s)://host:port`, `file://ROOT` or `s3://ENDPOINT/BUCKET`: never
+    /// a secret.
+    pub fn location(&self) -> String {
+        match self {
+            Store::Keep(s) => s.service.url(),
+            Store::Dir(v) => format!("file://{}", v.root.display()),
+            Store::S3(v) => v.location(),
+        }
+    }
+
+    /// `id (location)`, the way messages name it.
+    pub fn label(&self) -> String {
+        format!("{} ({})", self.id(), self.location())
+    }
+
+    /// `disk`, `proxy`, `gateway:…` (Keep services), `directory` or `s3`.
+    pub fn kind(&self) -> &str {
+        match self {
+            Store::Keep(s) => &s.service.service_type,
+            Store::Dir(_) => "directory",
+            Store::S3(_) => "s3",
+        }
+    }
+
+    /// How this side's stores are ranked for a block.
+    pub fn order(&self) -> Order {
+        match self {
+            Store::Keep(_) => Order::Services,
+            Store::Dir(_) | Store::S3(_) => Order::Mounts,
+        }
+    }
+
+    /// The part of the id rendezvous hashing weighs.
+    pub fn weight_suffix(&self) -> &str {
+        match self {
+            Store::Keep(s) => s.service.weight_suffix(),
+            Store::Dir(v) => crate::protocol::mount_weight_suffix(&v.id),
+            Store::S3(v) => crate::protocol::mount_weight_suffix(&v.id),
+        }
+    }
+
+    /// A volume's mount priority (the highest priority of its storage
+    /// classes); 0 for services.
+    pub fn priority(&self) -> i64 {
+        self.volume().map_or(0, |t| t.priority)
+    }
+
+    fn volume(&self) -> Option<&VolumeTraits> {
+        match self {
+            Store::Keep(_) => None,
+            Store::Dir(v) => Some(&v.traits),
+            Store::S3(v) => Some(&v.traits),
+        }
+    }
+
+    pub fn read_only(&self) -> bool {
+        match self {
+            Store::Keep(s) => s.service.read_only,
+            _ => self.volume().is_some_and(|t| t.read_only),
+        }
+    }
+
+    /// Whether its index is asked for and blocks are read from it
+    /// (gateways are neither).
+    pub fn readable(&self) -> bool {
+        !matches!(self, Store::Keep(s) if s.service.is_gateway())
+    }
+
+    /// Whether blocks may be written here.
+    pub fn writable(&self) -> bool {
+        match self {
+            Store::Keep(s) => s.service.writable(),
+            _ => !self.read_only(),
+        }
+    }
+
+    /// Replicas one listing here counts for at the destination: 0 where
+    /// nothing is written (its copies are not the destination's to count), a
+    /// keepproxy `want` (it hides its keepstores), a keepstore 1, a volume its
+    /// `Replication`.
+    pub fn credit(&self, want: u32) -> u32 {
+        if !self.writable() {
+            return 0;
+        }
+        match self {
+            Store::Keep(s) if s.service.is_proxy() => want,
+            Store::Keep(_) => 1,
+            _ => self.volume().map_or(1, |t| t.replication.max(1)),
+        }
+    }
+
+    /// Whether a write here stores several replicas at once (a keepproxy).
+    pub fn is_proxy(&self) -> bool {
+        matches!(self, Store::Keep(s) if s.service.is_proxy())
+    }
+
+    /// Whether a block that read back wrong from here will read back the same
+    /// way again (a file or an object at rest), rather than having been
+    /// damaged on its way (a keepstore that re-reads its disk, a proxy).
+    pub fn bad_data_is_final(&self) -> bool {
+        !matches!(self, Store::Keep(_))
+    }
+
+    /// Whether a write here can confirm every one of `classes` (a
+    /// comma-separated `--storage-classes`): a keepstore decides for itself;
+    /// a volume only with each class among its own.
+    pub fn may_confirm(&self, classes: Option<&str>) -> bool {
+        match (self.volume(), classes) {
+            (Some(t), Some(want)) => want
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .all(|c| t.classes.iter().any(|k| k == c)),
+            _ => true,
+        }
+    }
+
+    /// What to check when its listing is refused or makes no sense.
+    pub fn what_to_check(&self) -> &'static str {
+        match self {
+            Store::Keep(_) => {
+                "Check that the services list points at keepstore or keepproxy services, and that \
+                 the token is the cluster's system root token."
+            }
+            Store::Dir(_) => {
+                "Check that the path is the root of a keepstore Directory volume (the directory \
+                 holding the 3-hex-digit subdirectories) and readable by this user."
+            }
+            Store::S3(_) => {
+                "Check the volume's Bucket, Endpoint and Region, and its credentials \
+                 (AccessKeyID/SecretAccessKey, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)."
+            }
+        }
+    }
+
+    /// Every block whose hash starts with `prefix`, as listed (unsorted,
+    /// possibly with duplicates), and the number of lines or keys. `answered`
+    /// is set once the store has started a complete-looking answer (from then
+    /// on a failure means a broken listing, not a store down); `on_bytes`
+    /// counts listing bytes; entries are added to `into`.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        answered: &AtomicBool,
+        on_bytes: &(dyn Fn(u64) + Sync),
+        into: Vec<Entry>,
+    ) -> Result<(Vec<Entry>, u64), Failure> {
+        match self {
+            Store::Keep(s) => s.list(prefix, answered, on_bytes, into).await,
+            Store::Dir(v) => v.list(prefix, answered, into).await,
+            Store::S3(v) => v.list(prefix, answered, on_bytes, into).await,
+        }
+    }
+
+    /// Whether the block is here, without reading it: its size when known.
+    pub async fn head(&self, hash: &BlockHash, size: Option<u64>) -> Result<Option<u64>, Failure> {
+        match self {
+            Store::Keep(s) => s.head(hash, size).await,
+            Store::Dir(v) => v.head(hash).await.map(Some),
+            Store::S3(v) => v.head(hash).await,
+        }
+    }
+
+    /// Start reading a block of `size` bytes: `Ok` once the store said it is
+    /// coming; the stream is checked by the caller.
+    pub async fn read(&self, hash: &BlockHash, size: u64) -> Result<BlockStream, Failure> {
+        match self {
+            Store::Keep(s) => s.read(hash, size).await,
+            Store::Dir(v) => v.read(hash, size).await,
+            Store::S3(v) => v.read(hash, size).await,
+        }
+    }
+
+    /// Write a block of `size` bytes from `body`; `desired` and `classes` are
+    /// what a keepstore is asked for (`X-Keep-Desired-Replicas`,
+    /// `X-Keep-Storage-Classes`). Answers the replicas stored and the classes
+    /// confirmed.
+    pub async fn write(
+        &self,
+        hash: &BlockHash,
+        size: u64,
+        body: Body,
+        desired: u32,
+        classes: Option<&str>,
+    ) -> Result<PutOk, Failure> {
+        match self {
+            Store::Keep(s) => s.write(hash, size, body, desired, classes).await,
+            Store::Dir(v) => v.write(hash, size, body).await,
+            Store::S3(v) => v.write(hash, size, body).await,
+        }
+    }
+}
+
+/// What a volume write confirms: its replication, and each of its classes
+/// at that replication (`class=N, class=M`, as keepstore answers).
+fn volume_put_ok(t: &VolumeTraits) -> PutOk {
+    let r = t.replication.max(1);
+    PutOk {
+        replicas: r,
+        classes_confirmed: Some(
+            t.classes
+                .iter()
+                .map(|c| format!("{c}={r}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+    }
+}
+
+/// The rendezvous ranking of one side's stores.
+#[derive(Clone, Debug)]
+pub struct Ranking {
+    order: Order,
+    suffixes: Vec<String>,
+    priorities: Vec<i64>,
+}
+
+impl Ranking {
+    pub fn new<'a>(stores: impl IntoIterator<Item = &'a Store>) -> Ranking {
+        let mut r = Ranking {
+            order: Order::Services,
+            suffixes: Vec::new(),
+            priorities: Vec::new(),
+        };
+        for (i, s) in stores.into_iter().enumerate() {
+            if i == 0 {
+                r.order = s.order();
+            }
+            r.suffixes.push(s.weight_suffix().to_string());
+            r.priorities.push(s.priority());
+        }
+        r
+    }
+
+    /// Services ranked by their uuids, for tests and tools.
+    pub fn services(suffixes: Vec<String>) -> Ranking {
+        Ranking {
+            order: Order::Services,
+            priorities: vec![0; suffixes.len()],
+            suffixes,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.suffixes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.suffixes.is_empty()
+    }
+
+    /// The stores `among` (indices) in the order a block is read from or
+    /// written to them, into `out`; `scratch` is reused between calls.
+    pub fn order_among(
+        &self,
+        hash: &BlockHash,
+        among: &[u16],
+        scratch: &mut Vec<([u8; 16], u16)>,
+        out: &mut Vec<u16>,
+    ) {
+        match self.order {
+            Order::Services => {
+                crate::protocol::probe_order_among(hash, &self.suffixes, among, scratch, out)
+            }
+            Order::Mounts => crate::protocol::mount_order_among(
+                hash,
+                &self.suffixes,
+                &self.priorities,
+                among,
+                out,
+            ),
+        }
+    }
+
+    /// Every store in the block's order.
+    pub fn order(&self, hash: &BlockHash) -> Vec<u16> {
+        let all: Vec<u16> = (0..self.suffixes.len() as u16).collect();
+        let mut out = Vec::with_capacity(all.len());
+        self.order_among(hash, &all, &mut Vec::new(), &mut out);
+        out
+    }
+}
