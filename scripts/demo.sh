@@ -6,6 +6,9 @@
 # Prometheus metrics in a textfile), keep-rsync again to show that the delta
 # is zero, and the migration's final check: keep-block-check asks the
 # destination for every block that "the database's manifests" reference.
+# When versitygw (a real S3 server, installed by scripts/install-test-deps.sh)
+# is there, a last act backs the destination up into an S3 bucket in
+# keepstore's layout, restores it into a Directory volume, and checks both.
 #
 # Usage: scripts/demo.sh [--release] [--blocks N]
 # Everything lives in a temporary directory that is removed at the end.
@@ -87,6 +90,53 @@ echo
 echo "== the final check: keep-block-check asks the destination for every block the manifests reference"
 "$bin/keep-block-check" -config "$work/dst.conf" -keep-services-json "$work/dst.json" \
   -block-hash-file "$work/manifests.txt"
+
+backup_act() {
+  local gw=.tools/bin/versitygw port
+  if [ ! -x "$gw" ]; then
+    echo
+    echo "== (no S3 server: run scripts/install-test-deps.sh for the backup-to-a-bucket act)"
+    return
+  fi
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  local key secret
+  key=$(rand) secret=$(rand)
+  mkdir -p "$work/s3/keep-backup" "$work/restored"
+  "$gw" --access "$key" --secret "$secret" --region us-east-1 --port "127.0.0.1:$port" \
+    --health /health --keep-alive --quiet posix "$work/s3" >"$work/s3.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/health')" 2>/dev/null && break
+    sleep 0.1
+  done
+  # The volume as an admin writes it in a cluster's config.yml (the keys
+  # stay in this mode-600 file).
+  cat >"$work/backup-volumes.yml" <<YML
+zzzzz-nyw5e-000000000000000:
+  Driver: S3
+  Replication: 1
+  DriverParameters:
+    Bucket: keep-backup
+    Endpoint: http://127.0.0.1:$port
+    Region: us-east-1
+    AccessKeyID: $key
+    SecretAccessKey: $secret
+    PrefixLength: 3
+YML
+  local dst=(-src "$work/dst.conf" -src-keep-services-json "$work/dst.json" -src-blob-signature-ttl 336h)
+  echo
+  echo "== backup: keep-rsync -src \$WORK/dst.conf ... --dst-volumes \$WORK/backup-volumes.yml (an S3 bucket, keepstore's layout)"
+  "$bin/keep-rsync" "${dst[@]}" --dst-volumes "$work/backup-volumes.yml" -q
+  echo "   bucket now holds $(find "$work/s3/keep-backup" -path '*/recent' -prune -o -type f -print | wc -l) blocks" \
+    "and $(find "$work/s3/keep-backup/recent" -type f | wc -l) recent/ markers"
+  echo
+  echo "== restore: keep-rsync --src-volumes \$WORK/backup-volumes.yml --dst-volume-dir \$WORK/restored (a Directory volume)"
+  "$bin/keep-rsync" --src-volumes "$work/backup-volumes.yml" --dst-volume-dir "$work/restored" -q
+  echo
+  echo "== the restored volume holds every block the manifests reference (keep-block-check --volume-dir --read)"
+  "$bin/keep-block-check" --volume-dir "$work/restored" -block-hash-file "$work/manifests.txt" --read
+}
+backup_act
 
 echo
 echo "== done: every block is on the first 2 destination keepstores of its rendezvous order,"

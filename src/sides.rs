@@ -120,6 +120,11 @@ pub struct ClusterFlags<'a> {
     pub config: &'a str,
     /// `-keep-services-json JSON|FILE|-`.
     pub services_json: Option<&'a str>,
+    /// `--volume-dir PATH`, `--volumes FILE`, `--cluster ID`: volumes
+    /// instead of keep services.
+    pub volume_dirs: &'a [PathBuf],
+    pub volumes: Option<&'a Path>,
+    pub cluster: Option<&'a str>,
     /// `-blob-signature-ttl`, seconds; 0 = the discovery document's.
     pub ttl: u64,
     /// Whether blocks will be asked for by locator (signed when the
@@ -132,6 +137,20 @@ pub struct ClusterFlags<'a> {
 /// and no TTL was given) the discovery document's TTL.
 pub async fn prepare_cluster(f: &ClusterFlags<'_>, reporter: &dyn Reporter) -> Result<Side> {
     let role = Role::Cluster;
+    let v = VolumeFlags {
+        dirs: f.volume_dirs,
+        file: f.volumes,
+        cluster: f.cluster,
+    };
+    if let Some(specs) = volumes(role, &v)? {
+        return make_side(
+            role,
+            Settings::default(),
+            Stores::Volumes(specs),
+            DEFAULT_TTL,
+            &f.conn,
+        );
+    }
     let s = settings::load(f.config, role)?;
     for w in &s.warnings {
         reporter.log(Level::Warn, w);
@@ -346,8 +365,11 @@ fn check_writable(dst: &Side, want: u32, classes: Option<&str>) -> Result<()> {
         } else {
             "all are read-only or gateways"
         };
+        let all: Vec<String> = dst.services.iter().map(|s| s.store.label()).collect();
         return Err(Error::config(format!(
-            "the destination has no writable {what} ({why}): nothing can be copied there."
+            "the destination has no writable {what} ({why}): nothing can be copied there. Its \
+             {what}s: {}.",
+            all.join(", ")
         )));
     }
     let room: u32 = writable.iter().map(|s| s.credit(want)).sum();

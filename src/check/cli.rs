@@ -67,6 +67,18 @@ pub struct CheckConfig {
     )]
     pub services_json: Option<String>,
 
+    /// Check keepstore Directory volumes directly (ROOT/xyz/HASH) instead of keep services; repeatable. -config is then not needed.
+    #[arg(long = "volume-dir", value_name = "PATH", help_heading = "Volumes")]
+    pub volume_dirs: Vec<std::path::PathBuf>,
+
+    /// Check the volumes (Directory or S3) of FILE directly: an Arvados cluster config's Volumes section, YAML or JSON, or a whole config.yml. -config is then not needed.
+    #[arg(long = "volumes", value_name = "FILE", help_heading = "Volumes")]
+    pub volumes: Option<std::path::PathBuf>,
+
+    /// The cluster of --volumes to use when its file defines several.
+    #[arg(long = "cluster", value_name = "ID", help_heading = "Volumes")]
+    pub cluster: Option<String>,
+
     /// The blocks to check (required; - for stdin): one locator or hash per
     /// line, or manifest text. Duplicates and any order are fine.
     #[arg(
@@ -168,10 +180,24 @@ impl CheckConfig {
     }
 
     fn checked(self) -> Result<CheckConfig> {
-        if self.config.is_empty() {
+        let volumes = !self.volume_dirs.is_empty() || self.volumes.is_some();
+        if !self.volume_dirs.is_empty() && self.volumes.is_some() {
+            return Err(Error::config(
+                "--volume-dir and --volumes both name volumes: give them all in one way (a \
+                 volumes file can hold Directory volumes too).",
+            ));
+        }
+        if volumes && (!self.config.is_empty() || self.services_json.is_some()) {
+            return Err(Error::config(
+                "the cluster is given both as keep services (-config or -keep-services-json) and \
+                 as volumes (--volume-dir or --volumes): check one or the other.",
+            ));
+        }
+        if self.config.is_empty() && !volumes {
             return Err(Error::config(
                 "-config is required: name the settings file of the cluster to check, e.g. \
-                 keep-block-check -config new-cluster -block-hash-file blocks.txt (see --help).",
+                 keep-block-check -config new-cluster -block-hash-file blocks.txt (see --help), \
+                 or its volumes (--volume-dir PATH, --volumes FILE).",
             ));
         }
         if self.block_hash_file.is_empty() {

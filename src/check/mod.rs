@@ -134,6 +134,9 @@ pub async fn run(cfg: CheckConfig, soft: CancellationToken) -> u8 {
     let flags = ClusterFlags {
         config: &cfg.config,
         services_json: cfg.services_json.as_deref(),
+        volume_dirs: &cfg.volume_dirs,
+        volumes: cfg.volumes.as_deref(),
+        cluster: cfg.cluster.as_deref(),
         ttl: cfg.ttl,
         signs: cfg.mode() != Mode::Index,
         conn: Connection {

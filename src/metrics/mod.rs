@@ -441,12 +441,17 @@ impl Collector for RunCollector {
                 let mut m = family(
                     &mut enc,
                     "service_up",
-                    "1 while a service is used, 0 once it was found unreachable (it is then left \
-                     out for the rest of the run)",
+                    "1 while a service (or volume) is used, 0 once it was found unreachable (it is \
+                     then left out for the rest of the run); store is its kind: disk, proxy, \
+                     directory or s3",
                     MetricType::Gauge,
                 )?;
                 for (role, svc) in services() {
-                    let labels = [("side", role.as_str()), ("service", svc.store.id())];
+                    let labels = [
+                        ("side", role.as_str()),
+                        ("service", svc.store.id()),
+                        ("store", svc.store.kind()),
+                    ];
                     let up = if svc.is_down() { 0 } else { 1 };
                     ConstGauge::new(up as i64).encode(m.encode_family(&labels)?)?;
                 }
