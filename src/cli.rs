@@ -92,6 +92,22 @@ pub struct Config {
     )]
     pub dst: String,
 
+    /// Source cluster's config.yml: token, signing key and TTL, keepstores (or keepproxy, --src-via) and defaults, instead of -src, a services list and TTL flags. Explicit flags win.
+    #[arg(long = "src-cluster-config", value_name = "FILE")]
+    pub src_cluster_config: Option<PathBuf>,
+
+    /// Destination cluster's config.yml: as -src-cluster-config; also the default -replications (Collections.DefaultReplication).
+    #[arg(long = "dst-cluster-config", value_name = "FILE")]
+    pub dst_cluster_config: Option<PathBuf>,
+
+    /// With -src-cluster-config: reach the source's keepstores (InternalURLs, the default) or its keepproxy (ExternalURL).
+    #[arg(long = "src-via", value_name = "SERVICE", value_enum, default_value_t)]
+    pub src_via: crate::cluster_config::Via,
+
+    /// With -dst-cluster-config: reach the destination's keepstores (the default) or its keepproxy.
+    #[arg(long = "dst-via", value_name = "SERVICE", value_enum, default_value_t)]
+    pub dst_via: crate::cluster_config::Via,
+
     /// Source keep services list (JSON text, a file, or - for stdin); skips API discovery.
     #[arg(
         long = "src-keep-services-json",
@@ -242,11 +258,11 @@ pub struct Config {
     #[arg(long = "dst-volumes", value_name = "FILE", help_heading = "Volumes")]
     pub dst_volumes: Option<PathBuf>,
 
-    /// The cluster of --src-volumes to use when its file defines several.
+    /// The cluster of -src-cluster-config or --src-volumes to use when its file defines several.
     #[arg(long = "src-cluster", value_name = "ID", help_heading = "Volumes")]
     pub src_cluster: Option<String>,
 
-    /// The cluster of --dst-volumes to use when its file defines several.
+    /// The cluster of -dst-cluster-config or --dst-volumes to use when its file defines several.
     #[arg(long = "dst-cluster", value_name = "ID", help_heading = "Volumes")]
     pub dst_cluster: Option<String>,
 
@@ -520,10 +536,11 @@ impl Networking {
 impl Config {
     /// The checks that involve more than one flag.
     fn checked(self) -> Result<Config> {
-        for (role, settings, json, dirs, file, flags) in [
+        for (role, settings, config, json, dirs, file, flags) in [
             (
                 "source",
                 &self.src,
+                &self.src_cluster_config,
                 &self.src_services_json,
                 &self.src_volume_dirs,
                 &self.src_volumes,
@@ -532,11 +549,13 @@ impl Config {
                     "--src-volume-dir",
                     "--src-volumes",
                     "-src-keep-services-json",
+                    "-src-cluster-config",
                 ),
             ),
             (
                 "destination",
                 &self.dst,
+                &self.dst_cluster_config,
                 &self.dst_services_json,
                 &self.dst_volume_dirs,
                 &self.dst_volumes,
@@ -545,15 +564,23 @@ impl Config {
                     "--dst-volume-dir",
                     "--dst-volumes",
                     "-dst-keep-services-json",
+                    "-dst-cluster-config",
                 ),
             ),
         ] {
             let volumes = !dirs.is_empty() || file.is_some();
-            let (settings_flag, dir_flag, file_flag, json_flag) = flags;
+            let (settings_flag, dir_flag, file_flag, json_flag, config_flag) = flags;
             if !dirs.is_empty() && file.is_some() {
                 return Err(Error::config(format!(
                     "{dir_flag} and {file_flag} both name {role} volumes: give them all in one \
                      way (a volumes file can hold Directory volumes too)."
+                )));
+            }
+            if config.is_some() && !settings.is_empty() {
+                return Err(Error::config(format!(
+                    "{settings_flag} and {config_flag} both describe the {role} cluster: give \
+                     one (the cluster config holds the token and signing key a settings file \
+                     would)."
                 )));
             }
             if volumes && (!settings.is_empty() || json.is_some()) {
@@ -569,11 +596,12 @@ impl Config {
                     if dirs.is_empty() { file_flag } else { dir_flag }
                 )));
             }
-            if !volumes && settings.is_empty() {
+            if !volumes && settings.is_empty() && config.is_none() {
                 return Err(Error::config(format!(
-                    "{settings_flag} is required: name the {role} settings file ({settings_flag} \
-                     FILE|NAME), or its volumes ({dir_flag} PATH, {file_flag} FILE), e.g. \
-                     keep-rsync -src old-cluster -dst new-cluster (see --help)."
+                    "{settings_flag} is required: name the {role} cluster's config.yml \
+                     ({config_flag} FILE) or settings file ({settings_flag} FILE|NAME), or its \
+                     volumes ({dir_flag} PATH, {file_flag} FILE), e.g. keep-rsync -src \
+                     old-cluster -dst new-cluster (see --help)."
                 )));
             }
         }

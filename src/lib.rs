@@ -42,6 +42,8 @@
 pub mod atomic_file;
 pub mod check;
 pub mod cli;
+pub mod cluster_config;
+pub mod config_tree;
 pub mod console;
 pub mod copy;
 pub mod error;

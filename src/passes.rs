@@ -151,9 +151,17 @@ pub fn collect<const N: usize>(
             .filter(|s| s.store.readable() && !s.is_down());
         if readable.count() == 0 {
             let nothing = side.role.nothing_done();
+            let (what, check) = if side.is_volumes() {
+                (
+                    "volume",
+                    "volumes are mounted (or their S3 servers up) and reachable",
+                )
+            } else {
+                ("keep service", "services are up and reachable")
+            };
             return Err(Error::unreadable(format!(
-                "no keep service of the {} could be read: {}. {nothing}. Check that the \
-                 services are up and reachable from this host.",
+                "no {what} of the {} could be read: {}. {nothing}. Check that the {check} \
+                 from this host.",
                 side.role.cluster(),
                 side.services
                     .iter()

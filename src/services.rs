@@ -337,7 +337,14 @@ impl Side {
             return None;
         }
         let path = self.settings.path.display();
-        let fix = if self.settings.blob_signing_key.is_some() {
+        let fix = if self.settings.from_cluster_config {
+            format!(
+                "check SystemRootToken, Collections.BlobSigningKey and \
+                 Collections.BlobSigningTTL in {path} (they must be the cluster's own), or \
+                 {} if the TTL there is not the one the keepstores use",
+                self.role.ttl_flag()
+            )
+        } else if self.settings.blob_signing_key.is_some() {
             format!(
                 "check ARVADOS_API_TOKEN (the cluster's system root token) and \
                  ARVADOS_BLOB_SIGNING_KEY in {path}, and {} (it must be the cluster's \

@@ -22,6 +22,9 @@ pub struct Settings {
     pub blob_signing_key: Option<String>,
     /// Warnings to show the admin (unknown keys, loose permissions).
     pub warnings: Vec<String>,
+    /// Read from a cluster config.yml (`-*-cluster-config`) rather than a
+    /// settings file: messages then name its keys.
+    pub from_cluster_config: bool,
 }
 
 impl std::fmt::Debug for Settings {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::cli::Config;
+use crate::cluster_config::ClusterConfig;
 use crate::error::{Error, Result};
 use crate::progress::{Level, Reporter};
 use crate::protocol::client::{ClientOptions, KeepClient};
@@ -91,11 +92,18 @@ impl Stores {
 
 /// Settings, stores and defaults for both sides.
 pub async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<Sides> {
-    let (src_settings, dst_settings) = load_settings(cfg, reporter)?;
-    let src = side_stores(cfg, &src_settings, Role::Source).await?;
-    let dst = side_stores(cfg, &dst_settings, Role::Destination).await?;
+    let src_config = cluster_config(cfg, Role::Source)?;
+    let dst_config = cluster_config(cfg, Role::Destination)?;
+    let (src_settings, dst_settings) = load_settings(cfg, reporter, &src_config, &dst_config)?;
+    let src = side_stores(cfg, &src_settings, &src_config, Role::Source).await?;
+    let dst = side_stores(cfg, &dst_settings, &dst_config, Role::Destination).await?;
     check_distinct(&src, &dst)?;
-    let defaults = Defaults::fetch(cfg, (&src_settings, &src), (&dst_settings, &dst)).await?;
+    let defaults = Defaults::fetch(
+        cfg,
+        (&src_settings, &src, src_config.as_ref()),
+        (&dst_settings, &dst, dst_config.as_ref()),
+    )
+    .await?;
     let conn = Connection::of(cfg);
     let src = make_side(Role::Source, src_settings, src, defaults.src_ttl, &conn)?;
     let dst = make_side(
@@ -120,6 +128,9 @@ pub struct ClusterFlags<'a> {
     pub config: &'a str,
     /// `-keep-services-json JSON|FILE|-`.
     pub services_json: Option<&'a str>,
+    /// `-cluster-config FILE` and `--via`.
+    pub cluster_config: Option<&'a Path>,
+    pub via: crate::cluster_config::Via,
     /// `--volume-dir PATH`, `--volumes FILE`, `--cluster ID`: volumes
     /// instead of keep services.
     pub volume_dirs: &'a [PathBuf],
@@ -151,14 +162,25 @@ pub async fn prepare_cluster(f: &ClusterFlags<'_>, reporter: &dyn Reporter) -> R
             &f.conn,
         );
     }
-    let s = settings::load(f.config, role)?;
+    let config = f
+        .cluster_config
+        .map(|p| crate::cluster_config::load(p, f.cluster, "-cluster-config", "--cluster"))
+        .transpose()?;
+    let s = match &config {
+        Some(c) => c.settings.clone(),
+        None => settings::load(f.config, role)?,
+    };
     for w in &s.warnings {
         reporter.log(Level::Warn, w);
     }
-    let stores =
-        Stores::Keep(keep_services(f.conn.connect_timeout, &s, role, f.services_json).await?);
+    let stores = match (&config, f.services_json) {
+        (Some(c), None) => Stores::Keep(c.services(f.via)?),
+        _ => Stores::Keep(keep_services(f.conn.connect_timeout, &s, role, f.services_json).await?),
+    };
     let ttl = if f.ttl > 0 {
         f.ttl
+    } else if let Some(c) = &config {
+        c.ttl
     } else if f.signs && s.blob_signing_key.is_some() {
         let flag = "-blob-signature-ttl DURATION (the cluster's blobSignatureTtl, needed to sign locators)";
         discovery(&s, role, flag, f.conn.connect_timeout)
@@ -171,17 +193,42 @@ pub async fn prepare_cluster(f: &ClusterFlags<'_>, reporter: &dyn Reporter) -> R
     make_side(role, s, stores, ttl, &f.conn)
 }
 
-/// Both settings files; a side given as volumes has none.
-fn load_settings(cfg: &Config, reporter: &dyn Reporter) -> Result<(Settings, Settings)> {
-    let load = |name: &str, role| {
-        if name.is_empty() {
-            Ok(Settings::default())
-        } else {
-            settings::load(name, role)
-        }
+/// A side's `-*-cluster-config`, read (its `--*-cluster` picks the cluster).
+fn cluster_config(cfg: &Config, role: Role) -> Result<Option<ClusterConfig>> {
+    let (path, cluster, flag, cluster_flag) = match role {
+        Role::Destination => (
+            &cfg.dst_cluster_config,
+            cfg.dst_cluster.as_deref(),
+            "-dst-cluster-config",
+            "--dst-cluster",
+        ),
+        _ => (
+            &cfg.src_cluster_config,
+            cfg.src_cluster.as_deref(),
+            "-src-cluster-config",
+            "--src-cluster",
+        ),
     };
-    let src = load(&cfg.src, Role::Source)?;
-    let dst = load(&cfg.dst, Role::Destination)?;
+    path.as_deref()
+        .map(|p| crate::cluster_config::load(p, cluster, flag, cluster_flag))
+        .transpose()
+}
+
+/// Both settings files (or what the cluster configs say in their place); a
+/// side given as volumes has none.
+fn load_settings(
+    cfg: &Config,
+    reporter: &dyn Reporter,
+    src_config: &Option<ClusterConfig>,
+    dst_config: &Option<ClusterConfig>,
+) -> Result<(Settings, Settings)> {
+    let load = |name: &str, config: &Option<ClusterConfig>, role| match config {
+        Some(c) => Ok(c.settings.clone()),
+        None if name.is_empty() => Ok(Settings::default()),
+        None => settings::load(name, role),
+    };
+    let src = load(&cfg.src, src_config, Role::Source)?;
+    let dst = load(&cfg.dst, dst_config, Role::Destination)?;
     for w in src.warnings.iter().chain(&dst.warnings) {
         reporter.log(Level::Warn, w);
     }
@@ -212,18 +259,26 @@ fn volume_flags(cfg: &Config, role: Role) -> VolumeFlags<'_> {
 }
 
 /// A side's stores: its volumes when given, else its keep services.
-async fn side_stores(cfg: &Config, s: &Settings, role: Role) -> Result<Stores> {
+async fn side_stores(
+    cfg: &Config,
+    s: &Settings,
+    config: &Option<ClusterConfig>,
+    role: Role,
+) -> Result<Stores> {
     let v = volume_flags(cfg, role);
     if let Some(specs) = volumes(role, &v)? {
         return Ok(Stores::Volumes(specs));
     }
-    let json = match role {
-        Role::Destination => cfg.dst_services_json.as_deref(),
-        _ => cfg.src_services_json.as_deref(),
+    let (json, via) = match role {
+        Role::Destination => (cfg.dst_services_json.as_deref(), cfg.dst_via),
+        _ => (cfg.src_services_json.as_deref(), cfg.src_via),
     };
-    keep_services(cfg.net.connect_timeout, s, role, json)
-        .await
-        .map(Stores::Keep)
+    match (json, config) {
+        (None, Some(c)) => c.services(via).map(Stores::Keep),
+        _ => keep_services(cfg.net.connect_timeout, s, role, json)
+            .await
+            .map(Stores::Keep),
+    }
 }
 
 /// The flag names of a side's volumes (for messages).
@@ -360,10 +415,10 @@ fn check_writable(dst: &Side, want: u32, classes: Option<&str>) -> Result<()> {
         "keep service"
     };
     if writable.is_empty() {
-        let why = if classes.is_some() && dst.is_volumes() {
-            "all are read-only, or lack a storage class of --storage-classes"
-        } else {
-            "all are read-only or gateways"
+        let why = match (dst.is_volumes(), classes.is_some()) {
+            (true, true) => "all are read-only, or lack a storage class of --storage-classes",
+            (true, false) => "all are read-only",
+            (false, _) => "all are read-only or gateways",
         };
         let all: Vec<String> = dst.services.iter().map(|s| s.store.label()).collect();
         return Err(Error::config(format!(
@@ -405,15 +460,21 @@ impl Defaults {
     /// A volumes destination wants 1 replica unless -replications says more.
     async fn fetch(
         cfg: &Config,
-        (src, src_stores): (&Settings, &Stores),
-        (dst, dst_stores): (&Settings, &Stores),
+        (src, src_stores, src_config): (&Settings, &Stores, Option<&ClusterConfig>),
+        (dst, dst_stores, dst_config): (&Settings, &Stores, Option<&ClusterConfig>),
     ) -> Result<Defaults> {
         let dst_keep = dst_stores.is_keep();
-        let dst_ttl_needed =
-            dst_keep && cfg.verify_existing && dst.blob_signing_key.is_some() && cfg.dst_ttl == 0;
-        let need_dst_doc = dst_keep && (cfg.replications == 0 || dst_ttl_needed);
-        let need_src_doc =
-            src_stores.is_keep() && src.blob_signing_key.is_some() && cfg.src_ttl == 0;
+        let dst_ttl_needed = dst_keep
+            && cfg.verify_existing
+            && dst.blob_signing_key.is_some()
+            && cfg.dst_ttl == 0
+            && dst_config.is_none();
+        let need_dst_doc =
+            dst_keep && dst_config.is_none() && (cfg.replications == 0 || dst_ttl_needed);
+        let need_src_doc = src_stores.is_keep()
+            && src_config.is_none()
+            && src.blob_signing_key.is_some()
+            && cfg.src_ttl == 0;
         let dst_doc = if need_dst_doc {
             let flag = match (cfg.replications == 0, dst_ttl_needed) {
                 (true, true) => "-replications N and -dst-blob-signature-ttl DURATION",
@@ -430,8 +491,22 @@ impl Defaults {
         } else {
             Discovery::default()
         };
+        // The cluster configs stand in for the discovery documents.
+        let from_config = |c: Option<&ClusterConfig>, doc: Discovery| match c {
+            Some(c) => Discovery {
+                default_replication: Some(c.default_replication),
+                blob_signature_ttl: Some(c.ttl),
+            },
+            None => doc,
+        };
+        let (src_doc, dst_doc) = (
+            from_config(src_config, src_doc),
+            from_config(dst_config, dst_doc),
+        );
         let want = if cfg.replications > 0 {
             cfg.replications
+        } else if let Some(c) = dst_config {
+            c.default_replication
         } else if !dst_keep {
             1
         } else {

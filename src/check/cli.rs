@@ -59,6 +59,14 @@ pub struct CheckConfig {
     )]
     pub config: String,
 
+    /// The cluster's config.yml: token, signing key and TTL, and its keepstores (or keepproxy, --via), instead of -config, a services list and -blob-signature-ttl. Explicit flags win.
+    #[arg(long = "cluster-config", value_name = "FILE")]
+    pub cluster_config: Option<std::path::PathBuf>,
+
+    /// With -cluster-config: ask the keepstores (InternalURLs, the default) or the keepproxy (ExternalURL).
+    #[arg(long = "via", value_name = "SERVICE", value_enum, default_value_t)]
+    pub via: crate::cluster_config::Via,
+
     /// Keep services list (JSON text, a file, or - for stdin); otherwise from the API server.
     #[arg(
         long = "keep-services-json",
@@ -75,7 +83,7 @@ pub struct CheckConfig {
     #[arg(long = "volumes", value_name = "FILE", help_heading = "Volumes")]
     pub volumes: Option<std::path::PathBuf>,
 
-    /// The cluster of --volumes to use when its file defines several.
+    /// The cluster of -cluster-config or --volumes to use when its file defines several.
     #[arg(long = "cluster", value_name = "ID", help_heading = "Volumes")]
     pub cluster: Option<String>,
 
@@ -193,11 +201,18 @@ impl CheckConfig {
                  as volumes (--volume-dir or --volumes): check one or the other.",
             ));
         }
-        if self.config.is_empty() && !volumes {
+        if self.cluster_config.is_some() && !self.config.is_empty() {
+            return Err(Error::config(
+                "-config and -cluster-config both describe the cluster: give one (the cluster \
+                 config holds the token and signing key a settings file would).",
+            ));
+        }
+        if self.config.is_empty() && !volumes && self.cluster_config.is_none() {
             return Err(Error::config(
                 "-config is required: name the settings file of the cluster to check, e.g. \
                  keep-block-check -config new-cluster -block-hash-file blocks.txt (see --help), \
-                 or its volumes (--volume-dir PATH, --volumes FILE).",
+                 its config.yml (-cluster-config FILE), or its volumes (--volume-dir PATH, \
+                 --volumes FILE).",
             ));
         }
         if self.block_hash_file.is_empty() {

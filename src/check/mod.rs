@@ -134,6 +134,8 @@ pub async fn run(cfg: CheckConfig, soft: CancellationToken) -> u8 {
     let flags = ClusterFlags {
         config: &cfg.config,
         services_json: cfg.services_json.as_deref(),
+        cluster_config: cfg.cluster_config.as_deref(),
+        via: cfg.via,
         volume_dirs: &cfg.volume_dirs,
         volumes: cfg.volumes.as_deref(),
         cluster: cfg.cluster.as_deref(),

@@ -627,6 +627,17 @@ impl<'a> Copier<'a> {
             .collect();
         let mut next = 0;
         let mut stored = 0u32;
+        // Replicas a write in flight will store if it succeeds: a volume its
+        // Replication, a keepstore 1; a keepproxy is counted as 1 until it
+        // says how many it stored.
+        let expected = |d: u16| {
+            let store = &self.dst.services[d as usize].store;
+            if store.is_proxy() {
+                1
+            } else {
+                store.credit(self.opts.want).max(1)
+            }
+        };
         let mut pending = 0u32;
         let mut reasons = Vec::new();
         let mut last_service = String::new();
@@ -635,13 +646,13 @@ impl<'a> Copier<'a> {
             while stored + pending < need && next < order.len() {
                 let d = order[next];
                 next += 1;
-                pending += 1;
+                pending += expected(d);
                 inflight.push(async move { (d, self.put_to(d, job, relay, need - stored).await) });
             }
             let Some((d, r)) = inflight.next().await else {
                 break;
             };
-            pending -= 1;
+            pending -= expected(d);
             match r {
                 Ok(n) => stored += n,
                 Err(f) if f.kind == FailureKind::Abandoned => {

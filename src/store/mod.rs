@@ -251,7 +251,9 @@ impl Store {
             }
             Store::S3(_) => {
                 "Check the volume's Bucket, Endpoint and Region, and its credentials \
-                 (AccessKeyID/SecretAccessKey, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)."
+                 (AccessKeyID/SecretAccessKey, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY); a \
+                 listing cut short or out of order comes from the S3 server or a proxy in \
+                 front of it, and is never taken for the bucket's contents."
             }
         }
     }

@@ -146,6 +146,10 @@ struct ServeArgs {
     /// Write an arv-copy style settings file (contains the token and key).
     #[arg(long, value_name = "FILE")]
     settings_file: Option<String>,
+    /// Write the cluster's config.yml, as an Arvados admin writes it
+    /// (contains the token and key): keep-rsync -src-cluster-config.
+    #[arg(long, value_name = "FILE")]
+    cluster_config: Option<String>,
     /// Synthetic index: size of the block universe (no data).
     #[arg(long, value_name = "N")]
     synthetic_blocks: Option<u64>,
@@ -439,6 +443,11 @@ async fn serve(a: ServeArgs) -> ExitCode {
     }
     if let Some(path) = &a.settings_file {
         if let Err(e) = write_atomically(path, &cluster.settings_text()) {
+            return fail(1, format!("writing {path}: {e}"));
+        }
+    }
+    if let Some(path) = &a.cluster_config {
+        if let Err(e) = write_atomically(path, &cluster.cluster_config_text()) {
             return fail(1, format!("writing {path}: {e}"));
         }
     }

@@ -372,6 +372,63 @@ impl Cluster {
         s
     }
 
+    /// The cluster's `/etc/arvados/config.yml`, as an Arvados admin writes
+    /// it (contains secrets): `SystemRootToken`, `Collections` (signing key,
+    /// TTL, default replication), `TLS.Insecure`, the keepstores as
+    /// `Services.Keepstore.InternalURLs` with a 15-character `Rendezvous`
+    /// (so clients derive this simulator's uuids), or the first service as
+    /// `Services.Keepproxy.ExternalURL` for a cluster of proxies, and one
+    /// Directory volume per keepstore, `ReadOnly` through its host when the
+    /// service is read-only.
+    pub fn cluster_config_text(&self) -> String {
+        let c = &self.cfg;
+        let mut y = format!("Clusters:\n  {}:\n", c.uuid_prefix);
+        y.push_str(&format!("    SystemRootToken: {:?}\n", c.root_token));
+        y.push_str("    Collections:\n");
+        if let Some(k) = &c.signing_key {
+            y.push_str(&format!("      BlobSigningKey: {k:?}\n"));
+        }
+        y.push_str(&format!(
+            "      BlobSigningTTL: {}s\n",
+            c.blob_signature_ttl
+        ));
+        y.push_str(&format!(
+            "      DefaultReplication: {}\n",
+            c.default_replication
+        ));
+        y.push_str("    TLS:\n      Insecure: true\n    Services:\n");
+        if let Some(h) = self.api_host() {
+            y.push_str(&format!(
+                "      Controller:\n        ExternalURL: \"https://{h}\"\n"
+            ));
+        }
+        if c.service_type == "proxy" {
+            y.push_str(&format!(
+                "      Keepproxy:\n        ExternalURL: \"{}/\"\n",
+                self.url(0)
+            ));
+            return y;
+        }
+        y.push_str("      Keepstore:\n        InternalURLs:\n");
+        for (i, s) in self.svcs.iter().enumerate() {
+            y.push_str(&format!(
+                "          \"{}/\": {{Rendezvous: \"{}\"}}\n",
+                self.url(i),
+                &s.uuid[12..]
+            ));
+        }
+        y.push_str("    Volumes:\n");
+        for i in 0..self.svcs.len() {
+            let ro = c.read_only.contains(&i);
+            y.push_str(&format!(
+                "      {}-nyw5e-{i:015x}:\n        AccessViaHosts: {{\"{}/\": {{ReadOnly: {ro}}}}}\n        Driver: Directory\n        DriverParameters: {{Root: /var/lib/arvados/keep{i}}}\n        Replication: 1\n",
+                c.uuid_prefix,
+                self.url(i)
+            ));
+        }
+        y
+    }
+
     /// Rendezvous probe order of `hash` over this cluster's services.
     pub fn probe_order(&self, hash: &BlockHash) -> Vec<usize> {
         let suffixes: Vec<&str> = self.svcs.iter().map(|s| &s.uuid[12..]).collect();

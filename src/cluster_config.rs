@@ -1,0 +1,609 @@
+//! A cluster's own config.yml (`-src-cluster-config`, `-dst-cluster-config`,
+//! keep-block-check's `-cluster-config`): everything keep-rsync needs about a
+//! side, read from the file every Arvados 2.x/3.x service reads, so that no
+//! settings file, services list, TTL or replication flag has to be copied out
+//! of it by hand (docs/protocol.md, "Cluster config files").
+//!
+//! From `Clusters.ID`: `SystemRootToken` (the token), `Collections.
+//! BlobSigningKey`, `Collections.BlobSigningTTL` (default 336h),
+//! `Collections.DefaultReplication` (default 2), `TLS.Insecure`, the
+//! keepstores of `Services.Keepstore.InternalURLs` with the uuids the API
+//! server gives them (`Rendezvous`), read-only when none of the volumes they
+//! mount (`Volumes.*.AccessViaHosts`) is writable through them, and the
+//! keepproxy of `Services.Keepproxy.ExternalURL`. Defaults the file leaves
+//! out are Arvados' own (lib/config/config.default.yml). The API server is
+//! never asked.
+//!
+//! The file holds every secret of the cluster: no value of it is ever shown
+//! (messages name key paths), a file readable by others draws a warning, and
+//! the `Debug` of what is read shows no secret.
+
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+
+use crate::config_tree::{
+    pick_cluster, read_tree, redact, secrets_in_text, secrets_in_tree, shown, Node, Obj,
+};
+use crate::error::{Error, Result};
+use crate::protocol::KeepService;
+use crate::settings::Settings;
+
+/// Arvados' default `Collections.BlobSigningTTL`: 336h.
+pub const DEFAULT_TTL: u64 = 336 * 3600;
+/// Arvados' default `Collections.DefaultReplication`.
+pub const DEFAULT_REPLICATION: u32 = 2;
+
+/// Which services of the cluster keep-rsync talks to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// The keepstores (`Services.Keepstore.InternalURLs`), as keep-balance
+    /// does: from inside the cluster's network.
+    #[default]
+    Keepstore,
+    /// The keepproxy (`Services.Keepproxy.ExternalURL`), from outside.
+    Keepproxy,
+}
+
+/// What one cluster's config says, for one side.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    pub path: PathBuf,
+    pub id: String,
+    /// The token, key and insecure flag as a settings file would give them
+    /// (`api_host` is the controller's external host, for messages only).
+    pub settings: Settings,
+    /// `Collections.BlobSigningTTL` in seconds.
+    pub ttl: u64,
+    /// `Collections.DefaultReplication`.
+    pub default_replication: u32,
+    /// The keepstores, in the order of the file's keys (sorted).
+    pub keepstores: Vec<KeepService>,
+    pub keepproxy: Option<KeepService>,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("path", &self.path)
+            .field("id", &self.id)
+            .field("settings", &self.settings)
+            .field("ttl", &self.ttl)
+            .field("default_replication", &self.default_replication)
+            .field("keepstores", &self.keepstores)
+            .field("keepproxy", &self.keepproxy)
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    /// The services to use.
+    pub fn services(&self, via: Via) -> Result<Vec<KeepService>> {
+        match via {
+            Via::Keepstore if !self.keepstores.is_empty() => Ok(self.keepstores.clone()),
+            Via::Keepstore => Err(Error::config(format!(
+                "{}: Clusters.{}.Services.Keepstore.InternalURLs lists no keepstore: there is \
+                 nothing to index. Add the keepstores, or use the keepproxy (--*-via keepproxy).",
+                self.path.display(),
+                self.id
+            ))),
+            Via::Keepproxy => self.keepproxy.clone().map(|p| vec![p]).ok_or_else(|| {
+                Error::config(format!(
+                    "{}: Clusters.{}.Services.Keepproxy.ExternalURL is not set: there is no \
+                     keepproxy to go through. Set it, or reach the keepstores directly (--*-via \
+                     keepstore).",
+                    self.path.display(),
+                    self.id
+                ))
+            }),
+        }
+    }
+}
+
+/// Read `path`; `flag` names it in messages, `cluster` (from
+/// `cluster_flag`) picks a cluster of several.
+pub fn load(
+    path: &Path,
+    cluster: Option<&str>,
+    flag: &str,
+    cluster_flag: &str,
+) -> Result<ClusterConfig> {
+    let origin = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "it does not exist".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        };
+        Error::config(format!(
+            "{flag} {origin}: cannot read the cluster config: {why}. Pass the path of the \
+             cluster's config.yml (/etc/arvados/config.yml on its servers)."
+        ))
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::config(format!(
+            "{flag} {origin}: the cluster config is not UTF-8 text (at byte {}): it should be \
+             YAML.",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    let mut c = parse(&text, &origin, cluster, flag, cluster_flag)?;
+    c.path = path.to_path_buf();
+    c.settings.path = path.to_path_buf();
+    check_permissions(path, &mut c.settings);
+    Ok(c)
+}
+
+/// [`load`] on text already read; `origin` names it in messages.
+pub fn parse(
+    text: &str,
+    origin: &str,
+    cluster: Option<&str>,
+    flag: &str,
+    cluster_flag: &str,
+) -> Result<ClusterConfig> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let fail = |msg: String, secrets: &[String]| {
+        Error::config(format!("{flag} {origin}: {}", redact(msg, secrets)))
+    };
+    let root = read_tree(text).map_err(|m| fail(m, &secrets_in_text(text)))?;
+    let mut secrets = Vec::new();
+    secrets_in_tree(&root, &mut secrets);
+    let top = match &root {
+        Node::Map(entries) => Obj::new(entries, String::new()),
+        _ => {
+            return Err(fail(
+                "the file is not a cluster config: it holds Clusters: {ID: {...}}".into(),
+                &secrets,
+            ))
+        }
+    };
+    let (id, c) =
+        match pick_cluster(&top, cluster, cluster_flag, "SystemRootToken") {
+            Ok(Some(found)) => found,
+            Ok(None) => return Err(fail(
+                "Clusters is missing: a cluster config is Clusters: {ID: {SystemRootToken: ..., \
+                 Collections: ..., Services: ...}} (the cluster's /etc/arvados/config.yml)"
+                    .into(),
+                &secrets,
+            )),
+            Err(m) => return Err(fail(m, &secrets)),
+        };
+    read_cluster(&id, &c, origin).map_err(|m| fail(m, &secrets))
+}
+
+fn read_cluster(id: &str, c: &Obj<'_>, origin: &str) -> Result<ClusterConfig, String> {
+    let token = c.string("SystemRootToken")?.ok_or_else(|| {
+        format!(
+            "{} is missing: keep-rsync needs the cluster's system root token (keepstores serve \
+             indexes to it alone). Set it in the file, or use a settings file (-src/-dst) instead.",
+            c.key("SystemRootToken")
+        )
+    })?;
+    let coll = c.object("Collections")?;
+    let key = match &coll {
+        Some(o) => o.string("BlobSigningKey")?,
+        None => None,
+    };
+    let ttl = match coll
+        .as_ref()
+        .map(|o| duration(o, "BlobSigningTTL"))
+        .transpose()?
+    {
+        Some(Some(t)) if t > 0 => t,
+        Some(Some(_)) => {
+            return Err(format!(
+                "{} is 0: keepstore could check no signature with it. Give the cluster's TTL \
+                 (Arvados' default is 336h).",
+                coll.as_ref()
+                    .map(|o| o.key("BlobSigningTTL"))
+                    .unwrap_or_default()
+            ))
+        }
+        _ => DEFAULT_TTL,
+    };
+    let replication = match coll
+        .as_ref()
+        .map(|o| o.integer("DefaultReplication"))
+        .transpose()?
+    {
+        Some(Some(n)) if (1..=1000).contains(&n) => n as u32,
+        Some(Some(n)) => {
+            return Err(format!(
+                "{} is {n}: it must be a replica count from 1 up.",
+                coll.as_ref()
+                    .map(|o| o.key("DefaultReplication"))
+                    .unwrap_or_default()
+            ))
+        }
+        _ => DEFAULT_REPLICATION,
+    };
+    let insecure = match c.object("TLS")? {
+        Some(t) => t.boolean("Insecure")?,
+        None => false,
+    };
+    let services = c.object("Services")?;
+    let controller = match &services {
+        Some(s) => match s.object("Controller")? {
+            Some(ctl) => ctl.string("ExternalURL")?.map(str::to_string),
+            None => None,
+        },
+        None => None,
+    };
+    let volumes = c.object("Volumes")?;
+    let mut keepstores = Vec::new();
+    let mut keepproxy = None;
+    if let Some(s) = &services {
+        if let Some(ks) = s.object("Keepstore")? {
+            if let Some(urls) = ks.object("InternalURLs")? {
+                for (url, info) in urls.entries {
+                    let path = urls.key(url);
+                    let rvz = match info {
+                        Node::Map(e) => Obj::new(e, path.clone()).string("Rendezvous")?,
+                        Node::Null => None,
+                        _ => {
+                            return Err(format!(
+                                "{path} must be a map (Rendezvous: ..., ListenURL: ...)."
+                            ))
+                        }
+                    };
+                    let norm = normalize_url(url).map_err(|why| format!("{path}: {why}"))?;
+                    let read_only = match &volumes {
+                        Some(v) => !writable_through(v, &norm)?,
+                        None => false,
+                    };
+                    keepstores.push(service(id, &norm, rvz, "disk", read_only, &path)?);
+                }
+            }
+        }
+        if let Some(kp) = s.object("Keepproxy")? {
+            if let Some(url) = kp.string("ExternalURL")? {
+                let path = kp.key("ExternalURL");
+                let norm = normalize_url(url).map_err(|why| format!("{path}: {why}"))?;
+                keepproxy = Some(service(id, &norm, None, "proxy", false, &path)?);
+            }
+        }
+    }
+    keepstores.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+    if let Some(dup) = keepstores.windows(2).find(|w| w[0].uuid == w[1].uuid) {
+        return Err(format!(
+            "two keepstores of Services.Keepstore.InternalURLs get the uuid {}: give each its \
+             own Rendezvous.",
+            dup[0].uuid
+        ));
+    }
+    let api_host = controller
+        .as_deref()
+        .and_then(|u| u.split("://").nth(1))
+        .map(|h| h.trim_end_matches('/').to_string())
+        .unwrap_or_default();
+    Ok(ClusterConfig {
+        path: PathBuf::from(origin),
+        id: id.to_string(),
+        settings: Settings {
+            path: PathBuf::from(origin),
+            api_host,
+            api_token: token.to_string(),
+            insecure,
+            blob_signing_key: key.map(str::to_string),
+            warnings: Vec::new(),
+            from_cluster_config: true,
+        },
+        ttl,
+        default_replication: replication,
+        keepstores,
+        keepproxy,
+    })
+}
+
+/// A Go duration field (`336h`, `1209600s`, or a bare `0`), in seconds.
+fn duration(o: &Obj<'_>, name: &str) -> Result<Option<u64>, String> {
+    match o.get(name) {
+        None => Ok(None),
+        Some(Node::Int(0)) => Ok(Some(0)),
+        Some(Node::Str(s)) => crate::cli::parse_go_duration(s)
+            .map(|d| Some(d.as_secs()))
+            .map_err(|why| format!("{}: {why}", o.key(name))),
+        Some(_) => Err(format!(
+            "{} must be a Go duration such as 336h.",
+            o.key(name)
+        )),
+    }
+}
+
+/// A service URL as Arvados normalises map keys: scheme and host, a
+/// trailing `/` when the path is empty (sdk/go/arvados/config.go). `Err`
+/// names what is wrong, without the URL (it may hold credentials).
+fn normalize_url(url: &str) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| "is not an http:// or https:// URL".to_string())?;
+    if scheme != "http" && scheme != "https" {
+        return Err(format!(
+            "has scheme {}: only http and https are keep services",
+            shown(scheme)
+        ));
+    }
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("has no host".into());
+    }
+    if rest.contains('/') {
+        Ok(url.to_string())
+    } else {
+        Ok(format!("{url}/"))
+    }
+}
+
+/// Whether some volume the keepstore at `url` mounts is writable through it
+/// (`AccessViaHosts` empty = mounted by every keepstore; a volume is
+/// writable unless it or its host entry says `ReadOnly`). A keepstore with
+/// no volume in the file counts as writable.
+fn writable_through(volumes: &Obj<'_>, url: &str) -> Result<bool, String> {
+    let mut mounted = false;
+    for (uuid, v) in volumes.entries {
+        let Node::Map(e) = v else { continue };
+        let v = Obj::new(e, volumes.key(uuid));
+        let via = v.object("AccessViaHosts")?;
+        let host_ro = match &via {
+            None => Some(false),
+            Some(h) if h.entries.is_empty() => Some(false),
+            Some(h) => {
+                let entry = h
+                    .entries
+                    .iter()
+                    .find(|(k, _)| normalize_url(k).as_deref() == Ok(url));
+                match entry {
+                    None => None,
+                    Some((k, Node::Map(e))) => Some(Obj::new(e, h.key(k)).boolean("ReadOnly")?),
+                    Some(_) => Some(false),
+                }
+            }
+        };
+        let Some(host_ro) = host_ro else { continue };
+        mounted = true;
+        if !host_ro && !v.boolean("ReadOnly")? {
+            return Ok(true);
+        }
+    }
+    Ok(!mounted)
+}
+
+/// A keep service as clients see it in `keep_services/accessible` when the
+/// cluster has no keep_services rows (Rails' `KeepService.from_config`, which
+/// the controller proxies): uuid `ID-bi6l4-` + the Rendezvous value when it
+/// is exactly 15 ASCII letters and digits, else the first **16** hex digits
+/// of md5(Rendezvous, or the normalised URL with its trailing slash): a
+/// 28-character uuid, weighed whole in rendezvous order as the Go SDK and
+/// keep-balance weigh it. (Go services reading the config derive 15 digits
+/// instead; docs/protocol.md, "Cluster config files", says why a
+/// 15-character Rendezvous is the cure.)
+fn service(
+    id: &str,
+    url: &str,
+    rvz: Option<&str>,
+    service_type: &str,
+    read_only: bool,
+    path: &str,
+) -> Result<KeepService, String> {
+    let rvz = rvz.unwrap_or(url);
+    let verbatim = rvz.len() == 15 && rvz.bytes().all(|b| b.is_ascii_alphanumeric());
+    let suffix = if verbatim {
+        rvz.to_string()
+    } else {
+        format!("{:x}", Md5::digest(rvz.as_bytes()))[..16].to_string()
+    };
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let ssl = scheme == "https";
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+            let port = p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| format!("{path}: the port is not a number from 1 to 65535"))?;
+            (
+                h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                port,
+            )
+        }
+        _ => (authority.to_string(), if ssl { 443 } else { 80 }),
+    };
+    if host.is_empty() {
+        return Err(format!("{path}: the URL has no host"));
+    }
+    Ok(KeepService {
+        uuid: format!("{id}-bi6l4-{suffix}"),
+        host,
+        port,
+        ssl,
+        service_type: service_type.to_string(),
+        read_only,
+    })
+}
+
+#[cfg(unix)]
+fn check_permissions(path: &Path, s: &mut Settings) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            s.warnings.push(format!(
+                "{} holds every secret of the cluster but is readable by group or others (mode \
+                 {:03o}): run chmod 600 {} (or chmod 640 with a group only admins are in)",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            ));
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn check_permissions(_: &Path, _: &mut Settings) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+Clusters:
+  zzzzz:
+    SystemRootToken: ROOTTOKENsecret0123456789abcdefghijklmnop
+    Collections:
+      BlobSigningKey: SIGNINGKEYsecret0123456789abcdefghijklmno
+    Services:
+      Controller:
+        ExternalURL: https://zzzzz.example.com
+      Keepstore:
+        InternalURLs:
+          "http://keep0.internal:25107": {Rendezvous: "0000000000keep0"}
+          "http://keep1.internal:25107": {}
+      Keepproxy:
+        ExternalURL: https://keep.zzzzz.example.com
+"#;
+
+    fn parse_ok(text: &str) -> ClusterConfig {
+        parse(
+            text,
+            "config.yml",
+            None,
+            "-src-cluster-config",
+            "--src-cluster",
+        )
+        .unwrap()
+    }
+
+    fn parse_err(text: &str) -> String {
+        let e = parse(
+            text,
+            "config.yml",
+            None,
+            "-src-cluster-config",
+            "--src-cluster",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.exit_code(), 2);
+        let m = e.to_string();
+        assert!(!m.contains("secret0123"), "a secret in {m}");
+        m
+    }
+
+    #[test]
+    fn minimal_cluster_with_defaults() {
+        let c = parse_ok(MINIMAL);
+        assert_eq!(c.id, "zzzzz");
+        assert_eq!(c.ttl, DEFAULT_TTL);
+        assert_eq!(c.default_replication, 2);
+        assert!(!c.settings.insecure);
+        assert_eq!(c.settings.api_host, "zzzzz.example.com");
+        assert!(c.settings.blob_signing_key.is_some());
+        let uuids: Vec<&str> = c.keepstores.iter().map(|s| s.uuid.as_str()).collect();
+        // Rendezvous verbatim; else md5 of the normalised URL (trailing /).
+        let hashed = &format!("{:x}", Md5::digest(b"http://keep1.internal:25107/"))[..16];
+        assert!(uuids.contains(&"zzzzz-bi6l4-0000000000keep0"), "{uuids:?}");
+        assert!(
+            uuids.contains(&format!("zzzzz-bi6l4-{hashed}").as_str()),
+            "{uuids:?}"
+        );
+        // Rails' own example (keep_service.rb, checked by hand).
+        let rails = service(
+            "zzzzz",
+            "http://keep0.zzzzz.example.com:25107/",
+            None,
+            "disk",
+            false,
+            "k",
+        )
+        .unwrap();
+        assert_eq!(rails.uuid, "zzzzz-bi6l4-d57e530a86591bfe");
+        assert_eq!(rails.weight_suffix(), "zzzzz-bi6l4-d57e530a86591bfe");
+        let k0 = c
+            .keepstores
+            .iter()
+            .find(|s| s.uuid.ends_with("keep0"))
+            .unwrap();
+        assert_eq!(
+            (k0.host.as_str(), k0.port, k0.ssl),
+            ("keep0.internal", 25107, false)
+        );
+        let p = c.services(Via::Keepproxy).unwrap();
+        assert_eq!(
+            (p[0].service_type.as_str(), p[0].port, p[0].ssl),
+            ("proxy", 443, true)
+        );
+        assert!(!format!("{c:?}").contains("secret0123"));
+    }
+
+    #[test]
+    fn values_and_errors() {
+        let c = parse_ok(&MINIMAL.replace(
+            "    Collections:\n",
+            "    TLS: {Insecure: true}\n    Collections:\n      BlobSigningTTL: 24h\n      DefaultReplication: 3\n",
+        ));
+        assert_eq!(
+            (c.ttl, c.default_replication, c.settings.insecure),
+            (86400, 3, true)
+        );
+        let m = parse_err(&MINIMAL.replace(
+            "    SystemRootToken: ROOTTOKENsecret0123456789abcdefghijklmnop\n",
+            "",
+        ));
+        assert!(
+            m.contains("Clusters.zzzzz.SystemRootToken is missing"),
+            "{m}"
+        );
+        assert!(m.starts_with("-src-cluster-config config.yml: "), "{m}");
+        let m = parse_err(&MINIMAL.replace(
+            "BlobSigningKey: SIGNINGKEYsecret0123456789abcdefghijklmno",
+            "BlobSigningKey: [SIGNINGKEYsecret0123456789abcdefghijklmno",
+        ));
+        assert!(m.contains("line"), "{m}");
+        let m = parse_err(&MINIMAL.replace(
+            "    Collections:\n",
+            "    Collections:\n      BlobSigningTTL: 14d\n",
+        ));
+        assert!(
+            m.contains("Clusters.zzzzz.Collections.BlobSigningTTL"),
+            "{m}"
+        );
+        let two = format!("{MINIMAL}  yyyyy:\n    SystemRootToken: x\n");
+        let m = parse_err(&two);
+        assert!(m.contains("--src-cluster"), "{m}");
+        let c = parse(&two, "c", Some("yyyyy"), "-f", "--src-cluster").unwrap();
+        assert_eq!(c.id, "yyyyy");
+        assert!(c.services(Via::Keepstore).is_err());
+    }
+
+    #[test]
+    fn read_only_keepstores_from_volumes() {
+        let text = format!(
+            "{MINIMAL}    Volumes:
+      zzzzz-nyw5e-000000000000000:
+        AccessViaHosts: {{\"http://keep0.internal:25107\": {{ReadOnly: true}}}}
+        Driver: Directory
+        DriverParameters: {{Root: /k}}
+      zzzzz-nyw5e-000000000000001:
+        AccessViaHosts: {{\"http://keep1.internal:25107/\": {{}}}}
+        Driver: Directory
+        DriverParameters: {{Root: /k}}
+"
+        );
+        let c = parse_ok(&text);
+        let ro = |suffix: &str| {
+            c.keepstores
+                .iter()
+                .find(|s| s.uuid.ends_with(suffix))
+                .unwrap()
+                .read_only
+        };
+        assert!(ro("keep0"));
+        let k1 = c
+            .keepstores
+            .iter()
+            .find(|s| !s.uuid.ends_with("keep0"))
+            .unwrap();
+        assert!(!k1.read_only);
+    }
+}
