@@ -2,7 +2,11 @@
 """Render docs/benchmarks.md from the raw results scripts/bench.sh saves.
 
     scripts/bench-report.py                 docs/bench/last-full.json (+ last-sweep.json)
-    scripts/bench-report.py --stdout F.json one result file (bench.sh --quick)
+    scripts/bench-report.py --stdout F.json one result file (bench.sh --quick,
+                                            or --stores --quick)
+
+With docs/bench/last-stores.json (bench.sh --stores), a section "Stores:
+directories and S3 buckets (scenario 8)" follows scenarios 1-7's.
 
 The "Where the time goes" section is docs/bench/where-time-goes.md, included
 verbatim (written from profiles; see scripts/profile.sh).
@@ -438,10 +442,261 @@ def commands(run, out):
     out.append("```\n")
 
 
+# ------------------------------------------------------------ scenario 8
+STORES_TARGETS = {
+    "vs_rclone": 1.0,       # keep-rsync MB/s ÷ rclone's, same run
+    "rss_fixed_mib": 64.0,  # peak RSS ≤ --buffer-memory + this
+}
+
+S8_COPIES = [
+    # (direction, tool, label)
+    ("dir-s3", "keep-rsync", "keep-rsync, PrefixLength 0"),
+    ("dir-s3", "keep-rsync-p3", "keep-rsync, PrefixLength 3"),
+    ("dir-s3", "rclone", "rclone, best flags"),
+    ("dir-s3", "rclone-defaults", "rclone, defaults (round 1 only)"),
+    ("s3-dir", "keep-rsync", "keep-rsync, from PrefixLength 0"),
+    ("s3-dir", "keep-rsync-p3", "keep-rsync, from PrefixLength 3"),
+    ("s3-dir", "rclone", "rclone, best flags (its own bucket: PrefixLength 3 keys)"),
+    ("sim-sim", "keep-rsync-sim", "keep-rsync, keepstore-sim → keepstore-sim"),
+]
+S8_DIRS = {"dir-s3": "directory → bucket", "s3-dir": "bucket → directory",
+           "sim-sim": "through keepstore (baseline)"}
+
+
+def s8_rows(run, data, d, tool):
+    return [r for r in rows(run, scenario=8, data=data, dir=d, tool=tool)
+            if r["rc"] == 0 and r.get("bytes")]
+
+
+def s8_mbps(r):
+    return r["bytes"] / r["wall"] / 1e6
+
+
+def s8_cpu_gb(r):
+    return (r["user"] + r["sys"]) / (r["bytes"] / 1e9)
+
+
+def s8_srv_gb(r):
+    return r["server_cpu"] / (r["bytes"] / 1e9)
+
+
+def s8_ratio(run, data, d, tool, base="rclone"):
+    a = med([s8_mbps(r) for r in s8_rows(run, data, d, tool)])
+    b = med([s8_mbps(r) for r in s8_rows(run, data, d, base)])
+    return (a / b if a and b else None), a, b
+
+
+def ms(seconds):
+    x = 1000 * seconds
+    return f(x, 2 if x < 10 else 0)
+
+
+def s8_budget_mib(run):
+    for r in rows(run, scenario=8):
+        bm = (r.get("report") or {}).get("buffer_memory")
+        if bm:
+            return bm / MIB
+    return 256.0
+
+
+def s8_limit(run, r):
+    """What held a copy back, from where the host's CPU time went while it ran."""
+    nproc = run["machine"]["nproc"]
+    w = r["wall"]
+    client = (r["user"] + r["sys"]) / w
+    server = r["server_cpu"] / w
+    busy = r["host"]["busy"] / w
+    iowait = r["host"]["iowait"] / w
+    other = max(busy - client - server, 0.0)
+    names = {"client": "the client", "server": "the server", "other": "other work (kernel writeback, other processes)"}
+    top = max((("client", client), ("server", server), ("other", other)), key=lambda kv: kv[1])[0]
+    if busy >= 0.85 * nproc:
+        why = f"CPU: {busy:.1f} of {nproc} cores busy, most by {names[top]}"
+    elif iowait >= 0.5:
+        why = f"disk: {iowait:.1f} cores' worth of iowait"
+    else:
+        why = f"waiting: {nproc - busy:.1f} of {nproc} cores idle (requests in flight, fsync latency, serial steps)"
+    return client, server, other, iowait, why
+
+
+def stores_report(run, out):
+    st = run.get("stores", {})
+    nproc = run["machine"]["nproc"]
+    budget = s8_budget_mib(run)
+    rss_target = budget + STORES_TARGETS["rss_fixed_mib"]
+    disk = rows(run, scenario=8, tool="disk-fsync")
+    disk_mbps = disk[0]["bytes"] / disk[0]["wall"] / 1e6 if disk and disk[0]["rc"] == 0 else None
+    datas = [d for d in ("big", "small") if rows(run, scenario=8, data=d)]
+
+    out.append("## Stores: directories and S3 buckets (scenario 8)\n")
+    if run["mode"] == "stores":
+        out.append("Run apart from scenarios 1–7, by `scripts/bench.sh --stores` "
+                   "(raw results: `docs/bench/last-stores.json`):\n")
+    else:
+        out.append(f"`scripts/bench.sh --stores --quick`: a smoke test of tiny data sets "
+                   f"(mode `{run['mode']}`); the numbers mean little.\n")
+    header(run, out)
+    loads = [float(run.get(k, "0").split()[0]) for k in ("load_before", "load_after")]
+    if max(loads) > nproc * 0.5:
+        out.append(f"- **Load average {max(loads):.1f}** on {nproc} cores at the start or end of the run: "
+                   "absolute numbers may be low; the ratios compare runs interleaved in the same invocation.")
+    out.append(f"- versitygw {st.get('versitygw', '?')} (posix backend), {st.get('rclone', '?')}; "
+               f"data on {st.get('filesystem', '?')} (the work directory's disk, page cache warm); "
+               f"that disk wrote {f(disk_mbps, 0)} MB/s with fsync "
+               f"(`dd conv=fsync` of {f(disk[0]['bytes'] // MIB if disk else None)} MiB, same run).\n")
+    sets = []
+    for d in datas:
+        rs = rows(run, scenario=8, data=d)
+        n = rs[0]["blocks"]
+        size = next((r["bytes"] for r in rs if r.get("bytes")), None)
+        kind = {"big": "of 64 MiB", "small": "of 4–64 KiB"}[d]
+        sets.append(f"*{d}*: {n:,} blocks {kind} ({f(size / MIB if size else None, 0)} MiB)")
+    out.append("One S3 server, versitygw on 127.0.0.1 (posix backend: a bucket is a directory, an "
+               "object a file written to a temp file and renamed, with its checksums in xattrs; it "
+               "checks `Content-MD5`), on the same disk as the source directory. Data sets, random "
+               "bytes named by MD5 in keepstore's Directory layout `SRC/xyz/HASH` (written by "
+               "keepstore-sim's seeding): " + "; ".join(sets) + ". "
+               f"Each of {st.get('runs', '?')} round{'' if st.get('runs') == 1 else 's'} copies each set "
+               "with every tool in turn, "
+               "into a fresh empty bucket or directory (deleted afterwards): "
+               "keep-rsync at default flags (`--src-volume-dir SRC --dst-volumes VOLS.yml -q`, one S3 "
+               "volume, `PrefixLength` 0, keepstore's default, or 3, the `xyz/HASH` keys rclone makes "
+               "of the same files; each block is one PUT with `Content-MD5` plus an empty "
+               "`recent/` marker PUT), and `rclone copy` with its best flags "
+               f"(`{st.get('rclone_best', '--transfers 32 --checkers 16 --no-check-dest')}`, plus "
+               "`--s3-no-check-bucket --s3-no-head` to a bucket), once with its defaults. "
+               "Back from the bucket, keep-rsync reads each of its two buckets "
+               "(`--src-volumes VOLS.yml --dst-volume-dir DST`), rclone its own. The baseline: "
+               "keep-rsync between two 1-service keepstore-sim clusters whose directory stores are on "
+               "the same disk (the source's is the data set), `-replications 1`. After each copy "
+               "every block is counted (names, sizes, keep-rsync's markers; MD5 of two), or the "
+               "scenario stops.\n")
+    out.append("Not the same durability: keep-rsync's directory writes (and keepstore-sim's) fsync "
+               "each block and its directory before the rename; rclone's local writes and versitygw's "
+               "object writes do not fsync (checked with strace). *Sync after* is how long `sync -f` "
+               "then took to put what the copy left in the page cache on disk: wall + sync after is "
+               "the time until the copy is durable. MB/s = the data set's bytes ÷ process wall "
+               "time (10^6 bytes); CPU = user+sys of the client (GNU time), *server CPU* = versitygw's "
+               "(both simulators' in the baseline) from `/proc/PID/stat` before and after.\n")
+
+    # Summary
+    out.append("| target | measured (median) | target | result |")
+    out.append("|---|---|---|---|")
+    for d in datas:
+        for dd in ("dir-s3", "s3-dir"):
+            r3, a3, b = s8_ratio(run, d, dd, "keep-rsync-p3")
+            r0, a0, _ = s8_ratio(run, d, dd, "keep-rsync")
+            out.append(f"| {d}, {S8_DIRS[dd]}: MB/s keep-rsync ÷ rclone (PrefixLength 3, rclone's layout) | "
+                       f"{f(r3)}× ({f(a3, 0)} vs {f(b, 0)} MB/s); PrefixLength 0: {f(r0)}× ({f(a0, 0)} MB/s) | "
+                       f"≥ {STORES_TARGETS['vs_rclone']:.1f}× | "
+                       f"{verdict(None if r3 is None else r3 >= STORES_TARGETS['vs_rclone'])} |")
+    krs = [r for r in rows(run, scenario=8) if r.get("tool", "").startswith("keep-rsync")
+           and r.get("dir") in ("dir-s3", "s3-dir") and r["rc"] == 0]
+    if krs:
+        peak = max(krs, key=lambda r: r["maxrss_kib"])
+        out.append(f"| keep-rsync peak RSS, largest of every directory/bucket copy | "
+                   f"{f(peak['maxrss_kib'] / 1024, 0)} MiB ({peak['data']}, {S8_DIRS[peak['dir']]}) | "
+                   f"≤ {f(budget, 0)} MiB `--buffer-memory` + {f(STORES_TARGETS['rss_fixed_mib'], 0)} = "
+                   f"{f(rss_target, 0)} MiB | {verdict(peak['maxrss_kib'] / 1024 <= rss_target)} |")
+    out.append("")
+
+    for d in datas:
+        n = rows(run, scenario=8, data=d)[0]["blocks"]
+        out.append(f"### {d}: {n:,} blocks\n")
+        out.append("| copy | tool | MB/s (median) | all runs (MB/s) | blocks/s | CPU s/GB | server CPU s/GB "
+                   "| peak RSS MiB | sync after s | MB/s until durable | MB/s ÷ rclone |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for dd, tool, label in S8_COPIES:
+            rs = s8_rows(run, d, dd, tool)
+            if not rs:
+                continue
+            ratio = "–"
+            if tool.startswith("keep-rsync") and dd != "sim-sim":
+                ratio = f(s8_ratio(run, d, dd, tool)[0]) + "×"
+            out.append(f"| {S8_DIRS[dd]} | {label} | {f(med([s8_mbps(r) for r in rs]), 0)} | "
+                       f"{allruns([s8_mbps(r) for r in rs], 0)} | {f(med([r['blocks'] / r['wall'] for r in rs]), 0)} | "
+                       f"{f(med([s8_cpu_gb(r) for r in rs]))} | {f(med([s8_srv_gb(r) for r in rs]))} | "
+                       f"{f(med([r['maxrss_kib'] / 1024 for r in rs]), 0)} | "
+                       f"{f(med([r['sync_after'] for r in rs]))} | "
+                       f"{f(med([r['bytes'] / (r['wall'] + r['sync_after']) / 1e6 for r in rs]), 0)} | {ratio} |")
+        out.append("")
+
+    out.append("### What limits each\n")
+    out.append("Where the host's CPU time went while each copy ran (medians; cores = CPU seconds ÷ "
+               "wall seconds): the client, the server(s), everything else (`/proc/stat` busy time "
+               "minus both: the kernel's writeback, other processes), and iowait. The last column "
+               f"is read off them: *CPU* when at least 85 % of the {nproc} cores were busy, *disk* when "
+               "iowait reached half a core, else *waiting*.\n")
+    out.append("| data | copy | tool | wall s | client cores | server cores | other cores | iowait cores | limit |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    for d in datas:
+        for dd, tool, label in S8_COPIES:
+            rs = s8_rows(run, d, dd, tool)
+            if not rs:
+                continue
+            # the median run by wall time
+            r = sorted(rs, key=lambda r: r["wall"])[len(rs) // 2]
+            client, server, other, iow, why = s8_limit(run, r)
+            out.append(f"| {d} | {S8_DIRS[dd]} | {label} | {f(r['wall'])} | {f(client)} | {f(server)} | "
+                       f"{f(other)} | {f(iow)} | {why} |")
+    out.append("")
+    for d in datas:
+        kr = s8_rows(run, d, "dir-s3", "keep-rsync")
+        rc = s8_rows(run, d, "dir-s3", "rclone")
+        if kr and rc:
+            out.append(f"- {d}, directory → bucket: versitygw spent {f(med([s8_srv_gb(r) for r in kr]))} CPU s per GB "
+                       f"written by keep-rsync and {f(med([s8_srv_gb(r) for r in rc]))} for rclone; the clients "
+                       f"{f(med([s8_cpu_gb(r) for r in kr]))} and {f(med([s8_cpu_gb(r) for r in rc]))} s/GB. "
+                       f"At {nproc} cores, server and client together allow at most "
+                       f"{f(nproc / (med([s8_srv_gb(r) + s8_cpu_gb(r) for r in kr]) or 1e9), 2)} GB/s for "
+                       f"keep-rsync's copy (measured: {f(med([s8_mbps(r) for r in kr]) / 1000, 2)} GB/s). "
+                       f"Per block, versitygw spent {ms(med([r['server_cpu'] / r['blocks'] for r in kr]))} ms "
+                       f"of CPU for keep-rsync (a data PUT and a `recent/` marker PUT) and "
+                       f"{ms(med([r['server_cpu'] / r['blocks'] for r in rc]))} ms for rclone (one PUT).")
+        kb = s8_rows(run, d, "s3-dir", "keep-rsync")
+        rb = s8_rows(run, d, "s3-dir", "rclone")
+        if kb and rb:
+            out.append(f"- {d}, bucket → directory: keep-rsync {f(med([s8_mbps(r) for r in kb]), 0)} MB/s "
+                       f"fsyncing every block, rclone {f(med([s8_mbps(r) for r in rb]), 0)} MB/s then "
+                       f"{f(med([r['sync_after'] for r in rb]))} s of `sync`: until durable, "
+                       f"{f(med([r['wall'] + r['sync_after'] for r in kb]))} s vs "
+                       f"{f(med([r['wall'] + r['sync_after'] for r in rb]))} s.")
+        sim = s8_rows(run, d, "sim-sim", "keep-rsync-sim")
+        if sim and kr and kb:
+            msim = med([s8_mbps(r) for r in sim])
+            out.append(f"- {d}, through keepstore-sim: {f(msim, 0)} MB/s, the simulators spending "
+                       f"{f(med([s8_srv_gb(r) for r in sim]))} CPU s/GB (MD5 of every PUT, fsyncs); keep-rsync "
+                       f"straight to a bucket ran at {f(med([s8_mbps(r) for r in kr]) / msim)}×, from a bucket "
+                       f"to a directory at {f(med([s8_mbps(r) for r in kb]) / msim)}× that.")
+    notes = os.path.join(BENCH, "stores-notes.md")
+    if os.path.exists(notes) and run["mode"] == "stores":
+        out.append("")
+        out.append(open(notes).read().strip())
+    out.append("")
+    out.append("Commands (`$W` the script's work directory; versitygw runs as `versitygw --access A "
+               "--secret S --region us-east-1 --port 127.0.0.1:PORT --health /health --keep-alive "
+               "--quiet posix $W/s8/gw`; `$W/s8/p0.yml` names one `Driver: S3` volume "
+               "`zzzzz-nyw5e-000000000000000`, `Replication: 1`, with `Bucket`, `Endpoint`, `Region`, "
+               "`AccessKeyID`, `SecretAccessKey` and `PrefixLength: 0`, `p3.yml` the same with 3; "
+               "`rclone.conf` is `type = s3`, `provider = Other`, `force_path_style = true` and the same "
+               "endpoint and keys; the baseline's clusters are `keepstore-sim --services 1 --data-dir "
+               "DIR`):\n")
+    seen = {}
+    for r in rows(run, scenario=8):
+        seen.setdefault((r.get("dir"), r["tool"]), r["cmd"])
+    out.append("```")
+    out.extend(seen.values())
+    out.append("```\n")
+
+
 def main():
     out = []
     if len(sys.argv) == 3 and sys.argv[1] == "--stdout":
         run = json.load(open(sys.argv[2]))
+        if run["mode"].startswith("stores"):
+            stores_report(run, out)
+            print("\n".join(out))
+            return
         header(run, out)
         out.append("")
         full_report(run, out)
@@ -472,6 +727,9 @@ def main():
                        "the ratios compare runs interleaved in the same invocation.")
         out.append("")
         full_report(run, out)
+    stores = os.path.join(BENCH, "last-stores.json")
+    if os.path.exists(stores):
+        stores_report(json.load(open(stores)), out)
     out.append("## Choosing `--transfers`\n")
     if os.path.exists(sweep):
         srun = json.load(open(sweep))

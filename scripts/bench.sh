@@ -25,6 +25,12 @@
 #      cluster's indexes, so every block is found): index mode vs --probe
 #      (signed HEADs, default --transfers), and --probe --transfers 1 (one
 #      block at a time, as the Go tool asks) over the -prefix 0 share;
+#   8. (only with --stores) stores: keepstore Directory volumes and S3
+#      buckets (one versitygw on 127.0.0.1, posix backend on the work
+#      directory's disk), 16 blocks of 64 MiB and 4000 blocks of 4-64 KiB:
+#      keep-rsync (PrefixLength 0 and 3) vs rclone, directory to bucket and
+#      back, and keep-rsync between two 1-service keepstore-sim clusters on
+#      the same disk; client and server CPU, host iowait, every copy counted;
 #
 # then rewrites docs/benchmarks.md (scripts/bench-report.py) from the raw
 # results it saves in docs/bench/last-full.json.
@@ -35,30 +41,57 @@
 #                               16 32 64 128 256 (docs/bench/last-sweep.json)
 #   scripts/bench.sh --quick    one run each, smaller scale (a smoke test;
 #                               does not touch docs/)
+#   scripts/bench.sh --stores   scenario 8 only (docs/bench/last-stores.json,
+#                               then docs/benchmarks.md; about 7 min on 2
+#                               cores, BENCH_S8_BIG=12 saves about one);
+#                               with --quick: one round of tiny data sets,
+#                               printed, does not touch docs/
 #
 # Environment: BENCH_RUNS (default 3), BENCH_BIG (3e7- and 1e8-block runs:
 # 1 = yes, default 1), BENCH_BASELINE (git ref of the "before" binary;
 # default fc569a8, main before the byte budget; built once into
 # target/bench-baseline), BENCH_KEEP=1 keeps the work directory,
 # BENCH_SCENARIOS="3 7" runs only those scenarios (2 includes md5-speed),
-# CARGO_TARGET_DIR as cargo reads it.
+# BENCH_S8_BIG (blocks of 64 MiB in scenario 8's "big" set, default 16),
+# CARGO_TARGET_DIR as cargo reads it. Scenario 8 needs .tools/bin/versitygw
+# and rclone (scripts/install-test-deps.sh installs both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=full
-case "${1:-}" in
-    --sweep) MODE=sweep ;;
-    --quick) MODE=quick ;;
-    "") ;;
-    *) echo "usage: $0 [--sweep|--quick]" >&2; exit 2 ;;
+QUICK=0
+usage() { echo "usage: $0 [--sweep|--quick|--stores [--quick]]" >&2; exit 2; }
+for arg in "$@"; do
+    case $arg in
+        --sweep) [ "$MODE" = full ] || usage; MODE=sweep ;;
+        --stores) [ "$MODE" = full ] || usage; MODE=stores ;;
+        --quick) QUICK=1 ;;
+        *) usage ;;
+    esac
+done
+case $MODE/$QUICK in
+    full/1) MODE=quick ;;
+    sweep/1) usage ;;
 esac
 RUNS=${BENCH_RUNS:-3}
 BIG=${BENCH_BIG:-1}
 [ "$MODE" = quick ] && RUNS=1
+[ "$MODE" = stores ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
 
 if [ ! -x /usr/bin/time ]; then
     echo "bench: GNU time is needed (apt-get install -y time)" >&2
     exit 2
+fi
+GW=$ROOT/.tools/bin/versitygw
+if [ "$MODE" = stores ]; then
+    if ! "$GW" --version >/dev/null 2>&1; then
+        echo "bench: --stores needs $GW (scripts/install-test-deps.sh)" >&2
+        exit 2
+    fi
+    if ! command -v rclone >/dev/null 2>&1; then
+        echo "bench: --stores needs rclone (apt-get install -y rclone)" >&2
+        exit 2
+    fi
 fi
 
 T_START=$(date +%s.%N)
@@ -79,7 +112,7 @@ BASE_REF=${BENCH_BASELINE:-fc569a8}
 BASE_DIR=$ROOT/target/bench-baseline
 KR_BASE=$BASE_DIR/release/keep-rsync
 base_commit=$(git rev-parse --verify --quiet "$BASE_REF^{commit}" || true)
-if ! { want 4 || want 5 || want 6; }; then
+if [ "$MODE" = stores ] || ! { want 4 || want 5 || want 6; }; then
     KR_BASE= # only scenarios 4-6 compare with it
 elif [ -z "$base_commit" ]; then
     echo "bench: BENCH_BASELINE=$BASE_REF is not a commit here: no before/after rows" >&2
@@ -120,8 +153,8 @@ start_sim() {
     "$SIM" --root-token "tok-$name" --services-json "$W/$name.json" \
         --settings-file "$W/$name.conf" "$@" 2>>"$W/$name.log" &
     SIM_PID[$name]=$!
-    local i
-    for i in $(seq 1 1200); do
+    local i tries=${START_TRIES:-1200} # 60 s, or START_TRIES / 20
+    for i in $(seq 1 "$tries"); do
         [ -s "$W/$name.json" ] && return 0
         if ! kill -0 "${SIM_PID[$name]}" 2>/dev/null; then
             echo "bench: keepstore-sim $name exited:" >&2
@@ -130,7 +163,7 @@ start_sim() {
         fi
         sleep 0.05
     done
-    echo "bench: keepstore-sim $name did not start in 60 s" >&2
+    echo "bench: keepstore-sim $name did not start in $((tries / 20)) s" >&2
     exit 1
 }
 
@@ -151,9 +184,21 @@ measure() {
     local tag=$1
     shift
     local t0 t1 rc=0
+    # Scenario 8: CPU ticks of the servers in $MEASURE_PIDS, and the host's
+    # CPU line of /proc/stat, just before and after (outside the wall time).
+    if [ -n "${MEASURE_PIDS:-}" ]; then
+        # shellcheck disable=SC2086
+        cpu_ticks $MEASURE_PIDS >"$W/pids0"
+        head -1 /proc/stat >"$W/stat0"
+    fi
     t0=$(now)
     /usr/bin/time -f '%e %U %S %M' -o "$W/time.txt" "$@" >"$W/out.txt" 2>"$W/err.txt" || rc=$?
     t1=$(now)
+    if [ -n "${MEASURE_PIDS:-}" ]; then
+        head -1 /proc/stat >"$W/stat1"
+        # shellcheck disable=SC2086
+        cpu_ticks $MEASURE_PIDS >"$W/pids1"
+    fi
     python3 - "$tag" "$t0" "$t1" "$rc" "$W/time.txt" "$W/out.txt" "$W/report.json" "$W" "$ROOT" "$*" >>"$RES" <<'EOF'
 import json, sys
 tag, t0, t1, rc, timef, outf, repf, work, root, cmd = sys.argv[1:]
@@ -189,7 +234,7 @@ EOF
         echo "bench: $tag exited $rc:" >&2
         tail -5 "$W/err.txt" >&2
     fi
-    tail -1 "$RES" | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("bench: %-70s wall %6.2fs cpu %6.2fs rss %7.1f MiB" % (json.dumps({k:v for k,v in r.items() if k in ("scenario","tool","transfers","blocks","run")}), r["wall"], r["user"]+r["sys"], r["maxrss_kib"]/1024))' >&2
+    tail -1 "$RES" | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("bench: %-70s wall %6.2fs cpu %6.2fs rss %7.1f MiB" % (json.dumps({k:v for k,v in r.items() if k in ("scenario","tool","transfers","dir","data","blocks","run")}), r["wall"], r["user"]+r["sys"], r["maxrss_kib"]/1024))' >&2
 }
 
 rsync_cmd() { # SRC DST extra args...
@@ -420,6 +465,313 @@ for s in json.load(open(sys.argv[1]))["items"]:
     stop_sim s7
 }
 
+# ---------------------------------------------------------------- scenario 8
+# Stores (bench.sh --stores only): keepstore Directory volumes and S3
+# buckets, all on 127.0.0.1. One versitygw (posix backend: a bucket is a
+# directory of $W/s8/gw, an object a file) on the work directory's disk.
+# Two data sets made once by keepstore-sim's seeding into a directory store
+# (random bytes named by MD5, keepstore's layout SRC/xyz/HASH): "big", 64 MiB
+# blocks, and "small", 4000 blocks of 4-64 KiB. Every round copies each set
+#   dir -> bucket: keep-rsync (PrefixLength 0 and 3), rclone (its best flags;
+#                  in round 1 also its defaults);
+#   bucket -> dir: keep-rsync from both of its buckets, rclone from its own
+#                  (keys xyz/HASH, the PrefixLength 3 layout);
+#   sim -> sim:    keep-rsync between two 1-service keepstore-sim clusters
+#                  whose directory stores are on the same disk (the source's
+#                  store is the data set itself), -replications 1;
+# each into a fresh empty bucket or directory, deleted afterwards. Around
+# each copy: the servers' CPU time (/proc/PID/stat), the host's CPU and
+# iowait (/proc/stat), then `sync -f` (how long the written data still took
+# to reach the disk) and a count of what arrived (names and sizes of every
+# block, markers of keep-rsync's buckets; MD5 of every block with --quick,
+# of two per copy otherwise): an incomplete copy stops the scenario.
+S8_BIG_BLOCKS=${BENCH_S8_BIG:-16}
+S8_SMALL_BLOCKS=4000
+S8_DISK_MIB=256
+if [ "$QUICK" = 1 ]; then
+    S8_BIG_BLOCKS=2
+    S8_SMALL_BLOCKS=300
+    S8_DISK_MIB=64
+fi
+S8_ACCESS=AKIAKEEPRSYNCBENCH08
+S8_SECRET=keeprsyncbenchsecret8Qw3Er5Ty7Ui9Op2As4Df
+S8_SRC_UUID=s8src-bi6l4-000000000000000 # keepstore-sim's uuid of service 0
+S8_DST_UUID=s8dst-bi6l4-000000000000000
+RCLONE=(env -u AWS_CA_BUNDLE rclone --config "$W/s8/rclone.conf")
+RCLONE_BEST=(--transfers 32 --checkers 16 --no-check-dest)
+
+# start_gw: versitygw on a free port of 127.0.0.1; sets S8_PORT.
+start_gw() {
+    local attempt i port pid
+    mkdir -p "$W/s8/gw"
+    for attempt in 1 2 3; do
+        port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        "$GW" --access "$S8_ACCESS" --secret "$S8_SECRET" --region us-east-1 \
+            --port "127.0.0.1:$port" --health /health --keep-alive --quiet \
+            posix "$W/s8/gw" >>"$W/s8gw.log" 2>&1 &
+        pid=$!
+        SIM_PID[s8gw]=$pid
+        for i in $(seq 1 400); do
+            if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health" || true)" = 200 ]; then
+                S8_PORT=$port
+                return 0
+            fi
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.05
+        done
+        stop_sim s8gw
+    done
+    echo "bench: versitygw did not answer GET /health:" >&2
+    cat "$W/s8gw.log" >&2
+    exit 1
+}
+
+# s8_bucket NAME: a fresh empty bucket (the posix backend's directory).
+s8_bucket() {
+    rm -rf "${W:?}/s8/gw/$1"
+    mkdir "$W/s8/gw/$1"
+}
+
+# cpu_ticks PID...: user+system CPU ticks of these processes, summed.
+cpu_ticks() {
+    local pid t=0 st
+    for pid in "$@"; do
+        st=$(sed 's/^.*) //' "/proc/$pid/stat")
+        # after "PID (comm) ": state is field 1, utime 12, stime 13
+        t=$((t + $(echo "$st" | awk '{print $12 + $13}')))
+    done
+    echo "$t"
+}
+
+# s8_copy TAG KIND PATH CMD...: run CMD (measure), with the CPU of the
+# servers in $S8_SERVERS and of the host around it; then sync PATH's
+# filesystem and check that PATH holds every block of $S8_LIST in layout
+# KIND (flat: PATH/HASH, plus recent/HASH markers; flat3: PATH/xyz/HASH
+# plus recent/xyz/HASH; xyz: PATH/xyz/HASH). The check goes into the row.
+s8_copy() {
+    local tag=$1 kind=$2 path=$3 c0 c1 h0 h1 s0 s1
+    shift 3
+    sync -f "$W" # what earlier copies left in the page cache is on disk
+    rm -f "$W/report.json"
+    MEASURE_PIDS=$S8_SERVERS measure "$tag" "$@"
+    c0=$(cat "$W/pids0")
+    c1=$(cat "$W/pids1")
+    h0=$(cat "$W/stat0")
+    h1=$(cat "$W/stat1")
+    s0=$(now)
+    sync -f "$path"
+    s1=$(now)
+    if ! python3 - "$RES" "$S8_LIST" "$kind" "$path" "$c0" "$c1" "$h0" "$h1" "$s0" "$s1" \
+        "$(getconf CLK_TCK)" "$QUICK" "$(cut -d' ' -f1 /proc/loadavg)" <<'EOF'
+import hashlib, json, os, re, sys
+res, listf, kind, path, c0, c1, h0, h1, s0, s1, tck, quick, load1 = sys.argv[1:]
+tck = int(tck)
+lines = open(res).read().splitlines()
+row = json.loads(lines[-1])
+want = {}
+for l in open(listf):
+    h, n = l.split()
+    want[h] = int(n)
+HEX = re.compile(r"[0-9a-f]{32}$")
+def blocks_at(d, nested):
+    """{hash: size} of the block files under d (flat d/HASH or d/xyz/HASH)."""
+    found, other = {}, 0
+    if not os.path.isdir(d):
+        return found, other
+    for e in os.scandir(d):
+        if e.name.startswith("."):
+            continue  # the server's own (temp files, metadata)
+        if nested and e.is_dir(follow_symlinks=False) and re.fullmatch(r"[0-9a-f]{3}", e.name):
+            for g in os.scandir(e.path):
+                if HEX.match(g.name) and g.name.startswith(e.name) and g.is_file(follow_symlinks=False):
+                    found[g.name] = g.stat().st_size
+                elif not g.name.startswith("."):
+                    other += 1
+        elif not nested and HEX.match(e.name) and e.is_file(follow_symlinks=False):
+            found[e.name] = e.stat().st_size
+        elif e.name != "recent":
+            other += 1
+    return found, other
+nested = kind != "flat"
+found, other = blocks_at(path, nested)
+missing = [h for h in want if found.get(h) != want[h]]
+check = {"blocks": len(found), "want": len(want), "missing_or_wrong_size": len(missing),
+         "other_entries": other, "bytes": sum(found.get(h, 0) for h in want)}
+bad = bool(missing) or len(found) != len(want)
+if kind in ("flat", "flat3"):
+    markers, _ = blocks_at(os.path.join(path, "recent"), nested)
+    check["markers"] = len(markers)
+    bad = bad or set(markers) != set(want)
+# Content: every block in quick mode, two (the first hashes) otherwise.
+sample = sorted(want) if quick == "1" else sorted(want)[:2]
+corrupt = 0
+for h in sample:
+    if h in found:
+        p = os.path.join(path, h[:3], h) if nested else os.path.join(path, h)
+        m = hashlib.md5()
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                m.update(chunk)
+        corrupt += m.hexdigest() != h
+check["md5_checked"] = len(sample)
+check["md5_bad"] = corrupt
+bad = bad or corrupt > 0
+row["check"] = check
+row["bytes"] = check["bytes"] if not bad else None
+row["server_cpu"] = (int(c1) - int(c0)) / tck
+a, b = [int(x) for x in h0.split()[1:9]], [int(x) for x in h1.split()[1:9]]
+d = [y - x for x, y in zip(a, b)]  # user nice system idle iowait irq softirq steal
+row["host"] = {"busy": (d[0] + d[1] + d[2] + d[5] + d[6]) / tck, "iowait": d[4] / tck,
+               "idle": d[3] / tck, "steal": d[7] / tck}
+row["sync_after"] = float(s1) - float(s0)
+row["load1"] = float(load1)
+lines[-1] = json.dumps(row)
+open(res, "w").write("\n".join(lines) + "\n")
+print("bench: scenario 8 %-14s %-13s server cpu %6.2fs  host busy %6.2fs iowait %6.2fs  sync after %5.2fs  blocks %d/%d%s" % (
+    row.get("tool"), row.get("dir"), row["server_cpu"], row["host"]["busy"], row["host"]["iowait"],
+    row["sync_after"], check["blocks"], check["want"],
+    "" if "markers" not in check else "  markers %d" % check["markers"]), file=sys.stderr)
+if bad or row["rc"] != 0:
+    print("bench: scenario 8: INCOMPLETE COPY (%s, exit %d): %s" % (row["cmd"], row["rc"], json.dumps(check)),
+          file=sys.stderr)
+    sys.exit(1)
+EOF
+    then
+        echo "bench: scenario 8 failed: $tag did not copy every block into $path" >&2
+        exit 1
+    fi
+}
+
+# s8_volumes FILE BUCKET PREFIXLENGTH: a volumes file naming one S3 volume.
+s8_volumes() {
+    cat >"$1" <<EOF
+zzzzz-nyw5e-000000000000000:
+  Driver: S3
+  Replication: 1
+  DriverParameters:
+    Bucket: $2
+    Endpoint: http://127.0.0.1:$S8_PORT
+    Region: us-east-1
+    AccessKeyID: $S8_ACCESS
+    SecretAccessKey: $S8_SECRET
+    PrefixLength: $3
+EOF
+}
+
+scenario8_data() { # NAME BLOCKS SIZES SEED ROUNDS
+    local d=$1 n=$2 sizes=$3 seed=$4 rounds=$5 run src gwd=$W/s8/gw dst=$W/s8/dst
+    src=$W/s8/$d/$S8_SRC_UUID
+    local t0
+    t0=$(now)
+    # Seeding writes (and fsyncs) each block: allow 10 minutes.
+    START_TRIES=12000 start_sim "s8seed$d" --services 1 --uuid-prefix s8src --data-dir "$W/s8/$d" \
+        --seed-blocks "$n" --seed-sizes "$sizes" --seed-replicas 1 --seed "$seed"
+    stop_sim "s8seed$d"
+    S8_LIST=$W/s8/$d.list
+    python3 - "$src" >"$S8_LIST" <<'EOF'
+import os, sys
+for e in sorted(os.scandir(sys.argv[1]), key=lambda e: e.name):
+    for g in sorted(os.scandir(e.path), key=lambda g: g.name):
+        print(g.name, g.stat().st_size)
+EOF
+    if [ "$(wc -l <"$S8_LIST")" != "$n" ]; then
+        echo "bench: scenario 8: the $d data set has $(wc -l <"$S8_LIST") blocks, not $n" >&2
+        exit 1
+    fi
+    python3 -c 'import sys; print("bench: scenario 8: the %s data set (%s blocks of %s, %.0f MiB) written in %.0f s" % (sys.argv[1], sys.argv[2], sys.argv[3], sum(int(l.split()[1]) for l in open(sys.argv[4])) / 2**20, float(sys.argv[6]) - float(sys.argv[5])))' \
+        "$d" "$n" "$sizes" "$S8_LIST" "$t0" "$(now)" >&2
+    # The baseline's source cluster serves the data set itself.
+    start_sim s8simsrc --services 1 --uuid-prefix s8src --data-dir "$W/s8/$d"
+    local t="\"scenario\":8,\"data\":\"$d\",\"blocks\":$n"
+    for run in $(seq 1 "$rounds"); do
+        S8_SERVERS=${SIM_PID[s8gw]}
+        # dir -> bucket
+        s8_bucket kr-p0
+        s8_copy "{$t,\"tool\":\"keep-rsync\",\"dir\":\"dir-s3\",\"run\":$run}" flat "$gwd/kr-p0" \
+            "$KR" --src-volume-dir "$src" --dst-volumes "$W/s8/p0.yml" -q --report "$W/report.json"
+        s8_bucket kr-p3
+        s8_copy "{$t,\"tool\":\"keep-rsync-p3\",\"dir\":\"dir-s3\",\"run\":$run}" flat3 "$gwd/kr-p3" \
+            "$KR" --src-volume-dir "$src" --dst-volumes "$W/s8/p3.yml" -q --report "$W/report.json"
+        s8_bucket rclone
+        s8_copy "{$t,\"tool\":\"rclone\",\"dir\":\"dir-s3\",\"run\":$run}" xyz "$gwd/rclone" \
+            "${RCLONE[@]}" copy "$src" s3:rclone "${RCLONE_BEST[@]}" --s3-no-check-bucket --s3-no-head -q
+        if [ "$run" = 1 ]; then
+            s8_bucket rclone-defaults
+            s8_copy "{$t,\"tool\":\"rclone-defaults\",\"dir\":\"dir-s3\",\"run\":$run}" xyz "$gwd/rclone-defaults" \
+                "${RCLONE[@]}" copy "$src" s3:rclone-defaults -q
+            rm -rf "$gwd/rclone-defaults"
+        fi
+        # bucket -> dir
+        rm -rf "$dst" && mkdir "$dst"
+        s8_copy "{$t,\"tool\":\"keep-rsync\",\"dir\":\"s3-dir\",\"run\":$run}" xyz "$dst" \
+            "$KR" --src-volumes "$W/s8/p0.yml" --dst-volume-dir "$dst" -q --report "$W/report.json"
+        rm -rf "$dst" && mkdir "$dst"
+        s8_copy "{$t,\"tool\":\"keep-rsync-p3\",\"dir\":\"s3-dir\",\"run\":$run}" xyz "$dst" \
+            "$KR" --src-volumes "$W/s8/p3.yml" --dst-volume-dir "$dst" -q --report "$W/report.json"
+        rm -rf "$dst" && mkdir "$dst"
+        s8_copy "{$t,\"tool\":\"rclone\",\"dir\":\"s3-dir\",\"run\":$run}" xyz "$dst" \
+            "${RCLONE[@]}" copy s3:rclone "$dst" "${RCLONE_BEST[@]}" -q
+        rm -rf "$dst" "$gwd/kr-p0" "$gwd/kr-p3" "$gwd/rclone"
+        # sim -> sim: the same blocks through two keepstore-sims
+        rm -rf "$W/s8/simdst"
+        start_sim s8simdst --services 1 --uuid-prefix s8dst --data-dir "$W/s8/simdst"
+        S8_SERVERS="${SIM_PID[s8simsrc]} ${SIM_PID[s8simdst]}"
+        s8_copy "{$t,\"tool\":\"keep-rsync-sim\",\"dir\":\"sim-sim\",\"run\":$run}" xyz "$W/s8/simdst/$S8_DST_UUID" \
+            "$KR" -src "$W/s8simsrc.conf" -dst "$W/s8simdst.conf" \
+            -src-keep-services-json "$W/s8simsrc.json" -dst-keep-services-json "$W/s8simdst.json" \
+            -replications 1 -q --report "$W/report.json"
+        stop_sim s8simdst
+        rm -rf "$W/s8/simdst"
+    done
+    stop_sim s8simsrc
+    rm -rf "${W:?}/s8/$d"
+    python3 -c 'import sys; print("bench: scenario 8: the %s data set: %.0f s in all" % (sys.argv[1], float(sys.argv[3]) - float(sys.argv[2])))' "$d" "$t0" "$(now)" >&2
+}
+
+scenario8() { # ROUNDS
+    local rounds=$1
+    mkdir -p "$W/s8"
+    # What the disk takes with fsync (the directory writes fsync every block).
+    measure "{\"scenario\":8,\"tool\":\"disk-fsync\",\"bytes\":$((S8_DISK_MIB << 20))}" \
+        dd if=/dev/zero of="$W/s8/dd.bin" bs=1M count="$S8_DISK_MIB" conv=fsync status=none
+    rm -f "$W/s8/dd.bin"
+    start_gw
+    s8_volumes "$W/s8/p0.yml" kr-p0 0
+    s8_volumes "$W/s8/p3.yml" kr-p3 3
+    printf '%s\n' '[s3]' 'type = s3' 'provider = Other' 'env_auth = false' \
+        "access_key_id = $S8_ACCESS" "secret_access_key = $S8_SECRET" \
+        "endpoint = http://127.0.0.1:$S8_PORT" 'region = us-east-1' \
+        'force_path_style = true' >"$W/s8/rclone.conf"
+    python3 - "$GW" "$(df -PT "$W" | awk 'NR == 2 {print $2 " " $1}')" "$S8_BIG_BLOCKS" \
+        "$S8_SMALL_BLOCKS" "$RUNS" "${RCLONE_BEST[*]}" >"$W/meta.json" <<'EOF'
+import json, subprocess, sys
+gw, fs, big, small, runs, rclone_best = sys.argv[1:]
+def first(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        return ((out.stdout or out.stderr).strip().splitlines() or ["?"])[0]
+    except Exception:
+        return "?"
+try:
+    mods = subprocess.run(["go", "version", "-m", gw], capture_output=True, text=True).stdout.split("\n")
+    vgw = next(" ".join(l.split()[1:3]) for l in mods if l.split()[:2] == ["mod", "github.com/versity/versitygw"])
+except Exception:
+    vgw = first([gw, "--version"])
+print(json.dumps({"stores": {
+    "versitygw": vgw,
+    "rclone": first(["rclone", "version"]),
+    "filesystem": fs,
+    "big": {"blocks": int(big), "sizes": "64M"},
+    "small": {"blocks": int(small), "sizes": "4K-64K"},
+    "runs": int(runs),
+    "rclone_best": rclone_best,
+}}))
+EOF
+    scenario8_data big "$S8_BIG_BLOCKS" 64M 81 "$rounds"
+    scenario8_data small "$S8_SMALL_BLOCKS" 4K-64K 82 "$rounds"
+    stop_sim s8gw
+}
+
 DEFAULT_T=$(sed -n 's/^pub const DEFAULT_TRANSFERS: usize = \([0-9]*\);/\1/p' src/cli.rs)
 case $MODE in
     full)
@@ -439,6 +791,9 @@ case $MODE in
         scenario1 1 16 32 64 128 256
         scenario2 1 16 32 64 128 256
         ;;
+    stores)
+        scenario8 "$RUNS"
+        ;;
     quick)
         want 2 && md5_speed
         want 3 && scenario3 1000000 1
@@ -454,9 +809,11 @@ T_END=$(date +%s.%N)
 
 # Load while we ran (others' builds make numbers noisy).
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-python3 - "$MODE" "$T_START" "$T_END" "$LOAD" "$DEFAULT_T" "$RES" "$LOAD_START" >"$W/run.json" <<'EOF'
+RUN_MODE=$MODE
+[ "$MODE" = stores ] && [ "$QUICK" = 1 ] && RUN_MODE=stores-quick
+python3 - "$RUN_MODE" "$T_START" "$T_END" "$LOAD" "$DEFAULT_T" "$RES" "$LOAD_START" "$W/meta.json" >"$W/run.json" <<'EOF'
 import json, sys, os, platform, subprocess, datetime
-mode, t0, t1, load, deft, res, load0 = sys.argv[1:]
+mode, t0, t1, load, deft, res, load0, meta = sys.argv[1:]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
 rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -472,14 +829,22 @@ print(json.dumps({
     "commit": rev + ("+dirty" if dirty else ""),
     "default_transfers": int(deft),
     "rows": [json.loads(l) for l in open(res)],
+    **(json.load(open(meta)) if os.path.exists(meta) else {}),
 }, indent=1))
 EOF
 case $MODE in
     full) mkdir -p docs/bench && cp "$W/run.json" docs/bench/last-full.json ;;
     sweep) mkdir -p docs/bench && cp "$W/run.json" docs/bench/last-sweep.json ;;
     quick) cp "$W/run.json" "$W/quick.json" ;;
+    stores)
+        if [ "$QUICK" = 1 ]; then
+            cp "$W/run.json" "$W/quick.json"
+        else
+            mkdir -p docs/bench && cp "$W/run.json" docs/bench/last-stores.json
+        fi
+        ;;
 esac
-if [ "$MODE" = quick ]; then
+if [ "$MODE" = quick ] || [ "$QUICK" = 1 ]; then
     python3 scripts/bench-report.py --stdout "$W/quick.json"
 else
     python3 scripts/bench-report.py >docs/benchmarks.md

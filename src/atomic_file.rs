@@ -1,6 +1,8 @@
 //! Files that readers must never see half-written (the `--report` JSON, the
 //! `--metrics-textfile`): written to a temporary file in the same directory,
-//! then renamed over the target in one step (`tempfile`'s `persist`).
+//! fsynced, then renamed over the target in one step (`tempfile`'s
+//! `persist`), and the directory fsynced: after a crash the file is the old
+//! one or the new one, never empty or partial.
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -45,7 +47,12 @@ fn write_with_mode(
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
+    // The data first: a rename that reaches the disk before the data would
+    // leave an empty file under the name after a crash.
+    tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
+    // Then the rename itself.
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
 
