@@ -6,6 +6,10 @@
 # Prometheus metrics in a textfile), keep-rsync again to show that the delta
 # is zero, and the migration's final check: keep-block-check asks the
 # destination for every block that "the database's manifests" reference.
+# keep-rsync and keep-block-check are given only each cluster's config.yml
+# (as keepstore-sim writes it, as an admin's /etc/arvados/config.yml):
+# token, signing key and TTL, keepstores and DefaultReplication come from it,
+# and no other flag is needed.
 # When versitygw (a real S3 server, installed by scripts/install-test-deps.sh)
 # is there, a last act backs the destination up into an S3 bucket in
 # keepstore's layout, restores it into a Directory volume, and checks both.
@@ -41,7 +45,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 # Tokens and keys are random for each demo run; they are written only to the
-# settings files in $work (mode 600), as an admin's would be.
+# clusters' config.yml files in $work (mode 600), as an admin's would be.
 rand() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 umask 077
 
@@ -51,22 +55,23 @@ start_cluster() { # name prefix extra-args...
   token[$name]=$(rand)
   "$bin/keepstore-sim" --services 4 --uuid-prefix "$prefix" \
     --root-token "${token[$name]}" --signing-key "$(rand)" --enforce-signatures \
-    --services-json "$work/$name.json" --settings-file "$work/$name.conf" "$@" \
+    --services-json "$work/$name.json" --cluster-config "$work/$name.yml" "$@" \
     >"$work/$name.log" 2>&1 &
   pids+=($!)
 }
 
-echo "== starting the source cluster (4 keepstores, $blocks blocks, 2 replicas each) and an empty destination (4 keepstores)"
+echo "== starting the source cluster (4 keepstores, $blocks blocks, 2 replicas each) and an empty destination (4 keepstores, DefaultReplication 2)"
 start_cluster src aaaaa --seed-blocks "$blocks" --seed-sizes 1K-64K,1M-4M --seed-replicas 2 --seed 7
-start_cluster dst bbbbb
+start_cluster dst bbbbb --default-replication 2
 for f in src dst; do
   for _ in $(seq 1 300); do [ -f "$work/$f.json" ] && break; sleep 0.1; done
   [ -f "$work/$f.json" ] || { echo "keepstore-sim ($f) did not start:"; cat "$work/$f.log"; exit 1; }
 done
 
-args=(-src "$work/src.conf" -dst "$work/dst.conf"
-      -src-keep-services-json "$work/src.json" -dst-keep-services-json "$work/dst.json"
-      -replications 2 -src-blob-signature-ttl 336h)
+# The two config files are all keep-rsync needs: the source's keepstores,
+# root token, signing key and BlobSigningTTL, the destination's keepstores,
+# root token and DefaultReplication (2). No API server is asked.
+args=(-src-cluster-config "$work/src.yml" -dst-cluster-config "$work/dst.yml")
 
 # A few collections written through Keep, as users would: their manifests
 # stand for the database's (signed locators, stream names, file tokens).
@@ -87,9 +92,8 @@ echo "== the same command again: the destination index is the checkpoint, so not
 "$bin/keep-rsync" "${args[@]}" -q
 
 echo
-echo "== the final check: keep-block-check asks the destination for every block the manifests reference"
-"$bin/keep-block-check" -config "$work/dst.conf" -keep-services-json "$work/dst.json" \
-  -block-hash-file "$work/manifests.txt"
+echo "== the final check: keep-block-check -cluster-config \$WORK/dst.yml asks the destination for every block the manifests reference"
+"$bin/keep-block-check" -cluster-config "$work/dst.yml" -block-hash-file "$work/manifests.txt"
 
 backup_act() {
   local gw=.tools/bin/versitygw port
@@ -123,10 +127,9 @@ zzzzz-nyw5e-000000000000000:
     SecretAccessKey: $secret
     PrefixLength: 3
 YML
-  local dst=(-src "$work/dst.conf" -src-keep-services-json "$work/dst.json" -src-blob-signature-ttl 336h)
   echo
-  echo "== backup: keep-rsync -src \$WORK/dst.conf ... --dst-volumes \$WORK/backup-volumes.yml (an S3 bucket, keepstore's layout)"
-  "$bin/keep-rsync" "${dst[@]}" --dst-volumes "$work/backup-volumes.yml" -q
+  echo "== backup: keep-rsync -src-cluster-config \$WORK/dst.yml --dst-volumes \$WORK/backup-volumes.yml (an S3 bucket, keepstore's layout)"
+  "$bin/keep-rsync" -src-cluster-config "$work/dst.yml" --dst-volumes "$work/backup-volumes.yml" -q
   echo "   bucket now holds $(find "$work/s3/keep-backup" -path '*/recent' -prune -o -type f -print | wc -l) blocks" \
     "and $(find "$work/s3/keep-backup/recent" -type f | wc -l) recent/ markers"
   echo

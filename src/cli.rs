@@ -605,6 +605,37 @@ impl Config {
                 )));
             }
         }
+        for (via, config, json, flag, config_flag, json_flag) in [
+            (
+                self.src_via,
+                &self.src_cluster_config,
+                &self.src_services_json,
+                "--src-via",
+                "-src-cluster-config",
+                "-src-keep-services-json",
+            ),
+            (
+                self.dst_via,
+                &self.dst_cluster_config,
+                &self.dst_services_json,
+                "--dst-via",
+                "-dst-cluster-config",
+                "-dst-keep-services-json",
+            ),
+        ] {
+            if via != crate::cluster_config::Via::default() && (config.is_none() || json.is_some())
+            {
+                return Err(Error::config(format!(
+                    "{flag} keepproxy picks the keepproxy of a {config_flag} file; it means \
+                     nothing {}.",
+                    if config.is_none() {
+                        format!("without {config_flag}")
+                    } else {
+                        format!("with {json_flag}, which names the services itself")
+                    }
+                )));
+            }
+        }
         let stdin_services = [&self.src_services_json, &self.dst_services_json]
             .iter()
             .any(|j| j.as_deref() == Some("-"));

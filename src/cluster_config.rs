@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use md5::{Digest, Md5};
 
 use crate::config_tree::{
-    pick_cluster, read_tree, redact, secrets_in_text, secrets_in_tree, shown, Node, Obj,
+    join, pick_cluster, read_tree, redact, secrets_in_text, secrets_in_tree, shown, Node, Obj,
 };
 use crate::error::{Error, Result};
 use crate::protocol::KeepService;
@@ -49,6 +49,10 @@ pub enum Via {
 #[derive(Clone)]
 pub struct ClusterConfig {
     pub path: PathBuf,
+    /// The flag that named the file, and the one that picks the service
+    /// kind (`--src-via`), for messages.
+    pub flag: String,
+    pub via_flag: String,
     pub id: String,
     /// The token, key and insecure flag as a settings file would give them
     /// (`api_host` is the controller's external host, for messages only).
@@ -82,18 +86,30 @@ impl ClusterConfig {
         match via {
             Via::Keepstore if !self.keepstores.is_empty() => Ok(self.keepstores.clone()),
             Via::Keepstore => Err(Error::config(format!(
-                "{}: Clusters.{}.Services.Keepstore.InternalURLs lists no keepstore: there is \
-                 nothing to index. Add the keepstores, or use the keepproxy (--*-via keepproxy).",
+                "{} {}: Clusters.{}.Services.Keepstore.InternalURLs lists no keepstore: there is \
+                 nothing to index. {}",
+                self.flag,
                 self.path.display(),
-                self.id
+                self.id,
+                if self.keepproxy.is_some() {
+                    format!(
+                        "Add the keepstores, or go through the keepproxy ({} keepproxy).",
+                        self.via_flag
+                    )
+                } else {
+                    "Add the keepstores (or a Services.Keepproxy.ExternalURL to go through)."
+                        .to_string()
+                }
             ))),
             Via::Keepproxy => self.keepproxy.clone().map(|p| vec![p]).ok_or_else(|| {
                 Error::config(format!(
-                    "{}: Clusters.{}.Services.Keepproxy.ExternalURL is not set: there is no \
-                     keepproxy to go through. Set it, or reach the keepstores directly (--*-via \
+                    "{} {}: Clusters.{}.Services.Keepproxy.ExternalURL is not set: there is no \
+                     keepproxy to go through. Set it, or reach the keepstores directly ({} \
                      keepstore).",
+                    self.flag,
                     self.path.display(),
-                    self.id
+                    self.id,
+                    self.via_flag
                 ))
             }),
         }
@@ -169,14 +185,20 @@ pub fn parse(
             )),
             Err(m) => return Err(fail(m, &secrets)),
         };
-    read_cluster(&id, &c, origin).map_err(|m| fail(m, &secrets))
+    let mut found = read_cluster(&id, &c, origin).map_err(|m| fail(m, &secrets))?;
+    found.flag = flag.to_string();
+    found.via_flag = match flag.strip_suffix("-cluster-config") {
+        Some(side) if !side.is_empty() => format!("-{side}-via"),
+        _ => "--via".to_string(),
+    };
+    Ok(found)
 }
 
 fn read_cluster(id: &str, c: &Obj<'_>, origin: &str) -> Result<ClusterConfig, String> {
     let token = c.string("SystemRootToken")?.ok_or_else(|| {
         format!(
             "{} is missing: keep-rsync needs the cluster's system root token (keepstores serve \
-             indexes to it alone). Set it in the file, or use a settings file (-src/-dst) instead.",
+             indexes to it alone). Set it in the file, or use a settings file instead.",
             c.key("SystemRootToken")
         )
     })?;
@@ -237,7 +259,7 @@ fn read_cluster(id: &str, c: &Obj<'_>, origin: &str) -> Result<ClusterConfig, St
         if let Some(ks) = s.object("Keepstore")? {
             if let Some(urls) = ks.object("InternalURLs")? {
                 for (url, info) in urls.entries {
-                    let path = urls.key(url);
+                    let path = join(&urls.path, &url_shown(url));
                     let rvz = match info {
                         Node::Map(e) => Obj::new(e, path.clone()).string("Rendezvous")?,
                         Node::Null => None,
@@ -259,6 +281,7 @@ fn read_cluster(id: &str, c: &Obj<'_>, origin: &str) -> Result<ClusterConfig, St
         if let Some(kp) = s.object("Keepproxy")? {
             if let Some(url) = kp.string("ExternalURL")? {
                 let path = kp.key("ExternalURL");
+                let url = &url_shown_checked(url, &path)?;
                 let norm = normalize_url(url).map_err(|why| format!("{path}: {why}"))?;
                 keepproxy = Some(service(id, &norm, None, "proxy", false, &path)?);
             }
@@ -279,6 +302,8 @@ fn read_cluster(id: &str, c: &Obj<'_>, origin: &str) -> Result<ClusterConfig, St
         .unwrap_or_default();
     Ok(ClusterConfig {
         path: PathBuf::from(origin),
+        flag: String::new(),
+        via_flag: String::new(),
         id: id.to_string(),
         settings: Settings {
             path: PathBuf::from(origin),
@@ -318,10 +343,17 @@ fn normalize_url(url: &str) -> Result<String, String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| "is not an http:// or https:// URL".to_string())?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if authority.contains('@') {
+        return Err("has a user name or password in it: keep services take none".into());
+    }
+    let scheme = scheme.to_ascii_lowercase();
+    let url = format!("{scheme}://{rest}");
+    let url = url.as_str();
     if scheme != "http" && scheme != "https" {
         return Err(format!(
             "has scheme {}: only http and https are keep services",
-            shown(scheme)
+            shown(&scheme)
         ));
     }
     if rest.is_empty() || rest.starts_with('/') {
@@ -332,6 +364,31 @@ fn normalize_url(url: &str) -> Result<String, String> {
     } else {
         Ok(format!("{url}/"))
     }
+}
+
+/// A URL as messages may show it: any user name and password replaced.
+fn url_shown(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://<redacted>@{host}{path}"),
+                None => url.to_string(),
+            }
+        }
+        None if url.contains('@') => "<redacted>".to_string(),
+        None => url.to_string(),
+    }
+}
+
+/// A URL value refused when it carries credentials (named by `path`).
+fn url_shown_checked(url: &str, path: &str) -> Result<String, String> {
+    if url_shown(url) != url {
+        return Err(format!(
+            "{path} has a user name or password in it: keep services take none."
+        ));
+    }
+    Ok(url.to_string())
 }
 
 /// Whether some volume the keepstore at `url` mounts is writable through it
@@ -574,6 +631,23 @@ Clusters:
         let c = parse(&two, "c", Some("yyyyy"), "-f", "--src-cluster").unwrap();
         assert_eq!(c.id, "yyyyy");
         assert!(c.services(Via::Keepstore).is_err());
+    }
+
+    #[test]
+    fn urls_with_credentials_are_refused_unshown_and_schemes_lowercased() {
+        let m = parse_err(&MINIMAL.replace(
+            "http://keep1.internal:25107",
+            "http://admin:PASSWORDsecret0123@keep1.internal:25107",
+        ));
+        assert!(m.contains("user name or password"), "{m}");
+        assert!(!m.contains("PASSWORD"), "{m}");
+        let m = parse_err(&MINIMAL.replace(
+            "http://keep1.internal:25107",
+            "htps://admin:PASSWORDsecret0123@keep1.internal:25107",
+        ));
+        assert!(!m.contains("PASSWORD"), "{m}");
+        let c = parse_ok(&MINIMAL.replace("http://keep1.internal", "HTTP://keep1.internal"));
+        assert_eq!(c.keepstores.len(), 2);
     }
 
     #[test]

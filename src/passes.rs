@@ -174,6 +174,18 @@ pub fn collect<const N: usize>(
     Ok(out)
 }
 
+/// Run CPU-heavy work (planning a pass: seconds for millions of blocks)
+/// without holding up an async worker: on a multi-thread runtime the worker
+/// hands its other tasks to the rest first (`block_in_place`); elsewhere
+/// (tests on a current-thread runtime) it just runs.
+pub fn off_workers<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

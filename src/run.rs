@@ -330,17 +330,19 @@ impl<'a> Run<'a> {
         opts: PlanOptions<'_>,
     ) -> Result<crate::plan::Plan> {
         let Some(l) = self.listed else {
-            return Ok(plan(src, dst, &opts));
+            return Ok(passes::off_workers(|| plan(src, dst, &opts)));
         };
         let listed = l.load(prefix)?;
-        let p = plan(
-            src,
-            dst,
-            &PlanOptions {
-                listed: Some(&listed),
-                ..opts
-            },
-        );
+        let p = passes::off_workers(|| {
+            plan(
+                src,
+                dst,
+                &PlanOptions {
+                    listed: Some(&listed),
+                    ..opts
+                },
+            )
+        });
         if let Some(first) = p.lost.first() {
             self.reporter.log(
                 Level::Warn,
@@ -453,6 +455,6 @@ impl Run<'_> {
             listed: listed.as_deref(),
             ..opts
         };
-        Ok(plan(s, d, &opts).counts)
+        Ok(passes::off_workers(|| plan(s, d, &opts)).counts)
     }
 }

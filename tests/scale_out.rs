@@ -948,8 +948,15 @@ async fn kubernetes_indexed_job_manifest_is_well_formed_and_its_pods_copy_every_
     let state = p.path("k8s-shards");
     let mut argv = command[1..].to_vec();
     argv.extend(args.iter().cloned());
-    // The sim has no API server for discovery: give the TTL as an extra flag.
-    argv.extend(["-src-blob-signature-ttl".into(), "336h".into()]);
+    // The manifest's args are empty (the cluster configs give everything);
+    // here the sides are the Pair's settings files and the sim has no API
+    // server for discovery: give the TTL and the replicas as extra flags.
+    argv.extend([
+        "-src-blob-signature-ttl".into(),
+        "336h".into(),
+        "-replications".into(),
+        "2".into(),
+    ]);
     for i in 0..16 {
         let env = vec![
             ("JOB_COMPLETION_INDEX", i.to_string()),

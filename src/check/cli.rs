@@ -207,6 +207,14 @@ impl CheckConfig {
                  config holds the token and signing key a settings file would).",
             ));
         }
+        if self.via != crate::cluster_config::Via::default()
+            && (self.cluster_config.is_none() || self.services_json.is_some())
+        {
+            return Err(Error::config(
+                "--via keepproxy picks the keepproxy of a -cluster-config file; it means nothing \
+                 without one, or with -keep-services-json (which names the services itself).",
+            ));
+        }
         if self.config.is_empty() && !volumes && self.cluster_config.is_none() {
             return Err(Error::config(
                 "-config is required: name the settings file of the cluster to check, e.g. \

@@ -280,18 +280,20 @@ impl Check<'_> {
             };
             let listed = self.listed.load(prefix)?;
             let credits = vec![1; self.side.services.len()];
-            let p = plan(
-                &[],
-                &idx,
-                &PlanOptions {
-                    src_rank: &crate::store::Ranking::services(Vec::new()),
-                    dst_credits: &credits,
-                    want: 1,
-                    verify_existing: false,
-                    jobs: false,
-                    listed: Some(&listed),
-                },
-            );
+            let p = passes::off_workers(|| {
+                plan(
+                    &[],
+                    &idx,
+                    &PlanOptions {
+                        src_rank: &crate::store::Ranking::services(Vec::new()),
+                        dst_credits: &credits,
+                        want: 1,
+                        verify_existing: false,
+                        jobs: false,
+                        listed: Some(&listed),
+                    },
+                )
+            });
             let why = format!(
                 "not in the index of any of the {} keep services read",
                 self.readable()
