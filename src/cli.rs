@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::error::{Error, Result};
+pub use crate::protocol::units::parse_go_duration;
 
 /// Default `--transfers`: see docs/benchmarks.md for the measurements.
 pub const DEFAULT_TRANSFERS: usize = 128;
@@ -425,58 +426,6 @@ pub fn normalize_go_flags_for(cmd: &clap::Command, argv: Vec<OsString>) -> Vec<O
         out.push(arg);
     }
     out
-}
-
-/// Parse a Go duration (`336h`, `1209600s`, `2h45m`, `1.5h`, `300ms`, `0`).
-pub fn parse_go_duration(s: &str) -> std::result::Result<Duration, String> {
-    let orig = s;
-    let bad = || {
-        format!("{orig:?} is not a duration: write it as Go does, e.g. 336h, 1209600s, 2h45m or 0")
-    };
-    let s = s.trim();
-    let s = s.strip_prefix('+').unwrap_or(s);
-    if s.starts_with('-') {
-        return Err(format!("{orig:?}: a duration here cannot be negative"));
-    }
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .bytes()
-            .take_while(|b| b.is_ascii_digit() || *b == b'.')
-            .count();
-        if num_len == 0 {
-            return Err(bad());
-        }
-        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .bytes()
-            .take_while(|b| !b.is_ascii_digit() && *b != b'.')
-            .count();
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let mult = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += n * mult;
-    }
-    if !total.is_finite() || total > 1e12 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 /// The networking flags keep-rsync and keep-block-check share: retries of

@@ -326,7 +326,7 @@ fn duration(o: &Obj<'_>, name: &str) -> Result<Option<u64>, String> {
     match o.get(name) {
         None => Ok(None),
         Some(Node::Int(0)) => Ok(Some(0)),
-        Some(Node::Str(s)) => crate::cli::parse_go_duration(s)
+        Some(Node::Str(s)) => crate::protocol::units::parse_go_duration(s)
             .map(|d| Some(d.as_secs()))
             .map_err(|why| format!("{}: {why}", o.key(name))),
         Some(_) => Err(format!(

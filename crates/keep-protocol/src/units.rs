@@ -1,6 +1,7 @@
 //! Quantities as admins write them on the command line: byte sizes and
 //! rates with K/M/G/T suffixes (powers of 1024, as rclone's `--bwlimit`).
-//! Used as clap value parsers, so a bad value is a usage error naming the flag.
+//! Used as clap value parsers, so a bad value is a usage error naming the flag;
+//! and Go durations (`336h`), as flags and Arvados config files write them.
 
 /// Parse a size like `256M`, `1.5G`, `800k`, `1000000` (bytes; K/M/G/T are
 /// powers of 1024; a trailing `B` or `iB` is allowed).
@@ -55,6 +56,58 @@ pub fn parse_budget(s: &str) -> Result<u64, String> {
         return Err(format!("{s:?} is too small: give at least 1M"));
     }
     Ok(n)
+}
+
+/// Parse a Go duration (`336h`, `1209600s`, `2h45m`, `1.5h`, `300ms`, `0`).
+pub fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
+    let orig = s;
+    let bad = || {
+        format!("{orig:?} is not a duration: write it as Go does, e.g. 336h, 1209600s, 2h45m or 0")
+    };
+    let s = s.trim();
+    let s = s.strip_prefix('+').unwrap_or(s);
+    if s.starts_with('-') {
+        return Err(format!("{orig:?}: a duration here cannot be negative"));
+    }
+    if s == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_digit() || *b == b'.')
+            .count();
+        if num_len == 0 {
+            return Err(bad());
+        }
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .bytes()
+            .take_while(|b| !b.is_ascii_digit() && *b != b'.')
+            .count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let mult = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += n * mult;
+    }
+    if !total.is_finite() || total > 1e12 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
 }
 
 #[cfg(test)]
