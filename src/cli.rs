@@ -12,6 +12,10 @@ use clap::{CommandFactory, Parser, ValueEnum};
 use crate::error::{Error, Result};
 pub use crate::protocol::units::parse_go_duration;
 
+/// `--max-per-service` by default: the ceiling of each service's adaptive
+/// limit (docs/benchmarks.md, scenario 9).
+pub const DEFAULT_MAX_PER_SERVICE: usize = 128;
+
 /// Default `--transfers`: see docs/benchmarks.md for the measurements.
 pub const DEFAULT_TRANSFERS: usize = 128;
 
@@ -172,9 +176,13 @@ pub struct Config {
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = at_least_one("checkers"), help_heading = "Performance")]
     pub checkers: usize,
 
-    /// Requests in flight to any one keepstore (protects it when many jobs run).
-    #[arg(long = "max-per-service", default_value_t = 16, value_name = "N", value_parser = at_least_one("max-per-service"), help_heading = "Performance")]
+    /// At most this many requests in flight to one service: the ceiling of its adaptive limit, which backs off when the service answers 503 or queues (protects it when many jobs run).
+    #[arg(long = "max-per-service", default_value_t = DEFAULT_MAX_PER_SERVICE, value_name = "N", value_parser = at_least_one("max-per-service"), help_heading = "Performance")]
     pub max_per_service: usize,
+
+    /// Keep each service's limit at --max-per-service instead of adapting it (between 2 and --max-per-service, by the service's 503s and round trips).
+    #[arg(long = "fixed-concurrency", help_heading = "Performance")]
+    pub fixed_concurrency: bool,
 
     /// Cap on the block data read from sources, bytes/s shared by all transfers (50M, 1G; K/M/G = KiB/MiB/GiB; 0 or off: none).
     #[arg(long, value_name = "RATE", value_parser = parse_bwlimit, help_heading = "Performance")]

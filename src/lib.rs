@@ -48,6 +48,7 @@ pub mod console;
 pub mod copy;
 pub mod error;
 pub mod index;
+pub mod limiter;
 pub mod limits;
 pub mod listed;
 pub mod logging;

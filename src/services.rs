@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::Semaphore;
 
 use crate::role::Role;
 use crate::store::{Ranking, Store};
@@ -216,8 +215,9 @@ impl ServiceStats {
 /// run.
 pub struct Service {
     pub store: Store,
-    /// `--max-per-service` requests in flight to it.
-    pub limit: Arc<Semaphore>,
+    /// Requests in flight to it: adaptive up to `--max-per-service`, or that
+    /// many with `--fixed-concurrency`.
+    pub limit: Arc<crate::limiter::Limiter>,
     /// Found unreachable (while indexing, or dead mid-run): never asked
     /// again for the rest of the run.
     down: AtomicBool,
@@ -228,10 +228,11 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(store: Store, max_requests: usize) -> Service {
+    pub fn new(store: Store, max_requests: usize, adaptive: bool, role: Role) -> Service {
+        let name = format!("{role} service {}", store.id());
         Service {
             store,
-            limit: Arc::new(Semaphore::new(max_requests.max(1))),
+            limit: crate::limiter::Limiter::new(max_requests, adaptive, name),
             down: AtomicBool::new(false),
             full: AtomicBool::new(false),
             stats: ServiceStats::default(),

@@ -30,6 +30,8 @@ pub struct Connection {
     pub stall_timeout: std::time::Duration,
     /// `--max-per-service`.
     pub max_per_service: usize,
+    /// Adapt each service's limit (not `--fixed-concurrency`).
+    pub adaptive: bool,
     /// `--checkers`.
     pub checkers: usize,
 }
@@ -40,6 +42,7 @@ impl Connection {
             connect_timeout: cfg.net.connect_timeout,
             stall_timeout: cfg.net.stall_timeout,
             max_per_service: cfg.max_per_service,
+            adaptive: !cfg.fixed_concurrency,
             checkers: cfg.checkers,
         }
     }
@@ -586,7 +589,7 @@ fn make_side(
     };
     let services: Vec<Service> = built
         .into_iter()
-        .map(|e| Service::new(e, conn.max_per_service))
+        .map(|e| Service::new(e, conn.max_per_service, conn.adaptive, role))
         .collect();
     Ok(Side {
         role,

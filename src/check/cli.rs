@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
 
+use crate::cli::DEFAULT_MAX_PER_SERVICE;
 use crate::cli::{at_least_one, parse_prefix, seconds, Networking, DEFAULT_TRANSFERS};
 use crate::error::{Error, Result};
 
@@ -139,9 +140,13 @@ pub struct CheckConfig {
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = at_least_one("checkers"), help_heading = "Performance")]
     pub checkers: usize,
 
-    /// Requests in flight to any one keep service.
-    #[arg(long = "max-per-service", default_value_t = 16, value_name = "N", value_parser = at_least_one("max-per-service"), help_heading = "Performance")]
+    /// At most this many requests in flight to one service: the ceiling of its adaptive limit.
+    #[arg(long = "max-per-service", default_value_t = DEFAULT_MAX_PER_SERVICE, value_name = "N", value_parser = at_least_one("max-per-service"), help_heading = "Performance")]
     pub max_per_service: usize,
+
+    /// Keep each service's limit at --max-per-service instead of adapting it (between 2 and --max-per-service, by the service's 503s and round trips).
+    #[arg(long = "fixed-concurrency", help_heading = "Performance")]
+    pub fixed_concurrency: bool,
 
     /// Index lines (and listed blocks) held in memory per hash sub-prefix
     /// pass; also the block list's sort buffer, in blocks (default 4000000).

@@ -145,6 +145,7 @@ pub async fn run(cfg: CheckConfig, soft: CancellationToken) -> u8 {
             connect_timeout: cfg.net.connect_timeout,
             stall_timeout: cfg.net.stall_timeout,
             max_per_service: cfg.max_per_service,
+            adaptive: !cfg.fixed_concurrency,
             checkers: cfg.checkers,
         },
     };
@@ -401,8 +402,10 @@ impl Check<'_> {
         // The --max-per-service slot is held per attempt, not through the
         // backoff between attempts.
         let r = with_retries(self.backoff, self.cfg.net.retries, &(), |_| async {
-            let _slot = svc.limit.acquire().await.ok();
-            op().await
+            let _slot = svc.limit.acquire().await;
+            let r = op().await;
+            svc.limit.observe(crate::limiter::signal_of(&r, None));
+            r
         })
         .await;
         svc.stats

@@ -36,7 +36,6 @@ pub use relay::{verify_body, Relay};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use futures::stream::{self, FuturesUnordered, StreamExt};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::{Action, Job, Plan};
@@ -96,7 +95,7 @@ struct BlockError {
 /// service's `--max-per-service` slot while it lasts.
 struct Reading {
     stream: BlockStream,
-    _slot: OwnedSemaphorePermit,
+    _slot: crate::limiter::Permit,
 }
 
 impl<'a> Copier<'a> {
@@ -453,14 +452,12 @@ impl<'a> Copier<'a> {
             return Err(gone());
         }
         let size = job.size as u64;
-        let slot = svc
-            .limit
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| gone())?;
+        let slot = svc.limit.acquire().await;
         let asked = std::time::Instant::now();
         let opened = svc.store.read(&job.hash, size).await;
+        // The time to a GET's headers measures the store, not the block.
+        svc.limit
+            .observe(crate::limiter::signal_of(&opened, Some(asked.elapsed())));
         request_done(side, svc, Op::Get, job, &opened, asked);
         if opened.is_err() {
             svc.stats.count(Op::Get, &opened, size);
@@ -542,13 +539,14 @@ impl<'a> Copier<'a> {
         let asking = self.asking(From::Dst(d), Op::Put, job);
         let r = with_retries(self.opts.backoff, self.opts.retries, &asking, |_| {
             async move {
-                let _permit = svc.limit.acquire().await.ok();
+                let _permit = svc.limit.acquire().await;
                 let asked = std::time::Instant::now();
                 let r = svc
                     .store
                     .write(&job.hash, size, relay.body(), desired, classes)
                     .await;
                 request_done(self.dst, svc, Op::Put, job, &r, asked);
+                svc.limit.observe(crate::limiter::signal_of(&r, None));
                 if r.is_err() && relay.is_failed() {
                     return Err(Failure::new(FailureKind::Abandoned, relay::ReadFailed.to_string()));
                 }

@@ -459,6 +459,20 @@ impl Collector for RunCollector {
             {
                 let mut m = family(
                     &mut enc,
+                    "service_concurrency_limit",
+                    "Requests a service may have in flight now: its adaptive limit (between 2 \
+                     and --max-per-service, moved by the service's 503s and round trips), or \
+                     --max-per-service with --fixed-concurrency",
+                    MetricType::Gauge,
+                )?;
+                for (role, svc) in services() {
+                    let labels = [("side", role.as_str()), ("service", svc.store.id())];
+                    ConstGauge::new(svc.limit.limit() as i64).encode(m.encode_family(&labels)?)?;
+                }
+            }
+            {
+                let mut m = family(
+                    &mut enc,
                     "service_full",
                     "1 once a destination service answered a PUT with 507 (its volumes are full): \
                      nothing more is written to it in this run",

@@ -100,6 +100,23 @@ struct ServeArgs {
     /// GET bodies stall half-way for this long.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     stall_ms: u64,
+    /// Keep requests each service handles at once (0 = unlimited), like
+    /// keepstore's API.MaxConcurrentRequests: more are queued
+    /// (--max-queued-requests) or answered 503.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_concurrent_requests: usize,
+    /// Requests each service lets wait for a slot, oldest first (0 = none:
+    /// 503 at once), like API.MaxQueuedRequests.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_queued_requests: usize,
+    /// A queued request still waiting after this long is answered 503
+    /// (0 = it waits as long as it takes).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    queue_timeout_ms: u64,
+    /// Added to each answer's delay per request in flight at the service
+    /// (itself included): a disk that slows as requests pile up.
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    queue_latency_us: u64,
     /// Seeded blocks share all their bytes but a short tail, so many big
     /// blocks fit in the memory of one (benchmarks; needs one --seed-sizes).
     #[arg(long)]
@@ -388,6 +405,10 @@ fn build_config(a: &ServeArgs) -> Result<ClusterConfig, String> {
             stall_ms: a.stall_ms,
             link_rate: a.link_rate,
             seed: a.fault_seed,
+            max_concurrent: a.max_concurrent_requests,
+            max_queued: a.max_queued_requests,
+            queue_timeout_ms: a.queue_timeout_ms,
+            queue_latency_us: a.queue_latency_us,
             ..Faults::default()
         },
         api_server: a.api_server,
@@ -615,4 +636,61 @@ fn probe_order_cmd(a: ProbeOrderArgs) -> ExitCode {
         println!("{}", uuids.join(" "));
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(extra: &[&str]) -> ClusterConfig {
+        let mut args = vec![
+            "keepstore-sim",
+            "--services",
+            "2",
+            "--root-token",
+            "r",
+            "--services-json",
+            "-",
+        ];
+        args.extend_from_slice(extra);
+        build_config(&Cli::try_parse_from(args).unwrap().serve).unwrap()
+    }
+
+    #[test]
+    fn load_flags_set_every_services_faults_and_default_off() {
+        let f = config(&[]).faults;
+        assert_eq!(
+            (
+                f.max_concurrent,
+                f.max_queued,
+                f.queue_timeout_ms,
+                f.queue_latency_us
+            ),
+            (0, 0, 0, 0)
+        );
+        let f = config(&[
+            "--max-concurrent-requests",
+            "4",
+            "--max-queued-requests",
+            "8",
+            "--queue-timeout-ms",
+            "1500",
+            "--queue-latency-us",
+            "250",
+            "--latency-ms",
+            "3",
+        ])
+        .faults;
+        assert_eq!(
+            (
+                f.max_concurrent,
+                f.max_queued,
+                f.queue_timeout_ms,
+                f.queue_latency_us
+            ),
+            (4, 8, 1500, 250)
+        );
+        assert_eq!(f.delay(2), std::time::Duration::from_micros(3500));
+    }
 }

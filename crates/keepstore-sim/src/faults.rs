@@ -42,6 +42,23 @@ pub struct Faults {
     pub link_rate: u64,
     /// Seed of every fault decision.
     pub seed: u64,
+    /// Keep requests handled at once (0 = unlimited), like keepstore's
+    /// `API.MaxConcurrentRequests`: beyond it a request waits in the queue
+    /// (`max_queued`) or is answered 503, empty body, counted in `refused`.
+    pub max_concurrent: usize,
+    /// Requests that may wait for a `max_concurrent` slot, oldest served
+    /// first (0 = none: answer 503 at once), like `API.MaxQueuedRequests`.
+    /// When the queue is full the newcomer is answered 503.
+    pub max_queued: usize,
+    /// A queued request still waiting after this long is answered 503
+    /// (0 = it waits as long as it takes), like keepstore's
+    /// `API.RequestTimeout` ending a wait in its queue.
+    pub queue_timeout_ms: u64,
+    /// Added to `latency_ms` for each request in flight at this service
+    /// (itself included, counted when it was admitted), in microseconds:
+    /// a disk or CPU that serves requests in parallel but slows as they
+    /// pile up.
+    pub queue_latency_us: u64,
 }
 
 /// The operation a fault decision is for.
@@ -102,6 +119,19 @@ impl Faults {
             || self.index_incomplete
             || self.index_malformed
             || self.stall_ms > 0
+            || self.max_concurrent > 0
+            || self.queue_latency_us > 0
+    }
+
+    /// The delay before an answer when `in_flight` requests are in flight
+    /// (this one included; 0 for a refusal): `latency_ms` plus
+    /// `queue_latency_us` per request.
+    pub fn delay(&self, in_flight: usize) -> std::time::Duration {
+        std::time::Duration::from_millis(self.latency_ms).saturating_add(
+            std::time::Duration::from_micros(
+                self.queue_latency_us.saturating_mul(in_flight as u64),
+            ),
+        )
     }
 
     /// The decision for attempt `attempt` (0-based) of `op` on `hash` at

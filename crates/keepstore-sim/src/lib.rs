@@ -20,12 +20,14 @@
 //!
 //! Files: `server.rs` (Keep API handlers, listener life cycle), `store.rs`
 //! (memory and directory volumes), `faults.rs` (knobs and the deterministic
-//! decision rule), `api.rs` (HTTPS API stub), `synthetic.rs` (synthetic
+//! decision rule), `load.rs` (the request limiter and in-flight count
+//! behind `max_concurrent` and `queue_latency_us`), `api.rs` (HTTPS API stub), `synthetic.rs` (synthetic
 //! index), `seed.rs` (random blocks and placement), `cli.rs` (the binary).
 
 pub mod api;
 pub mod cli;
 pub mod faults;
+mod load;
 pub mod rawcopy;
 pub mod seed;
 pub mod server;
@@ -154,6 +156,27 @@ pub struct CounterSnapshot {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub faults_injected: u64,
+    /// Requests answered 503 by the `max_concurrent` limit (queue full, or
+    /// waited `queue_timeout_ms`). Also counted as the GET, HEAD, PUT or
+    /// index request each was, but not in `faults_injected`.
+    #[serde(default)]
+    pub refused: u64,
+    /// Requests that got their slot after waiting in the `max_queued` queue
+    /// (those that waited in vain are in `refused`).
+    #[serde(default)]
+    pub queued: u64,
+    /// Keep requests in flight when the snapshot was taken (a gauge, not
+    /// zeroed by `reset_counters`).
+    #[serde(default)]
+    pub in_flight: u64,
+    /// Keep requests waiting in the `max_queued` queue at the snapshot (a
+    /// gauge).
+    #[serde(default)]
+    pub waiting: u64,
+    /// Most Keep requests in flight at once since the counters were last
+    /// reset (then it restarts from `in_flight`).
+    #[serde(default)]
+    pub max_in_flight: u64,
     /// Per block hash; serialized as a map from hex hash to counters.
     #[serde(with = "hex_map")]
     pub per_hash: BTreeMap<BlockHash, HashCounters>,

@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use super::faults::{FaultDecision, FaultOp, Faults};
+use super::load::{hold, Admission, Limiter};
 use super::store::{now_ns, Store};
 use super::synthetic::SyntheticIndex;
 use super::{CounterSnapshot, HashCounters};
@@ -73,6 +74,8 @@ pub(crate) struct Counters {
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
     faults_injected: AtomicU64,
+    refused: AtomicU64,
+    queued: AtomicU64,
     per_hash: Mutex<BTreeMap<BlockHash, HashCounters>>,
 }
 
@@ -94,6 +97,8 @@ pub(crate) struct Svc {
     faults: Mutex<Faults>,
     attempts: Mutex<HashMap<(FaultOp, BlockHash), u64>>,
     counters: Counters,
+    /// `max_concurrent` and friends; counts the requests in flight.
+    limiter: Arc<Limiter>,
     run: Mutex<Option<Running>>,
     /// While paused: the port, bound but not listening (see `pause`).
     parked: Mutex<Option<TcpSocket>>,
@@ -113,6 +118,8 @@ impl Svc {
         shared: Arc<Shared>,
         faults: Faults,
     ) -> Svc {
+        let limiter = Arc::new(Limiter::default());
+        limiter.configure(faults.max_concurrent, faults.max_queued);
         Svc {
             index,
             uuid,
@@ -123,6 +130,7 @@ impl Svc {
             faults: Mutex::new(faults),
             attempts: Mutex::new(HashMap::new()),
             counters: Counters::default(),
+            limiter,
             run: Mutex::new(None),
             parked: Mutex::new(None),
         }
@@ -134,6 +142,7 @@ impl Svc {
 
     /// Replace the faults; attempt numbers start again from 0.
     pub fn set_faults(&self, f: Faults) {
+        self.limiter.configure(f.max_concurrent, f.max_queued);
         *lock(&self.faults) = f;
         lock(&self.attempts).clear();
     }
@@ -150,6 +159,11 @@ impl Svc {
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
             bytes_received: c.bytes_received.load(Ordering::Relaxed),
             faults_injected: c.faults_injected.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            queued: c.queued.load(Ordering::Relaxed),
+            in_flight: self.limiter.in_flight() as u64,
+            waiting: self.limiter.waiting() as u64,
+            max_in_flight: self.limiter.peak() as u64,
             per_hash: lock(&c.per_hash).clone(),
         }
     }
@@ -166,9 +180,12 @@ impl Svc {
             &c.bytes_sent,
             &c.bytes_received,
             &c.faults_injected,
+            &c.refused,
+            &c.queued,
         ] {
             a.store(0, Ordering::Relaxed);
         }
+        self.limiter.reset_peak();
         lock(&c.per_hash).clear();
     }
 
@@ -182,16 +199,18 @@ impl Svc {
     /// Start answering a Keep request: decide its faults (from this
     /// request's attempt number), wait the added latency (PUTs wait it
     /// later, once their body is in: see `write_block`), and drop the
-    /// connection if that is the decision.
+    /// connection if that is the decision. `in_flight`: requests in flight
+    /// when this one was admitted (for `queue_latency_us`).
     async fn begin(
         &self,
         faults: &Faults,
         op: FaultOp,
         h: &BlockHash,
+        in_flight: usize,
     ) -> Result<FaultDecision, Dropped> {
         let d = faults.decide(self.index, op, h, self.next_attempt(op, h));
         if op != FaultOp::Put {
-            latency(faults).await;
+            latency(faults, in_flight).await;
         }
         if d.drop {
             self.injected();
@@ -206,6 +225,22 @@ impl Svc {
         let cur = *n;
         *n += 1;
         cur
+    }
+
+    /// Count a GET (`get`) or HEAD of `h`.
+    fn count_read(&self, get: bool, h: &BlockHash) {
+        if get {
+            self.counters.gets.fetch_add(1, Ordering::Relaxed);
+            self.count_hash(h, false);
+        } else {
+            self.counters.heads.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Count a PUT of `h`.
+    fn count_put(&self, h: &BlockHash) {
+        self.counters.puts.fetch_add(1, Ordering::Relaxed);
+        self.count_hash(h, true);
     }
 
     fn count_hash(&self, h: &BlockHash, put: bool) {
@@ -356,46 +391,124 @@ fn unix_now() -> u64 {
     now_ns() / 1_000_000_000
 }
 
+/// What a Keep request asks for (from its method and path).
+enum Route {
+    /// `GET|HEAD /index[/PREFIX]`: the part after `/index`.
+    Index(String),
+    /// `GET|HEAD /LOCATOR` (also `//LOCATOR`).
+    Read {
+        loc: String,
+        get: bool,
+    },
+    /// `PUT /LOCATOR`.
+    Write(String),
+    Options,
+    Other,
+}
+
+impl Route {
+    fn of(method: &Method, path: &str) -> Route {
+        if method == Method::OPTIONS {
+            return Route::Options;
+        }
+        let is_read = method == Method::GET || method == Method::HEAD;
+        if is_read && (path == "/index" || path.starts_with("/index/")) {
+            return Route::Index(path.strip_prefix("/index").unwrap_or("").to_string());
+        }
+        // keepstore also accepts `//LOCATOR` on reads.
+        let loc = path
+            .strip_prefix("//")
+            .or_else(|| path.strip_prefix('/'))
+            .unwrap_or("")
+            .to_string();
+        if is_read {
+            Route::Read {
+                loc,
+                get: method == Method::GET,
+            }
+        } else if method == Method::PUT {
+            Route::Write(loc)
+        } else {
+            Route::Other
+        }
+    }
+}
+
 /// Entry point for every request on a Keep service.
+///
+/// Every Keep request (not `/_sim/...`) passes the service's limiter first,
+/// as every keepstore request passes `httpserver.RequestLimiter`, and holds
+/// its slot until its answer's body is sent.
 pub(crate) async fn handle(
     svc: Arc<Svc>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Dropped> {
     let path = req.uri().path().to_string();
-    let method = req.method().clone();
     if let Some(rest) = path.strip_prefix("/_sim/") {
         let rest = rest.to_string();
         return Ok(private(&svc, req, &rest).await);
     }
-    if method == Method::OPTIONS {
-        return Ok(text(StatusCode::OK, ""));
-    }
-    let is_read = method == Method::GET || method == Method::HEAD;
-    if is_read && (path == "/index" || path.starts_with("/index/")) {
-        return index(
-            svc,
-            req,
-            path.strip_prefix("/index").unwrap_or("").to_string(),
-        )
-        .await;
-    }
-    // keepstore also accepts `//LOCATOR` on reads.
-    let loc_text = path
-        .strip_prefix("//")
-        .or_else(|| path.strip_prefix('/'))
-        .unwrap_or("");
-    if is_read {
-        read_block(svc, req, loc_text.to_string()).await
-    } else if method == Method::PUT {
-        write_block(svc, req, loc_text.to_string()).await
-    } else {
-        Ok(text(StatusCode::BAD_REQUEST, "Bad Request"))
-    }
+    let route = Route::of(req.method(), &path);
+    let queue_timeout = Duration::from_millis(svc.faults().queue_timeout_ms);
+    let permit = match svc.limiter.admit(queue_timeout).await {
+        Admission::Admitted { permit, queued } => {
+            if queued {
+                svc.counters.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            permit
+        }
+        Admission::Refused => return refuse(&svc, req, route).await,
+    };
+    let n = permit.in_flight();
+    let resp = match route {
+        Route::Options => text(StatusCode::OK, ""),
+        Route::Index(tail) => index(svc, req, tail, n).await?,
+        Route::Read { loc, .. } => read_block(svc, req, loc, n).await?,
+        Route::Write(loc) => write_block(svc, req, loc, n).await?,
+        Route::Other => text(StatusCode::BAD_REQUEST, "Bad Request"),
+    };
+    Ok(resp.map(|body| hold(body, permit)))
 }
 
-async fn latency(f: &Faults) {
-    if f.latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
+/// Answer a request the limiter refused: 503 with an empty body, as
+/// keepstore's limiter answers. It is counted as its kind of request would
+/// be, and in `refused`; it waits `latency_ms` (not the queue latency: it
+/// took no slot), a PUT after its body is drained.
+async fn refuse(
+    svc: &Svc,
+    req: Request<Incoming>,
+    route: Route,
+) -> Result<Response<Body>, Dropped> {
+    let faults = svc.faults();
+    svc.counters.refused.fetch_add(1, Ordering::Relaxed);
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    match route {
+        Route::Index(_) => {
+            svc.counters.index_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        Route::Read { loc, get } => {
+            if let Ok(l) = loc.parse::<Locator>() {
+                svc.count_read(get, &l.hash);
+            }
+        }
+        Route::Write(loc) => {
+            if let Ok(l) = loc.parse::<Locator>() {
+                svc.count_put(&l.hash);
+            }
+            return early_answer(req, resp, &faults, 0).await;
+        }
+        Route::Options | Route::Other => {}
+    }
+    latency(&faults, 0).await;
+    Ok(resp)
+}
+
+/// Wait `latency_ms`, plus `queue_latency_us` per request in flight.
+async fn latency(f: &Faults, in_flight: usize) {
+    let d = f.delay(in_flight);
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
     }
 }
 
@@ -403,13 +516,14 @@ async fn read_block(
     svc: Arc<Svc>,
     req: Request<Incoming>,
     loc_text: String,
+    in_flight: usize,
 ) -> Result<Response<Body>, Dropped> {
     let is_get = req.method() == Method::GET;
     let faults = svc.faults();
     let loc: Locator = match loc_text.parse() {
         Ok(l) => l,
         Err(e) => {
-            latency(&faults).await;
+            latency(&faults, in_flight).await;
             return Ok(text(
                 StatusCode::BAD_REQUEST,
                 &format!("invalid locator: {e}"),
@@ -418,13 +532,8 @@ async fn read_block(
     };
     let h = loc.hash;
     let op = if is_get { FaultOp::Get } else { FaultOp::Head };
-    if is_get {
-        svc.counters.gets.fetch_add(1, Ordering::Relaxed);
-        svc.count_hash(&h, false);
-    } else {
-        svc.counters.heads.fetch_add(1, Ordering::Relaxed);
-    }
-    let d = svc.begin(&faults, op, &h).await?;
+    svc.count_read(is_get, &h);
+    let d = svc.begin(&faults, op, &h, in_flight).await?;
     let Some(token) = request_token(&req) else {
         return Ok(text(
             StatusCode::UNAUTHORIZED,
@@ -627,14 +736,15 @@ async fn drain(req: Request<Incoming>) {
 }
 
 /// Answer a PUT without storing: read its body first, then wait the
-/// latency, as for any PUT answer.
+/// latency, as for any PUT answer. `in_flight`: see `begin`.
 async fn early_answer(
     req: Request<Incoming>,
     resp: Response<Body>,
     faults: &Faults,
+    in_flight: usize,
 ) -> Result<Response<Body>, Dropped> {
     drain(req).await;
-    latency(faults).await;
+    latency(faults, in_flight).await;
     Ok(resp)
 }
 
@@ -642,12 +752,13 @@ async fn write_block(
     svc: Arc<Svc>,
     req: Request<Incoming>,
     loc_text: String,
+    in_flight: usize,
 ) -> Result<Response<Body>, Dropped> {
     let faults = svc.faults();
     let loc: Locator = match loc_text.parse() {
         Ok(l) => l,
         Err(e) => {
-            latency(&faults).await;
+            latency(&faults, in_flight).await;
             drain(req).await;
             return Ok(text(
                 StatusCode::BAD_REQUEST,
@@ -656,9 +767,8 @@ async fn write_block(
         }
     };
     let h = loc.hash;
-    svc.counters.puts.fetch_add(1, Ordering::Relaxed);
-    svc.count_hash(&h, true);
-    let d = svc.begin(&faults, FaultOp::Put, &h).await?;
+    svc.count_put(&h);
+    let d = svc.begin(&faults, FaultOp::Put, &h, in_flight).await?;
     let Some(token) = request_token(&req) else {
         return early_answer(
             req,
@@ -667,12 +777,13 @@ async fn write_block(
                 "no token provided in Authorization header",
             ),
             &faults,
+            in_flight,
         )
         .await;
     };
     if let Some(code) = d.fail {
         svc.injected();
-        return early_answer(req, status_text(code), &faults).await;
+        return early_answer(req, status_text(code), &faults, in_flight).await;
     }
     let clen = match req
         .headers()
@@ -684,6 +795,7 @@ async fn write_block(
                 req,
                 text(StatusCode::LENGTH_REQUIRED, "missing Content-Length"),
                 &faults,
+                in_flight,
             )
             .await
         }
@@ -692,6 +804,7 @@ async fn write_block(
                 req,
                 text(StatusCode::BAD_REQUEST, "bad Content-Length"),
                 &faults,
+                in_flight,
             )
             .await
         }
@@ -702,6 +815,7 @@ async fn write_block(
             req,
             text(StatusCode::PAYLOAD_TOO_LARGE, "request entity too large"),
             &faults,
+            in_flight,
         )
         .await;
     }
@@ -729,6 +843,7 @@ async fn write_block(
             req,
             text(StatusCode::INSUFFICIENT_STORAGE, "insufficient storage"),
             &faults,
+            in_flight,
         )
         .await;
     }
@@ -778,7 +893,7 @@ async fn write_block(
     // The answer leaves a latency after the body's last byte arrived: a
     // client cannot hide it by starting the PUT early (streaming), just as
     // over a real network.
-    latency(&faults).await;
+    latency(&faults, in_flight).await;
     let plain = Locator::new(h, clen);
     let locator = match &svc.shared.signing_key {
         Some(key) => sign_locator(
@@ -839,6 +954,7 @@ async fn index(
     svc: Arc<Svc>,
     req: Request<Incoming>,
     tail: String,
+    in_flight: usize,
 ) -> Result<Response<Body>, Dropped> {
     let faults = svc.faults();
     svc.counters.index_requests.fetch_add(1, Ordering::Relaxed);
@@ -853,7 +969,7 @@ async fn index(
         None => tail.strip_prefix('/').unwrap_or(&tail).to_string(),
     };
     let key = BlockHash::of(prefix.as_bytes());
-    let d = svc.begin(&faults, FaultOp::Index, &key).await?;
+    let d = svc.begin(&faults, FaultOp::Index, &key, in_flight).await?;
     if let Some(refusal) = require_root(&svc, &req) {
         return Ok(refusal);
     }

@@ -917,3 +917,233 @@ async fn benchmark_modes_shared_data_discard_data_and_link_rate() {
         t.elapsed()
     );
 }
+
+/// Wait (at most 2 s) until service `i`'s counters satisfy `ok`.
+async fn wait_counters(
+    c: &Cluster,
+    i: usize,
+    ok: impl Fn(&keepstore_sim::CounterSnapshot) -> bool,
+) {
+    let t = Instant::now();
+    while !ok(&c.counters(i)) {
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", c.counters(i));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// GET `url`: (status, body length, time until the headers came).
+async fn timed_get(http: reqwest::Client, url: String) -> (u16, usize, Duration) {
+    let t = Instant::now();
+    let r = http.get(url).bearer_auth("t").send().await.unwrap();
+    let headers_after = t.elapsed();
+    let s = r.status().as_u16();
+    (s, r.bytes().await.unwrap().len(), headers_after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_refuses_with_503_and_counts_refused() {
+    let c = start(1).await;
+    let http = client();
+    let h = c.put_block(0, &[7u8; 1000]);
+    let url = format!("{}/{h}+1000", c.url(0));
+    c.set_faults(
+        0,
+        Faults {
+            max_concurrent: 4,
+            latency_ms: 300,
+            ..Faults::default()
+        },
+    );
+    // 10 concurrent slow GETs: 4 are admitted and hold their slots for
+    // 300 ms; the others arrive at the limit and are refused at once.
+    let got =
+        futures::future::join_all((0..10).map(|_| timed_get(http.clone(), url.clone()))).await;
+    let ok: Vec<_> = got.iter().filter(|g| g.0 == 200).collect();
+    let refused: Vec<_> = got.iter().filter(|g| g.0 == 503).collect();
+    assert_eq!(ok.len() + refused.len(), 10, "{got:?}");
+    assert!(ok.len() >= 4 && !refused.is_empty(), "{got:?}");
+    assert!(ok.iter().all(|g| g.1 == 1000), "{got:?}");
+    assert!(
+        refused.iter().all(|g| g.1 == 0),
+        "keepstore's 503 has no body"
+    );
+    let n = c.counters(0);
+    assert_eq!(n.refused, refused.len() as u64);
+    assert_eq!((n.gets, n.faults_injected, n.max_in_flight), (10, 0, 4));
+    assert_eq!(c.total_gets(&h), 10, "refused GETs count as GETs");
+    // Slots are given back once the answers are sent.
+    wait_counters(&c, 0, |n| n.in_flight == 0).await;
+    c.reset_counters();
+    assert_eq!((c.counters(0).refused, c.counters(0).max_in_flight), (0, 0));
+
+    // A refused PUT (its body drained) and index request are counted too.
+    let slow = tokio::spawn(timed_get(http.clone(), url.clone()));
+    c.set_faults(
+        0,
+        Faults {
+            max_concurrent: 1,
+            stall_ms: 400,
+            ..Faults::default()
+        },
+    );
+    let slow2 = tokio::spawn(timed_get(http.clone(), url.clone()));
+    wait_counters(&c, 0, |n| n.in_flight == 1).await;
+    let put = http
+        .put(format!("{}/{}", c.url(0), BlockHash::of(b"abc")))
+        .bearer_auth("t")
+        .body("abc");
+    let index = http.get(format!("{}/index", c.url(0))).bearer_auth(ROOT);
+    expect_statuses(vec![
+        ("PUT at the limit", put, 503),
+        ("index at the limit", index, 503),
+    ])
+    .await;
+    let n = c.counters(0);
+    assert_eq!(
+        (n.refused, n.puts, n.puts_stored, n.index_requests),
+        (2, 1, 0, 1)
+    );
+    assert_eq!(slow.await.unwrap().0, 200);
+    assert_eq!(slow2.await.unwrap().0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_max_concurrent_in_flight_none_refused() {
+    let c = start(1).await;
+    let http = client();
+    let h = c.put_block(0, &[7u8; 1000]);
+    let url = format!("{}/{h}+1000", c.url(0));
+    // Off by default: 10 at once are all served.
+    c.set_faults(
+        0,
+        Faults {
+            latency_ms: 150,
+            ..Faults::default()
+        },
+    );
+    let got =
+        futures::future::join_all((0..10).map(|_| timed_get(http.clone(), url.clone()))).await;
+    assert!(got.iter().all(|g| g.0 == 200), "{got:?}");
+    assert_eq!(c.counters(0).refused, 0);
+    // With a limit of 4, two rounds of 4 concurrent GETs: none refused.
+    c.set_faults(
+        0,
+        Faults {
+            max_concurrent: 4,
+            latency_ms: 150,
+            ..Faults::default()
+        },
+    );
+    for _ in 0..2 {
+        let got =
+            futures::future::join_all((0..4).map(|_| timed_get(http.clone(), url.clone()))).await;
+        assert!(got.iter().all(|g| g.0 == 200 && g.1 == 1000), "{got:?}");
+        wait_counters(&c, 0, |n| n.in_flight == 0).await;
+    }
+    let n = c.counters(0);
+    assert_eq!((n.refused, n.gets), (0, 18));
+    assert!(n.max_in_flight <= 10, "{n:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_requests_wait_for_a_slot_then_time_out() {
+    let c = start(1).await;
+    let http = client();
+    let h = c.put_block(0, &[7u8; 1000]);
+    let url = format!("{}/{h}+1000", c.url(0));
+    // One slot, a queue of two: each GET holds its slot 200 ms (its body
+    // stalls half-way).
+    c.set_faults(
+        0,
+        Faults {
+            max_concurrent: 1,
+            max_queued: 2,
+            stall_ms: 200,
+            ..Faults::default()
+        },
+    );
+    let first = tokio::spawn(timed_get(http.clone(), url.clone()));
+    wait_counters(&c, 0, |n| n.in_flight == 1).await;
+    let second = tokio::spawn(timed_get(http.clone(), url.clone()));
+    let third = tokio::spawn(timed_get(http.clone(), url.clone()));
+    wait_counters(&c, 0, |n| n.waiting == 2).await;
+    // The queue is full: the newcomer is refused at once.
+    let (s, len, t) = timed_get(http.clone(), url.clone()).await;
+    assert_eq!((s, len), (503, 0));
+    assert!(t < Duration::from_millis(150), "{t:?}");
+    let (a, b, d) = (
+        first.await.unwrap(),
+        second.await.unwrap(),
+        third.await.unwrap(),
+    );
+    assert_eq!((a.0, b.0, d.0), (200, 200, 200));
+    // The queued ones got their headers only once a slot was free.
+    assert!(
+        b.2 >= Duration::from_millis(150) && d.2 >= Duration::from_millis(150),
+        "{b:?} {d:?}"
+    );
+    let n = c.counters(0);
+    assert_eq!(
+        (n.refused, n.queued, n.max_in_flight, n.waiting),
+        (1, 2, 1, 0)
+    );
+
+    // A queued request that waits longer than queue_timeout_ms: 503.
+    c.set_faults(
+        0,
+        Faults {
+            max_concurrent: 1,
+            max_queued: 4,
+            queue_timeout_ms: 100,
+            stall_ms: 400,
+            ..Faults::default()
+        },
+    );
+    c.reset_counters();
+    let first = tokio::spawn(timed_get(http.clone(), url.clone()));
+    wait_counters(&c, 0, |n| n.in_flight == 1).await;
+    let (s, _, t) = timed_get(http.clone(), url.clone()).await;
+    assert_eq!(s, 503);
+    assert!(
+        t >= Duration::from_millis(100) && t < Duration::from_millis(380),
+        "{t:?}"
+    );
+    assert_eq!(first.await.unwrap().0, 200);
+    let n = c.counters(0);
+    assert_eq!((n.refused, n.queued, n.waiting), (1, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_latency_grows_with_requests_in_flight() {
+    let c = start(1).await;
+    let http = client();
+    let h = c.put_block(0, &[7u8; 1000]);
+    let url = format!("{}/{h}+1000", c.url(0));
+    // 25 ms per request in flight before the headers; each GET then stays
+    // in flight 400 ms more (its body stalls half-way). No limit.
+    c.set_faults(
+        0,
+        Faults {
+            queue_latency_us: 25_000,
+            stall_ms: 400,
+            ..Faults::default()
+        },
+    );
+    // Start 8 GETs one after the other, each once the previous is in
+    // flight: the k-th sees k requests in flight (itself included).
+    let mut tasks = Vec::new();
+    for k in 1..=8u64 {
+        tasks.push(tokio::spawn(timed_get(http.clone(), url.clone())));
+        wait_counters(&c, 0, |n| n.in_flight == k).await;
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap());
+    }
+    assert!(got.iter().all(|g| g.0 == 200 && g.1 == 1000), "{got:?}");
+    let (first, eighth) = (got[0].2, got[7].2);
+    assert!(first >= Duration::from_millis(25), "{got:?}");
+    assert!(eighth >= Duration::from_millis(200), "{got:?}");
+    assert!(eighth >= first + Duration::from_millis(100), "{got:?}");
+    assert_eq!(c.counters(0).max_in_flight, 8);
+}

@@ -1,0 +1,333 @@
+//! How many requests one store takes at a time: a limit that adapts to the
+//! store (docs/design.md, "Adaptive concurrency"), between a floor and
+//! `--max-per-service`, or a fixed one (`--fixed-concurrency`).
+//!
+//! The controller is TCP's congestion control applied to requests in flight
+//! (AIMD, RFC 5681, with a delay signal in the spirit of TCP Vegas):
+//!
+//! - **Slow start**: the limit starts at [`INITIAL`] and grows by one for each
+//!   request that succeeds while the limit was reached (so it doubles every
+//!   round trip) until the first sign of overload.
+//! - **Congestion avoidance**: then it grows by `1/limit` per such success
+//!   (one per round trip).
+//! - **Overload** is an answer that says "slow down": 503 (keepstore's
+//!   answer once `MaxConcurrentRequests` are in flight; S3's SlowDown) or
+//!   429. The limit is multiplied by [`DECREASE`], at most once per round
+//!   trip (the 503s of one burst are one signal).
+//! - **Queueing**: a block request's time to its first answer, compared
+//!   with the smallest seen (the store's round trip when idle): past
+//!   [`QUEUE_FACTOR`] times that, the store is queueing requests, and the
+//!   limit stops growing (and leaves slow start); past twice that, it is
+//!   cut as for an overload.
+//!
+//! The limit only grows while there is demand for it, so a store that few
+//! requests go to keeps a small limit. A change of a quarter or more is a
+//! `-v` event (`concurrency`), and the current limit is the metric
+//! `keep_rsync_service_concurrency_limit`.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// Where an adaptive limit starts.
+pub const INITIAL: f64 = 8.0;
+/// The smallest adaptive limit.
+pub const FLOOR: f64 = 2.0;
+/// What an overload multiplies the limit by.
+pub const DECREASE: f64 = 0.7;
+/// A first answer slower than this many times the idle round trip means
+/// the store is queueing.
+pub const QUEUE_FACTOR: f64 = 2.0;
+/// Added to the idle round trip before comparing (timer noise, scheduling).
+const SLACK: Duration = Duration::from_millis(2);
+
+/// One store's limit on requests in flight.
+pub struct Limiter {
+    state: Mutex<State>,
+    in_flight: AtomicUsize,
+    notify: Notify,
+    ceiling: f64,
+    adaptive: bool,
+    /// `side service`, for the `-v` event.
+    name: String,
+}
+
+struct State {
+    limit: f64,
+    slow_start: bool,
+    /// The smallest time to a first answer seen: the idle round trip.
+    base: Option<Duration>,
+    last_cut: Option<Instant>,
+    /// The limit last told in a `concurrency` event.
+    said: f64,
+}
+
+/// A slot of the limit, given back when dropped.
+pub struct Permit {
+    limiter: Arc<Limiter>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.limiter.in_flight.fetch_sub(1, Relaxed);
+        self.limiter.notify.notify_one();
+    }
+}
+
+/// What a request's answer says about the store's load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// It succeeded; with its time to the first answer when that measures
+    /// the store (a GET's or HEAD's headers, not a PUT's whole body).
+    Ok(Option<Duration>),
+    /// 503 or 429: slow down.
+    Overload,
+    /// Anything else: says nothing about load.
+    Neutral,
+}
+
+impl Limiter {
+    /// An adaptive limit up to `ceiling`, or a fixed one of `ceiling`.
+    pub fn new(ceiling: usize, adaptive: bool, name: String) -> Arc<Limiter> {
+        let ceiling = ceiling.max(1) as f64;
+        let limit = if adaptive {
+            INITIAL.min(ceiling)
+        } else {
+            ceiling
+        };
+        Arc::new(Limiter {
+            state: Mutex::new(State {
+                limit,
+                slow_start: true,
+                base: None,
+                last_cut: None,
+                said: limit,
+            }),
+            in_flight: AtomicUsize::new(0),
+            notify: Notify::new(),
+            ceiling,
+            adaptive,
+            name,
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current limit (whole requests).
+    pub fn limit(&self) -> usize {
+        (self.state().limit as usize).max(1)
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Wait for a slot.
+    pub async fn acquire(self: &Arc<Self>) -> Permit {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let limit = self.limit();
+            let mut n = self.in_flight.load(Relaxed);
+            while n < limit {
+                match self
+                    .in_flight
+                    .compare_exchange_weak(n, n + 1, Relaxed, Relaxed)
+                {
+                    Ok(_) => {
+                        return Permit {
+                            limiter: self.clone(),
+                        }
+                    }
+                    Err(now) => n = now,
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Learn from one request's answer.
+    pub fn observe(&self, signal: Signal) {
+        if !self.adaptive {
+            return;
+        }
+        let grew = {
+            let mut s = self.state();
+            let before = s.limit;
+            match signal {
+                Signal::Neutral => {}
+                Signal::Overload => self.cut(&mut s),
+                Signal::Ok(rtt) => {
+                    let queueing = match rtt {
+                        Some(t) => {
+                            let base = *s.base.get_or_insert(t);
+                            if t < base {
+                                s.base = Some(t);
+                            }
+                            let base = s.base.unwrap_or(t).as_secs_f64() + SLACK.as_secs_f64();
+                            let t = t.as_secs_f64();
+                            if t > 2.0 * QUEUE_FACTOR * base {
+                                self.cut(&mut s);
+                                true
+                            } else {
+                                t > QUEUE_FACTOR * base
+                            }
+                        }
+                        None => false,
+                    };
+                    if queueing {
+                        s.slow_start = false;
+                    } else if self.in_flight() + 1 >= s.limit as usize {
+                        // Demand reached the limit: grow.
+                        let step = if s.slow_start { 1.0 } else { 1.0 / s.limit };
+                        s.limit = (s.limit + step).min(self.ceiling);
+                    }
+                }
+            }
+            self.tell(&mut s);
+            s.limit > before
+        };
+        if grew {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Multiply the limit down, once per round trip.
+    fn cut(&self, s: &mut State) {
+        let window = s
+            .base
+            .unwrap_or(Duration::from_millis(50))
+            .max(Duration::from_millis(20));
+        let now = Instant::now();
+        if s.last_cut.is_some_and(|t| now.duration_since(t) < window) {
+            return;
+        }
+        s.last_cut = Some(now);
+        s.slow_start = false;
+        s.limit = (s.limit * DECREASE).max(FLOOR.min(self.ceiling));
+    }
+
+    /// A `-v` event when the limit moved by a quarter since the last one.
+    fn tell(&self, s: &mut State) {
+        let (now, said) = (s.limit.floor(), s.said.floor());
+        if (now - said).abs() >= (said / 4.0).max(2.0) {
+            tracing::info!(
+                event = "concurrency",
+                service = self.name.as_str(),
+                limit = now as u64,
+                before = said as u64,
+                "{}: concurrency limit {said} -> {now}",
+                self.name
+            );
+            s.said = s.limit;
+        }
+    }
+}
+
+/// What a request's outcome says about load: 503 and 429 are overload.
+pub fn signal_of<T>(
+    r: &Result<T, crate::protocol::client::Failure>,
+    rtt: Option<Duration>,
+) -> Signal {
+    match r {
+        Ok(_) => Signal::Ok(rtt),
+        Err(f) if matches!(f.status, Some(503) | Some(429)) => Signal::Overload,
+        Err(_) => Signal::Neutral,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fixed_limits_are_a_semaphore() {
+        let l = Limiter::new(3, false, "t".into());
+        let a = l.acquire().await;
+        let _b = l.acquire().await;
+        let _c = l.acquire().await;
+        assert_eq!(l.in_flight(), 3);
+        let l2 = l.clone();
+        let waiter = tokio::spawn(async move { l2.acquire().await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        l.observe(Signal::Overload);
+        assert_eq!(l.limit(), 3, "a fixed limit does not adapt");
+        drop(a);
+        let _d = waiter.await.unwrap();
+        assert_eq!(l.in_flight(), 3);
+    }
+
+    /// Drive the limit as a saturating client would: `limit` requests in
+    /// flight each round trip (a finished one replaced at once), those
+    /// beyond `capacity` refused with 503.
+    fn simulate(l: &Limiter, capacity: usize, rounds: usize) -> Vec<usize> {
+        let mut seen = Vec::new();
+        for _ in 0..rounds {
+            let n = l.limit();
+            for i in 0..n {
+                l.in_flight.store(l.limit(), Relaxed);
+                if i >= capacity {
+                    l.observe(Signal::Overload);
+                } else {
+                    l.observe(Signal::Ok(Some(Duration::from_millis(10))));
+                }
+            }
+            l.in_flight.store(0, Relaxed);
+            seen.push(l.limit());
+            // The next round trip: a cut may happen again.
+            l.state().last_cut = None;
+        }
+        seen
+    }
+
+    #[test]
+    fn slow_start_then_sawtooth_below_the_knee() {
+        let l = Limiter::new(512, true, "t".into());
+        let seen = simulate(&l, 40, 60);
+        // Slow start doubles: 8, 16, 32, 64 (refused) ...
+        assert_eq!(&seen[..3], &[16, 32, 64], "{seen:?}");
+        // ... then it stays around the knee, never far above it.
+        let tail = &seen[10..];
+        assert!(tail.iter().all(|&n| (20..=45).contains(&n)), "{seen:?}");
+    }
+
+    #[test]
+    fn grows_to_the_ceiling_without_overload_and_only_with_demand() {
+        let l = Limiter::new(100, true, "t".into());
+        let seen = simulate(&l, usize::MAX, 20);
+        assert_eq!(*seen.last().unwrap(), 100, "{seen:?}");
+        let idle = Limiter::new(100, true, "t".into());
+        for _ in 0..1000 {
+            // One request at a time: the limit is never reached.
+            idle.observe(Signal::Ok(Some(Duration::from_millis(10))));
+        }
+        assert_eq!(idle.limit(), INITIAL as usize);
+    }
+
+    #[test]
+    fn queueing_stops_growth_and_heavy_queueing_cuts() {
+        let l = Limiter::new(512, true, "t".into());
+        l.in_flight.store(8, Relaxed);
+        l.observe(Signal::Ok(Some(Duration::from_millis(10))));
+        let n = l.limit();
+        // Three times the idle round trip: queueing, no growth.
+        l.observe(Signal::Ok(Some(Duration::from_millis(30))));
+        assert_eq!(l.limit(), n);
+        // Ten times: cut.
+        l.observe(Signal::Ok(Some(Duration::from_millis(100))));
+        assert!(l.limit() < n, "{} !< {n}", l.limit());
+        // Never below the floor.
+        for _ in 0..50 {
+            l.state().last_cut = None;
+            l.observe(Signal::Overload);
+        }
+        assert_eq!(l.limit(), FLOOR as usize);
+    }
+}
