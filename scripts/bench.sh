@@ -772,6 +772,290 @@ EOF
     stop_sim s8gw
 }
 
+# ---------------------------------------------------------------- scenario 9
+# Adaptive concurrency (bench.sh --concurrency only): keep-rsync's adaptive
+# per-service limits (src/limiter.rs: slow start from 8, 503s cut them, up
+# to --max-per-service) against fixed ones (--fixed-concurrency). The small
+# keepstore of b and c is one keepstore-sim service handling at most 32
+# requests at once and answering 503 at once beyond (--max-concurrent-requests
+# 32 --max-queued-requests 0), each answer 0.5 ms slower per request in
+# flight (--queue-latency-us 500).
+#   a) latency-bound: 2 source + 4 destination services, 10 and then 50 ms
+#      per request, 2 replicas: default flags vs --transfers 1 (over the
+#      -prefix 0 sixteenth of the blocks: blocks/s) and the old default
+#      (--fixed-concurrency --max-per-service 16);
+#   b) one job, 2 source services into the small keepstore (plus 2 ms per
+#      request), 1 replica: default flags vs --fixed-concurrency
+#      --max-per-service K for each K of S9B_KS;
+#   c) 16 prefix jobs at once (-prefix 0 ... f, each its own --report), 2
+#      source services into the small keepstore: default flags, fixed 128
+#      (what flattening looks like) and fixed 16 (the old default).
+# A fresh destination for every copy. Every copy rewrites its metrics
+# textfile every 250 ms; a sampler reads the destination's /_sim/counters
+# and every running job's keep_rsync_service_concurrency_limit every 0.5 s
+# (and once after the copy), and the series goes into the row.
+S9A_BLOCKS=2000
+S9B_BLOCKS=3000
+S9C_BLOCKS=4000
+S9B_KS="8 16 32 64 128"
+if [ "$QUICK" = 1 ]; then
+    S9A_BLOCKS=300
+    S9B_BLOCKS=600
+    S9C_BLOCKS=800
+    S9B_KS="16 128"
+fi
+S9_SMALL="--max-concurrent-requests 32 --max-queued-requests 0 --queue-latency-us 500"
+S9_PREFIXES="0 1 2 3 4 5 6 7 8 9 a b c d e f"
+
+# s9_flags VARIANT: keep-rsync's flags for a variant of scenario 9.
+s9_flags() {
+    case $1 in
+        adaptive) ;;
+        transfers1) echo "--transfers 1 -prefix 0" ;;
+        fixed*) echo "--fixed-concurrency --max-per-service ${1#fixed}" ;;
+        *) echo "bench: scenario 9: unknown variant $1" >&2; exit 1 ;;
+    esac
+}
+
+# s9_cmd SRC DST REPLICAS REPORT METRICS extra args...: the command line.
+s9_cmd() {
+    local s=$1 d=$2 r=$3 rep=$4 m=$5
+    shift 5
+    echo "$KR" -src "$W/$s.conf" -dst "$W/$d.conf" \
+        -src-keep-services-json "$W/$s.json" -dst-keep-services-json "$W/$d.json" \
+        -replications "$r" --quiet --report "$rep" \
+        --metrics-textfile "$m" --metrics-interval 250ms "$@"
+}
+
+# s9_sampler_start OUT METRICS-GLOB CLUSTER...: sample the clusters'
+# counters and the limits in the metrics textfiles every 0.5 s, into OUT.
+s9_sampler_start() {
+    local out=$1 glob=$2 c
+    shift 2
+    S9_SPECS=()
+    for c in "$@"; do S9_SPECS+=("tok-$c=$W/$c.json"); done
+    S9_T0=$(now)
+    : >"$out"
+    python3 "$W/s9sample.py" "$out" 0.5 "$S9_T0" "$glob" "${S9_SPECS[@]}" &
+    SIM_PID[s9sampler]=$!
+}
+
+# s9_sampler_stop OUT METRICS-GLOB: stop the sampler, take the last sample.
+s9_sampler_stop() {
+    stop_sim s9sampler
+    python3 "$W/s9sample.py" "$1" 0 "$S9_T0" "$2" "${S9_SPECS[@]}"
+}
+
+# s9_attach SERIES: the samples into the last row of $RES; a line on stderr.
+s9_attach() {
+    python3 - "$RES" "$1" <<'EOF'
+import json, sys
+res, seriesf = sys.argv[1:]
+lines = open(res).read().splitlines()
+row = json.loads(lines[-1])
+row["series"] = [json.loads(l) for l in open(seriesf) if l.strip()]
+lines[-1] = json.dumps(row)
+open(res, "w").write("\n".join(lines) + "\n")
+sys.path.insert(0, "scripts")
+EOF
+    python3 scripts/bench-report.py --s9-line "$(tail -1 "$RES")" >&2
+}
+
+scenario9a() { # ROUNDS
+    local rounds=$1 run lat v d=$W/s9a
+    mkdir -p "$d"
+    for lat in 10 50; do
+        start_sim "s9a$lat" --services 2 --uuid-prefix "s9a$lat" --latency-ms "$lat" \
+            --seed-blocks "$S9A_BLOCKS" --seed-sizes 1K-16K --seed-replicas 2 --seed 91
+    done
+    for run in $(seq 1 "$rounds"); do
+        for lat in 10 50; do
+            for v in adaptive fixed16 transfers1; do
+                start_sim s9adst --services 4 --uuid-prefix s9adst --latency-ms "$lat"
+                rm -f "$W/report.json" "$d"/m*.prom
+                s9_sampler_start "$d/series.jsonl" "$d/m.prom" s9adst
+                # shellcheck disable=SC2046
+                measure "{\"scenario\":9,\"sub\":\"a\",\"tool\":\"keep-rsync-$v\",\"variant\":\"$v\",\"latency_ms\":$lat,\"blocks\":$S9A_BLOCKS,\"run\":$run}" \
+                    $(s9_cmd "s9a$lat" s9adst 2 "$W/report.json" "$d/m.prom" $(s9_flags $v))
+                s9_sampler_stop "$d/series.jsonl" "$d/m.prom"
+                s9_attach "$d/series.jsonl"
+                stop_sim s9adst
+            done
+        done
+    done
+    stop_sim s9a10
+    stop_sim s9a50
+}
+
+scenario9b() { # ROUNDS
+    local rounds=$1 run v k d=$W/s9b
+    mkdir -p "$d"
+    start_sim s9bsrc --services 2 --uuid-prefix s9bsrc \
+        --seed-blocks "$S9B_BLOCKS" --seed-sizes 4K-64K --seed-replicas 1 --seed 92
+    for run in $(seq 1 "$rounds"); do
+        for v in adaptive $(for k in $S9B_KS; do echo "fixed$k"; done); do
+            # shellcheck disable=SC2086
+            start_sim s9bdst --services 1 --uuid-prefix s9bdst --latency-ms 2 $S9_SMALL
+            rm -f "$W/report.json" "$d"/m*.prom
+            s9_sampler_start "$d/series.jsonl" "$d/m.prom" s9bdst
+            # shellcheck disable=SC2046
+            measure "{\"scenario\":9,\"sub\":\"b\",\"tool\":\"keep-rsync-$v\",\"variant\":\"$v\",\"blocks\":$S9B_BLOCKS,\"run\":$run}" \
+                $(s9_cmd s9bsrc s9bdst 1 "$W/report.json" "$d/m.prom" $(s9_flags $v))
+            s9_sampler_stop "$d/series.jsonl" "$d/m.prom"
+            s9_attach "$d/series.jsonl"
+            stop_sim s9bdst
+        done
+    done
+    stop_sim s9bsrc
+}
+
+# scenario9c_jobs VARIANT RUN: the 16 prefix jobs at once, one row.
+scenario9c_jobs() {
+    local v=$1 run=$2 p t0 t1 d=$W/s9c
+    local -A pid=()
+    rm -rf "$d"
+    mkdir -p "$d"
+    # shellcheck disable=SC2086
+    start_sim s9cdst --services 1 --uuid-prefix s9cdst $S9_SMALL
+    s9_sampler_start "$d/series.jsonl" "$d/m-*.prom" s9cdst
+    t0=$(now)
+    for p in $S9_PREFIXES; do
+        # shellcheck disable=SC2046
+        /usr/bin/time -f '%e %U %S %M' -o "$d/time-$p" \
+            $(s9_cmd s9csrc s9cdst 1 "$d/report-$p.json" "$d/m-$p.prom" -prefix "$p" $(s9_flags "$v")) \
+            >"$d/out-$p" 2>"$d/err-$p" &
+        pid[$p]=$!
+    done
+    for p in $S9_PREFIXES; do
+        local rc=0
+        wait "${pid[$p]}" || rc=$?
+        echo "$rc" >"$d/rc-$p"
+    done
+    t1=$(now)
+    s9_sampler_stop "$d/series.jsonl" "$d/m-*.prom"
+    # shellcheck disable=SC2046
+    python3 - "$v" "$run" "$S9C_BLOCKS" "$t0" "$t1" "$d" "$W" "$ROOT" "$S9_PREFIXES" \
+        "$(s9_cmd s9csrc s9cdst 1 "$d/report-P.json" "$d/m-P.prom" -prefix P $(s9_flags "$v"))" >>"$RES" <<'EOF'
+import json, sys
+v, run, n, t0, t1, d, work, root, prefixes, cmd = sys.argv[1:]
+jobs = []
+for p in prefixes.split():
+    job = {"prefix": p, "rc": int(open(f"{d}/rc-{p}").read())}
+    try:
+        e, u, s, m = open(f"{d}/time-{p}").read().split()[-4:]
+        job.update(wall=float(e), user=float(u), sys=float(s), maxrss_kib=int(m))
+    except Exception as ex:
+        job["time_error"] = str(ex)
+    try:
+        r = json.load(open(f"{d}/report-{p}.json"))
+        job.update({k: r.get(k) for k in ("status", "elapsed_seconds", "started_at", "ended_at",
+                                          "copied", "copied_bytes", "failed")})
+        job["to_copy"] = r["plan"]["to_copy"]
+        job["dst_requests"] = sum(x.get("requests", 0) for x in r.get("destination", []))
+        job["dst_errors"] = sum(x.get("errors", 0) for x in r.get("destination", []))
+    except Exception as ex:
+        job["report_error"] = str(ex)
+        try:
+            job["stderr"] = open(f"{d}/err-{p}").read()[-500:]
+        except Exception:
+            pass
+    jobs.append(job)
+row = {"scenario": 9, "sub": "c", "tool": "keep-rsync-" + v, "variant": v, "blocks": int(n),
+       "run": int(run), "jobs_run": len(jobs), "wall": float(t1) - float(t0),
+       "rc": max(j["rc"] for j in jobs), "user": sum(j.get("user", 0) for j in jobs),
+       "sys": sum(j.get("sys", 0) for j in jobs), "jobs": jobs,
+       "cmd": cmd.replace(work, "$W").replace(root + "/", ""),
+       "series": [json.loads(l) for l in open(f"{d}/series.jsonl") if l.strip()]}
+print(json.dumps(row))
+EOF
+    python3 scripts/bench-report.py --s9-line "$(tail -1 "$RES")" >&2
+    stop_sim s9cdst
+}
+
+scenario9c() { # ROUNDS
+    local rounds=$1 run v
+    start_sim s9csrc --services 2 --uuid-prefix s9csrc \
+        --seed-blocks "$S9C_BLOCKS" --seed-sizes 4K-64K --seed-replicas 1 --seed 93
+    for run in $(seq 1 "$rounds"); do
+        for v in adaptive fixed128 fixed16; do
+            scenario9c_jobs "$v" "$run"
+        done
+    done
+    stop_sim s9csrc
+}
+
+scenario9() { # ROUNDS
+    local rounds=$1
+    cat >"$W/s9sample.py" <<'EOF'
+# s9sample.py OUT INTERVAL T0 METRICS-GLOB TOKEN=SERVICES.json...: append a
+# JSON line to OUT every INTERVAL seconds (once if 0): t (s since T0), each
+# service's counters (per_hash left out), and keep_rsync_service_concurrency_limit
+# of each metrics textfile rewritten in the last second (every one, if once).
+import glob, json, os, re, signal, sys, time, urllib.request
+out, interval, t0, mglob, *specs = sys.argv[1:]
+interval, t0 = float(interval), float(t0)
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+svcs = []
+for spec in specs:
+    tok, path = spec.split("=", 1)
+    for s in json.load(open(path))["items"]:
+        svcs.append((s["uuid"], "http://%s:%d/_sim/counters" % (s["service_host"], s["service_port"]), tok))
+KEEP = ("gets", "heads", "puts", "puts_stored", "index_requests", "refused", "queued",
+        "in_flight", "waiting", "max_in_flight", "faults_injected")
+LIM = re.compile(r'^keep_rsync_service_concurrency_limit\{([^}]*)\}\s+(\S+)')
+def sample():
+    t = time.time()
+    row = {"t": round(t - t0, 3), "counters": {}, "limits": {}}
+    for uuid, url, tok in svcs:
+        try:
+            req = urllib.request.Request(url, headers={"Authorization": "Bearer " + tok})
+            with urllib.request.urlopen(req, timeout=2) as r:
+                c = json.load(r)
+            row["counters"][uuid] = {k: c.get(k) for k in KEEP}
+        except Exception as ex:
+            row["counters"][uuid] = {"error": str(ex)}
+    for f in sorted(glob.glob(mglob)):
+        try:
+            if interval and time.time() - os.stat(f).st_mtime > 1.0:
+                continue  # that job has ended
+            text = open(f).read()
+        except OSError:
+            continue
+        job = os.path.basename(f).rsplit(".", 1)[0]
+        for l in text.splitlines():
+            m = LIM.match(l)
+            if m:
+                lab = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+                key = "%s %s" % (lab.get("side", "?"), lab.get("service", "?"))
+                row["limits"].setdefault(key, {})[job] = int(float(m.group(2)))
+    with open(out, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    return t
+while True:
+    t = sample()
+    if not interval:
+        break
+    time.sleep(max(0.0, interval - (time.time() - t)))
+EOF
+    python3 - "$S9A_BLOCKS" "$S9B_BLOCKS" "$S9C_BLOCKS" "$S9B_KS" "$RUNS" "$S9_SMALL" >"$W/meta.json" <<'EOF'
+import json, sys
+a, b, c, ks, runs, small = sys.argv[1:]
+print(json.dumps({"concurrency": {
+    "a": {"blocks": int(a), "sizes": "1K-16K", "latencies_ms": [10, 50], "src_services": 2,
+          "dst_services": 4, "replications": 2, "transfers1_subset": "-prefix 0"},
+    "b": {"blocks": int(b), "sizes": "4K-64K", "src_services": 2, "dst_services": 1,
+          "dst_latency_ms": 2, "replications": 1, "ks": [int(k) for k in ks.split()]},
+    "c": {"blocks": int(c), "sizes": "4K-64K", "jobs": 16, "src_services": 2, "dst_services": 1,
+          "replications": 1},
+    "small_keepstore": small,
+    "runs": int(runs),
+}}))
+EOF
+    want a && scenario9a "$rounds"
+    want b && scenario9b "$rounds"
+    want c && scenario9c "$rounds"
+}
+
 DEFAULT_T=$(sed -n 's/^pub const DEFAULT_TRANSFERS: usize = \([0-9]*\);/\1/p' src/cli.rs)
 case $MODE in
     full)

@@ -13,7 +13,8 @@
 //! - **Overload** is an answer that says "slow down": 503 (keepstore's
 //!   answer once `MaxConcurrentRequests` are in flight; S3's SlowDown) or
 //!   429. The limit is multiplied by [`DECREASE`], at most once per round
-//!   trip (the 503s of one burst are one signal).
+//!   trip (the 503s of one burst are one signal; a round trip is the
+//!   smoothed time of the store's requests, RFC 6298's SRTT).
 //! - **Queueing**: a block request's time to its first answer, compared
 //!   with the smallest seen (the store's round trip when idle): past
 //!   [`QUEUE_FACTOR`] times that, the store is queueing requests, and the
@@ -59,6 +60,9 @@ struct State {
     slow_start: bool,
     /// The smallest time to a first answer seen: the idle round trip.
     base: Option<Duration>,
+    /// Smoothed request time (RFC 6298's SRTT, of every request that
+    /// succeeded): one "round trip" for the once-per-round-trip cut.
+    srtt: Option<Duration>,
     last_cut: Option<Instant>,
     /// The limit last told in a `concurrency` event.
     said: f64,
@@ -79,9 +83,10 @@ impl Drop for Permit {
 /// What a request's answer says about the store's load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signal {
-    /// It succeeded; with its time to the first answer when that measures
-    /// the store (a GET's or HEAD's headers, not a PUT's whole body).
-    Ok(Option<Duration>),
+    /// It succeeded after `took`; `headers` when that is the time to the
+    /// first answer, which measures the store's queue (a GET's headers), not
+    /// a body's transfer (a PUT).
+    Ok { took: Duration, headers: bool },
     /// 503 or 429: slow down.
     Overload,
     /// Anything else: says nothing about load.
@@ -102,6 +107,7 @@ impl Limiter {
                 limit,
                 slow_start: true,
                 base: None,
+                srtt: None,
                 last_cut: None,
                 said: limit,
             }),
@@ -163,8 +169,12 @@ impl Limiter {
             match signal {
                 Signal::Neutral => {}
                 Signal::Overload => self.cut(&mut s),
-                Signal::Ok(rtt) => {
-                    let queueing = match rtt {
+                Signal::Ok { took, headers } => {
+                    s.srtt = Some(match s.srtt {
+                        Some(srtt) => srtt.mul_f64(0.875) + took.mul_f64(0.125),
+                        None => took,
+                    });
+                    let queueing = match headers.then_some(took) {
                         Some(t) => {
                             let base = *s.base.get_or_insert(t);
                             if t < base {
@@ -201,9 +211,9 @@ impl Limiter {
     /// Multiply the limit down, once per round trip.
     fn cut(&self, s: &mut State) {
         let window = s
-            .base
+            .srtt
             .unwrap_or(Duration::from_millis(50))
-            .max(Duration::from_millis(20));
+            .max(Duration::from_millis(1));
         let now = Instant::now();
         if s.last_cut.is_some_and(|t| now.duration_since(t) < window) {
             return;
@@ -233,10 +243,11 @@ impl Limiter {
 /// What a request's outcome says about load: 503 and 429 are overload.
 pub fn signal_of<T>(
     r: &Result<T, crate::protocol::client::Failure>,
-    rtt: Option<Duration>,
+    took: Duration,
+    headers: bool,
 ) -> Signal {
     match r {
-        Ok(_) => Signal::Ok(rtt),
+        Ok(_) => Signal::Ok { took, headers },
         Err(f) if matches!(f.status, Some(503) | Some(429)) => Signal::Overload,
         Err(_) => Signal::Neutral,
     }
@@ -276,7 +287,10 @@ mod tests {
                 if i >= capacity {
                     l.observe(Signal::Overload);
                 } else {
-                    l.observe(Signal::Ok(Some(Duration::from_millis(10))));
+                    l.observe(Signal::Ok {
+                        took: Duration::from_millis(10),
+                        headers: true,
+                    });
                 }
             }
             l.in_flight.store(0, Relaxed);
@@ -306,7 +320,10 @@ mod tests {
         let idle = Limiter::new(100, true, "t".into());
         for _ in 0..1000 {
             // One request at a time: the limit is never reached.
-            idle.observe(Signal::Ok(Some(Duration::from_millis(10))));
+            idle.observe(Signal::Ok {
+                took: Duration::from_millis(10),
+                headers: true,
+            });
         }
         assert_eq!(idle.limit(), INITIAL as usize);
     }
@@ -315,13 +332,22 @@ mod tests {
     fn queueing_stops_growth_and_heavy_queueing_cuts() {
         let l = Limiter::new(512, true, "t".into());
         l.in_flight.store(8, Relaxed);
-        l.observe(Signal::Ok(Some(Duration::from_millis(10))));
+        l.observe(Signal::Ok {
+            took: Duration::from_millis(10),
+            headers: true,
+        });
         let n = l.limit();
         // Three times the idle round trip: queueing, no growth.
-        l.observe(Signal::Ok(Some(Duration::from_millis(30))));
+        l.observe(Signal::Ok {
+            took: Duration::from_millis(30),
+            headers: true,
+        });
         assert_eq!(l.limit(), n);
         // Ten times: cut.
-        l.observe(Signal::Ok(Some(Duration::from_millis(100))));
+        l.observe(Signal::Ok {
+            took: Duration::from_millis(100),
+            headers: true,
+        });
         assert!(l.limit() < n, "{} !< {n}", l.limit());
         // Never below the floor.
         for _ in 0..50 {

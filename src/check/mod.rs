@@ -403,8 +403,10 @@ impl Check<'_> {
         // backoff between attempts.
         let r = with_retries(self.backoff, self.cfg.net.retries, &(), |_| async {
             let _slot = svc.limit.acquire().await;
+            let asked = std::time::Instant::now();
             let r = op().await;
-            svc.limit.observe(crate::limiter::signal_of(&r, None));
+            svc.limit
+                .observe(crate::limiter::signal_of(&r, asked.elapsed(), false));
             r
         })
         .await;

@@ -457,7 +457,7 @@ impl<'a> Copier<'a> {
         let opened = svc.store.read(&job.hash, size).await;
         // The time to a GET's headers measures the store, not the block.
         svc.limit
-            .observe(crate::limiter::signal_of(&opened, Some(asked.elapsed())));
+            .observe(crate::limiter::signal_of(&opened, asked.elapsed(), true));
         request_done(side, svc, Op::Get, job, &opened, asked);
         if opened.is_err() {
             svc.stats.count(Op::Get, &opened, size);
@@ -546,7 +546,8 @@ impl<'a> Copier<'a> {
                     .write(&job.hash, size, relay.body(), desired, classes)
                     .await;
                 request_done(self.dst, svc, Op::Put, job, &r, asked);
-                svc.limit.observe(crate::limiter::signal_of(&r, None));
+                svc.limit
+                    .observe(crate::limiter::signal_of(&r, asked.elapsed(), false));
                 if r.is_err() && relay.is_failed() {
                     return Err(Failure::new(FailureKind::Abandoned, relay::ReadFailed.to_string()));
                 }
