@@ -31,6 +31,15 @@
 #      keep-rsync (PrefixLength 0 and 3) vs rclone, directory to bucket and
 #      back, and keep-rsync between two 1-service keepstore-sim clusters on
 #      the same disk; client and server CPU, host iowait, every copy counted;
+#   9. (only with --concurrency) adaptive per-service concurrency against
+#      fixed limits: a) latency-bound, 2000 blocks of 1-16 KiB, 2+4 services
+#      at 10 and at 50 ms per request: default flags vs --transfers 1 and the
+#      old default (--fixed-concurrency --max-per-service 16); b) one job
+#      into a small keepstore (1 service, 32 requests at once, 503 beyond,
+#      slower with load), 3000 blocks of 4-64 KiB: default flags vs
+#      --fixed-concurrency --max-per-service K, K = 8 ... 128; c) 16 prefix
+#      jobs at once into that keepstore (4000 blocks): default flags, fixed
+#      128 and fixed 16; the destination's 503s sampled every 0.5 s;
 #
 # then rewrites docs/benchmarks.md (scripts/bench-report.py) from the raw
 # results it saves in docs/bench/last-full.json.
@@ -46,6 +55,11 @@
 #                               cores, BENCH_S8_BIG=12 saves about one);
 #                               with --quick: one round of tiny data sets,
 #                               printed, does not touch docs/
+#   scripts/bench.sh --concurrency
+#                               scenario 9 only (docs/bench/last-concurrency.json,
+#                               then docs/benchmarks.md; BENCH_S9="b c" runs
+#                               only those parts); with --quick: one round of
+#                               tiny data sets, printed, does not touch docs/
 #
 # Environment: BENCH_RUNS (default 3), BENCH_BIG (3e7- and 1e8-block runs:
 # 1 = yes, default 1), BENCH_BASELINE (git ref of the "before" binary;
@@ -53,6 +67,7 @@
 # target/bench-baseline), BENCH_KEEP=1 keeps the work directory,
 # BENCH_SCENARIOS="3 7" runs only those scenarios (2 includes md5-speed),
 # BENCH_S8_BIG (blocks of 64 MiB in scenario 8's "big" set, default 16),
+# BENCH_S9 (parts of scenario 9 to run, default "a b c"),
 # CARGO_TARGET_DIR as cargo reads it. Scenario 8 needs .tools/bin/versitygw
 # and rclone (scripts/install-test-deps.sh installs both).
 set -euo pipefail
@@ -60,11 +75,12 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=full
 QUICK=0
-usage() { echo "usage: $0 [--sweep|--quick|--stores [--quick]]" >&2; exit 2; }
+usage() { echo "usage: $0 [--sweep|--quick|--stores [--quick]|--concurrency [--quick]]" >&2; exit 2; }
 for arg in "$@"; do
     case $arg in
         --sweep) [ "$MODE" = full ] || usage; MODE=sweep ;;
         --stores) [ "$MODE" = full ] || usage; MODE=stores ;;
+        --concurrency) [ "$MODE" = full ] || usage; MODE=concurrency ;;
         --quick) QUICK=1 ;;
         *) usage ;;
     esac
@@ -77,6 +93,7 @@ RUNS=${BENCH_RUNS:-3}
 BIG=${BENCH_BIG:-1}
 [ "$MODE" = quick ] && RUNS=1
 [ "$MODE" = stores ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
+[ "$MODE" = concurrency ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
 
 if [ ! -x /usr/bin/time ]; then
     echo "bench: GNU time is needed (apt-get install -y time)" >&2
@@ -112,7 +129,7 @@ BASE_REF=${BENCH_BASELINE:-fc569a8}
 BASE_DIR=$ROOT/target/bench-baseline
 KR_BASE=$BASE_DIR/release/keep-rsync
 base_commit=$(git rev-parse --verify --quiet "$BASE_REF^{commit}" || true)
-if [ "$MODE" = stores ] || ! { want 4 || want 5 || want 6; }; then
+if [ "$MODE" = stores ] || [ "$MODE" = concurrency ] || ! { want 4 || want 5 || want 6; }; then
     KR_BASE= # only scenarios 4-6 compare with it
 elif [ -z "$base_commit" ]; then
     echo "bench: BENCH_BASELINE=$BASE_REF is not a commit here: no before/after rows" >&2
@@ -806,6 +823,8 @@ if [ "$QUICK" = 1 ]; then
 fi
 S9_SMALL="--max-concurrent-requests 32 --max-queued-requests 0 --queue-latency-us 500"
 S9_PREFIXES="0 1 2 3 4 5 6 7 8 9 a b c d e f"
+# s9_want X: sub-scenario X is to run (all, unless BENCH_S9 lists some).
+s9_want() { [[ " ${BENCH_S9:-a b c} " == *" $1 "* ]]; }
 
 # s9_flags VARIANT: keep-rsync's flags for a variant of scenario 9.
 s9_flags() {
@@ -856,9 +875,8 @@ row = json.loads(lines[-1])
 row["series"] = [json.loads(l) for l in open(seriesf) if l.strip()]
 lines[-1] = json.dumps(row)
 open(res, "w").write("\n".join(lines) + "\n")
-sys.path.insert(0, "scripts")
 EOF
-    python3 scripts/bench-report.py --s9-line "$(tail -1 "$RES")" >&2
+    tail -1 "$RES" | python3 scripts/bench-report.py --s9-line >&2
 }
 
 scenario9a() { # ROUNDS
@@ -968,7 +986,7 @@ row = {"scenario": 9, "sub": "c", "tool": "keep-rsync-" + v, "variant": v, "bloc
        "series": [json.loads(l) for l in open(f"{d}/series.jsonl") if l.strip()]}
 print(json.dumps(row))
 EOF
-    python3 scripts/bench-report.py --s9-line "$(tail -1 "$RES")" >&2
+    tail -1 "$RES" | python3 scripts/bench-report.py --s9-line >&2
     stop_sim s9cdst
 }
 
@@ -1051,9 +1069,10 @@ print(json.dumps({"concurrency": {
     "runs": int(runs),
 }}))
 EOF
-    want a && scenario9a "$rounds"
-    want b && scenario9b "$rounds"
-    want c && scenario9c "$rounds"
+    s9_want a && scenario9a "$rounds"
+    s9_want b && scenario9b "$rounds"
+    s9_want c && scenario9c "$rounds"
+    return 0
 }
 
 DEFAULT_T=$(sed -n 's/^pub const DEFAULT_TRANSFERS: usize = \([0-9]*\);/\1/p' src/cli.rs)
@@ -1078,6 +1097,9 @@ case $MODE in
     stores)
         scenario8 "$RUNS"
         ;;
+    concurrency)
+        scenario9 "$RUNS"
+        ;;
     quick)
         want 2 && md5_speed
         want 3 && scenario3 1000000 1
@@ -1095,6 +1117,7 @@ T_END=$(date +%s.%N)
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 RUN_MODE=$MODE
 [ "$MODE" = stores ] && [ "$QUICK" = 1 ] && RUN_MODE=stores-quick
+[ "$MODE" = concurrency ] && [ "$QUICK" = 1 ] && RUN_MODE=concurrency-quick
 python3 - "$RUN_MODE" "$T_START" "$T_END" "$LOAD" "$DEFAULT_T" "$RES" "$LOAD_START" "$W/meta.json" >"$W/run.json" <<'EOF'
 import json, sys, os, platform, subprocess, datetime
 mode, t0, t1, load, deft, res, load0, meta = sys.argv[1:]
@@ -1125,6 +1148,13 @@ case $MODE in
             cp "$W/run.json" "$W/quick.json"
         else
             mkdir -p docs/bench && cp "$W/run.json" docs/bench/last-stores.json
+        fi
+        ;;
+    concurrency)
+        if [ "$QUICK" = 1 ]; then
+            cp "$W/run.json" "$W/quick.json"
+        else
+            mkdir -p docs/bench && cp "$W/run.json" docs/bench/last-concurrency.json
         fi
         ;;
 esac

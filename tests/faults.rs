@@ -432,6 +432,23 @@ async fn incomplete_or_malformed_index_stops_the_run_before_copying() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_that_ignores_the_prefix_is_refused() {
+    // A service that answers every index request with all its blocks would
+    // break the index budget and make prefix shards overlap: its index is
+    // not what was asked for (exit 3, nothing planned).
+    let p = Pair::start().await;
+    let blocks = p.src.seed_blocks(64, &small(), 1, 23);
+    let prefix = blocks[0].0.to_string()[..1].to_string();
+    assert!(blocks.iter().any(|(h, _)| !h.to_string().starts_with(&prefix)));
+    p.src.set_faults(1, faults(|f| f.index_ignores_prefix = true));
+    let r = p.rsync(&["-replications", "2", "-prefix", &prefix]).await;
+    r.expect(3);
+    assert!(r.stderr.contains(&p.src.uuid(1)), "{}", r.stderr);
+    assert!(r.stderr.contains("outside the prefix"), "{}", r.stderr);
+    assert_eq!(p.total_dst_puts(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_replicated_blocks_are_topped_up_in_probe_order() {
     let p = Pair::start().await;
     let blocks = p.src.seed_blocks(30, &small(), 1, 22);

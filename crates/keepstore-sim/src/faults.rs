@@ -34,6 +34,9 @@ pub struct Faults {
     pub index_incomplete: bool,
     /// Index responses include a malformed line.
     pub index_malformed: bool,
+    /// Index responses list every block, whatever prefix was asked for (a
+    /// service, or a proxy in front of one, that drops the prefix).
+    pub index_ignores_prefix: bool,
     /// Every GET body stalls this long half-way through (0 = never).
     pub stall_ms: u64,
     /// Bytes per second at which each GET body is sent and each PUT body
@@ -118,6 +121,7 @@ impl Faults {
             || self.full
             || self.index_incomplete
             || self.index_malformed
+            || self.index_ignores_prefix
             || self.stall_ms > 0
             || self.max_concurrent > 0
             || self.queue_latency_us > 0

@@ -981,7 +981,12 @@ async fn index(
         return Ok(status_text(code));
     }
     let store = svc.store.clone();
-    let p2 = prefix.clone();
+    let p2 = if faults.index_ignores_prefix {
+        svc.injected();
+        String::new()
+    } else {
+        prefix.clone()
+    };
     let listed = if store.is_dir() {
         tokio::task::spawn_blocking(move || store.list(&p2))
             .await
