@@ -6,7 +6,12 @@
                                             or --stores --quick)
 
 With docs/bench/last-stores.json (bench.sh --stores), a section "Stores:
-directories and S3 buckets (scenario 8)" follows scenarios 1-7's.
+directories and S3 buckets (scenario 8)" follows scenarios 1-7's; with
+docs/bench/last-concurrency.json (bench.sh --concurrency), a section
+"Adaptive concurrency (scenario 9)" follows that.
+
+    scripts/bench-report.py --s9-line       one row of scenario 9 (stdin) as
+                                            lines for bench.sh's stderr
 
 The "Where the time goes" section is docs/bench/where-time-goes.md, included
 verbatim (written from profiles; see scripts/profile.sh).
@@ -689,10 +694,400 @@ def stores_report(run, out):
     out.append("```\n")
 
 
+# ------------------------------------------------------------ scenario 9
+CONC_TARGETS = {
+    "a_ratio": 50.0,          # blocks/s, default flags ÷ --transfers 1
+    "b_late_refused": 0.01,   # adaptive: refused ÷ PUTs after the first seconds
+    "b_vs_best": 0.90,        # adaptive blocks/s ÷ the best fixed K's
+}
+S9_LATE_AFTER = 2.0  # seconds: "after the first seconds" of a copy
+
+
+def s9_rate(r):
+    """Blocks copied per second of the process's wall time (None unless complete)."""
+    rep = r.get("report") or {}
+    plan = rep.get("plan") or {}
+    if not kr_ok(r) or not rep.get("copied") or rep["copied"] != plan.get("to_copy"):
+        return None
+    return rep["copied"] / r["wall"]
+
+
+def s9_counts(sample):
+    """A sample's counters, summed over its services (max_in_flight: the largest)."""
+    tot = {"puts": 0, "refused": 0, "gets": 0, "heads": 0, "index_requests": 0, "max_in_flight": 0}
+    for c in (sample.get("counters") or {}).values():
+        if "error" in c:
+            continue
+        for k in tot:
+            v = c.get(k) or 0
+            tot[k] = max(tot[k], v) if k == "max_in_flight" else tot[k] + v
+    return tot
+
+
+def s9_final(r):
+    s = r.get("series") or []
+    return s9_counts(s[-1]) if s else None
+
+
+def s9_refused(r):
+    c = s9_final(r)
+    return c["refused"] / c["puts"] if c and c["puts"] else None
+
+
+def s9_late(r, after=S9_LATE_AFTER):
+    """Refused ÷ PUTs from the first sample at or past AFTER s to the end."""
+    s = r.get("series") or []
+    if len(s) < 2:
+        return None
+    at = next((x for x in s[:-1] if x["t"] >= after), None)
+    if at is None:
+        return None
+    a, b = s9_counts(at), s9_counts(s[-1])
+    dp = b["puts"] - a["puts"]
+    return (b["refused"] - a["refused"]) / dp if dp > 0 else None
+
+
+def s9_t_stored(r, frac=0.95):
+    """Seconds until FRAC of the blocks the destination stored were stored
+    (its puts_stored, interpolated between samples): the copy without its
+    tail of blocks waiting to be retried."""
+    s = [(x["t"], s9_stored(x)) for x in r.get("series") or []]
+    if len(s) < 2 or not s[-1][1]:
+        return None
+    want = frac * s[-1][1]
+    for (t0, n0), (t1, n1) in zip(s, s[1:]):
+        if n1 >= want:
+            t = t0 + (t1 - t0) * (want - n0) / (n1 - n0) if n1 > n0 else t1
+            return min(t, r["wall"])  # all was stored when the copy ended
+    return None
+
+
+def s9_stored(sample):
+    return sum((c.get("puts_stored") or 0) for c in (sample.get("counters") or {}).values() if "error" not in c)
+
+
+def s9_limits(sample, side):
+    """Every limit of SIDE's services in a sample (one per job and service)."""
+    return [v for k, jobs in (sample.get("limits") or {}).items() if k.split(" ")[0] == side
+            for v in jobs.values()]
+
+
+def s9_dst_limit(sample, many):
+    """The destination's limit in a sample: the largest over services (one
+    job), or the sum over the running jobs (16 jobs, one service)."""
+    ls = s9_limits(sample, "destination")
+    if not ls:
+        return None
+    return sum(ls) if many else max(ls)
+
+
+def s9_peak(r, side):
+    ls = [v for x in (r.get("series") or []) for v in s9_limits(x, side)]
+    return max(ls) if ls else None
+
+
+def s9_label(r):
+    v = r.get("variant", "")
+    if v == "adaptive":
+        return "default flags (adaptive)"
+    if v == "transfers1":
+        return "`--transfers 1` (`-prefix 0`)"
+    if v.startswith("fixed"):
+        return f"`--fixed-concurrency --max-per-service {v[5:]}`"
+    return v
+
+
+def s9_jobs_rates(r):
+    """Per-job blocks/s of a 16-job row (report copied ÷ elapsed_seconds)."""
+    return [j["copied"] / j["elapsed_seconds"] for j in r.get("jobs", [])
+            if j.get("copied") and j.get("elapsed_seconds")]
+
+
+def s9_c_ok(r):
+    return all(j.get("rc") == 0 and j.get("failed") == 0 and j.get("copied") == j.get("to_copy")
+               for j in r.get("jobs", [])) and len(r.get("jobs", [])) == 16
+
+
+def s9_c_copied(r):
+    return sum(j.get("copied") or 0 for j in r.get("jobs", []))
+
+
+def s9_pct(x, nd=1):
+    return "–" if x is None else f"{100 * x:.{nd}f} %"
+
+
+def s9_sizes(x):
+    """1K-16K -> 1–16 KiB"""
+    lo, _, hi = x.partition("-")
+    if hi and lo[-1:] == hi[-1:] and hi[-1:] in "KMG":
+        return f"{lo[:-1]}–{hi[:-1]} {hi[-1]}iB"
+    return x
+
+
+def s9_line(r):
+    """One line on stderr per scenario 9 copy (bench.sh, as it goes)."""
+    many = r.get("sub") == "c"
+    fin = s9_final(r) or {}
+    seq = [s9_dst_limit(x, many) for x in r.get("series") or []]
+    seq = " ".join("-" if v is None else str(v) for v in seq)
+    refused = s9_refused(r)
+    late = s9_late(r)
+    if many:
+        rates = sorted(s9_jobs_rates(r))
+        head = (f"bench: scenario 9c {r['variant']:<10} wall {r['wall']:6.2f}s  copied {s9_c_copied(r)}/{r['blocks']}"
+                f"  failed {sum(j.get('failed') or 0 for j in r['jobs'])}  rc {r['rc']}"
+                f"  job blocks/s min/med/max {f(min(rates) if rates else None, 0)}/"
+                f"{f(med(rates), 0)}/{f(max(rates) if rates else None, 0)}")
+        lim = "sum of running jobs' destination limits"
+    else:
+        rep = r.get("report") or {}
+        lat = f" {r['latency_ms']} ms" if "latency_ms" in r else ""
+        head = (f"bench: scenario 9{r['sub']}{lat} {r['variant']:<10} {f(s9_rate(r), 0)} blocks/s"
+                f"  (copied {rep.get('copied')}/{(rep.get('plan') or {}).get('to_copy')}, wall {r['wall']:.2f}s, rc {r['rc']})"
+                f"  peak limits src {s9_peak(r, 'source')} dst {s9_peak(r, 'destination')}")
+        lim = "destination limit"
+    t95 = s9_t_stored(r)
+    return (f"{head}\nbench:   destination: PUTs {fin.get('puts')}  refused {fin.get('refused')} ({s9_pct(refused, 2)}; "
+            f"after {S9_LATE_AFTER:.0f} s: {s9_pct(late, 2)})  max in flight {fin.get('max_in_flight')}"
+            f"  95 % stored at {f(t95)} s\n"
+            f"bench:   {lim} every 0.5 s: {seq}")
+
+
+def s9_series_table(r, out, many):
+    out.append("| t s | PUTs | refused | refused ÷ PUTs in the interval | in flight at the destination | "
+               + ("running jobs | sum of their destination limits | smallest / largest job limit |"
+                  if many else "destination limit | source limits |"))
+    out.append("|---|---|---|---|---|" + ("---|---|---|" if many else "---|---|"))
+    prev = None
+    for x in r.get("series") or []:
+        c = s9_counts(x)
+        infl = sum((v.get("in_flight") or 0) for v in (x.get("counters") or {}).values() if "error" not in v)
+        if prev is not None and c["puts"] > prev["puts"]:
+            iv = s9_pct((c["refused"] - prev["refused"]) / (c["puts"] - prev["puts"]))
+        else:
+            iv = "–"
+        d = s9_limits(x, "destination")
+        if many:
+            tail = (f"{len(d)} | {sum(d) if d else '–'} | "
+                    f"{(str(min(d)) + ' / ' + str(max(d))) if d else '–'} |")
+        else:
+            s = s9_limits(x, "source")
+            tail = f"{max(d) if d else '–'} | {', '.join(map(str, s)) if s else '–'} |"
+        t = "start" if x["t"] <= 0 else f"{x['t']:.1f}"
+        out.append(f"| {t} | {c['puts']:,} | {c['refused']:,} | {iv} | {infl} | {tail}")
+        prev = c
+    out.append("")
+
+
+def s9_median_row(rs, key):
+    ok = [r for r in rs if key(r) is not None]
+    if not ok:
+        return None
+    return sorted(ok, key=key)[len(ok) // 2]
+
+
+def concurrency_report(run, out):
+    meta = run.get("concurrency", {})
+    nproc = run["machine"]["nproc"]
+    a, b, c = meta.get("a", {}), meta.get("b", {}), meta.get("c", {})
+    out.append("## Adaptive concurrency (scenario 9)\n")
+    if run["mode"] == "concurrency":
+        out.append("Run apart from scenarios 1–8, by `scripts/bench.sh --concurrency` "
+                   "(raw results: `docs/bench/last-concurrency.json`):\n")
+    else:
+        out.append(f"`scripts/bench.sh --concurrency --quick`: a smoke test of tiny data sets "
+                   f"(mode `{run['mode']}`); the numbers mean little.\n")
+    header(run, out)
+    loads = [float(run.get(k, "0").split()[0]) for k in ("load_before", "load_after")]
+    if max(loads) > nproc * 0.5:
+        out.append(f"- **Load average {max(loads):.1f}** on {nproc} cores at the start or end of the run: "
+                   "absolute numbers may be low; the ratios compare runs interleaved in the same invocation.")
+    out.append("")
+    small = meta.get("small_keepstore", "--max-concurrent-requests 32 --max-queued-requests 0 --queue-latency-us 500")
+    out.append("keep-rsync's per-service limits (each service's requests in flight: slow start from 8, "
+               "cut to 70 % by a 503 or 429 once per round trip, growth stopped by GET headers slower "
+               "than twice the idle round trip, up to `--max-per-service`, default 128) against fixed "
+               "ones (`--fixed-concurrency`: the limit is `--max-per-service`; the default before was "
+               "`--fixed-concurrency --max-per-service 16`). keepstore-sim clusters on 127.0.0.1 sharing "
+               f"the {nproc} cores with keep-rsync; a fresh, empty destination for every copy. The *small "
+               f"keepstore* is one keepstore-sim service with `{small}`: at most 32 requests at once, "
+               "the rest answered 503 at once (keepstore's `MaxConcurrentRequests` with no queue), each "
+               "answer 0.5 ms later per request in flight. Every copy rewrites its metrics textfile every "
+               "250 ms; a sampler reads the destination's `/_sim/counters` and the "
+               "`keep_rsync_service_concurrency_limit` of every running job every 0.5 s, and once when "
+               "the copy is done. Blocks/s = blocks copied ÷ the process's wall time (start, indexes, "
+               f"plan, copy, report). Each of {meta.get('runs', '?')} round"
+               f"{'' if meta.get('runs') == 1 else 's'} runs every variant of a part in turn.\n")
+
+    a_rows = rows(run, scenario=9, sub="a")
+    b_rows = rows(run, scenario=9, sub="b")
+    c_rows = rows(run, scenario=9, sub="c")
+
+    # Summary
+    out.append("| target | measured (median) | target | result |")
+    out.append("|---|---|---|---|")
+    lats = sorted({r["latency_ms"] for r in a_rows})
+    for lat in lats:
+        d = med([s9_rate(r) for r in a_rows if r["latency_ms"] == lat and r["variant"] == "adaptive"])
+        o = med([s9_rate(r) for r in a_rows if r["latency_ms"] == lat and r["variant"] == "transfers1"])
+        ratio = d / o if d and o else None
+        out.append(f"| a. latency-bound, {lat} ms: blocks/s, default flags ÷ `--transfers 1` | "
+                   f"{f(ratio, 1)}× ({f(d, 0)} vs {f(o, 1)} blocks/s) | ≥ {CONC_TARGETS['a_ratio']:.0f}× | "
+                   f"{verdict(None if ratio is None else ratio >= CONC_TARGETS['a_ratio'])} |")
+    best = None
+    if b_rows:
+        ad = [r for r in b_rows if r["variant"] == "adaptive"]
+        late = [s9_late(r) for r in ad]
+        ml = med(late)
+        out.append(f"| b. small keepstore, one job: 503s ÷ PUTs of the adaptive run after its first "
+                   f"{S9_LATE_AFTER:.0f} s | {s9_pct(ml, 2)} (all runs: {', '.join(s9_pct(x, 2) for x in late)}) | "
+                   f"≤ {100 * CONC_TARGETS['b_late_refused']:.0f} % | "
+                   f"{verdict(None if ml is None else ml <= CONC_TARGETS['b_late_refused'])} |")
+        fixed = {}
+        for r in b_rows:
+            if r["variant"].startswith("fixed"):
+                fixed.setdefault(int(r["variant"][5:]), []).append(s9_rate(r))
+        fmed = {k: med(v) for k, v in fixed.items() if med(v)}
+        mad = med([s9_rate(r) for r in ad])
+        if fmed:
+            best = max(fmed, key=fmed.get)
+        ratio = mad / fmed[best] if mad and best else None
+        out.append(f"| b. small keepstore, one job: blocks/s adaptive ÷ the best fixed K | "
+                   f"{s9_pct(ratio, 0)} ({f(mad, 0)} vs {f(fmed.get(best), 0)} blocks/s at K = {best}) | "
+                   f"≥ {100 * CONC_TARGETS['b_vs_best']:.0f} % | "
+                   f"{verdict(None if ratio is None else ratio >= CONC_TARGETS['b_vs_best'])} |")
+    out.append("")
+
+    if a_rows:
+        out.append(f"### a) latency-bound\n")
+        out.append(f"{a.get('blocks', '?'):,} blocks of {s9_sizes(a.get('sizes', '1K-16K'))}, each on both "
+                   f"of 2 source services, copied to 4 destination services with 2 replicas; every "
+                   "service (source and destination) adds the latency before each answer. `--transfers 1` "
+                   "copies the `-prefix 0` sixteenth of the blocks (one block at a time, at least a GET "
+                   "and then two parallel PUTs each: ≥ 2 latencies a block), the others all of them. "
+                   "*Old default*: `--fixed-concurrency --max-per-service 16`. *Peak limits*: the "
+                   "largest per-service limit sampled.\n")
+        out.append("| latency | keep-rsync | blocks copied | blocks/s (median) | all runs (blocks/s) | ÷ `--transfers 1` "
+                   "| ÷ old default | wall s (all runs) | CPU s (median) | peak limits source / destination | max in flight at a destination service |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for lat in lats:
+            o = med([s9_rate(r) for r in a_rows if r["latency_ms"] == lat and r["variant"] == "transfers1"])
+            old = med([s9_rate(r) for r in a_rows if r["latency_ms"] == lat and r["variant"] == "fixed16"])
+            for v in ("adaptive", "fixed16", "transfers1"):
+                rs = [r for r in a_rows if r["latency_ms"] == lat and r["variant"] == v]
+                if not rs:
+                    continue
+                m = med([s9_rate(r) for r in rs])
+                copied = (rs[0].get("report") or {}).get("copied")
+                out.append(f"| {lat} ms | {s9_label(rs[0])} | {f(copied)} | {f(m, 1 if v == 'transfers1' else 0)} | "
+                           f"{allruns([s9_rate(r) for r in rs], 1 if v == 'transfers1' else 0)} | "
+                           f"{(f(m / o, 1) + '×') if m and o and v != 'transfers1' else '–'} | "
+                           f"{(f(m / old, 2) + '×') if m and old and v == 'adaptive' else '–'} | "
+                           f"{allruns([r['wall'] for r in rs])} | {f(med([r['user'] + r['sys'] for r in rs]))} | "
+                           f"{f(med([s9_peak(r, 'source') for r in rs]), 0)} / "
+                           f"{f(med([s9_peak(r, 'destination') for r in rs]), 0)} | "
+                           f"{f(med([(s9_final(r) or {}).get('max_in_flight') for r in rs]), 0)} |")
+        out.append("")
+
+    if b_rows:
+        out.append("### b) one job into a small keepstore\n")
+        out.append(f"{b.get('blocks', '?'):,} blocks of {s9_sizes(b.get('sizes', '4K-64K'))}, one replica each "
+                   "on 2 source services (no added latency), copied with 1 replica to the small keepstore "
+                   f"with `--latency-ms {b.get('dst_latency_ms', 2)}` as well (a PUT takes 2 ms + 0.5 ms × "
+                   "the requests in flight: 18 ms at the limit of 32). *Refused*: the destination's 503s ÷ "
+                   f"its PUTs (a refused PUT is retried after `--retry-backoff`, 1 s, doubling); *after "
+                   f"{S9_LATE_AFTER:.0f} s*: the same from the first sample past {S9_LATE_AFTER:.0f} s to the end; "
+                   "*s to 95 % stored*: when the destination had stored 95 % of the blocks (its "
+                   "`puts_stored`, interpolated between samples), i.e. the copy without the tail of "
+                   "blocks waiting for their retry.\n")
+        out.append("| keep-rsync | blocks/s (median) | all runs (blocks/s) | ÷ best fixed | wall s (all runs) | "
+                   "s to 95 % stored (median) | "
+                   f"refused ÷ PUTs (median) | after {S9_LATE_AFTER:.0f} s (median) | max in flight (median) | "
+                   "peak destination limit | CPU s (median) | complete runs |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        variants = ["adaptive"] + sorted({r["variant"] for r in b_rows if r["variant"].startswith("fixed")},
+                                         key=lambda v: int(v[5:]))
+        bm = med([s9_rate(r) for r in b_rows if best is not None and r["variant"] == f"fixed{best}"])
+        for v in variants:
+            rs = [r for r in b_rows if r["variant"] == v]
+            m = med([s9_rate(r) for r in rs])
+            out.append(f"| {s9_label(rs[0])} | {f(m, 0)} | {allruns([s9_rate(r) for r in rs], 0)} | "
+                       f"{s9_pct(m / bm if m and bm else None, 0)} | {allruns([r['wall'] for r in rs])} | "
+                       f"{f(med([s9_t_stored(r) for r in rs]))} | "
+                       f"{s9_pct(med([s9_refused(r) for r in rs]), 2)} | {s9_pct(med([s9_late(r) for r in rs]), 2)} | "
+                       f"{f(med([(s9_final(r) or {}).get('max_in_flight') for r in rs]), 0)} | "
+                       f"{f(med([s9_peak(r, 'destination') for r in rs]), 0)} | "
+                       f"{f(med([r['user'] + r['sys'] for r in rs]))} | "
+                       f"{sum(s9_rate(r) is not None for r in rs)} of {len(rs)} |")
+        out.append("")
+        mr = s9_median_row([r for r in b_rows if r["variant"] == "adaptive"], s9_rate)
+        if mr:
+            out.append(f"The adaptive run of median throughput (round {mr['run']}), sampled (counters "
+                       "since the start; the interval's ratio since the sample before):\n")
+            s9_series_table(mr, out, False)
+
+    if c_rows:
+        out.append("### c) sixteen prefix jobs sharing the small keepstore\n")
+        out.append(f"{c.get('blocks', '?'):,} blocks of {s9_sizes(c.get('sizes', '4K-64K'))}, one replica "
+                   "each on 2 source services; 16 keep-rsync jobs started at once, `-prefix 0` … `-prefix f` "
+                   "(each with its own `--report` and metrics textfile), copying with 1 replica to the small "
+                   "keepstore (no added latency). *Wall*: from the first job's start to the last job's "
+                   "end; *per-job blocks/s*: each report's `copied` ÷ its `elapsed_seconds` (min / median / "
+                   "max over the 16 jobs, then the median over the runs); *sum of limits*: the most the "
+                   "running jobs' destination limits added up to in one sample.\n")
+        out.append("| jobs run with | wall s (median) | wall s (all runs) | s to 95 % stored | blocks/s in all | copied | failed blocks | "
+                   "refused ÷ PUTs (median) | after 2 s | per-job blocks/s min / median / max | max in flight | "
+                   "sum of limits (peak) | CPU s, all jobs |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for v in ("adaptive", "fixed128", "fixed16"):
+            rs = [r for r in c_rows if r["variant"] == v]
+            if not rs:
+                continue
+            mins = [min(s9_jobs_rates(r), default=None) for r in rs]
+            meds = [med(s9_jobs_rates(r)) for r in rs]
+            maxs = [max(s9_jobs_rates(r), default=None) for r in rs]
+            peaks = [max([s9_dst_limit(x, True) or 0 for x in r.get("series") or []], default=None) for r in rs]
+            out.append(f"| {s9_label(rs[0])} | {f(med([r['wall'] for r in rs]))} | {allruns([r['wall'] for r in rs])} | "
+                       f"{f(med([s9_t_stored(r) for r in rs]))} | "
+                       f"{f(med([s9_c_copied(r) / r['wall'] for r in rs]), 0)} | "
+                       f"{allruns([s9_c_copied(r) for r in rs], 0)} | "
+                       f"{allruns([sum(j.get('failed') or 0 for j in r['jobs']) for r in rs], 0)} | "
+                       f"{s9_pct(med([s9_refused(r) for r in rs]), 2)} | {s9_pct(med([s9_late(r) for r in rs]), 2)} | "
+                       f"{f(med(mins), 0)} / {f(med(meds), 0)} / {f(med(maxs), 0)} | "
+                       f"{f(med([(s9_final(r) or {}).get('max_in_flight') for r in rs]), 0)} | "
+                       f"{f(med(peaks), 0)} | {f(med([r['user'] + r['sys'] for r in rs]))} |")
+        out.append("")
+        mr = s9_median_row([r for r in c_rows if r["variant"] == "adaptive"], lambda r: r["wall"])
+        if mr:
+            out.append(f"The adaptive run of median wall time (round {mr['run']}), sampled:\n")
+            s9_series_table(mr, out, True)
+
+    out.append("Commands (`$W` the script's work directory; every cluster is `keepstore-sim --root-token "
+               "tok-NAME --services-json $W/NAME.json --settings-file $W/NAME.conf` plus: a) "
+               f"`--services 2 --latency-ms L --seed-blocks {a.get('blocks', 'N')} --seed-sizes 1K-16K "
+               "--seed-replicas 2` and `--services 4 --latency-ms L`; b) `--services 2 --seed-blocks "
+               f"{b.get('blocks', 'N')} --seed-sizes 4K-64K --seed-replicas 1` and `--services 1 --latency-ms 2 "
+               f"{small}`; c) `--services 2 --seed-blocks {c.get('blocks', 'N')} --seed-sizes 4K-64K "
+               f"--seed-replicas 1` and `--services 1 {small}`; c's jobs: P = 0 … f, all at once):\n")
+    seen = {}
+    for r in rows(run, scenario=9):
+        seen.setdefault((r["sub"], r["variant"]), r["cmd"])
+    out.append("```")
+    out.extend(seen.values())
+    out.append("```\n")
+
+
 def main():
     out = []
+    if len(sys.argv) == 2 and sys.argv[1] == "--s9-line":
+        print(s9_line(json.loads(sys.stdin.read())))
+        return
     if len(sys.argv) == 3 and sys.argv[1] == "--stdout":
         run = json.load(open(sys.argv[2]))
+        if run["mode"].startswith("concurrency"):
+            concurrency_report(run, out)
+            print("\n".join(out))
+            return
         if run["mode"].startswith("stores"):
             stores_report(run, out)
             print("\n".join(out))
@@ -730,6 +1125,9 @@ def main():
     stores = os.path.join(BENCH, "last-stores.json")
     if os.path.exists(stores):
         stores_report(json.load(open(stores)), out)
+    conc = os.path.join(BENCH, "last-concurrency.json")
+    if os.path.exists(conc):
+        concurrency_report(json.load(open(conc)), out)
     out.append("## Choosing `--transfers`\n")
     if os.path.exists(sweep):
         srun = json.load(open(sweep))

@@ -857,6 +857,17 @@ s9_sampler_start() {
     : >"$out"
     python3 "$W/s9sample.py" "$out" 0.5 "$S9_T0" "$glob" "${S9_SPECS[@]}" &
     SIM_PID[s9sampler]=$!
+    # The copy starts once the sampler has its first sample (t about 0).
+    local i
+    for i in $(seq 1 200); do
+        if [ -s "$out" ]; then
+            S9_START=$(now)
+            return 0
+        fi
+        sleep 0.025
+    done
+    echo "bench: scenario 9: the sampler wrote nothing in 5 s" >&2
+    exit 1
 }
 
 # s9_sampler_stop OUT METRICS-GLOB: stop the sampler, take the last sample.
@@ -865,14 +876,29 @@ s9_sampler_stop() {
     python3 "$W/s9sample.py" "$1" 0 "$S9_T0" "$2" "${S9_SPECS[@]}"
 }
 
+# s9_series SERIES: the samples as a JSON list, t counted from the copy's
+# start (the first sample, taken before it, has t < 0).
+s9_series() {
+    python3 -c 'import json, sys
+off = float(sys.argv[3]) - float(sys.argv[2])
+out = []
+for l in open(sys.argv[1]):
+    if l.strip():
+        x = json.loads(l)
+        x["t"] = round(x["t"] - off, 3)
+        out.append(x)
+print(json.dumps(out))' "$1" "$S9_T0" "$S9_START" >"$1.json"
+}
+
 # s9_attach SERIES: the samples into the last row of $RES; a line on stderr.
 s9_attach() {
-    python3 - "$RES" "$1" <<'EOF'
+    s9_series "$1"
+    python3 - "$RES" "$1.json" <<'EOF'
 import json, sys
 res, seriesf = sys.argv[1:]
 lines = open(res).read().splitlines()
 row = json.loads(lines[-1])
-row["series"] = [json.loads(l) for l in open(seriesf) if l.strip()]
+row["series"] = json.load(open(seriesf))
 lines[-1] = json.dumps(row)
 open(res, "w").write("\n".join(lines) + "\n")
 EOF
@@ -889,7 +915,7 @@ scenario9a() { # ROUNDS
     for run in $(seq 1 "$rounds"); do
         for lat in 10 50; do
             for v in adaptive fixed16 transfers1; do
-                start_sim s9adst --services 4 --uuid-prefix s9adst --latency-ms "$lat"
+                start_sim s9adst --services 4 --uuid-prefix s9ad0 --latency-ms "$lat"
                 rm -f "$W/report.json" "$d"/m*.prom
                 s9_sampler_start "$d/series.jsonl" "$d/m.prom" s9adst
                 # shellcheck disable=SC2046
@@ -908,12 +934,12 @@ scenario9a() { # ROUNDS
 scenario9b() { # ROUNDS
     local rounds=$1 run v k d=$W/s9b
     mkdir -p "$d"
-    start_sim s9bsrc --services 2 --uuid-prefix s9bsrc \
+    start_sim s9bsrc --services 2 --uuid-prefix s9bs0 \
         --seed-blocks "$S9B_BLOCKS" --seed-sizes 4K-64K --seed-replicas 1 --seed 92
     for run in $(seq 1 "$rounds"); do
         for v in adaptive $(for k in $S9B_KS; do echo "fixed$k"; done); do
             # shellcheck disable=SC2086
-            start_sim s9bdst --services 1 --uuid-prefix s9bdst --latency-ms 2 $S9_SMALL
+            start_sim s9bdst --services 1 --uuid-prefix s9bd0 --latency-ms 2 $S9_SMALL
             rm -f "$W/report.json" "$d"/m*.prom
             s9_sampler_start "$d/series.jsonl" "$d/m.prom" s9bdst
             # shellcheck disable=SC2046
@@ -934,7 +960,7 @@ scenario9c_jobs() {
     rm -rf "$d"
     mkdir -p "$d"
     # shellcheck disable=SC2086
-    start_sim s9cdst --services 1 --uuid-prefix s9cdst $S9_SMALL
+    start_sim s9cdst --services 1 --uuid-prefix s9cd0 $S9_SMALL
     s9_sampler_start "$d/series.jsonl" "$d/m-*.prom" s9cdst
     t0=$(now)
     for p in $S9_PREFIXES; do
@@ -951,6 +977,7 @@ scenario9c_jobs() {
     done
     t1=$(now)
     s9_sampler_stop "$d/series.jsonl" "$d/m-*.prom"
+    s9_series "$d/series.jsonl"
     # shellcheck disable=SC2046
     python3 - "$v" "$run" "$S9C_BLOCKS" "$t0" "$t1" "$d" "$W" "$ROOT" "$S9_PREFIXES" \
         "$(s9_cmd s9csrc s9cdst 1 "$d/report-P.json" "$d/m-P.prom" -prefix P $(s9_flags "$v"))" >>"$RES" <<'EOF'
@@ -983,7 +1010,7 @@ row = {"scenario": 9, "sub": "c", "tool": "keep-rsync-" + v, "variant": v, "bloc
        "rc": max(j["rc"] for j in jobs), "user": sum(j.get("user", 0) for j in jobs),
        "sys": sum(j.get("sys", 0) for j in jobs), "jobs": jobs,
        "cmd": cmd.replace(work, "$W").replace(root + "/", ""),
-       "series": [json.loads(l) for l in open(f"{d}/series.jsonl") if l.strip()]}
+       "series": json.load(open(f"{d}/series.jsonl.json"))}
 print(json.dumps(row))
 EOF
     tail -1 "$RES" | python3 scripts/bench-report.py --s9-line >&2
@@ -992,7 +1019,7 @@ EOF
 
 scenario9c() { # ROUNDS
     local rounds=$1 run v
-    start_sim s9csrc --services 2 --uuid-prefix s9csrc \
+    start_sim s9csrc --services 2 --uuid-prefix s9cs0 \
         --seed-blocks "$S9C_BLOCKS" --seed-sizes 4K-64K --seed-replicas 1 --seed 93
     for run in $(seq 1 "$rounds"); do
         for v in adaptive fixed128 fixed16; do

@@ -12,9 +12,11 @@
 //!   (one per round trip).
 //! - **Overload** is an answer that says "slow down": 503 (keepstore's
 //!   answer once `MaxConcurrentRequests` are in flight; S3's SlowDown) or
-//!   429. The limit is multiplied by [`DECREASE`], at most once per round
-//!   trip (the 503s of one burst are one signal; a round trip is the
-//!   smoothed time of the store's requests, RFC 6298's SRTT).
+//!   429. The limit is multiplied by [`DECREASE`] for the first in a round
+//!   trip (the smoothed time of the store's requests, RFC 6298's SRTT) and
+//!   by [`DECREASE_EACH`] for each further one: a refusal is answered at
+//!   once and frees its slot, so one per round trip would let a queue of
+//!   requests run into the wall one after the other.
 //! - **Queueing**: a block request's time to its first answer, compared
 //!   with the smallest seen (the store's round trip when idle): past
 //!   [`QUEUE_FACTOR`] times that, the store is queueing requests, and the
@@ -34,15 +36,20 @@ use tokio::sync::Notify;
 
 /// Where an adaptive limit starts.
 pub const INITIAL: f64 = 8.0;
-/// The smallest adaptive limit.
-pub const FLOOR: f64 = 2.0;
-/// What an overload multiplies the limit by.
+/// The smallest adaptive limit: one request, so that many jobs sharing a
+/// small keepstore can together stay under what it takes.
+pub const FLOOR: f64 = 1.0;
+/// What an overload multiplies the limit by, once per round trip.
 pub const DECREASE: f64 = 0.7;
+/// What each further overload answer multiplies it by: a refusal comes back
+/// at once and frees its slot, so a burst of them is a burst of requests
+/// the service could not take, each of which must count.
+pub const DECREASE_EACH: f64 = 0.9;
 /// A first answer slower than this many times the idle round trip means
 /// the store is queueing.
 pub const QUEUE_FACTOR: f64 = 2.0;
 /// Added to the idle round trip before comparing (timer noise, scheduling).
-const SLACK: Duration = Duration::from_millis(2);
+const SLACK: Duration = Duration::from_millis(5);
 
 /// One store's limit on requests in flight.
 pub struct Limiter {
@@ -64,6 +71,9 @@ struct State {
     /// succeeded): one "round trip" for the once-per-round-trip cut.
     srtt: Option<Duration>,
     last_cut: Option<Instant>,
+    /// The limit when this round trip's first cut came: its further cuts
+    /// go no lower than half of it.
+    cut_from: f64,
     /// The limit last told in a `concurrency` event.
     said: f64,
 }
@@ -109,6 +119,7 @@ impl Limiter {
                 base: None,
                 srtt: None,
                 last_cut: None,
+                cut_from: limit,
                 said: limit,
             }),
             in_flight: AtomicUsize::new(0),
@@ -215,12 +226,15 @@ impl Limiter {
             .unwrap_or(Duration::from_millis(50))
             .max(Duration::from_millis(1));
         let now = Instant::now();
-        if s.last_cut.is_some_and(|t| now.duration_since(t) < window) {
-            return;
-        }
-        s.last_cut = Some(now);
+        let cut = if s.last_cut.is_some_and(|t| now.duration_since(t) < window) {
+            (s.limit * DECREASE_EACH).max(s.cut_from / 2.0)
+        } else {
+            s.last_cut = Some(now);
+            s.cut_from = s.limit;
+            s.limit * DECREASE
+        };
         s.slow_start = false;
-        s.limit = (s.limit * DECREASE).max(FLOOR.min(self.ceiling));
+        s.limit = cut.min(s.limit).max(FLOOR.min(self.ceiling));
     }
 
     /// A `-v` event when the limit moved by a quarter since the last one.
@@ -337,9 +351,9 @@ mod tests {
             headers: true,
         });
         let n = l.limit();
-        // Three times the idle round trip: queueing, no growth.
+        // Over twice the idle round trip (plus slack): queueing, no growth.
         l.observe(Signal::Ok {
-            took: Duration::from_millis(30),
+            took: Duration::from_millis(40),
             headers: true,
         });
         assert_eq!(l.limit(), n);

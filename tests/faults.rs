@@ -439,8 +439,11 @@ async fn an_index_that_ignores_the_prefix_is_refused() {
     let p = Pair::start().await;
     let blocks = p.src.seed_blocks(64, &small(), 1, 23);
     let prefix = blocks[0].0.to_string()[..1].to_string();
-    assert!(blocks.iter().any(|(h, _)| !h.to_string().starts_with(&prefix)));
-    p.src.set_faults(1, faults(|f| f.index_ignores_prefix = true));
+    assert!(blocks
+        .iter()
+        .any(|(h, _)| !h.to_string().starts_with(&prefix)));
+    p.src
+        .set_faults(1, faults(|f| f.index_ignores_prefix = true));
     let r = p.rsync(&["-replications", "2", "-prefix", &prefix]).await;
     r.expect(3);
     assert!(r.stderr.contains(&p.src.uuid(1)), "{}", r.stderr);
