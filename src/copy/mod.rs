@@ -46,6 +46,10 @@ use crate::services::{Asking, Service, Side};
 use crate::store::BlockStream;
 use crate::throttle::Throttle;
 
+/// PUTs of blocks up to this size measure the service's queue (their body
+/// takes little of their time): their times feed its adaptive limit.
+const SMALL_PUT: u64 = 256 << 10;
+
 /// How blocks are copied.
 pub struct CopyOptions {
     pub want: u32,
@@ -546,8 +550,13 @@ impl<'a> Copier<'a> {
                     .write(&job.hash, size, relay.body(), desired, classes)
                     .await;
                 request_done(self.dst, svc, Op::Put, job, &r, asked);
-                svc.limit
-                    .observe(crate::limiter::signal_of(&r, asked.elapsed(), false));
+                // A small block's PUT time is mostly the service's own (its
+                // queue), as a GET's time to headers is.
+                svc.limit.observe(crate::limiter::signal_of(
+                    &r,
+                    asked.elapsed(),
+                    size <= SMALL_PUT,
+                ));
                 if r.is_err() && relay.is_failed() {
                     return Err(Failure::new(FailureKind::Abandoned, relay::ReadFailed.to_string()));
                 }

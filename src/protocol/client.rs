@@ -214,7 +214,14 @@ where
         match op(attempt).await {
             Ok(v) => return Ok(v),
             Err(f) if f.is_transient() && attempt < retries => {
-                let delay = backoff.delay(attempt);
+                // A 503 or 429 says "slow down", not "broken": the service's
+                // limit has just been cut for it (crate::limiter), and that
+                // lower limit paces the retry, so it need not wait as long.
+                let delay = if matches!(f.status, Some(503) | Some(429)) {
+                    backoff.delay(attempt) / 8
+                } else {
+                    backoff.delay(attempt)
+                };
                 watch.retrying(&f, attempt + 1, retries + 1, delay);
                 tokio::time::sleep(delay).await;
                 attempt += 1;
