@@ -905,8 +905,10 @@ def concurrency_report(run, out):
     out.append("")
     small = meta.get("small_keepstore", "--max-concurrent-requests 32 --max-queued-requests 0 --queue-latency-us 500")
     out.append("keep-rsync's per-service limits (each service's requests in flight: slow start from 8, "
-               "cut to 70 % by a 503 or 429 once per round trip, growth stopped by GET headers slower "
-               "than twice the idle round trip, up to `--max-per-service`, default 128) against fixed "
+               "cut to 70 % by the first 503 or 429 of a round trip and to 90 % by each further one, growth "
+               "stopped by GET headers or small PUTs slower than twice the idle round trip, floor 1, up to "
+               "`--max-per-service`, default 128; a refused request is retried after an eighth of "
+               "`--retry-backoff`) against fixed "
                "ones (`--fixed-concurrency`: the limit is `--max-per-service`; the default before was "
                "`--fixed-concurrency --max-per-service 16`). keepstore-sim clusters on 127.0.0.1 sharing "
                f"the {nproc} cores with keep-rsync; a fresh, empty destination for every copy. The *small "
