@@ -215,7 +215,7 @@ where
             Ok(v) => return Ok(v),
             Err(f) if f.is_transient() && attempt < retries => {
                 // A 503 or 429 says "slow down", not "broken": the service's
-                // limit has just been cut for it (crate::limiter), and that
+                // limit has just been cut for it (the adaptive limiter), and that
                 // lower limit paces the retry, so it need not wait as long.
                 let delay = if matches!(f.status, Some(503) | Some(429)) {
                     backoff.delay(attempt) / 8
