@@ -125,24 +125,13 @@ pub fn load(
     cluster_flag: &str,
 ) -> Result<ClusterConfig> {
     let origin = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::NotFound => "it does not exist".to_string(),
-            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-            _ => e.to_string(),
-        };
-        Error::config(format!(
-            "{flag} {origin}: cannot read the cluster config: {why}. Pass the path of the \
-             cluster's config.yml (/etc/arvados/config.yml on its servers)."
-        ))
-    })?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        Error::config(format!(
-            "{flag} {origin}: the cluster config is not UTF-8 text (at byte {}): it should be \
-             YAML.",
-            e.utf8_error().valid_up_to()
-        ))
-    })?;
+    let text = crate::config_tree::read_text(
+        path,
+        flag,
+        "cluster config",
+        "Pass the path of the cluster's config.yml (/etc/arvados/config.yml on its servers).",
+        "YAML",
+    )?;
     let mut c = parse(&text, &origin, cluster, flag, cluster_flag)?;
     c.path = path.to_path_buf();
     c.settings.path = path.to_path_buf();
@@ -479,25 +468,13 @@ fn service(
     })
 }
 
-#[cfg(unix)]
 fn check_permissions(path: &Path, s: &mut Settings) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            s.warnings.push(format!(
-                "{} holds every secret of the cluster but is readable by group or others (mode \
-                 {:03o}): run chmod 600 {} (or chmod 640 with a group only admins are in)",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            ));
-        }
+    let holds = "holds every secret of the cluster";
+    let run = "run chmod 600";
+    if let Some(w) = crate::settings::loose_permissions(path, holds, run) {
+        s.warnings.push(w);
     }
 }
-
-#[cfg(not(unix))]
-fn check_permissions(_: &Path, _: &mut Settings) {}
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 //! the secret values of the file found so that no message ever shows one.
 
 use std::fmt;
+use std::path::Path;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -435,4 +436,34 @@ pub(crate) fn pick_cluster<'a>(
         )),
         other => Err(format!("{cpath} must be a map, not {}.", kind(other))),
     }
+}
+
+/// A config file's text, for `flag`: `what` names the kind of file and
+/// `pass` says what to give instead, in the message when it cannot be read;
+/// `syntax` names the languages it should be in, when it is not UTF-8.
+pub(crate) fn read_text(
+    path: &Path,
+    flag: &str,
+    what: &str,
+    pass: &str,
+    syntax: &str,
+) -> crate::error::Result<String> {
+    use crate::error::Error;
+    let origin = path.display();
+    let bytes = std::fs::read(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "it does not exist".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        };
+        Error::config(format!(
+            "{flag} {origin}: cannot read the {what}: {why}. {pass}"
+        ))
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        Error::config(format!(
+            "{flag} {origin}: the {what} is not UTF-8 text (at byte {}): it should be {syntax}.",
+            e.utf8_error().valid_up_to()
+        ))
+    })
 }

@@ -167,25 +167,32 @@ pub fn parse(text: &str, path: &Path, role: Role) -> Result<Settings> {
     Ok(s)
 }
 
-#[cfg(unix)]
 fn check_permissions(path: &Path, s: &mut Settings) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            s.warnings.push(format!(
-                "{} holds a token but is readable by group or others (mode {:03o}): \
-                 run chmod 600 {}",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            ));
-        }
+    if let Some(w) = loose_permissions(path, "holds a token", "run chmod 600") {
+        s.warnings.push(w);
     }
 }
 
+/// A warning when `path` (which `holds` secrets) is readable by group or
+/// others: its mode and what to `run`.
+#[cfg(unix)]
+pub(crate) fn loose_permissions(path: &Path, holds: &str, run: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} {holds} but is readable by group or others (mode {:03o}): {run} {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
+}
+
 #[cfg(not(unix))]
-fn check_permissions(_: &Path, _: &mut Settings) {}
+pub(crate) fn loose_permissions(_: &Path, _: &str, _: &str) -> Option<String> {
+    None
+}
 
 #[cfg(test)]
 mod tests {

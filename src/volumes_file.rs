@@ -128,25 +128,14 @@ pub fn load(
     cluster_flag: &str,
 ) -> Result<VolumesFile> {
     let origin = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::NotFound => "it does not exist".to_string(),
-            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-            _ => e.to_string(),
-        };
-        Error::config(format!(
-            "{flag} {origin}: cannot read the volumes file: {why}. Pass the path of a YAML \
-             or JSON file holding the Volumes section of the cluster config, or the whole \
-             cluster config."
-        ))
-    })?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        Error::config(format!(
-            "{flag} {origin}: the volumes file is not UTF-8 text (at byte {}): it should be \
-             YAML or JSON.",
-            e.utf8_error().valid_up_to()
-        ))
-    })?;
+    let text = crate::config_tree::read_text(
+        path,
+        flag,
+        "volumes file",
+        "Pass the path of a YAML or JSON file holding the Volumes section of the cluster \
+         config, or the whole cluster config.",
+        "YAML or JSON",
+    )?;
     let mut file = parse(&text, &origin, cluster, flag, cluster_flag)?;
     file.path = path.to_path_buf();
     Ok(file)

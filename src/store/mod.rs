@@ -308,6 +308,12 @@ impl Store {
         desired: u32,
         classes: Option<&str>,
     ) -> Result<PutOk, Failure> {
+        if self.volume().is_some_and(|t| t.read_only) {
+            return Err(Failure::new(
+                crate::protocol::client::FailureKind::Rejected,
+                "the volume is read-only: nothing is written there",
+            ));
+        }
         match self {
             Store::Keep(s) => s.write(hash, size, body, desired, classes).await,
             Store::Dir(v) => v.write(hash, size, body).await,

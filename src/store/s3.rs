@@ -312,12 +312,6 @@ impl S3Volume {
         size: u64,
         body: Body,
     ) -> Result<PutOk, Failure> {
-        if self.traits.read_only {
-            return Err(Failure::new(
-                FailureKind::Rejected,
-                "the volume is read-only: nothing is written there",
-            ));
-        }
         let key = layout::key(hash, self.prefix_length);
         self.put(&key, size, &hash.0, body.into_reqwest()).await?;
         // The marker after the data, as keepstore writes it: its time is
