@@ -22,9 +22,7 @@ use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
-use crate::config_tree::{
-    join, pick_cluster, read_tree, redact, secrets_in_text, secrets_in_tree, shown, Node, Obj,
-};
+use crate::config_tree::{join, pick_cluster, shown, Document, Node, Obj};
 use crate::error::{Error, Result};
 use crate::protocol::KeepService;
 use crate::settings::Settings;
@@ -147,34 +145,25 @@ pub fn parse(
     flag: &str,
     cluster_flag: &str,
 ) -> Result<ClusterConfig> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let fail = |msg: String, secrets: &[String]| {
-        Error::config(format!("{flag} {origin}: {}", redact(msg, secrets)))
-    };
-    let root = read_tree(text).map_err(|m| fail(m, &secrets_in_text(text)))?;
-    let mut secrets = Vec::new();
-    secrets_in_tree(&root, &mut secrets);
-    let top = match &root {
+    let doc = Document::parse(text, origin, flag)?;
+    let top = match &doc.root {
         Node::Map(entries) => Obj::new(entries, String::new()),
         _ => {
-            return Err(fail(
-                "the file is not a cluster config: it holds Clusters: {ID: {...}}".into(),
-                &secrets,
-            ))
+            return Err(doc
+                .error("the file is not a cluster config: it holds Clusters: {ID: {...}}".into()))
         }
     };
     let (id, c) =
         match pick_cluster(&top, cluster, cluster_flag, "SystemRootToken") {
             Ok(Some(found)) => found,
-            Ok(None) => return Err(fail(
+            Ok(None) => return Err(doc.error(
                 "Clusters is missing: a cluster config is Clusters: {ID: {SystemRootToken: ..., \
                  Collections: ..., Services: ...}} (the cluster's /etc/arvados/config.yml)"
                     .into(),
-                &secrets,
             )),
-            Err(m) => return Err(fail(m, &secrets)),
+            Err(m) => return Err(doc.error(m)),
         };
-    let mut found = read_cluster(&id, &c, origin).map_err(|m| fail(m, &secrets))?;
+    let mut found = read_cluster(&id, &c, origin).map_err(|m| doc.error(m))?;
     found.flag = flag.to_string();
     found.via_flag = match flag.strip_suffix("-cluster-config") {
         Some(side) if !side.is_empty() => format!("-{side}-via"),

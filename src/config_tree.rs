@@ -467,3 +467,38 @@ pub(crate) fn read_text(
         ))
     })
 }
+
+/// A config file read into its tree, with the secrets it holds, so that
+/// every message about it names the file and shows none of them.
+pub(crate) struct Document {
+    pub(crate) root: Node,
+    secrets: Vec<String>,
+    /// `FLAG FILE`, the start of every message.
+    named: String,
+}
+
+impl Document {
+    /// Parse `text` (a leading BOM is dropped) of the file `origin` given
+    /// with `flag`. A file that does not parse has its secrets looked for in
+    /// the text itself before the parser's message is shown.
+    pub(crate) fn parse(text: &str, origin: &str, flag: &str) -> crate::error::Result<Document> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let named = format!("{flag} {origin}");
+        let root = read_tree(text).map_err(|msg| {
+            crate::error::Error::config(format!("{named}: {}", redact(msg, &secrets_in_text(text))))
+        })?;
+        let mut secrets = Vec::new();
+        secrets_in_tree(&root, &mut secrets);
+        Ok(Document {
+            root,
+            secrets,
+            named,
+        })
+    }
+
+    /// A configuration error about this file (exit 2), scrubbed of its
+    /// secrets.
+    pub(crate) fn error(&self, msg: String) -> crate::error::Error {
+        crate::error::Error::config(format!("{}: {}", self.named, redact(msg, &self.secrets)))
+    }
+}

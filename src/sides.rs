@@ -616,19 +616,9 @@ fn volume_store(spec: VolumeSpec, role: Role, http: &reqwest::Client) -> Result<
             traits,
         }),
         Driver::S3(p) => {
-            let o = crate::store::s3::S3Options {
-                bucket: p.bucket,
-                region: p.region,
-                endpoint: p.endpoint,
-                use_path_style: p.use_path_style,
-                access_key_id: p.access_key_id,
-                secret_access_key: p.secret_access_key,
-                prefix_length: p.prefix_length,
-                index_page_size: p.index_page_size,
-            };
             let id = spec.uuid;
             Store::S3(
-                S3Volume::new(id.clone(), &o, traits, http.clone()).map_err(|why| {
+                S3Volume::new(id.clone(), &p, traits, http.clone()).map_err(|why| {
                     Error::config(format!(
                         "{} S3 volume {id} cannot be used: {why}.",
                         role.as_str()

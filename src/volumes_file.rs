@@ -23,10 +23,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::config_tree::{
-    join, kind, pick_cluster, read_tree, redact, secrets_in_text, secrets_in_tree, shown, Node, Obj,
-};
-use crate::error::{Error, Result};
+use crate::config_tree::{join, kind, pick_cluster, shown, Document, Node, Obj};
+use crate::error::Result;
 
 /// One volume of a --*-volumes file, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,18 +147,8 @@ pub fn parse(
     flag: &str,
     cluster_flag: &str,
 ) -> Result<VolumesFile> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let fail = |msg: String, secrets: &[String]| {
-        Error::config(format!("{flag} {origin}: {}", redact(msg, secrets)))
-    };
-    // The parsers' messages name no values, but a file that does not parse
-    // still has its secrets looked for in the text, to be sure.
-    let root = read_tree(text).map_err(|msg| fail(msg, &secrets_in_text(text)))?;
-    let (cluster, volumes) = select(&root, cluster, cluster_flag).map_err(|msg| {
-        let mut secrets = Vec::new();
-        secrets_in_tree(&root, &mut secrets);
-        fail(msg, &secrets)
-    })?;
+    let doc = Document::parse(text, origin, flag)?;
+    let (cluster, volumes) = select(&doc.root, cluster, cluster_flag).map_err(|m| doc.error(m))?;
     Ok(VolumesFile {
         path: PathBuf::from(origin),
         cluster,
@@ -556,6 +544,8 @@ fn authority_redacted(e: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config_tree::{read_tree, secrets_in_text, secrets_in_tree};
+    use crate::error::Error;
 
     const SECRET: &str = "SECRETsecret123";
 

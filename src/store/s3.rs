@@ -34,25 +34,11 @@ use crate::protocol::client::{
 use crate::protocol::index::Entry;
 use crate::protocol::layout::s3 as layout;
 use crate::protocol::{BlockHash, MAX_BLOCK_SIZE};
+use crate::volumes_file::S3Params;
 
 /// How long a presigned URL is good for: each is signed just before its
 /// request is sent, and S3 checks it when the request arrives.
 const EXPIRY: Duration = Duration::from_secs(15 * 60);
-
-/// The volume's connection parameters (from a `--*-volumes` file).
-#[derive(Clone)]
-pub struct S3Options {
-    pub bucket: String,
-    pub region: String,
-    /// A custom endpoint (MinIO, Ceph, …): path-style, as keepstore does.
-    pub endpoint: Option<String>,
-    /// Path-style on AWS's own endpoint.
-    pub use_path_style: bool,
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
-    pub prefix_length: usize,
-    pub index_page_size: u32,
-}
 
 /// One S3 volume.
 pub struct S3Volume {
@@ -84,7 +70,7 @@ impl S3Volume {
     /// never a secret.
     pub fn new(
         id: String,
-        o: &S3Options,
+        o: &S3Params,
         traits: VolumeTraits,
         http: reqwest::Client,
     ) -> Result<S3Volume, String> {
@@ -342,8 +328,8 @@ fn xml_field(body: &str, name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn opts() -> S3Options {
-        S3Options {
+    fn opts() -> S3Params {
+        S3Params {
             bucket: "keep-data".into(),
             region: "eu-west-1".into(),
             endpoint: None,
@@ -371,7 +357,7 @@ mod tests {
         );
         assert_eq!(v.location(), "s3://s3.eu-west-1.amazonaws.com/keep-data");
         assert!(!format!("{v:?}").contains("SECRET"));
-        let path = S3Options {
+        let path = S3Params {
             use_path_style: true,
             ..opts()
         };
@@ -383,7 +369,7 @@ mod tests {
             "{url}"
         );
         // A custom endpoint is path-style whatever UsePathStyle says (keepstore).
-        let custom = S3Options {
+        let custom = S3Params {
             endpoint: Some("http://127.0.0.1:9000/".into()),
             ..opts()
         };
