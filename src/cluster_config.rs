@@ -248,11 +248,16 @@ fn read_cluster(id: &str, c: &Obj<'_>, origin: &str) -> Result<ClusterConfig, St
                         }
                     };
                     let norm = normalize_url(url).map_err(|why| format!("{path}: {why}"))?;
-                    let read_only = match &volumes {
-                        Some(v) => !writable_through(v, &norm)?,
-                        None => false,
+                    let (read_only, classes) = match &volumes {
+                        Some(v) => {
+                            let (writable, classes) = writable_through(v, &norm)?;
+                            (!writable, classes)
+                        }
+                        None => (false, None),
                     };
-                    keepstores.push(service(id, &norm, rvz, "disk", read_only, &path)?);
+                    let mut svc = service(id, &norm, rvz, "disk", read_only, &path)?;
+                    svc.classes = classes;
+                    keepstores.push(svc);
                 }
             }
         }
@@ -371,10 +376,13 @@ fn url_shown_checked(url: &str, path: &str) -> Result<String, String> {
 
 /// Whether some volume the keepstore at `url` mounts is writable through it
 /// (`AccessViaHosts` empty = mounted by every keepstore; a volume is
-/// writable unless it or its host entry says `ReadOnly`). A keepstore with
-/// no volume in the file counts as writable.
-fn writable_through(volumes: &Obj<'_>, url: &str) -> Result<bool, String> {
+/// writable unless it or its host entry says `ReadOnly`), and the storage
+/// classes every such volume has (so every copy it writes is in them;
+/// `None` without writable volumes in the file). A keepstore with no volume
+/// in the file counts as writable.
+fn writable_through(volumes: &Obj<'_>, url: &str) -> Result<(bool, Option<Vec<String>>), String> {
     let mut mounted = false;
+    let mut classes: Option<Vec<String>> = None;
     for (uuid, v) in volumes.entries {
         let Node::Map(e) = v else { continue };
         let v = Obj::new(e, volumes.key(uuid));
@@ -397,10 +405,33 @@ fn writable_through(volumes: &Obj<'_>, url: &str) -> Result<bool, String> {
         let Some(host_ro) = host_ro else { continue };
         mounted = true;
         if !host_ro && !v.boolean("ReadOnly")? {
-            return Ok(true);
+            let own = volume_classes(&v)?;
+            classes = Some(match classes {
+                None => own,
+                Some(c) => c.into_iter().filter(|x| own.contains(x)).collect(),
+            });
         }
     }
-    Ok(!mounted)
+    Ok((classes.is_some() || !mounted, classes))
+}
+
+/// A volume's storage classes: those its `StorageClasses` sets true, or
+/// `default` when it names none (keepstore's rule).
+fn volume_classes(v: &Obj<'_>) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    if let Some(sc) = v.object("StorageClasses")? {
+        for (name, _) in sc.entries {
+            if sc.boolean(name)? {
+                out.push(name.to_string());
+            }
+        }
+        if sc.entries.is_empty() {
+            out.push("default".into());
+        }
+    } else {
+        out.push("default".into());
+    }
+    Ok(out)
 }
 
 /// A keep service as clients see it in `keep_services/accessible` when the
@@ -454,6 +485,7 @@ fn service(
         ssl,
         service_type: service_type.to_string(),
         read_only,
+        classes: None,
     })
 }
 

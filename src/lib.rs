@@ -68,6 +68,7 @@ pub mod signals;
 pub mod store;
 pub mod throttle;
 pub mod volumes_file;
+pub mod wants;
 
 use tokio_util::sync::CancellationToken;
 

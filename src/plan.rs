@@ -23,9 +23,13 @@ use std::collections::BinaryHeap;
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::index::{Entry, ServiceIndex};
+use crate::listed::sort::Listed;
 use crate::protocol::BlockHash;
 use crate::store::Ranking;
+use crate::wants::{WantId, Wants, RUN_WANT};
 
 /// Why a block is in the plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,8 +52,10 @@ pub struct Job {
     pub hash: BlockHash,
     pub size: u32,
     pub action: Action,
-    /// Replicas already counted at the destination.
-    pub replicas: u16,
+    /// Replicas already counted at the destination (any class).
+    pub replicas: u8,
+    /// What the block's collections want ([`RUN_WANT`]: the run's own).
+    pub want: WantId,
     /// Where this job's holders start in `Plan::holders`: first the source
     /// services, then the destination services.
     holders_at: u32,
@@ -83,11 +89,21 @@ pub struct PlanCounts {
     /// of them on no source and no destination service. 0 without a list.
     pub listed: u64,
     pub lost: u64,
+    /// Collection records: listed blocks on the destination only, with
+    /// fewer copies than their collections want ([`Plan::short`]).
+    pub under_replicated: u64,
     /// Blocks to copy or top up, by the source service they will be read
     /// from first (source services order).
     pub per_source: Vec<BlocksBytes>,
     /// Blocks to copy or top up, by the first hex digit of their hash.
     pub per_digit: Vec<BlocksBytes>,
+    /// With collection records: blocks to copy or top up by their wanted
+    /// replication (the largest count of their classes), and by each class
+    /// they want. Empty otherwise.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_replication: BTreeMap<u32, BlocksBytes>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_class: BTreeMap<String, BlocksBytes>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
@@ -100,6 +116,11 @@ impl BlocksBytes {
     fn add(&mut self, bytes: u64) {
         self.blocks += 1;
         self.bytes += bytes;
+    }
+
+    fn add_all(&mut self, o: &BlocksBytes) {
+        self.blocks += o.blocks;
+        self.bytes += o.bytes;
     }
 }
 
@@ -137,6 +158,7 @@ impl PlanCounts {
         self.to_verify_bytes += o.to_verify_bytes;
         self.listed += o.listed;
         self.lost += o.lost;
+        self.under_replicated += o.under_replicated;
         for (a, b) in self.per_source.iter_mut().zip(&o.per_source) {
             a.blocks += b.blocks;
             a.bytes += b.bytes;
@@ -144,6 +166,12 @@ impl PlanCounts {
         for (a, b) in self.per_digit.iter_mut().zip(&o.per_digit) {
             a.blocks += b.blocks;
             a.bytes += b.bytes;
+        }
+        for (k, b) in &o.per_replication {
+            self.per_replication.entry(*k).or_default().add_all(b);
+        }
+        for (k, b) in &o.per_class {
+            self.per_class.entry(k.clone()).or_default().add_all(b);
         }
     }
 }
@@ -159,6 +187,18 @@ pub struct Plan {
     /// Listed blocks on no service of either side, in hash order (their
     /// size is [`crate::listed::UNKNOWN_SIZE`] when the list gave none).
     pub lost: Vec<Entry>,
+    /// Collection records: listed blocks the destination holds fewer
+    /// copies of than their collections want, with no source copy to top
+    /// up from (keep-block-check's under-replicated blocks), in hash order.
+    pub short: Vec<Short>,
+}
+
+/// A block under-replicated at the destination with no source to copy from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Short {
+    pub entry: Entry,
+    /// `(class, copies held, copies wanted)` of each class short of its count.
+    pub classes: Vec<(String, u32, u32)>,
 }
 
 impl Plan {
@@ -176,12 +216,14 @@ impl Plan {
     }
 
     /// Add a job, with its holders.
+    #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
         hash: BlockHash,
         size: u32,
         action: Action,
         replicas: u32,
+        want: WantId,
         src: impl Iterator<Item = u16>,
         dst: &[u16],
     ) {
@@ -193,7 +235,8 @@ impl Plan {
             hash,
             size,
             action,
-            replicas: replicas.min(u16::MAX as u32) as u16,
+            replicas: replicas.min(u8::MAX as u32) as u8,
+            want,
             holders_at: at as u32,
             n_src: n_src as u16,
             n_dst: dst.len() as u16,
@@ -216,13 +259,79 @@ pub struct PlanOptions<'a> {
     /// Build the jobs; `false` only counts (`--dry-run`, the pass probe).
     pub jobs: bool,
     /// Plan only these blocks (sorted, one entry per hash): `--blocks-from`.
-    pub listed: Option<&'a [Entry]>,
+    pub listed: Option<&'a [Listed]>,
+    /// Collection records: what each listed block wants.
+    pub per_block: Option<PerBlock<'a>>,
+}
+
+/// What deciding blocks by their own wants needs.
+#[derive(Clone, Copy)]
+pub struct PerBlock<'a> {
+    pub wants: &'a Wants,
+    /// Each destination store's classes, as a mask of `wants`' classes.
+    pub dst_classes: &'a [u64],
+    /// What each destination store's listing counts for, a keepproxy's
+    /// listing counting as complete (`Side::credits(MAX_REPLICATION)`).
+    pub dst_credits: &'a [u32],
+    /// The destination's default replication (for null `replication_desired`).
+    pub default: u32,
+    /// `-replications N`: every class's count.
+    pub replications: Option<u32>,
+}
+
+impl PerBlock<'_> {
+    /// Whether the stores in `listed` hold every class of `want` its count
+    /// of times.
+    pub fn satisfied(&self, want: WantId, listed: &[u16]) -> bool {
+        self.wants
+            .resolve(want, self.default, self.replications)
+            .all(|(class, n)| {
+                class_replicas(listed, self.dst_credits, self.dst_classes, class) >= n
+            })
+    }
+}
+
+impl PerBlock<'_> {
+    /// The classes of `want` the stores in `listed` hold too few copies in.
+    pub fn short(&self, hash: BlockHash, size: u32, want: WantId, listed: &[u16]) -> Short {
+        let mut classes: Vec<(String, u32, u32)> =
+            (self.wants.resolve(want, self.default, self.replications))
+                .filter_map(|(class, n)| {
+                    let have = class_replicas(listed, self.dst_credits, self.dst_classes, class);
+                    (have < n).then(|| (self.wants.names()[class as usize].clone(), have, n))
+                })
+                .collect();
+        classes.sort();
+        Short {
+            entry: Entry { hash, size },
+            classes,
+        }
+    }
+}
+
+/// Replicas of one class at the destination: the credits of the stores
+/// listing the block that hold the class.
+pub fn class_replicas(listed: &[u16], credits: &[u32], classes: &[u64], class: u8) -> u32 {
+    listed
+        .iter()
+        .filter(|&&i| {
+            classes
+                .get(i as usize)
+                .is_none_or(|m| m & (1 << class) != 0)
+        })
+        .map(|&i| credits[i as usize])
+        .sum()
 }
 
 /// A hash as a number: it orders as the hash does, and compares in two
 /// machine words instead of a 16-byte `memcmp`.
 #[inline]
 fn key(e: &Entry) -> u128 {
+    u128::from_be_bytes(e.hash.0)
+}
+
+#[inline]
+fn lkey(e: &Listed) -> u128 {
     u128::from_be_bytes(e.hash.0)
 }
 
@@ -340,15 +449,18 @@ fn plan_split(
     let s: Vec<&[Entry]> = src.iter().map(|l| &l.entries[..]).collect();
     let d: Vec<&[Entry]> = dst.iter().map(|l| &l.entries[..]).collect();
     let listed = opts.listed.unwrap_or(&[]);
-    let all = || s.iter().chain(&d).chain(std::iter::once(&listed));
+    let all = || s.iter().chain(&d);
     let longest = all().copied().max_by_key(|l| l.len());
-    let total: usize = all().map(|l| l.len()).sum();
-    let Some(longest) = longest.filter(|l| parallel && total >= min_entries && !l.is_empty())
-    else {
+    let total: usize = all().map(|l| l.len()).sum::<usize>() + listed.len();
+    // Every list is cut at the middle hash of the longest one.
+    let split = match longest {
+        Some(l) if l.len() >= listed.len() && !l.is_empty() => Some(key(&l[l.len() / 2])),
+        _ if !listed.is_empty() => Some(lkey(&listed[listed.len() / 2])),
+        _ => None,
+    };
+    let Some(split) = split.filter(|_| parallel && total >= min_entries) else {
         return plan_lists(&s, &d, opts);
     };
-    // Every list is cut at the middle hash of the longest one.
-    let split = key(&longest[longest.len() / 2]);
     fn cut<'a>(lists: &[&'a [Entry]], split: u128) -> (Vec<&'a [Entry]>, Vec<&'a [Entry]>) {
         lists
             .iter()
@@ -359,7 +471,7 @@ fn plan_split(
     let (opts_lo, opts_hi) = match opts.listed {
         None => (*opts, *opts),
         Some(l) => {
-            let (lo, hi) = l.split_at(l.partition_point(|e| key(e) < split));
+            let (lo, hi) = l.split_at(l.partition_point(|e| lkey(e) < split));
             (
                 PlanOptions {
                     listed: Some(lo),
@@ -395,6 +507,7 @@ impl Plan {
         }));
         self.counts.add(&later.counts);
         self.lost.extend_from_slice(&later.lost);
+        self.short.extend(later.short);
     }
 }
 
@@ -403,6 +516,10 @@ struct Decide<'o, 'a> {
     opts: &'o PlanOptions<'a>,
     order: Vec<u16>,
     scratch: Vec<([u8; 16], u16)>,
+    /// Collection records: blocks to write by wanted replication (index)
+    /// and by class number.
+    per_replication: Vec<BlocksBytes>,
+    per_class: Vec<BlocksBytes>,
 }
 
 impl<'o, 'a> Decide<'o, 'a> {
@@ -411,36 +528,51 @@ impl<'o, 'a> Decide<'o, 'a> {
             opts,
             order: Vec::new(),
             scratch: Vec::new(),
+            per_replication: Vec::new(),
+            per_class: Vec::new(),
         }
     }
 
     /// Decide a block held by source services `src` (ascending; empty only
     /// for a listed block that is on the destination alone) and listed by
-    /// destination services `listed`, and count it.
+    /// destination services `listed`, wanting `want`, and count it.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn block(
         &mut self,
         out: &mut Plan,
         counts: &mut PlanCounts,
         hash: BlockHash,
         size: u32,
+        want: WantId,
         src: &[u16],
         listed: &[u16],
     ) {
         let opts = self.opts;
         let replicas = count_replicas(listed, opts.dst_credits);
+        let per_block = opts.per_block.filter(|_| want != RUN_WANT);
+        let short = match &per_block {
+            None => replicas < opts.want,
+            Some(p) => !p.satisfied(want, listed),
+        };
         let size64 = size as u64;
         let action = if listed.is_empty() {
             counts.to_copy += 1;
             counts.to_copy_bytes += size64;
             Action::Copy
-        } else if replicas < opts.want && !src.is_empty() {
+        } else if short && !src.is_empty() {
             counts.to_top_up += 1;
             counts.to_top_up_bytes += size64;
             Action::TopUp
         } else {
             // Enough replicas, or (a listed block on the destination only)
             // no source to top up from: present.
+            if short {
+                if let Some(p) = &per_block {
+                    counts.under_replicated += 1;
+                    out.short.push(p.short(hash, size, want, listed));
+                }
+            }
             counts.present += 1;
             counts.present_bytes += size64;
             if !opts.verify_existing {
@@ -457,6 +589,21 @@ impl<'o, 'a> Decide<'o, 'a> {
                 counts.per_source[first as usize].add(size64);
             }
             counts.per_digit[hash.first_digit() as usize].add(size64);
+            if let Some(p) = &per_block {
+                let most = p.wants.most(want, p.default, p.replications) as usize;
+                if self.per_replication.len() <= most {
+                    self.per_replication
+                        .resize(most + 1, BlocksBytes::default());
+                }
+                self.per_replication[most].add(size64);
+                for (class, _) in p.wants.resolve(want, p.default, p.replications) {
+                    let c = class as usize;
+                    if self.per_class.len() <= c {
+                        self.per_class.resize(c + 1, BlocksBytes::default());
+                    }
+                    self.per_class[c].add(size64);
+                }
+            }
         }
         if opts.jobs {
             out.push(
@@ -464,9 +611,31 @@ impl<'o, 'a> Decide<'o, 'a> {
                 size,
                 action,
                 replicas,
+                want,
                 self.order.iter().copied(),
                 listed,
             );
+        }
+    }
+
+    /// Move the per-want counts into `counts`, by name.
+    fn finish(self, counts: &mut PlanCounts) {
+        for (n, b) in self.per_replication.iter().enumerate() {
+            if b.blocks > 0 {
+                counts
+                    .per_replication
+                    .entry(n as u32)
+                    .or_default()
+                    .add_all(b);
+            }
+        }
+        if let Some(p) = &self.opts.per_block {
+            for (c, b) in self.per_class.iter().enumerate() {
+                if b.blocks > 0 {
+                    let name = p.wants.names().get(c).cloned().unwrap_or_default();
+                    counts.per_class.entry(name).or_default().add_all(b);
+                }
+            }
         }
     }
 }
@@ -505,7 +674,15 @@ fn plan_lists(src: &[&[Entry]], dst: &[&[Entry]], opts: &PlanOptions<'_>) -> Pla
             Some((d_key, _)) if d_key == s_key => &dh,
             _ => &[],
         };
-        decide.block(&mut out, &mut counts, se.hash, se.size, &sh, listed);
+        decide.block(
+            &mut out,
+            &mut counts,
+            se.hash,
+            se.size,
+            RUN_WANT,
+            &sh,
+            listed,
+        );
     }
     // Count the destination-only blocks left after the last source hash.
     while d_cur.is_some() {
@@ -515,6 +692,7 @@ fn plan_lists(src: &[&[Entry]], dst: &[&[Entry]], opts: &PlanOptions<'_>) -> Pla
             counts.dst_bytes += e.size as u64;
         }
     }
+    decide.finish(&mut counts);
     out.counts = counts;
     out
 }
@@ -525,7 +703,7 @@ fn plan_lists(src: &[&[Entry]], dst: &[&[Entry]], opts: &PlanOptions<'_>) -> Pla
 fn plan_listed(
     src: &[&[Entry]],
     dst: &[&[Entry]],
-    listed: &[Entry],
+    listed: &[Listed],
     opts: &PlanOptions<'_>,
 ) -> Plan {
     let mut decide = Decide::new(opts);
@@ -561,7 +739,7 @@ fn plan_listed(
         &mut counts.dst_bytes,
     );
     for l in listed {
-        let k = key(l);
+        let k = lkey(l);
         counts.listed += 1;
         while s_cur.is_some_and(|(sk, _)| sk < k) {
             s_cur = advance(
@@ -584,14 +762,14 @@ fn plan_listed(
         match (on_src, on_dst) {
             (Some((_, se)), _) => {
                 let listed: &[u16] = if on_dst.is_some() { &dh } else { &[] };
-                decide.block(&mut out, &mut counts, se.hash, se.size, &sh, listed);
+                decide.block(&mut out, &mut counts, se.hash, se.size, l.want, &sh, listed);
             }
             (None, Some((_, de))) => {
-                decide.block(&mut out, &mut counts, de.hash, de.size, &[], &dh);
+                decide.block(&mut out, &mut counts, de.hash, de.size, l.want, &[], &dh);
             }
             (None, None) => {
                 counts.lost += 1;
-                out.lost.push(*l);
+                out.lost.push(l.entry());
             }
         }
     }
@@ -611,6 +789,7 @@ fn plan_listed(
             &mut counts.dst_bytes,
         );
     }
+    decide.finish(&mut counts);
     out.counts = counts;
     out
 }
@@ -675,6 +854,7 @@ mod tests {
                 verify_existing: verify,
                 jobs: true,
                 listed: None,
+                per_block: None,
             },
         )
     }
@@ -844,6 +1024,7 @@ mod tests {
                     verify_existing: verify,
                     jobs: true,
                     listed: None,
+                    per_block: None,
                 };
                 let one = plan_split(&src, &dst, &opts, false, 0);
                 let two = plan_split(&src, &dst, &opts, true, 0);
@@ -861,6 +1042,7 @@ mod tests {
             verify_existing: false,
             jobs: true,
             listed: None,
+            per_block: None,
         };
         assert!(plan_split(&[], &[], &opts, true, 0).jobs.is_empty());
     }
@@ -887,13 +1069,22 @@ mod tests {
     ) -> Plan {
         let ss = rank(src.len());
         let ds = credits(dst.len(), |_| false);
+        let list: Vec<Listed> = list
+            .iter()
+            .map(|e| Listed {
+                hash: e.hash,
+                size: e.size,
+                want: RUN_WANT,
+            })
+            .collect();
         let opts = PlanOptions {
             src_rank: &ss,
             dst_credits: &ds,
             want: 2,
             verify_existing: verify,
             jobs: true,
-            listed: Some(list),
+            listed: Some(&list),
+            per_block: None,
         };
         plan_split(src, dst, &opts, parallel, 0)
     }
@@ -972,6 +1163,7 @@ mod tests {
                 verify_existing: false,
                 jobs: true,
                 listed: None,
+                per_block: None,
             };
             plan_split(&src, &dst, &opts, false, 0)
         };

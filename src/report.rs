@@ -497,6 +497,12 @@ impl Report {
         let mut s = String::new();
         self.human_counts(&mut s);
         self.human_lost(&mut s);
+        if self.plan.under_replicated > 0 {
+            s.push_str(&format!(
+                "  under-replicated on the destination only (no source copy to top up from): {}\n",
+                self.plan.under_replicated
+            ));
+        }
         if self.dry_run && self.plan.to_write() > 0 {
             self.human_breakdown(&mut s);
         }
@@ -592,6 +598,27 @@ impl Report {
             s.push_str(&format!(" {d:x}:{}", b.blocks));
         }
         s.push('\n');
+        // Collection records: what the blocks to write want.
+        if !self.plan.per_replication.is_empty() {
+            s.push_str("  per wanted replication (the most copies any of its classes wants):\n");
+            for (n, b) in &self.plan.per_replication {
+                s.push_str(&format!(
+                    "    {n:>3} {:>10} blocks {:>12}\n",
+                    b.blocks,
+                    human_bytes(b.bytes)
+                ));
+            }
+        }
+        if !self.plan.per_class.is_empty() {
+            s.push_str("  per wanted storage class (a block wanting two counts in both):\n");
+            for (c, b) in &self.plan.per_class {
+                s.push_str(&format!(
+                    "    {c:<12} {:>10} blocks {:>12}\n",
+                    b.blocks,
+                    human_bytes(b.bytes)
+                ));
+            }
+        }
     }
 
     fn human_unreachable(&self, s: &mut String) {

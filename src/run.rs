@@ -25,7 +25,7 @@ use crate::limits::Limits;
 use crate::listed::ListedBlocks;
 use crate::metrics::Metrics;
 use crate::passes;
-use crate::plan::{plan, PlanCounts, PlanOptions, JOB_COST_ENTRIES};
+use crate::plan::{plan, PerBlock, PlanCounts, PlanOptions, JOB_COST_ENTRIES};
 use crate::progress::{Level, Reporter};
 use crate::report::{Ending, Report, Stats, Status};
 use crate::services::Side;
@@ -72,6 +72,9 @@ async fn stages(
         "--blocks-from",
         &cfg.prefix,
         cfg.budgets().index_budget,
+        crate::listed::ListOptions {
+            classes: crate::wants::split_classes(cfg.storage_classes.as_deref()),
+        },
     )
     .await
     {
@@ -80,6 +83,11 @@ async fn stages(
     };
     let mut run = Run::new(cfg, &sides, &**reporter, limits);
     run.listed = listed.as_ref();
+    if let Some(l) = listed.as_ref().filter(|l| l.wants.per_block()) {
+        run.dst_classes = (sides.dst.services.iter())
+            .map(|s| l.wants.mask_of(s.store.classes_held()))
+            .collect();
+    }
     metrics.attach(sides.clone(), run.stats.clone());
     let mut counts = PlanCounts::new(sides.src.services.len());
     let mut outcome = run.sync(&mut counts).await;
@@ -160,6 +168,12 @@ struct Run<'a> {
     fetch: FetchOptions,
     /// `--blocks-from`, read and sorted.
     listed: Option<&'a ListedBlocks>,
+    /// Collection records: each destination store's classes, as a mask of
+    /// the list's classes (empty without them).
+    dst_classes: Vec<u64>,
+    /// Collection records: what each destination store's listing counts
+    /// for, a keepproxy's as complete.
+    dst_credits_per_block: Vec<u32>,
 }
 
 impl<'a> Run<'a> {
@@ -190,7 +204,22 @@ impl<'a> Run<'a> {
                 recycle: Default::default(),
             },
             listed: None,
+            dst_classes: Vec::new(),
+            dst_credits_per_block: sides.dst.credits(crate::wants::MAX_REPLICATION),
         }
+    }
+
+    /// What the listed blocks' collections want, when they were collection
+    /// records.
+    fn per_block(&self) -> Option<PerBlock<'_>> {
+        let l = self.listed.filter(|l| l.wants.per_block())?;
+        Some(PerBlock {
+            wants: &l.wants,
+            dst_classes: &self.dst_classes,
+            dst_credits: &self.dst_credits_per_block,
+            default: self.want,
+            replications: (self.cfg.replications > 0).then_some(self.cfg.replications),
+        })
     }
 
     /// How the run ended, from the outcome of the passes.
@@ -226,7 +255,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn plan_options(&self) -> PlanOptions<'a> {
+    fn plan_options(&self) -> PlanOptions<'_> {
         PlanOptions {
             src_rank: &self.src.rank,
             dst_credits: self.dst_credits,
@@ -234,6 +263,7 @@ impl<'a> Run<'a> {
             verify_existing: self.cfg.verify_existing,
             jobs: !self.cfg.dry_run,
             listed: None,
+            per_block: self.per_block(),
         }
     }
 
@@ -265,6 +295,7 @@ impl<'a> Run<'a> {
             ordinal: AtomicU64::new(0),
             total: AtomicU64::new(0),
             pool: BufferPool::new(copy_opts.budget.total()),
+            per_block: self.per_block(),
         };
         for (k, prefix) in prefixes.iter().enumerate() {
             if !self.limits.before_pass() {

@@ -150,6 +150,44 @@ pub struct ClusterFlags<'a> {
 /// keep-block-check's cluster: settings, services, and (only when it signs
 /// and no TTL was given) the discovery document's TTL.
 pub async fn prepare_cluster(f: &ClusterFlags<'_>, reporter: &dyn Reporter) -> Result<Side> {
+    prepare_cluster_with_default(f, reporter)
+        .await
+        .map(|(side, _)| side)
+}
+
+/// Where a cluster's default replication comes from, asked only when
+/// needed (collection records with a null `replication_desired`).
+pub enum ClusterDefault {
+    /// Its config's `DefaultReplication`; 1 for volumes.
+    Known(u32),
+    /// The API server's `defaultCollectionReplication`.
+    Api(Settings, std::time::Duration),
+}
+
+impl ClusterDefault {
+    pub async fn resolve(self) -> Result<u32> {
+        match self {
+            ClusterDefault::Known(n) => Ok(n),
+            ClusterDefault::Api(s, timeout) => {
+                let flag = "-replications N (the copies each block of the collection records should have)";
+                let doc = discovery(&s, Role::Cluster, flag, timeout).await?;
+                doc.default_replication.filter(|&n| n > 0).ok_or_else(|| {
+                    Error::unreadable(format!(
+                        "the API server ({}) gave no defaultCollectionReplication for the \
+                         collection records with a null replication_desired: pass -replications N.",
+                        s.api_host
+                    ))
+                })
+            }
+        }
+    }
+}
+
+/// [`prepare_cluster`], and where its default replication comes from.
+pub async fn prepare_cluster_with_default(
+    f: &ClusterFlags<'_>,
+    reporter: &dyn Reporter,
+) -> Result<(Side, ClusterDefault)> {
     let role = Role::Cluster;
     let v = VolumeFlags {
         dirs: f.volume_dirs,
@@ -157,13 +195,14 @@ pub async fn prepare_cluster(f: &ClusterFlags<'_>, reporter: &dyn Reporter) -> R
         cluster: f.cluster,
     };
     if let Some(specs) = volumes(role, &v)? {
-        return make_side(
+        let side = make_side(
             role,
             Settings::default(),
             Stores::Volumes(specs),
             DEFAULT_TTL,
             &f.conn,
-        );
+        )?;
+        return Ok((side, ClusterDefault::Known(1)));
     }
     let config = f
         .cluster_config
@@ -193,7 +232,11 @@ pub async fn prepare_cluster(f: &ClusterFlags<'_>, reporter: &dyn Reporter) -> R
     } else {
         DEFAULT_TTL
     };
-    make_side(role, s, stores, ttl, &f.conn)
+    let default = match &config {
+        Some(c) => ClusterDefault::Known(c.default_replication),
+        None => ClusterDefault::Api(s.clone(), f.conn.connect_timeout),
+    };
+    Ok((make_side(role, s, stores, ttl, &f.conn)?, default))
 }
 
 /// A side's `-*-cluster-config`, read (its `--*-cluster` picks the cluster).

@@ -89,7 +89,9 @@ pub struct CheckConfig {
     pub cluster: Option<String>,
 
     /// The blocks to check (required; - for stdin): one locator or hash per
-    /// line, or manifest text. Duplicates and any order are fine.
+    /// line, manifest text, or collection records (CSV with a manifest_text
+    /// column, or JSON lines: blocks with fewer copies than their
+    /// collections want count as errors too). Duplicates and any order are fine.
     #[arg(
         long = "block-hash-file",
         value_name = "FILE|-",
@@ -108,6 +110,12 @@ pub struct CheckConfig {
         value_parser = parse_prefix
     )]
     pub prefix: String,
+
+    /// Collection records: the copies every block should have in each of its
+    /// storage classes (0 = what its collections want; null ones the
+    /// cluster's DefaultReplication or defaultCollectionReplication).
+    #[arg(long = "replications", default_value_t = 0, value_name = "N")]
+    pub replications: u32,
 
     /// Blob signature TTL, a Go duration (336h); 0 = the API server's
     /// discovery document (asked only when --probe or --read sign locators).

@@ -36,7 +36,8 @@ use tokio_util::sync::CancellationToken;
 use crate::console::timestamp;
 use crate::error::{exit, Error, Result};
 use crate::index::{fetch_all, Entry, FetchOptions, ServiceIndex};
-use crate::listed::{sort::Sorter, ListedBlocks, UNKNOWN_SIZE};
+use crate::listed::sort::{KeepFirst, Sorter};
+use crate::listed::{ListedBlocks, UNKNOWN_SIZE};
 use crate::passes;
 use crate::plan::{plan, PlanOptions};
 use crate::progress::{Level, Reporter};
@@ -104,12 +105,17 @@ struct Tally {
     bad_copies: AtomicU64,
     /// Hash sub-prefix passes (index mode).
     passes: AtomicU64,
+    /// Collection records (index mode): blocks found with fewer copies than
+    /// their collections want (counted in `errors` too).
+    under_replicated: AtomicU64,
 }
 
 /// One check, shared by its blocks.
 struct Check<'a> {
     cfg: &'a CheckConfig,
     side: &'a Side,
+    /// Collection records: the cluster's default replication.
+    default_replication: u32,
     listed: &'a ListedBlocks,
     stats: &'a Stats,
     tally: Tally,
@@ -162,7 +168,7 @@ pub async fn run(cfg: CheckConfig, soft: CancellationToken) -> u8 {
         );
         e.exit_code()
     };
-    let side = match crate::sides::prepare_cluster(&flags, &log).await {
+    let (side, default) = match crate::sides::prepare_cluster_with_default(&flags, &log).await {
         Ok(s) => s,
         Err(e) => return stop(e, None, &Tally::default()),
     };
@@ -171,15 +177,32 @@ pub async fn run(cfg: CheckConfig, soft: CancellationToken) -> u8 {
         "-block-hash-file",
         &cfg.prefix,
         cfg.index_budget(),
+        Default::default(),
     )
     .await
     {
         Ok(l) => l,
         Err(e) => return stop(e, Some(&side), &Tally::default()),
     };
+    // Collection records with null replication need the cluster's default.
+    let default = if listed.wants.per_block() && cfg.replications == 0 {
+        match default.resolve().await {
+            Ok(n) => n,
+            Err(e) => return stop(e, Some(&side), &Tally::default()),
+        }
+    } else {
+        0
+    };
+    if listed.wants.per_block() && cfg.mode() != Mode::Index {
+        say(
+            "collection records: --probe and --read check that each block is there, not its \
+             replication; the index mode (the default) checks both",
+        );
+    }
     let check = Check {
         cfg: &cfg,
         side: &side,
+        default_replication: default,
         listed: &listed,
         stats: &stats,
         tally: Tally::default(),
@@ -280,7 +303,21 @@ impl Check<'_> {
                 _ = self.soft.cancelled() => break,
             };
             let listed = self.listed.load(prefix)?;
-            let credits = vec![1; self.side.services.len()];
+            // Copies a listing stands for, read-only stores included.
+            let credits: Vec<u32> = (self.side.services.iter())
+                .map(|s| s.store.replicas_held())
+                .collect();
+            let wants = &self.listed.wants;
+            let classes: Vec<u64> = (self.side.services.iter())
+                .map(|s| wants.mask_of(s.store.classes_held()))
+                .collect();
+            let per_block = wants.per_block().then_some(crate::plan::PerBlock {
+                wants,
+                dst_classes: &classes,
+                dst_credits: &credits,
+                default: self.default_replication,
+                replications: (self.cfg.replications > 0).then_some(self.cfg.replications),
+            });
             let p = passes::off_workers(|| {
                 plan(
                     &[],
@@ -292,6 +329,7 @@ impl Check<'_> {
                         verify_existing: false,
                         jobs: false,
                         listed: Some(&listed),
+                        per_block,
                     },
                 )
             });
@@ -300,12 +338,23 @@ impl Check<'_> {
                 self.readable()
             );
             let mut lost = p.lost.iter().peekable();
-            for e in &listed {
+            let mut short = p.short.iter().peekable();
+            for l in &listed {
+                let e = &l.entry();
                 let n = self.tally.attempts.fetch_add(1, Relaxed) + 1;
                 self.started(n, e);
-                if lost.peek().is_some_and(|l| l.hash == e.hash) {
+                if lost.peek().is_some_and(|x| x.hash == e.hash) {
                     lost.next();
                     self.missing(e, &why);
+                } else if let Some(s) = short.next_if(|x| x.entry.hash == e.hash) {
+                    self.tally.under_replicated.fetch_add(1, Relaxed);
+                    let classes: Vec<String> = (s.classes.iter().enumerate())
+                        .map(|(k, (c, have, want))| match k {
+                            0 => format!("{have} of {want} copies wanted in {c}"),
+                            _ => format!("{have} of {want} in {c}"),
+                        })
+                        .collect();
+                    self.missing(e, &format!("under-replicated: {}", classes.join(", ")));
                 }
             }
             self.stats.lost(&p.lost);
@@ -341,11 +390,11 @@ impl Check<'_> {
     /// report (its list is in hash order, like keep-rsync's lost blocks).
     async fn by_block(&self) -> Result<()> {
         let cursor = self.listed.cursor(&self.cfg.prefix)?;
-        let mut missing = Sorter::new(1 << 16);
+        let mut missing = Sorter::<Entry>::new(1 << 16);
         let s = stream::iter(cursor)
             .take_until(self.soft.cancelled())
             .map(|e| async move {
-                let e = e?;
+                let e = e?.entry();
                 let n = self.tally.attempts.fetch_add(1, Relaxed) + 1;
                 self.started(n, &e);
                 let r = match self.cfg.mode() {
@@ -360,14 +409,13 @@ impl Check<'_> {
             let (e, r) = done?;
             if let Err(why) = r {
                 self.missing(&e, &why);
-                missing.push(e).map_err(|e| spill(&e))?;
+                missing.push(e, &mut KeepFirst).map_err(|e| spill(&e))?;
             }
         }
-        let (file, n) = missing.finish().map_err(|e| spill(&e))?;
-        let sorted = ListedBlocks::from_sorted(file, n);
+        let (file, _) = missing.finish(&mut KeepFirst).map_err(|e| spill(&e))?;
         let mut chunk = Vec::with_capacity(4096);
-        for e in sorted.cursor("")? {
-            chunk.push(e?);
+        for e in crate::listed::sort::records::<Entry>(file) {
+            chunk.push(e.map_err(|e| spill(&e))?);
             if chunk.len() == 4096 {
                 self.stats.lost(&chunk);
                 chunk.clear();

@@ -39,6 +39,9 @@ struct CheckReport {
     successes: u64,
     errors: u64,
     bad_copies: u64,
+    /// Collection records: blocks found with fewer copies than their
+    /// collections want (also in `errors`).
+    under_replicated: u64,
     missing_blocks: LostList,
     missing_omitted: u64,
     unreachable_services: Vec<UnreachableService>,
@@ -85,6 +88,7 @@ pub(super) fn write(
         successes: attempts - errors,
         errors,
         bad_copies: tally.bad_copies.load(Relaxed),
+        under_replicated: tally.under_replicated.load(Relaxed),
         missing_omitted: missing.omitted(),
         missing_blocks: missing,
         unreachable_services: stats.unreachable(),

@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use futures::stream::{self, FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::plan::{Action, Job, Plan};
+use crate::plan::{class_replicas, Action, Job, PerBlock, Plan};
 use crate::progress::Reporter;
 use crate::protocol::client::{with_retries, Backoff, Failure, FailureKind, Op};
 use crate::report::{FailedBlock, Stats};
@@ -80,6 +80,29 @@ pub struct Copier<'a> {
     pub total: AtomicU64,
     /// The buffers block data is copied into (emptied after each pass).
     pub pool: std::sync::Arc<BufferPool>,
+    /// Collection records: what each block's collections want.
+    pub per_block: Option<PerBlock<'a>>,
+}
+
+/// What a block's writes must still achieve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// The run's own want: this many more replicas, each PUT confirming
+    /// every `--storage-classes` class.
+    Replicas(u32),
+    /// Collection records: replicas still missing per storage class. A PUT
+    /// asks for the classes still short and counts for those it confirms
+    /// (as the Arvados SDK's block writer does).
+    Classes(Vec<(String, u32)>),
+}
+
+impl Need {
+    fn is_met(&self) -> bool {
+        match self {
+            Need::Replicas(n) => *n == 0,
+            Need::Classes(c) => c.iter().all(|(_, n)| *n == 0),
+        }
+    }
 }
 
 /// Where a read candidate lives.
@@ -164,9 +187,9 @@ impl<'a> Copier<'a> {
         let holders = plan.dst_holders(job);
         match job.action {
             Action::Copy | Action::TopUp => {
-                let need = self.opts.want.saturating_sub(job.replicas as u32);
+                let need = self.need(job, holders);
                 let cands = candidates(plan.sources(job), holders, &[]);
-                self.transfer(job, &cands, holders, need).await?;
+                self.transfer(job, &cands, holders, &need).await?;
                 let size = job.size as u64;
                 if job.action == Action::Copy {
                     self.stats.copied.fetch_add(1, Relaxed);
@@ -222,30 +245,46 @@ impl<'a> Copier<'a> {
             .copied()
             .filter(|d| !bad.contains(d))
             .collect();
-        let mut stored = 0;
+        let mut good = good;
         for &d in &bad {
-            if let Ok(n) = self.put_to(d, job, &relay, 1).await {
-                stored += n;
+            if self.put_to(d, job, &relay, 1, None).await.is_ok() {
+                good.push(d);
             }
         }
-        let credits = self.dst.credits(self.opts.want);
-        let good_count = crate::plan::count_replicas(&good, &credits) + stored;
-        if good_count < self.opts.want {
-            self.write(job, &relay, holders, self.opts.want - good_count)
-                .await?;
-        }
+        let need = self.need(job, &good);
+        self.write(job, &relay, holders, &need).await?;
         self.stats.repaired.fetch_add(1, Relaxed);
         Ok(())
     }
 
+    /// What writes must add to the copies the stores in `holders` have.
+    fn need(&self, job: &Job, holders: &[u16]) -> Need {
+        match &self.per_block {
+            Some(p) if job.want != crate::wants::RUN_WANT => Need::Classes(
+                (p.wants.resolve(job.want, p.default, p.replications))
+                    .map(|(class, n)| {
+                        let have = class_replicas(holders, p.dst_credits, p.dst_classes, class);
+                        let name = p.wants.names()[class as usize].clone();
+                        (name, n.saturating_sub(have))
+                    })
+                    .collect(),
+            ),
+            _ => {
+                let credits = self.dst.credits(self.opts.want);
+                let have = crate::plan::count_replicas(holders, &credits);
+                Need::Replicas(self.opts.want.saturating_sub(have))
+            }
+        }
+    }
+
     /// Read the block from the first candidate that gives a good copy and
-    /// write `need` replicas to writable destination services not in `skip`.
+    /// write what `need` says to writable destination services not in `skip`.
     async fn transfer(
         &self,
         job: &Job,
         cands: &[From],
         skip: &[u16],
-        need: u32,
+        need: &Need,
     ) -> Result<u32, BlockError> {
         self.try_candidates(job, cands, |c| self.read_and_write(c, job, skip, need))
             .await?
@@ -384,7 +423,7 @@ impl<'a> Copier<'a> {
         c: From,
         job: &Job,
         skip: &[u16],
-        need: u32,
+        need: &Need,
     ) -> Result<Result<u32, BlockError>, Failure> {
         let (side, i) = self.side_of(c);
         let asking = self.asking(c, Op::Get, job);
@@ -524,10 +563,20 @@ impl<'a> Copier<'a> {
         f
     }
 
-    /// PUT to one destination service (with retries for transient failures).
-    /// A PUT that broke because the block's read failed is `Abandoned`: it
-    /// says nothing about the service and is neither retried nor counted.
-    async fn put_to(&self, d: u16, job: &Job, relay: &Relay, desired: u32) -> Result<u32, Failure> {
+    /// PUT to one destination service (with retries for transient failures),
+    /// asking for `classes` (`X-Keep-Storage-Classes`). With the run's own
+    /// want (`classes` None: `--storage-classes`), a PUT that does not
+    /// confirm every class fails. A PUT that broke because the block's read
+    /// failed is `Abandoned`: it says nothing about the service and is
+    /// neither retried nor counted.
+    async fn put_to(
+        &self,
+        d: u16,
+        job: &Job,
+        relay: &Relay,
+        desired: u32,
+        classes: Option<&str>,
+    ) -> Result<crate::protocol::client::PutOk, Failure> {
         let svc = &self.dst.services[d as usize];
         if svc.is_down() {
             return Err(gone());
@@ -538,7 +587,8 @@ impl<'a> Copier<'a> {
                 "full (507) earlier in this run",
             ));
         }
-        let classes = self.opts.storage_classes.as_deref();
+        let strict = classes.is_none();
+        let classes = classes.or(self.opts.storage_classes.as_deref());
         let size = job.size as u64;
         let asking = self.asking(From::Dst(d), Op::Put, job);
         let r = with_retries(self.opts.backoff, self.opts.retries, &asking, |_| {
@@ -561,14 +611,21 @@ impl<'a> Copier<'a> {
                     return Err(Failure::new(FailureKind::Abandoned, relay::ReadFailed.to_string()));
                 }
                 let r = r.and_then(|ok| match classes {
-                    Some(want) if !classes_confirmed(want, ok.classes_confirmed.as_deref()) => Err(Failure::new(
+                    Some(want) if strict && !classes_confirmed(want, ok.classes_confirmed.as_deref()) => Err(Failure::new(
                         FailureKind::Rejected,
                         format!(
                             "storage classes {want:?} not confirmed (X-Keep-Storage-Classes-Confirmed: {:?})",
                             ok.classes_confirmed.unwrap_or_default()
                         ),
                     )),
-                    _ => Ok(ok.replicas),
+                    Some(want) if !strict && confirmed_counts(want, ok.classes_confirmed.as_deref(), ok.replicas).is_empty() => Err(Failure::new(
+                        FailureKind::Rejected,
+                        format!(
+                            "none of the storage classes {want:?} confirmed (X-Keep-Storage-Classes-Confirmed: {:?})",
+                            ok.classes_confirmed.unwrap_or_default()
+                        ),
+                    )),
+                    _ => Ok(ok),
                 });
                 svc.stats.count(Op::Put, &r, size);
                 r
@@ -576,10 +633,14 @@ impl<'a> Copier<'a> {
         })
         .await;
         match r {
-            Ok(n) => {
-                self.stats.replicas_written.fetch_add(n as u64, Relaxed);
-                self.stats.bytes_written.fetch_add(size * n as u64, Relaxed);
-                Ok(n)
+            Ok(ok) => {
+                self.stats
+                    .replicas_written
+                    .fetch_add(ok.replicas as u64, Relaxed);
+                self.stats
+                    .bytes_written
+                    .fetch_add(size * ok.replicas as u64, Relaxed);
+                Ok(ok)
             }
             Err((f, _)) if f.kind == FailureKind::Full => Err(self.note_full(d as usize, f)),
             Err((f, _)) => Err(self.note_down(self.dst, d as usize, f)),
@@ -609,28 +670,48 @@ impl<'a> Copier<'a> {
         f
     }
 
-    /// Write `need` replicas to writable destination services in probe order,
-    /// skipping those in `skip`; returns the replicas stored. Stops at once
-    /// (storing nothing) when the block's read fails under it.
+    /// Write what `need` says to writable destination services in probe
+    /// order, skipping those in `skip`; returns the replicas stored. Stops
+    /// at once (storing nothing) when the block's read fails under it.
     async fn write(
         &self,
         job: &Job,
         relay: &Relay,
         skip: &[u16],
-        need: u32,
+        need: &Need,
     ) -> Result<u32, BlockError> {
-        if need == 0 {
+        if need.is_met() {
             return Ok(0);
         }
-        let classes = self.opts.storage_classes.as_deref();
+        let mut todo: Vec<(String, u32)> = match need {
+            Need::Replicas(n) => vec![(String::new(), *n)],
+            Need::Classes(c) => c.clone(),
+        };
+        let per_class = matches!(need, Need::Classes(_));
+        // Classes still short, as a PUT asks for them.
+        let asked = |todo: &[(String, u32)]| -> Option<String> {
+            per_class.then(|| {
+                (todo.iter().filter(|(_, n)| *n > 0))
+                    .map(|(c, _)| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+        };
+        let most = |todo: &[(String, u32)]| todo.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        let run_classes = self.opts.storage_classes.as_deref();
         let order: Vec<u16> = (self.dst.rank.order(&job.hash).into_iter())
             .filter(|&i| {
                 let svc = &self.dst.services[i as usize];
-                svc.store.writable()
-                    && svc.store.may_confirm(classes)
-                    && !svc.is_down()
-                    && !svc.is_full()
-                    && !skip.contains(&i)
+                svc.store.writable() && !svc.is_down() && !svc.is_full() && !skip.contains(&i)
+            })
+            .filter(|&i| {
+                let store = &self.dst.services[i as usize].store;
+                if per_class {
+                    // A volume takes part only with a class still short.
+                    todo.iter().any(|(c, _)| store.may_confirm(Some(c)))
+                } else {
+                    store.may_confirm(run_classes)
+                }
             })
             .collect();
         let mut next = 0;
@@ -651,18 +732,47 @@ impl<'a> Copier<'a> {
         let mut last_service = String::new();
         let mut inflight = FuturesUnordered::new();
         loop {
-            while stored + pending < need && next < order.len() {
+            while pending < most(&todo) && next < order.len() {
                 let d = order[next];
                 next += 1;
+                let classes = asked(&todo);
+                let store = &self.dst.services[d as usize].store;
+                if per_class
+                    && !todo
+                        .iter()
+                        .any(|(c, n)| *n > 0 && store.may_confirm(Some(c)))
+                {
+                    continue;
+                }
                 pending += expected(d);
-                inflight.push(async move { (d, self.put_to(d, job, relay, need - stored).await) });
+                let desired = most(&todo).saturating_sub(pending - expected(d)).max(1);
+                inflight.push(async move {
+                    let r = self
+                        .put_to(d, job, relay, desired, classes.as_deref())
+                        .await;
+                    (d, r)
+                });
             }
             let Some((d, r)) = inflight.next().await else {
                 break;
             };
             pending -= expected(d);
             match r {
-                Ok(n) => stored += n,
+                Ok(ok) => {
+                    stored += ok.replicas;
+                    if per_class {
+                        let asked = asked(&todo).unwrap_or_default();
+                        for (class, n) in
+                            confirmed_counts(&asked, ok.classes_confirmed.as_deref(), ok.replicas)
+                        {
+                            if let Some(t) = todo.iter_mut().find(|(c, _)| *c == class) {
+                                t.1 = t.1.saturating_sub(n);
+                            }
+                        }
+                    } else {
+                        todo[0].1 = todo[0].1.saturating_sub(ok.replicas);
+                    }
+                }
                 Err(f) if f.kind == FailureKind::Abandoned => {
                     return Err(BlockError {
                         service: String::new(),
@@ -678,23 +788,33 @@ impl<'a> Copier<'a> {
                     last_service = id.to_string();
                 }
             }
-            if stored >= need {
+            if most(&todo) == 0 {
                 break;
             }
         }
-        if stored >= need {
+        if most(&todo) == 0 {
             return Ok(stored);
         }
         let why = if order.is_empty() {
             "no writable destination service is left to write to (the others are read-only, \
-             full or unreachable)"
+             full or unreachable, or hold none of the storage classes wanted)"
                 .to_string()
         } else {
             summarize(&reasons)
         };
+        let short = match need {
+            Need::Replicas(n) => format!("stored {stored} of {n} replicas needed"),
+            Need::Classes(_) => format!(
+                "stored {stored} replicas, still short of {}",
+                (todo.iter().filter(|(_, n)| *n > 0))
+                    .map(|(c, n)| format!("{n} in {c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         Err(BlockError {
             service: last_service,
-            reason: format!("stored {stored} of {need} replicas needed: {why}"),
+            reason: format!("{short}: {why}"),
         })
     }
 }
@@ -772,6 +892,33 @@ pub fn classes_confirmed(requested: &str, confirmed: Option<&str>) -> bool {
         .all(|c| got.iter().any(|(k, n)| *k == c && *n > 0))
 }
 
+/// What a PUT asking for `asked` (comma-separated) confirmed of them:
+/// `(class, replicas)` from `X-Keep-Storage-Classes-Confirmed`; without
+/// that header (an older keepstore) every class asked, `replicas` times.
+pub fn confirmed_counts(asked: &str, confirmed: Option<&str>, replicas: u32) -> Vec<(String, u32)> {
+    let asked = asked.split(',').map(str::trim).filter(|c| !c.is_empty());
+    let Some(confirmed) = confirmed else {
+        return asked.map(|c| (c.to_string(), replicas)).collect();
+    };
+    let got: Vec<(&str, u32)> = confirmed
+        .split(',')
+        .filter_map(|p| {
+            let (k, v) = p.trim().split_once('=')?;
+            Some((k.trim(), v.trim().parse().ok()?))
+        })
+        .collect();
+    asked
+        .filter_map(|c| {
+            let n = got
+                .iter()
+                .filter(|(k, _)| *k == c)
+                .map(|(_, n)| n)
+                .sum::<u32>();
+            (n > 0).then(|| (c.to_string(), n))
+        })
+        .collect()
+}
+
 fn summarize(reasons: &[String]) -> String {
     const MAX: usize = 4;
     let mut s = reasons
@@ -797,5 +944,14 @@ mod tests {
         assert!(!classes_confirmed("a,b", Some("a=1")));
         assert!(!classes_confirmed("a", Some("a=0")));
         assert!(!classes_confirmed("a", None));
+        assert_eq!(
+            confirmed_counts("default, archive", Some("archive=2, hot=1"), 2),
+            [("archive".to_string(), 2)]
+        );
+        assert_eq!(
+            confirmed_counts("a,b", None, 1),
+            [("a".to_string(), 1), ("b".to_string(), 1)]
+        );
+        assert!(confirmed_counts("a", Some("b=1"), 1).is_empty());
     }
 }

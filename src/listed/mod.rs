@@ -3,22 +3,24 @@
 //! same forms the same way.
 //!
 //! A list is read once ([`parse`]: locators, bare hashes or manifest text;
-//! a bad list is a configuration error naming the file and line) into a
-//! sorted, deduplicated temporary file of 20-byte records ([`sort`]: an
+//! [`records`]: collection records, each block with what its collections
+//! want; a bad list is a configuration error naming the file and line) into
+//! a sorted, deduplicated temporary file of 22-byte records ([`sort`]: an
 //! external sort), keeping only the hashes under the run's `-prefix`. From
 //! then on nothing of it is in memory: a sub-prefix pass loads just its own
 //! hashes ([`ListedBlocks::load`], a binary search then one sequential
 //! read), and a probe run streams them ([`ListedBlocks::cursor`]).
 //!
 //! Memory (docs/scale-out.md, "Memory"): while reading, the sort buffer
-//! holds at most `run_len` entries of 20 bytes (callers pass the index
-//! budget: 20 B × budget, under the 40 B × budget an index pass may take,
+//! holds at most `run_len` entries of 24 bytes (callers pass the index
+//! budget: 24 B × budget, under the 40 B × budget an index pass may take,
 //! and the two never overlap); while planning, a pass holds its listed
-//! entries (20 B each), counted as one index line each by the pass
-//! splitter. Disk: 20 B per distinct listed block, twice over during the
+//! entries (24 B each), counted as one index line each by the pass
+//! splitter. Disk: 22 B per distinct listed block, twice over during the
 //! merge, in `$TMPDIR`.
 
 pub mod parse;
+pub mod records;
 pub mod sort;
 
 use std::fs::File;
@@ -28,8 +30,9 @@ use std::os::unix::fs::FileExt;
 pub use parse::UNKNOWN_SIZE;
 
 use crate::error::{Error, Result};
-use crate::index::Entry;
-use sort::{decode, RECORD};
+use crate::wants::{Wants, RUN_WANT};
+pub use records::Form;
+use sort::{Listed, Record};
 
 /// Where a list comes from, and how messages name it.
 pub struct ListSource<'a> {
@@ -56,6 +59,19 @@ pub struct ListedBlocks {
     len: u64,
     /// Locators read, duplicates and other prefixes included.
     pub locators: u64,
+    /// What the list was.
+    pub form: Form,
+    /// Collection records read (0 for a plain list).
+    pub records: u64,
+    /// What the blocks' collections want ([`Listed::want`] indexes it).
+    pub wants: Wants,
+}
+
+/// How a list is read besides its source.
+#[derive(Clone, Default)]
+pub struct ListOptions {
+    /// `--storage-classes`: replaces the classes collection records ask for.
+    pub classes: Option<Vec<String>>,
 }
 
 /// The hash range `[lo, hi]` of a prefix of 0–32 lowercase hex digits.
@@ -75,9 +91,11 @@ pub fn prefix_range(prefix: &str) -> (u128, u128) {
     (lo, lo | mask)
 }
 
-fn key(e: &Entry) -> u128 {
+fn key(e: &Listed) -> u128 {
     u128::from_be_bytes(e.hash.0)
 }
+
+const RECORD: usize = <Listed as Record>::SIZE;
 
 /// Read the list `path` names (a file or `-`) for `flag`, keeping the
 /// blocks under `prefix`, off the async runtime: a list of 10^8 locators
@@ -87,11 +105,12 @@ pub async fn read_list(
     flag: &'static str,
     prefix: &str,
     run_len: u64,
+    opts: ListOptions,
 ) -> Result<ListedBlocks> {
     let (path, prefix) = (path.to_string(), prefix.to_string());
     let run_len = usize::try_from(run_len).unwrap_or(usize::MAX);
     tokio::task::spawn_blocking(move || {
-        ListedBlocks::read(&ListSource { path: &path, flag }, &prefix, run_len)
+        ListedBlocks::read(&ListSource { path: &path, flag }, &prefix, run_len, &opts)
     })
     .await
     .unwrap_or_else(|e| Err(Error::config(format!("reading the block list failed: {e}"))))
@@ -103,9 +122,10 @@ pub async fn read_for_run(
     flag: &'static str,
     prefix: &str,
     run_len: u64,
+    opts: ListOptions,
 ) -> Result<Option<ListedBlocks>> {
     match path {
-        Some(p) => read_list(p, flag, prefix, run_len).await.map(Some),
+        Some(p) => read_list(p, flag, prefix, run_len, opts).await.map(Some),
         None => Ok(None),
     }
 }
@@ -115,10 +135,15 @@ impl ListedBlocks {
     /// `run_len` entries in memory. A list that cannot be read, is not
     /// UTF-8, has a malformed locator or none at all is a configuration
     /// error (exit 2) naming the file and line.
-    pub fn read(src: &ListSource<'_>, prefix: &str, run_len: usize) -> Result<ListedBlocks> {
+    pub fn read(
+        src: &ListSource<'_>,
+        prefix: &str,
+        run_len: usize,
+        opts: &ListOptions,
+    ) -> Result<ListedBlocks> {
         let name = src.name();
         if src.path == "-" {
-            Self::read_from(std::io::stdin().lock(), &name, prefix, run_len)
+            Self::read_from(std::io::stdin().lock(), &name, prefix, run_len, opts)
         } else {
             let f = File::open(src.path).map_err(|e| {
                 Error::config(format!(
@@ -127,76 +152,119 @@ impl ListedBlocks {
                     io_why(&e)
                 ))
             })?;
-            Self::read_from(f, &name, prefix, run_len)
+            Self::read_from(f, &name, prefix, run_len, opts)
         }
     }
 
-    /// [`Self::read`] from any reader; `name` names it in messages.
+    /// [`Self::read`] from any reader; `name` names it in messages. The
+    /// form (locators, or collection records) is told from the first line.
     pub fn read_from(
         mut input: impl Read,
         name: &str,
         prefix: &str,
         run_len: usize,
+        opts: &ListOptions,
     ) -> Result<ListedBlocks> {
+        let read_err = |line: u64, e: &std::io::Error| {
+            Error::config(format!(
+                "cannot read {name} (after line {line}): {}.",
+                io_why(e)
+            ))
+        };
+        // The first chunk tells the form, then is read again as the rest.
+        let mut head = vec![0u8; 256 << 10];
+        let mut got = 0;
+        while got < head.len() {
+            match input.read(&mut head[got..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    got += n;
+                    if head[..got].contains(&b'\n') {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_err(0, &e)),
+            }
+        }
+        head.truncate(got);
+        let form = records::detect(&head);
+        let input = std::io::Cursor::new(head).chain(input);
         let (lo, hi) = prefix_range(prefix);
-        let mut sorter = sort::Sorter::new(run_len);
-        let mut scanner = parse::Scanner::new();
+        let mut sorter = sort::Sorter::<Listed>::new(run_len);
+        let mut wants = Wants::new();
         let mut io_err: Option<std::io::Error> = None;
-        let mut keep = |e: Entry| {
-            let k = key(&e);
+        // Under the prefix, to the sorter (which combines the wants of a
+        // hash's records in `w` as it spills).
+        let mut keep = |l: Listed, w: &mut Wants| {
+            let k = key(&l);
             if (lo..=hi).contains(&k) && io_err.is_none() {
-                if let Err(err) = sorter.push(e) {
+                if let Err(err) = sorter.push(l, w) {
                     io_err = Some(err);
                 }
             }
         };
-        let mut buf = vec![0u8; 256 << 10];
-        loop {
-            let n = match input.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(Error::config(format!(
-                        "cannot read {name} (after line {}): {}.",
-                        scanner.lines(),
-                        io_why(&e)
-                    )))
-                }
+        let (locators, records) = if form == Form::Plain {
+            let mut scanner = parse::Scanner::new();
+            let mut input = input;
+            let mut buf = vec![0u8; 256 << 10];
+            let mut plain = |e: crate::index::Entry| {
+                let l = Listed {
+                    hash: e.hash,
+                    size: e.size,
+                    want: RUN_WANT,
+                };
+                keep(l, &mut wants)
             };
-            scanner
-                .feed(&buf[..n], &mut keep)
-                .map_err(|b| bad_list(name, b))?;
-        }
-        scanner.finish(&mut keep).map_err(|b| bad_list(name, b))?;
+            loop {
+                let n = match input.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(read_err(scanner.lines(), &e)),
+                };
+                scanner
+                    .feed(&buf[..n], &mut plain)
+                    .map_err(|b| bad_list(name, b))?;
+            }
+            scanner.finish(&mut plain).map_err(|b| bad_list(name, b))?;
+            if scanner.locators == 0 {
+                let lines = scanner.lines();
+                return Err(Error::config(format!(
+                    "{name} names no block: none of its {lines} line{} holds a block locator or \
+                     hash. Give one locator (HASH+SIZE) or hash per line, manifest text (stream \
+                     lines with their locators), or collection records (CSV with a \
+                     manifest_text column, or JSON lines).",
+                    if lines == 1 { "" } else { "s" }
+                )));
+            }
+            (scanner.locators, 0)
+        } else {
+            let reading = records::Reading {
+                classes: opts.classes.as_deref(),
+            };
+            let counts = records::read(input, form, &reading, &mut wants, &mut keep)
+                .map_err(|e| bad_records(name, form, e))?;
+            (counts.locators, counts.records)
+        };
         if let Some(e) = io_err {
             return Err(spill_error(&e));
         }
-        if scanner.locators == 0 {
-            let lines = scanner.lines();
+        let (file, len) = sorter.finish(&mut wants).map_err(|e| spill_error(&e))?;
+        if let Some(why) = wants.overflowed() {
             return Err(Error::config(format!(
-                "{name} names no block: none of its {lines} line{} holds a block locator or hash. \
-                 Give one locator (HASH+SIZE) or hash per line, or manifest text (stream lines \
-                 with their locators).",
-                if lines == 1 { "" } else { "s" }
+                "{name}: its collections ask for {why}, more than keep-rsync can track; give \
+                 -replications N and --storage-classes to use one for every block."
             )));
         }
-        let (file, len) = sorter.finish().map_err(|e| spill_error(&e))?;
         Ok(ListedBlocks {
             file,
             len,
-            locators: scanner.locators,
+            locators,
+            form,
+            records,
+            wants,
         })
-    }
-
-    /// A sorted, deduplicated file of `len` records, as [`sort::Sorter`]
-    /// leaves it.
-    pub fn from_sorted(file: File, len: u64) -> ListedBlocks {
-        ListedBlocks {
-            file,
-            len,
-            locators: len,
-        }
     }
 
     /// Distinct blocks listed under the prefix the list was read for.
@@ -208,10 +276,10 @@ impl ListedBlocks {
         self.len == 0
     }
 
-    fn entry_at(&self, i: u64) -> std::io::Result<Entry> {
+    fn entry_at(&self, i: u64) -> std::io::Result<Listed> {
         let mut rec = [0u8; RECORD];
         self.file.read_exact_at(&mut rec, i * RECORD as u64)?;
-        Ok(decode(&rec))
+        Ok(Listed::decode(&rec))
     }
 
     /// Index of the first entry whose hash is at least `k`.
@@ -246,7 +314,7 @@ impl ListedBlocks {
     }
 
     /// The listed blocks of one pass, sorted.
-    pub fn load(&self, prefix: &str) -> Result<Vec<Entry>> {
+    pub fn load(&self, prefix: &str) -> Result<Vec<Listed>> {
         let (a, b) = self.span(prefix)?;
         let mut out = Vec::with_capacity((b - a) as usize);
         for e in self.cursor_span(a, b) {
@@ -282,9 +350,9 @@ pub struct Cursor<'a> {
 }
 
 impl Iterator for Cursor<'_> {
-    type Item = Result<Entry>;
+    type Item = Result<Listed>;
 
-    fn next(&mut self) -> Option<Result<Entry>> {
+    fn next(&mut self) -> Option<Result<Listed>> {
         if self.pos >= self.buf.len() {
             if self.at >= self.end {
                 return None;
@@ -302,7 +370,7 @@ impl Iterator for Cursor<'_> {
             self.at += n as u64;
             self.pos = 0;
         }
-        let e = decode(&self.buf[self.pos..self.pos + RECORD]);
+        let e = Listed::decode(&self.buf[self.pos..self.pos + RECORD]);
         self.pos += RECORD;
         Some(Ok(e))
     }
@@ -327,6 +395,28 @@ fn bad_list(name: &str, b: parse::Bad) -> Error {
              locator is 32 lowercase hex digits, optionally +SIZE and +HINTs; fix or remove the \
              word, or the line."
         )),
+    }
+}
+
+fn bad_records(name: &str, form: Form, e: records::ReadError) -> Error {
+    match e {
+        records::ReadError::Io { line, error } => Error::config(format!(
+            "cannot read {name} (after line {line}): {}.",
+            io_why(&error)
+        )),
+        records::ReadError::Bad(b) => {
+            let of = match &b.uuid {
+                Some(u) => format!(" (collection {u})"),
+                None => String::new(),
+            };
+            Error::config(format!(
+                "{name}, line {}{of}: {}. The list was read as {} (from its first line); fix \
+                 or remove the record.",
+                b.line,
+                b.why,
+                form.describe()
+            ))
+        }
     }
 }
 
@@ -360,7 +450,7 @@ mod tests {
 
     fn list(hashes: &[BlockHash], prefix: &str, run_len: usize) -> Result<ListedBlocks> {
         let text: String = hashes.iter().map(|h| format!("{h}+1\n")).collect();
-        ListedBlocks::read_from(text.as_bytes(), "t", prefix, run_len)
+        ListedBlocks::read_from(text.as_bytes(), "t", prefix, run_len, &Default::default())
     }
 
     #[test]
@@ -399,12 +489,18 @@ mod tests {
 
     #[test]
     fn bad_lists_are_config_errors_naming_the_line() {
-        let e = ListedBlocks::read_from(&b"hello\nworld\n"[..], "the list x", "", 10)
-            .err()
-            .unwrap();
+        let e = ListedBlocks::read_from(
+            &b"hello\nworld\n"[..],
+            "the list x",
+            "",
+            10,
+            &Default::default(),
+        )
+        .err()
+        .unwrap();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("names no block"), "{e}");
-        let e = ListedBlocks::read_from(&b""[..], "the list x", "", 10)
+        let e = ListedBlocks::read_from(&b""[..], "the list x", "", 10, &Default::default())
             .err()
             .unwrap();
         assert!(e.to_string().contains("names no block"), "{e}");
@@ -413,13 +509,20 @@ mod tests {
             "the list x",
             "",
             10,
+            &Default::default(),
         )
         .err()
         .unwrap();
         assert!(e.to_string().starts_with("the list x, line 2: "), "{e}");
         // Only blocks outside the prefix: not an error, an empty shard.
-        let l = ListedBlocks::read_from(&b"acbd18db4cc2f85cedef654fccc4a4d8\n"[..], "t", "0", 10)
-            .unwrap();
+        let l = ListedBlocks::read_from(
+            &b"acbd18db4cc2f85cedef654fccc4a4d8\n"[..],
+            "t",
+            "0",
+            10,
+            &Default::default(),
+        )
+        .unwrap();
         assert!(l.is_empty());
         assert_eq!(l.locators, 1);
     }

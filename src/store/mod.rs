@@ -176,6 +176,16 @@ impl Store {
         }
     }
 
+    /// The storage classes a copy listed here is in: a volume's own; a
+    /// keepstore's when a cluster config gave its volumes; otherwise `None`
+    /// (not known: a keepproxy, a services list).
+    pub fn classes_held(&self) -> Option<&[String]> {
+        match self {
+            Store::Keep(s) => s.service.classes.as_deref(),
+            _ => self.volume().map(|t| &t.classes[..]),
+        }
+    }
+
     pub fn read_only(&self) -> bool {
         match self {
             Store::Keep(s) => s.service.read_only,
@@ -217,6 +227,17 @@ impl Store {
         matches!(self, Store::Keep(s) if s.service.is_proxy())
     }
 
+    /// Copies one listing here stands for, read-only or not: a volume its
+    /// `Replication`, a keepstore 1, a keepproxy (whose keepstores are not
+    /// known) as many as are asked of it.
+    pub fn replicas_held(&self) -> u32 {
+        match self {
+            Store::Keep(s) if s.service.is_proxy() => crate::wants::MAX_REPLICATION,
+            Store::Keep(_) => 1,
+            _ => self.volume().map_or(1, |t| t.replication.max(1)),
+        }
+    }
+
     /// Whether a block that read back wrong from here will read back the same
     /// way again (a file or an object at rest), rather than having been
     /// damaged on its way (a keepstore that re-reads its disk, a proxy).
@@ -225,15 +246,16 @@ impl Store {
     }
 
     /// Whether a write here can confirm every one of `classes` (a
-    /// comma-separated `--storage-classes`): a keepstore decides for itself;
-    /// a volume only with each class among its own.
+    /// comma-separated `--storage-classes`): a volume, or a keepstore whose
+    /// volumes a cluster config gave, only with each class among its own;
+    /// any other keepstore decides for itself.
     pub fn may_confirm(&self, classes: Option<&str>) -> bool {
-        match (self.volume(), classes) {
-            (Some(t), Some(want)) => want
+        match (self.classes_held(), classes) {
+            (Some(held), Some(want)) => want
                 .split(',')
                 .map(str::trim)
                 .filter(|c| !c.is_empty())
-                .all(|c| t.classes.iter().any(|k| k == c)),
+                .all(|c| held.iter().any(|k| k == c)),
             _ => true,
         }
     }

@@ -20,6 +20,9 @@ pub struct KeepService {
     /// `disk`, `proxy`, or `gateway:…`.
     pub service_type: String,
     pub read_only: bool,
+    /// The storage classes of the volumes it writes to, when a cluster
+    /// config says (copies it lists are in all of them); `None`: not known.
+    pub classes: Option<Vec<String>>,
 }
 
 impl KeepService {
@@ -136,6 +139,7 @@ pub fn parse_services(text: &str) -> Result<Vec<KeepService>, String> {
             ssl,
             service_type,
             read_only,
+            classes: None,
         };
         if let Some(prev) = out.iter().find(|s| s.uuid == svc.uuid) {
             return Err(bad(format!(
@@ -201,6 +205,7 @@ mod tests {
             ssl: true,
             service_type: "disk".into(),
             read_only: false,
+            classes: None,
         };
         assert_eq!(s.url(), "https://[::1]:1");
     }

@@ -426,6 +426,7 @@ fn build_config(a: &ServeArgs) -> Result<ClusterConfig, String> {
             .map(|c| c.trim().to_string())
             .filter(|c| !c.is_empty())
             .collect(),
+        service_classes: Vec::new(),
         synthetic: a.synthetic_blocks.map(|blocks| SyntheticIndex {
             blocks,
             seed: a.synthetic_seed,

@@ -86,6 +86,9 @@ pub struct ClusterConfig {
     pub synthetic: Option<SyntheticIndex>,
     /// Storage classes the services offer (confirmed on PUT when requested).
     pub storage_classes: Vec<String>,
+    /// Per service, classes instead of `storage_classes` (a keepstore whose
+    /// volumes are of other classes); services past its end take those.
+    pub service_classes: Vec<Vec<String>>,
     /// `disk` (keepstores, the default) or `proxy`: a keepproxy answers a
     /// PUT with as many replicas stored as were desired.
     pub service_type: String,
@@ -116,6 +119,7 @@ impl Default for ClusterConfig {
             default_replication: 2,
             synthetic: None,
             storage_classes: vec!["default".into()],
+            service_classes: Vec::new(),
             service_type: "disk".into(),
             shared_data: false,
             discard_data: false,
@@ -260,7 +264,7 @@ impl Cluster {
             let port = cfg.ports.get(i).copied().unwrap_or(0);
             let listener = TcpListener::bind((cfg.listen, port)).await?;
             let addr = listener.local_addr()?;
-            let svc = Arc::new(Svc::new(
+            let mut svc = Svc::new(
                 i,
                 uuid,
                 cfg.read_only.contains(&i),
@@ -268,7 +272,11 @@ impl Cluster {
                 store,
                 shared.clone(),
                 cfg.faults.clone(),
-            ));
+            );
+            if let Some(c) = cfg.service_classes.get(i) {
+                svc.classes = c.clone();
+            }
+            let svc = Arc::new(svc);
             svc.serve(listener);
             svcs.push(svc);
         }
@@ -441,12 +449,14 @@ impl Cluster {
             ));
         }
         y.push_str("    Volumes:\n");
-        for i in 0..self.svcs.len() {
+        for (i, s) in self.svcs.iter().enumerate() {
             let ro = c.read_only.contains(&i);
+            let classes: Vec<String> = s.classes.iter().map(|c| format!("{c:?}: true")).collect();
             y.push_str(&format!(
-                "      {}-nyw5e-{i:015x}:\n        AccessViaHosts: {{\"{}/\": {{ReadOnly: {ro}}}}}\n        Driver: Directory\n        DriverParameters: {{Root: /var/lib/arvados/keep{i}}}\n        Replication: 1\n",
+                "      {}-nyw5e-{i:015x}:\n        AccessViaHosts: {{\"{}/\": {{ReadOnly: {ro}}}}}\n        Driver: Directory\n        DriverParameters: {{Root: /var/lib/arvados/keep{i}}}\n        Replication: 1\n        StorageClasses: {{{}}}\n",
                 c.uuid_prefix,
-                self.url(i)
+                self.url(i),
+                classes.join(", ")
             ));
         }
         y

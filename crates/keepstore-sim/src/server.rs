@@ -91,6 +91,8 @@ pub(crate) struct Svc {
     pub index: usize,
     pub uuid: String,
     pub read_only: bool,
+    /// The storage classes this keepstore confirms (its volumes' classes).
+    pub classes: Vec<String>,
     pub addr: SocketAddr,
     pub store: Arc<Store>,
     pub shared: Arc<Shared>,
@@ -124,6 +126,7 @@ impl Svc {
             index,
             uuid,
             read_only,
+            classes: shared.storage_classes.clone(),
             addr,
             store: Arc::new(store),
             shared,
@@ -833,7 +836,7 @@ async fn write_block(
         req.headers()
             .get(protocol::HDR_STORAGE_CLASSES)
             .and_then(|v| v.to_str().ok()),
-        &svc.shared.storage_classes,
+        &svc.classes,
     );
     if faults.full || svc.read_only {
         if faults.full {
