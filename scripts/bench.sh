@@ -40,6 +40,14 @@
 #      --fixed-concurrency --max-per-service K, K = 8 ... 128; c) 16 prefix
 #      jobs at once into that keepstore (4000 blocks): default flags, fixed
 #      128 and fixed 16; the destination's 503s sampled every 0.5 s;
+#  10. (only with --collections) collection records: --dry-run over 4+4
+#      synthetic services (10^7 blocks, 90 % at the destination) from the
+#      clusters' config.yml files, with --blocks-from each of: the plain
+#      list of every block's locator, the same blocks as manifests (psql
+#      -At of manifest_text, collections of 100 blocks, a tenth of them
+#      repeated in second collections), and those collections as psql CSV
+#      records (replication and storage classes per collection); wall, CPU
+#      and peak RSS of each;
 #
 # then rewrites docs/benchmarks.md (scripts/bench-report.py) from the raw
 # results it saves in docs/bench/last-full.json.
@@ -55,6 +63,10 @@
 #                               cores, BENCH_S8_BIG=12 saves about one);
 #                               with --quick: one round of tiny data sets,
 #                               printed, does not touch docs/
+#   scripts/bench.sh --collections
+#                               scenario 10 only (docs/bench/last-collections.json,
+#                               then docs/benchmarks.md; about 5 min on 2
+#                               cores); with --quick: 10^6 blocks, printed
 #   scripts/bench.sh --concurrency
 #                               scenario 9 only (docs/bench/last-concurrency.json,
 #                               then docs/benchmarks.md; BENCH_S9="b c" runs
@@ -75,12 +87,13 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=full
 QUICK=0
-usage() { echo "usage: $0 [--sweep|--quick|--stores [--quick]|--concurrency [--quick]]" >&2; exit 2; }
+usage() { echo "usage: $0 [--sweep|--quick|--stores [--quick]|--concurrency [--quick]|--collections [--quick]]" >&2; exit 2; }
 for arg in "$@"; do
     case $arg in
         --sweep) [ "$MODE" = full ] || usage; MODE=sweep ;;
         --stores) [ "$MODE" = full ] || usage; MODE=stores ;;
         --concurrency) [ "$MODE" = full ] || usage; MODE=concurrency ;;
+        --collections) [ "$MODE" = full ] || usage; MODE=collections ;;
         --quick) QUICK=1 ;;
         *) usage ;;
     esac
@@ -94,6 +107,7 @@ BIG=${BENCH_BIG:-1}
 [ "$MODE" = quick ] && RUNS=1
 [ "$MODE" = stores ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
 [ "$MODE" = concurrency ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
+[ "$MODE" = collections ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
 
 if [ ! -x /usr/bin/time ]; then
     echo "bench: GNU time is needed (apt-get install -y time)" >&2
@@ -129,7 +143,7 @@ BASE_REF=${BENCH_BASELINE:-fc569a8}
 BASE_DIR=$ROOT/target/bench-baseline
 KR_BASE=$BASE_DIR/release/keep-rsync
 base_commit=$(git rev-parse --verify --quiet "$BASE_REF^{commit}" || true)
-if [ "$MODE" = stores ] || [ "$MODE" = concurrency ] || ! { want 4 || want 5 || want 6; }; then
+if [ "$MODE" = stores ] || [ "$MODE" = concurrency ] || [ "$MODE" = collections ] || ! { want 4 || want 5 || want 6; }; then
     KR_BASE= # only scenarios 4-6 compare with it
 elif [ -z "$base_commit" ]; then
     echo "bench: BENCH_BASELINE=$BASE_REF is not a commit here: no before/after rows" >&2
@@ -233,8 +247,9 @@ if row.get("tool", "").startswith("keep-rsync"):
         row["report"] = {k: r.get(k) for k in ("status", "elapsed_seconds", "index_lines",
                          "index_bytes", "copied", "copied_bytes", "replicas_written",
                          "bytes_written", "failed", "buffer_memory", "index_budget", "passes")}
-        row["report"]["plan"] = {k: r["plan"][k] for k in ("src_blocks", "dst_blocks",
-                                 "present", "to_copy", "to_copy_bytes", "to_top_up")}
+        row["report"]["plan"] = {k: r["plan"].get(k) for k in ("src_blocks", "dst_blocks",
+                                 "present", "to_copy", "to_copy_bytes", "to_top_up", "listed",
+                                 "lost", "under_replicated", "per_replication", "per_class")}
     except Exception as ex:
         row["report_error"] = str(ex)
 if row.get("tool", "").startswith("keep-block-check"):
@@ -1102,6 +1117,53 @@ EOF
     return 0
 }
 
+# --------------------------------------------------------------- scenario 10
+# Collection records (bench.sh --collections only): a dry run over S10_BLOCKS
+# synthetic blocks from the clusters' config.yml files, restricted by
+# --blocks-from to every source block, in three forms of the same blocks
+# (scripts/bench-collections.py): plain locators, manifests, and psql CSV
+# collection records with per-collection replication and classes. The list
+# of locators is the union of source services 0 and 2's indexes (block i is
+# on services i and i+1 mod 4).
+S10_BLOCKS=10000000
+[ "$QUICK" = 1 ] && S10_BLOCKS=1000000
+scenario10() { # ROUNDS
+    local rounds=$1 run form url i
+    start_sim s10src --services 4 --uuid-prefix srcx0 --synthetic-blocks $S10_BLOCKS \
+        --synthetic-seed 10 --synthetic-replicas 2 --synthetic-fraction 1.0 \
+        --cluster-config "$W/s10src.yml"
+    start_sim s10dst --services 4 --uuid-prefix dstx0 --synthetic-blocks $S10_BLOCKS \
+        --synthetic-seed 10 --synthetic-replicas 2 --synthetic-fraction 0.9 \
+        --cluster-config "$W/s10dst.yml"
+    i=0
+    for url in $(python3 -c 'import json, sys
+for s in json.load(open(sys.argv[1]))["items"]:
+    print("http://%s:%d" % (s["service_host"], s["service_port"]))' "$W/s10src.json"); do
+        if [ $((i % 2)) = 0 ]; then
+            curl -sf -H "Authorization: Bearer tok-s10src" "$url/index/"
+        fi
+        i=$((i + 1))
+    done | awk 'NF { print $1 }' >"$W/s10-list.txt"
+    echo "bench: scenario 10: $(wc -l <"$W/s10-list.txt") listed blocks; writing manifests and CSV" >&2
+    python3 scripts/bench-collections.py "$W/s10-list.txt" "$W/s10"
+    for run in $(seq 1 "$rounds"); do
+        for form in list manifests collections; do
+            local f
+            case $form in
+                list) f=$W/s10-list.txt ;;
+                manifests) f=$W/s10.manifests.txt ;;
+                collections) f=$W/s10.collections.csv ;;
+            esac
+            rm -f "$W/report.json"
+            measure "{\"scenario\":10,\"tool\":\"keep-rsync\",\"form\":\"$form\",\"blocks\":$S10_BLOCKS,\"bytes\":$(stat -c %s "$f"),\"run\":$run}" \
+                "$KR" -src-cluster-config "$W/s10src.yml" -dst-cluster-config "$W/s10dst.yml" \
+                --dry-run --quiet --report "$W/report.json" --blocks-from "$f"
+        done
+    done
+    stop_sim s10src
+    stop_sim s10dst
+}
+
 DEFAULT_T=$(sed -n 's/^pub const DEFAULT_TRANSFERS: usize = \([0-9]*\);/\1/p' src/cli.rs)
 case $MODE in
     full)
@@ -1127,6 +1189,9 @@ case $MODE in
     concurrency)
         scenario9 "$RUNS"
         ;;
+    collections)
+        scenario10 "$RUNS"
+        ;;
     quick)
         want 2 && md5_speed
         want 3 && scenario3 1000000 1
@@ -1145,6 +1210,7 @@ LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 RUN_MODE=$MODE
 [ "$MODE" = stores ] && [ "$QUICK" = 1 ] && RUN_MODE=stores-quick
 [ "$MODE" = concurrency ] && [ "$QUICK" = 1 ] && RUN_MODE=concurrency-quick
+[ "$MODE" = collections ] && [ "$QUICK" = 1 ] && RUN_MODE=collections-quick
 python3 - "$RUN_MODE" "$T_START" "$T_END" "$LOAD" "$DEFAULT_T" "$RES" "$LOAD_START" "$W/meta.json" >"$W/run.json" <<'EOF'
 import json, sys, os, platform, subprocess, datetime
 mode, t0, t1, load, deft, res, load0, meta = sys.argv[1:]
@@ -1182,6 +1248,13 @@ case $MODE in
             cp "$W/run.json" "$W/quick.json"
         else
             mkdir -p docs/bench && cp "$W/run.json" docs/bench/last-concurrency.json
+        fi
+        ;;
+    collections)
+        if [ "$QUICK" = 1 ]; then
+            cp "$W/run.json" "$W/quick.json"
+        else
+            mkdir -p docs/bench && cp "$W/run.json" docs/bench/last-collections.json
         fi
         ;;
 esac

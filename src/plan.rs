@@ -1188,4 +1188,104 @@ mod tests {
             .collect();
         assert_eq!(p.sources(&p.jobs[0]).to_vec(), want);
     }
+
+    /// Collection records: each block decided against its own want, copies
+    /// counted per class by the classes of the stores listing it.
+    #[test]
+    fn per_block_wants_count_copies_per_class() {
+        let mut wants = Wants::new();
+        let c = |w: &mut Wants, cl: &[&str], r: Option<u32>| {
+            let cl: Vec<String> = cl.iter().map(|s| s.to_string()).collect();
+            w.of_collection(&cl, r).unwrap()
+        };
+        let default3 = c(&mut wants, &["default"], Some(3));
+        let archive1 = c(&mut wants, &["archive"], Some(1));
+        let both = wants.combine(default3, archive1);
+        let null_default = c(&mut wants, &["default"], None);
+        // Destination stores 0-2 `default`, 3 `archive`, 4 unknown classes.
+        let dst_classes = [1u64, 1, 1, 2, u64::MAX];
+        let dst_credits = [1u32; 5];
+        let per_block = PerBlock {
+            wants: &wants,
+            dst_classes: &dst_classes,
+            dst_credits: &dst_credits,
+            default: 2,
+            replications: None,
+        };
+        // Blocks 1-6 on source 0; the destination lists:
+        // 1 on 0,1,2 (default 3: present); 2 on 0,1,2 (needs archive 1 too:
+        // top up); 3 on 0,1,2,3 (both: present); 4 on 3 (archive 1: present);
+        // 5 on 0,4 (null default = 2; the unknown store counts: present);
+        // 6 on 0 (null default = 2: top up). 7 on the destination only, short.
+        let src = vec![idx(&[1, 2, 3, 4, 5, 6])];
+        let dst = vec![
+            idx(&[1, 2, 3, 5, 6, 7]),
+            idx(&[1, 2, 3]),
+            idx(&[1, 2, 3]),
+            idx(&[3, 4]),
+            idx(&[5]),
+        ];
+        let list = |n: u8, want| Listed {
+            hash: h(n),
+            size: n as u32 * 10,
+            want,
+        };
+        let listed = vec![
+            list(1, default3),
+            list(2, both),
+            list(3, both),
+            list(4, archive1),
+            list(5, null_default),
+            list(6, null_default),
+            list(7, default3),
+        ];
+        let ss = rank(1);
+        for parallel in [false, true] {
+            let opts = PlanOptions {
+                src_rank: &ss,
+                dst_credits: &dst_credits,
+                want: 2,
+                verify_existing: false,
+                jobs: true,
+                listed: Some(&listed),
+                per_block: Some(per_block),
+            };
+            let p = plan_split(&src, &dst, &opts, parallel, 0);
+            let got: Vec<(u8, Action, WantId)> =
+                p.jobs.iter().map(|j| (j.hash.0[0], j.action, j.want)).collect();
+            assert_eq!(
+                got,
+                [(2, Action::TopUp, both), (6, Action::TopUp, null_default)],
+                "parallel {parallel}"
+            );
+            let c = &p.counts;
+            assert_eq!((c.present, c.to_top_up, c.under_replicated), (5, 2, 1));
+            assert_eq!(p.short.len(), 1);
+            assert_eq!(p.short[0].classes, [("default".to_string(), 1, 3)]);
+            // Counted by wanted replication (the most of a block's classes)
+            // and by class.
+            assert_eq!(c.per_replication.keys().copied().collect::<Vec<_>>(), [2, 3]);
+            assert_eq!(c.per_class["default"].blocks, 2);
+            assert_eq!(c.per_class["archive"].blocks, 1);
+        }
+        // -replications 1 overrides every count, not the classes: only 2
+        // (no `archive` copy) is short.
+        let opts = PlanOptions {
+            src_rank: &ss,
+            dst_credits: &dst_credits,
+            want: 1,
+            verify_existing: false,
+            jobs: true,
+            listed: Some(&listed),
+            per_block: Some(PerBlock {
+                replications: Some(1),
+                ..per_block
+            }),
+        };
+        let p = plan_split(&src, &dst, &opts, false, 0);
+        let got: Vec<(u8, Action)> = p.jobs.iter().map(|j| (j.hash.0[0], j.action)).collect();
+        assert_eq!(got, [(2, Action::TopUp)]);
+        assert!(p.short.is_empty());
+    }
+
 }
