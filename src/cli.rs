@@ -240,9 +240,12 @@ pub struct Config {
     pub verify_existing: bool,
 
     /// Only the blocks listed in FILE (- for stdin): one locator or hash per
-    /// line, or manifest text (every locator in it). Listed blocks on no
-    /// source and no destination service are reported as lost (exit 1).
-    /// With --dry-run: a migration check that writes nothing.
+    /// line, manifest text (every locator in it), or collection records (CSV
+    /// with a manifest_text column as psql writes it, or JSON lines: each
+    /// block gets the replication and storage classes its collections
+    /// want). Listed blocks on no source and no destination service are
+    /// reported as lost (exit 1). With --dry-run: a migration check that
+    /// writes nothing.
     #[arg(
         long = "blocks-from",
         value_name = "FILE|-",

@@ -1251,8 +1251,11 @@ mod tests {
                 per_block: Some(per_block),
             };
             let p = plan_split(&src, &dst, &opts, parallel, 0);
-            let got: Vec<(u8, Action, WantId)> =
-                p.jobs.iter().map(|j| (j.hash.0[0], j.action, j.want)).collect();
+            let got: Vec<(u8, Action, WantId)> = p
+                .jobs
+                .iter()
+                .map(|j| (j.hash.0[0], j.action, j.want))
+                .collect();
             assert_eq!(
                 got,
                 [(2, Action::TopUp, both), (6, Action::TopUp, null_default)],
@@ -1264,7 +1267,10 @@ mod tests {
             assert_eq!(p.short[0].classes, [("default".to_string(), 1, 3)]);
             // Counted by wanted replication (the most of a block's classes)
             // and by class.
-            assert_eq!(c.per_replication.keys().copied().collect::<Vec<_>>(), [2, 3]);
+            assert_eq!(
+                c.per_replication.keys().copied().collect::<Vec<_>>(),
+                [2, 3]
+            );
             assert_eq!(c.per_class["default"].blocks, 2);
             assert_eq!(c.per_class["archive"].blocks, 1);
         }
@@ -1287,5 +1293,4 @@ mod tests {
         assert_eq!(got, [(2, Action::TopUp)]);
         assert!(p.short.is_empty());
     }
-
 }

@@ -169,7 +169,8 @@ impl ClusterDefault {
         match self {
             ClusterDefault::Known(n) => Ok(n),
             ClusterDefault::Api(s, timeout) => {
-                let flag = "-replications N (the copies each block of the collection records should have)";
+                let flag =
+                    "-replications N (the copies each block of the collection records should have)";
                 let doc = discovery(&s, Role::Cluster, flag, timeout).await?;
                 doc.default_replication.filter(|&n| n > 0).ok_or_else(|| {
                     Error::unreadable(format!(

@@ -485,3 +485,76 @@ fn fixtures_in_testdata() {
         assert!(!msg.contains('\n'), "{bad}: not one paragraph: {msg}");
     }
 }
+
+/// Into Directory volumes, whose classes are known: each class gets its
+/// copies on its own volumes, in keepstore's mount order, and a rerun
+/// writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_of_each_class_get_their_copies() {
+    let s = Scene::start().await;
+    let root = s.p.path("vols");
+    let vol = |i: usize, class: &str| {
+        format!(
+            "zzzzz-nyw5e-00000000000000{i}:\n  Driver: Directory\n  DriverParameters: {{Root: {}}}\n  StorageClasses: {{{class}: true}}\n",
+            root.join(format!("v{i}")).display()
+        )
+    };
+    for i in 0..3 {
+        std::fs::create_dir_all(root.join(format!("v{i}"))).unwrap();
+    }
+    let yml = s.p.path("vols.yml");
+    std::fs::write(
+        &yml,
+        [vol(0, "default"), vol(1, "default"), vol(2, "archive")].concat(),
+    )
+    .unwrap();
+    let (a, b) = (&s.archive_only, &s.both);
+    let csv = format!(
+        "uuid,replication_desired,storage_classes_desired,manifest_text\n\
+         zzzzz-4zz18-00000000000000a,2,\"[\"\"default\"\"]\",\". {} 0:{}:a\n\"\n\
+         zzzzz-4zz18-00000000000000b,,\"[\"\"archive\"\"]\",\". {} {} 0:{}:ab\n\"\n",
+        Scene::loc(a),
+        a.1,
+        Scene::loc(a),
+        Scene::loc(b),
+        a.1 + b.1
+    );
+    std::fs::write(s.p.path("v.csv"), csv).unwrap();
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "-src-cluster-config".to_string(),
+            s.p.path("src.yml").display().to_string(),
+            "--dst-volumes".into(),
+            yml.display().to_string(),
+            "--blocks-from".into(),
+            s.p.path("v.csv").display().to_string(),
+        ];
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    run_rsync(&args(&[])).await.expect(0);
+    let on = |h: &BlockHash| -> Vec<usize> {
+        let name = h.to_string();
+        (0..3)
+            .filter(|i| {
+                root.join(format!("v{i}"))
+                    .join(&name[..3])
+                    .join(&name)
+                    .exists()
+            })
+            .collect()
+    };
+    assert_eq!(
+        on(&a.0),
+        [0, 1, 2],
+        "a: 2 default (null archive = 1 for volumes)"
+    );
+    assert_eq!(on(&b.0), [2], "b: 1 archive");
+    let r = run_rsync(&args(&["--dry-run"])).await;
+    r.expect(0);
+    assert!(
+        r.all().contains("to copy: 0") && r.all().contains("to top up: 0"),
+        "{}",
+        r.all()
+    );
+}
