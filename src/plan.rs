@@ -1189,6 +1189,13 @@ mod tests {
         assert_eq!(p.sources(&p.jobs[0]).to_vec(), want);
     }
 
+    /// The sizes the memory budget counts on (docs/design.md, "Memory").
+    #[test]
+    fn jobs_and_listed_blocks_stay_small() {
+        assert_eq!(std::mem::size_of::<Job>(), 32);
+        assert_eq!(std::mem::size_of::<Listed>(), 24);
+    }
+
     /// Collection records: each block decided against its own want, copies
     /// counted per class by the classes of the stores listing it.
     #[test]
