@@ -226,7 +226,19 @@ async fn storage_classes_are_requested_and_must_be_confirmed() {
         .rsync(&["-replications", "1", "--storage-classes", "archive"])
         .await;
     r.expect(1);
-    assert!(r.stderr.contains("not confirmed"), "{}", r.stderr);
+    // keepstore answers 507 when no volume of a class asked is writable:
+    // said as such, and the service is not taken for full.
+    assert!(
+        r.stderr
+            .contains("for storage classes \"archive\": no writable volume of them there"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("no more blocks are written to it"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

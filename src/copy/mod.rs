@@ -642,7 +642,17 @@ impl<'a> Copier<'a> {
                     .fetch_add(size * ok.replicas as u64, Relaxed);
                 Ok(ok)
             }
-            Err((f, _)) if f.kind == FailureKind::Full => Err(self.note_full(d as usize, f)),
+            // keepstore answers 507 as well when it has no writable volume
+            // of any class asked: full only where the classes are known.
+            Err((f, _)) if f.kind == FailureKind::Full => match classes {
+                Some(asked) if !svc.store.classes_held().is_some_and(|_| svc.store.may_confirm(Some(asked))) => {
+                    Err(Failure::new(
+                        FailureKind::Rejected,
+                        format!("{f} for storage classes {asked:?}: no writable volume of them there, or they are full"),
+                    ))
+                }
+                _ => Err(self.note_full(d as usize, f)),
+            },
             Err((f, _)) => Err(self.note_down(self.dst, d as usize, f)),
         }
     }

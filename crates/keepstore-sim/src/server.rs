@@ -838,7 +838,11 @@ async fn write_block(
             .and_then(|v| v.to_str().ok()),
         &svc.classes,
     );
-    if faults.full || svc.read_only {
+    // keepstore writes only to volumes of a class asked; with none, no
+    // write is tried and it answers as if all were full.
+    let no_class = confirmed.is_none();
+    let confirmed = confirmed.unwrap_or_default();
+    if faults.full || svc.read_only || no_class {
         if faults.full {
             svc.injected();
         }
@@ -917,25 +921,26 @@ async fn write_block(
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "response")))
 }
 
-/// `X-Keep-Storage-Classes-Confirmed` for a PUT: each requested class this
-/// service offers, `=1` (keepstore's format); the first offered class when
-/// none was requested or none of the requested ones is offered.
-fn confirm_classes(requested: Option<&str>, offered: &[String]) -> String {
-    let got: Vec<String> = requested
+/// `X-Keep-Storage-Classes-Confirmed` for a PUT: each class of this
+/// service's volume, `=1`, when a class was asked that it has or none was
+/// asked (keepstore's format: the classes of the volumes written, asked or
+/// not); `None` when classes were asked and it has none of them.
+fn confirm_classes(requested: Option<&str>, offered: &[String]) -> Option<String> {
+    let asked: Vec<&str> = requested
         .unwrap_or("")
         .split(',')
         .map(str::trim)
-        .filter(|c| offered.iter().any(|o| o == c))
-        .map(|c| format!("{c}=1"))
+        .filter(|c| !c.is_empty())
         .collect();
-    if got.is_empty() {
-        format!(
-            "{}=1",
-            offered.first().map(String::as_str).unwrap_or("default")
-        )
-    } else {
-        got.join(", ")
+    if !asked.is_empty() && !asked.iter().any(|c| offered.iter().any(|o| o == c)) {
+        return None;
     }
+    let all: Vec<String> = offered.iter().map(|c| format!("{c}=1")).collect();
+    Some(if all.is_empty() {
+        "default=1".to_string()
+    } else {
+        all.join(", ")
+    })
 }
 
 /// `None` when `req` carries the root token, else the refusal (401 without
