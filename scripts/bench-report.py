@@ -1108,9 +1108,9 @@ def collections_report(run, out):
         fr = [r for r in rs if r.get("form") == form]
         base[form] = (med([r["wall"] for r in fr]), med([r["maxrss_kib"] for r in fr]),
                       med([r["user"] + r["sys"] for r in fr]), fr)
-    w0, m0, _, _ = base["list"]
-    out.append("| list form | file | wall s | CPU s | peak RSS MiB | wall vs list | RSS vs list | runs (wall) | exit |")
-    out.append("|---|---|---|---|---|---|---|---|---|")
+    w0, m0, c0, _ = base["list"]
+    out.append("| list form | file | wall s | CPU s | peak RSS MiB | wall vs list | CPU vs list | RSS vs list | runs (wall) | exit |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
     for form, label in S10_FORMS:
         w, m, c, fr = base[form]
         if not fr:
@@ -1118,7 +1118,7 @@ def collections_report(run, out):
         size = fr[0].get("bytes", 0) / MIB
         ratio = lambda a, b: f"{a / b:.2f}×" if a and b else "–"
         out.append(f"| {label} | {size:,.0f} MiB | {f(w)} | {f(c)} | {f(m / 1024 if m else None, 0)} | "
-                   f"{ratio(w, w0)} | {ratio(m, m0)} | {allruns([r['wall'] for r in fr])} | "
+                   f"{ratio(w, w0)} | {ratio(c, c0)} | {ratio(m, m0)} | {allruns([r['wall'] for r in fr])} | "
                    f"{', '.join(str(r['rc']) for r in fr)} |")
     out.append("")
     fr = base["collections"][3]
@@ -1138,6 +1138,10 @@ def collections_report(run, out):
             for k, b in sorted(pc.items()):
                 out.append(f"| class `{k}` | {f(b['blocks'])} | {b['bytes'] / 2**30:,.1f} GiB |")
             out.append("")
+    loads = [float(run.get(k, "0").split()[0]) for k in ("load_before", "load_after")]
+    if max(loads) > run["machine"]["nproc"] * 0.5:
+        out.append(f"Load average up to {max(loads):.1f} on {run['machine']['nproc']} cores during "
+                   "this run: wall times are inflated and noisy; CPU seconds compare better.\n")
     out.append("What the difference is made of: the CSV is parsed record by record (the `csv` "
                "crate, one record's manifest held at a time) and each manifest is checked line by "
                "line, where the plain forms are cut into words; the sort carries a 2-byte want per "
