@@ -1150,6 +1150,77 @@ def collections_report(run, out):
                "`--index-budget` in all three forms (the sort buffer and one pass's listed blocks).\n")
 
 
+S11_DATA = (
+    ("big", "64 MiB blocks, 2 replicas"),
+    ("small", "1–4 KiB blocks, 2 replicas"),
+    ("dry", "`--dry-run`, synthetic blocks"),
+)
+
+
+def dist_report(run, out):
+    """Scenario 11: the dist profile's binaries against the release profile's."""
+    out.append("## Release builds: `--profile dist` against `--release` (scenario 11)\n")
+    out.append(f"`scripts/bench.sh --dist`, {run['date']}, commit `{run['commit']}`, "
+               f"load average before {run.get('load_before', '?')}, when done {run['load_after']} "
+               "(raw results: `docs/bench/last-dist.json`):\n")
+    meta = run.get("s11") or {}
+    rs = rows(run, scenario=11)
+    if not rs or not meta:
+        out.append("No rows.\n")
+        return
+    out.append("`--profile dist` is what `scripts/package.sh` builds and the packages and the "
+               "container image ship: the release profile with fat LTO, one codegen unit, no "
+               "debug info and stripped symbols. Both builds of the same commit, run in turn in "
+               f"each of {meta['runs']} rounds against the same keepstore-sim clusters (4 + 4 "
+               "services, a fresh destination for every copy), default flags.\n")
+    b = meta["binaries"]
+    out.append("| binary | release | dist | dist ÷ release |")
+    out.append("|---|---|---|---|")
+    for name in ("keep-rsync", "keep-block-check"):
+        r, d = b["release"][name], b["dist"][name]
+        out.append(f"| `{name}` | {r / MIB:,.2f} MiB | {d / MIB:,.2f} MiB | {d / r:.2f}× |")
+    out.append("")
+    if meta["dist_build_seconds"] >= 10:
+        out.append(f"The dist build took {meta['dist_build_seconds']:.0f} s in this run (from "
+                   "scratch, or after a change, sharing the 2 cores with nothing else).\n")
+    out.append("| run | build | wall s (median) | all runs (wall s) | rate (median) | CPU s (median) | "
+               "peak RSS MiB (median) | wall dist ÷ release | CPU dist ÷ release | exit |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    for data, label in S11_DATA:
+        stats = {}
+        for build in ("release", "dist"):
+            fr = rows(run, scenario=11, data=data, build=build)
+            if not fr:
+                continue
+            n = fr[0]["blocks"]
+            if data == "big":
+                rate = med([r["report"]["copied_bytes"] / r["wall"] / 1e6 for r in fr if kr_ok(r)])
+                rate_s = f"{f(rate, 0)} MB/s"
+            elif data == "small":
+                rate = med([r["report"]["copied"] / r["wall"] for r in fr if kr_ok(r)])
+                rate_s = f"{f(rate, 0)} blocks/s"
+            else:
+                rate = med([n / r["wall"] for r in fr if r["rc"] == 0])
+                rate_s = f"{f(rate / 1e6 if rate else None, 2)} M blocks/s"
+            stats[build] = (med([r["wall"] for r in fr]), med([r["user"] + r["sys"] for r in fr]),
+                            med([r["maxrss_kib"] for r in fr]), fr, rate_s, n)
+        for build in ("release", "dist"):
+            if build not in stats:
+                continue
+            w, c, m, fr, rate_s, n = stats[build]
+            ratio = lambda i: (f"{stats['dist'][i] / stats['release'][i]:.2f}×"
+                               if build == "dist" and "release" in stats and stats["release"][i] else "")
+            out.append(f"| {label} ({n:,}) | {build} | {f(w)} | {allruns([r['wall'] for r in fr])} | "
+                       f"{rate_s} | {f(c)} | {f(m / 1024 if m else None, 0)} | {ratio(0)} | {ratio(1)} | "
+                       f"{', '.join(str(r['rc']) for r in fr)} |")
+    out.append("")
+    loads = [float(run.get(k, "0").split()[0]) for k in ("load_before", "load_after")]
+    if max(loads) > run["machine"]["nproc"] * 0.5:
+        out.append(f"Load average up to {max(loads):.1f} on {run['machine']['nproc']} cores during "
+                   "this run: wall times are noisy; the ratios compare runs interleaved in the same "
+                   "rounds.\n")
+
+
 def main():
     out = []
     if len(sys.argv) == 2 and sys.argv[1] == "--s9-line":
@@ -1167,6 +1238,10 @@ def main():
             return
         if run["mode"].startswith("collections"):
             collections_report(run, out)
+            print("\n".join(out))
+            return
+        if run["mode"].startswith("dist"):
+            dist_report(run, out)
             print("\n".join(out))
             return
         header(run, out)
@@ -1208,6 +1283,9 @@ def main():
     coll = os.path.join(BENCH, "last-collections.json")
     if os.path.exists(coll):
         collections_report(json.load(open(coll)), out)
+    dist = os.path.join(BENCH, "last-dist.json")
+    if os.path.exists(dist):
+        dist_report(json.load(open(dist)), out)
     out.append("## Choosing `--transfers`\n")
     if os.path.exists(sweep):
         srun = json.load(open(sweep))

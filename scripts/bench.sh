@@ -48,6 +48,12 @@
 #      repeated in second collections), and those collections as psql CSV
 #      records (replication and storage classes per collection); wall, CPU
 #      and peak RSS of each;
+#  11. (only with --dist) release builds: the binaries of `--profile dist`
+#      (what scripts/package.sh ships: fat LTO, one codegen unit, stripped)
+#      against `--release`, their sizes, and the same three runs with each,
+#      interleaved: 16 blocks of 64 MiB (2 replicas, peak RSS), 20000 blocks
+#      of 1-4 KiB (per-request work) and a --dry-run of 10^7 synthetic
+#      blocks (index parsing, sort, diff);
 #
 # then rewrites docs/benchmarks.md (scripts/bench-report.py) from the raw
 # results it saves in docs/bench/last-full.json.
@@ -67,6 +73,10 @@
 #                               scenario 10 only (docs/bench/last-collections.json,
 #                               then docs/benchmarks.md; about 5 min on 2
 #                               cores); with --quick: 10^6 blocks, printed
+#   scripts/bench.sh --dist     scenario 11 only (docs/bench/last-dist.json,
+#                               then docs/benchmarks.md; about 4 min on 2
+#                               cores plus the dist build); with --quick:
+#                               smaller sets, printed, does not touch docs/
 #   scripts/bench.sh --concurrency
 #                               scenario 9 only (docs/bench/last-concurrency.json,
 #                               then docs/benchmarks.md; BENCH_S9="b c" runs
@@ -87,13 +97,14 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=full
 QUICK=0
-usage() { echo "usage: $0 [--sweep|--quick|--stores [--quick]|--concurrency [--quick]|--collections [--quick]]" >&2; exit 2; }
+usage() { echo "usage: $0 [--sweep|--quick|--stores [--quick]|--concurrency [--quick]|--collections [--quick]|--dist [--quick]]" >&2; exit 2; }
 for arg in "$@"; do
     case $arg in
         --sweep) [ "$MODE" = full ] || usage; MODE=sweep ;;
         --stores) [ "$MODE" = full ] || usage; MODE=stores ;;
         --concurrency) [ "$MODE" = full ] || usage; MODE=concurrency ;;
         --collections) [ "$MODE" = full ] || usage; MODE=collections ;;
+        --dist) [ "$MODE" = full ] || usage; MODE=dist ;;
         --quick) QUICK=1 ;;
         *) usage ;;
     esac
@@ -108,6 +119,7 @@ BIG=${BENCH_BIG:-1}
 [ "$MODE" = stores ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
 [ "$MODE" = concurrency ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
 [ "$MODE" = collections ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
+[ "$MODE" = dist ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
 
 if [ ! -x /usr/bin/time ]; then
     echo "bench: GNU time is needed (apt-get install -y time)" >&2
@@ -143,7 +155,7 @@ BASE_REF=${BENCH_BASELINE:-fc569a8}
 BASE_DIR=$ROOT/target/bench-baseline
 KR_BASE=$BASE_DIR/release/keep-rsync
 base_commit=$(git rev-parse --verify --quiet "$BASE_REF^{commit}" || true)
-if [ "$MODE" = stores ] || [ "$MODE" = concurrency ] || [ "$MODE" = collections ] || ! { want 4 || want 5 || want 6; }; then
+if [ "$MODE" = stores ] || [ "$MODE" = concurrency ] || [ "$MODE" = collections ] || [ "$MODE" = dist ] || ! { want 4 || want 5 || want 6; }; then
     KR_BASE= # only scenarios 4-6 compare with it
 elif [ -z "$base_commit" ]; then
     echo "bench: BENCH_BASELINE=$BASE_REF is not a commit here: no before/after rows" >&2
@@ -1164,6 +1176,65 @@ for s in json.load(open(sys.argv[1]))["items"]:
     stop_sim s10dst
 }
 
+# --------------------------------------------------------------- scenario 11
+# Release builds: the dist profile's binaries against the release profile's,
+# interleaved in each round, on three kinds of work.
+S11_BIG=16
+S11_SMALL=20000
+S11_DRY=10000000
+if [ "$QUICK" = 1 ]; then S11_BIG=4; S11_SMALL=1000; S11_DRY=1000000; fi
+scenario11() { # ROUNDS
+    local rounds=$1 run build data t0 t1
+    local dist=${CARGO_TARGET_DIR:-$ROOT/target}/dist
+    echo "bench: cargo build --profile dist" >&2
+    t0=$(now)
+    cargo build --profile dist --quiet --bin keep-rsync --bin keep-block-check
+    t1=$(now)
+    python3 - "$BIN" "$dist" "$t0" "$t1" "$S11_BIG" "$S11_SMALL" "$S11_DRY" "$rounds" >"$W/meta.json" <<'EOF'
+import json, os, sys
+rel, dist, t0, t1, big, small, dry, runs = sys.argv[1:]
+size = lambda d: {b: os.path.getsize(os.path.join(d, b)) for b in ("keep-rsync", "keep-block-check")}
+print(json.dumps({"s11": {"binaries": {"release": size(rel), "dist": size(dist)},
+                          "dist_build_seconds": float(t1) - float(t0),
+                          "big": int(big), "small": int(small), "dry": int(dry), "runs": int(runs)}}))
+EOF
+    start_sim s11big --services 4 --uuid-prefix s11bg \
+        --seed-blocks $S11_BIG --seed-sizes 64M --seed-replicas 1 --seed 11
+    start_sim s11small --services 4 --uuid-prefix s11sm \
+        --seed-blocks $S11_SMALL --seed-sizes 1K-4K --seed-replicas 1 --seed 12
+    start_sim s11src --services 4 --uuid-prefix s11sy --synthetic-blocks "$S11_DRY" \
+        --synthetic-seed 11 --synthetic-replicas 2 --synthetic-fraction 1.0
+    start_sim s11dst --services 4 --uuid-prefix s11sd --synthetic-blocks "$S11_DRY" \
+        --synthetic-seed 11 --synthetic-replicas 2 --synthetic-fraction 0.9
+    for run in $(seq 1 "$rounds"); do
+        for data in big small dry; do
+            for build in release dist; do
+                local kr=$BIN/keep-rsync n cmd
+                [ "$build" = dist ] && kr=$dist/keep-rsync
+                case $data in
+                    big | small)
+                        n=$S11_BIG
+                        [ "$data" = small ] && n=$S11_SMALL
+                        start_sim s11out --services 4 --uuid-prefix s11ou
+                        cmd=$(KR=$kr rsync_cmd "s11$data" s11out)
+                        ;;
+                    dry)
+                        n=$S11_DRY
+                        cmd=$(KR=$kr rsync_cmd s11src s11dst --dry-run)
+                        ;;
+                esac
+                # shellcheck disable=SC2086
+                measure "{\"scenario\":11,\"tool\":\"keep-rsync\",\"build\":\"$build\",\"data\":\"$data\",\"blocks\":$n,\"run\":$run}" $cmd
+                [ "$data" = dry ] || stop_sim s11out
+            done
+        done
+    done
+    stop_sim s11big
+    stop_sim s11small
+    stop_sim s11src
+    stop_sim s11dst
+}
+
 DEFAULT_T=$(sed -n 's/^pub const DEFAULT_TRANSFERS: usize = \([0-9]*\);/\1/p' src/cli.rs)
 case $MODE in
     full)
@@ -1192,6 +1263,9 @@ case $MODE in
     collections)
         scenario10 "$RUNS"
         ;;
+    dist)
+        scenario11 "$RUNS"
+        ;;
     quick)
         want 2 && md5_speed
         want 3 && scenario3 1000000 1
@@ -1211,6 +1285,7 @@ RUN_MODE=$MODE
 [ "$MODE" = stores ] && [ "$QUICK" = 1 ] && RUN_MODE=stores-quick
 [ "$MODE" = concurrency ] && [ "$QUICK" = 1 ] && RUN_MODE=concurrency-quick
 [ "$MODE" = collections ] && [ "$QUICK" = 1 ] && RUN_MODE=collections-quick
+[ "$MODE" = dist ] && [ "$QUICK" = 1 ] && RUN_MODE=dist-quick
 python3 - "$RUN_MODE" "$T_START" "$T_END" "$LOAD" "$DEFAULT_T" "$RES" "$LOAD_START" "$W/meta.json" >"$W/run.json" <<'EOF'
 import json, sys, os, platform, subprocess, datetime
 mode, t0, t1, load, deft, res, load0, meta = sys.argv[1:]
@@ -1255,6 +1330,13 @@ case $MODE in
             cp "$W/run.json" "$W/quick.json"
         else
             mkdir -p docs/bench && cp "$W/run.json" docs/bench/last-collections.json
+        fi
+        ;;
+    dist)
+        if [ "$QUICK" = 1 ]; then
+            cp "$W/run.json" "$W/quick.json"
+        else
+            mkdir -p docs/bench && cp "$W/run.json" docs/bench/last-dist.json
         fi
         ;;
 esac

@@ -12,6 +12,11 @@
 #   built from source with `go install` into ./.tools/bin (the Go module proxy
 #   is all it needs) unless ./.tools/bin/versitygw is that version already.
 # - rclone (a second S3 client, for the benchmark) from apt when missing.
+# - the packaging tools scripts/package.sh and scripts/test-packages.sh use:
+#   dpkg-dev (dpkg-shlibdeps), rpm (rpmbuild, rpm -qp), systemd
+#   (systemd-analyze verify; no running systemd needed), man-db (man -w)
+#   and busybox-static (the container image's /bin/sh, for the chroot that
+#   stands in for the image), from apt when missing.
 # - ./.venv with the official Arvados Python SDK (a Keep client nobody here
 #   wrote) and pytest for tests/interop, and PyYAML (the Kubernetes manifest
 #   check in tests/scale_out.rs).
@@ -108,6 +113,18 @@ if command -v rclone >/dev/null 2>&1; then
     echo "install-test-deps: rclone already installed"
 else
     apt_install rclone || true
+fi
+
+missing=()
+command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
+command -v rpmbuild >/dev/null 2>&1 || missing+=(rpm)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v man >/dev/null 2>&1 || missing+=(man-db)
+[ -x /bin/busybox ] || missing+=(busybox-static)
+if [ ${#missing[@]} = 0 ]; then
+    echo "install-test-deps: packaging tools already installed"
+else
+    apt_install "${missing[@]}" || true
 fi
 
 if [ ! -x .venv/bin/python ]; then

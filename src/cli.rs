@@ -73,7 +73,7 @@ pub enum LogFormat {
 // error names its flag, in one paragraph); `parse` adds the checks that
 // involve two flags.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "keep-rsync", version, args_override_self = true, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
+#[command(name = "keep-rsync", version = crate::VERSION, args_override_self = true, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
 pub struct Config {
     /// Source settings: a file path, or NAME for $HOME/.config/arvados/NAME.conf.
     /// Not needed when the source is volumes.

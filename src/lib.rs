@@ -72,6 +72,15 @@ pub mod wants;
 
 use tokio_util::sync::CancellationToken;
 
+/// What `-version` says, for both programs and their packages: the package
+/// version and the git commit built (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("KEEP_RSYNC_GIT_COMMIT"),
+    ")"
+);
+
 /// The `keep-rsync` program: parse argv, run, and return the exit code.
 pub fn main(argv: Vec<std::ffi::OsString>) -> u8 {
     // Errors before the flags are parsed are JSON too when the command line

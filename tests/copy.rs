@@ -266,7 +266,20 @@ async fn version_and_help() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0));
-        assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+        // The package version and the commit built (build.rs), as the
+        // packages' `keep-rsync -version` says them.
+        let commit = std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("keep-rsync {} (git {commit})", env!("CARGO_PKG_VERSION"))
+        );
     }
     let out = std::process::Command::new(bin())
         .arg("--help")

@@ -42,7 +42,7 @@ manifest text: every word that is a locator is taken, its hints dropped.";
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "keep-block-check",
-    version,
+    version = crate::VERSION,
     args_override_self = true,
     after_help = AFTER_HELP,
     after_long_help = AFTER_HELP
