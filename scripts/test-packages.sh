@@ -222,8 +222,13 @@ done
 [ -f /etc/ssl/certs/ca-certificates.crt ] && install -m 644 /etc/ssl/certs/ca-certificates.crt "$img/etc/ssl/certs/"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$img/etc/passwd"
 printf 'root:x:0:\nnonroot:x:65532:\n' >"$img/etc/group"
-mknod -m 666 "$img/dev/null" c 1 3 2>/dev/null || { touch "$img/dev/null" && mount --bind /dev/null "$img/dev/null" && mounted+=("$img/dev/null"); } ||
-    fail "cannot make /dev/null in the chroot"
+# A device node works only where the work directory is not mounted nodev;
+# else bind the host's.
+if ! { mknod -m 666 "$img/dev/null" c 1 3 2>/dev/null && : <"$img/dev/null" 2>/dev/null; }; then
+    rm -f "$img/dev/null"
+    { touch "$img/dev/null" && mount --bind /dev/null "$img/dev/null" && mounted+=("$img/dev/null"); } ||
+        fail "cannot make /dev/null in the chroot (mknod and mount --bind both refused)"
+fi
 mount -t proc proc "$img/proc" 2>/dev/null && mounted+=("$img/proc")
 start_cluster img ccccc --default-replication 2
 for _ in $(seq 1 300); do [ -f "$work/img.yml" ] && break; sleep 0.1; done
