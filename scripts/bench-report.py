@@ -699,6 +699,8 @@ CONC_TARGETS = {
     "a_ratio": 50.0,          # blocks/s, default flags ÷ --transfers 1
     "b_late_refused": 0.01,   # adaptive: refused ÷ PUTs after the first seconds
     "b_vs_best": 0.90,        # adaptive blocks/s ÷ the best fixed K's
+    "c_late_refused": 0.01,   # 16 jobs, adaptive: refused ÷ PUTs after the first seconds
+    "c_fairness": 0.90,       # 16 jobs, adaptive: Jain's index of the per-job blocks/s
 }
 S9_LATE_AFTER = 2.0  # seconds: "after the first seconds" of a copy
 
@@ -803,6 +805,14 @@ def s9_jobs_rates(r):
             if j.get("copied") and j.get("elapsed_seconds")]
 
 
+def s9_jain(xs):
+    """Jain's fairness index of XS: 1 when all are equal, 1/n when one has all."""
+    xs = [x for x in xs if x is not None]
+    if not xs or not any(xs):
+        return None
+    return sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs))
+
+
 def s9_c_ok(r):
     return all(j.get("rc") == 0 and j.get("failed") == 0 and j.get("copied") == j.get("to_copy")
                for j in r.get("jobs", [])) and len(r.get("jobs", [])) == 16
@@ -879,6 +889,16 @@ def s9_series_table(r, out, many):
     out.append("")
 
 
+def s9_late_row(out, what, rs, target):
+    """A summary row: WHAT after the first seconds of the runs RS, against CONC_TARGETS[TARGET]."""
+    late = [s9_late(r) for r in rs]
+    ml = med(late)
+    out.append(f"| {what} after the first {S9_LATE_AFTER:.0f} s | {s9_pct(ml, 2)} "
+               f"(all runs: {', '.join(s9_pct(x, 2) for x in late)}) | "
+               f"≤ {100 * CONC_TARGETS[target]:.0f} % | "
+               f"{verdict(None if ml is None else ml <= CONC_TARGETS[target])} |")
+
+
 def s9_median_row(rs, key):
     ok = [r for r in rs if key(r) is not None]
     if not ok:
@@ -906,7 +926,10 @@ def concurrency_report(run, out):
     small = meta.get("small_keepstore", "--max-concurrent-requests 32 --max-queued-requests 0 --queue-latency-us 500")
     out.append("keep-rsync's per-service limits (each service's requests in flight: slow start from 8, "
                "cut to 70 % by the first 503 or 429 of a round trip and to 90 % by each further one, growth "
-               "stopped by GET headers or small PUTs slower than twice the idle round trip, floor 1, up to "
+               "stopped by GET headers or small PUTs slower than twice the idle round trip and held for a "
+               "round trip after a cut, growth per round trip halved by each refusal and regrown by "
+               "successes (steering to 0.5 % refused: N jobs sharing a store each grow about 1/N as "
+               "fast), floor 1, up to "
                "`--max-per-service`, default 128; a refused request is retried after an eighth of "
                "`--retry-backoff`) against fixed "
                "ones (`--fixed-concurrency`: the limit is `--max-per-service`; the default before was "
@@ -939,12 +962,7 @@ def concurrency_report(run, out):
     best = None
     if b_rows:
         ad = [r for r in b_rows if r["variant"] == "adaptive"]
-        late = [s9_late(r) for r in ad]
-        ml = med(late)
-        out.append(f"| b. small keepstore, one job: 503s ÷ PUTs of the adaptive run after its first "
-                   f"{S9_LATE_AFTER:.0f} s | {s9_pct(ml, 2)} (all runs: {', '.join(s9_pct(x, 2) for x in late)}) | "
-                   f"≤ {100 * CONC_TARGETS['b_late_refused']:.0f} % | "
-                   f"{verdict(None if ml is None else ml <= CONC_TARGETS['b_late_refused'])} |")
+        s9_late_row(out, "b. small keepstore, one job: 503s ÷ PUTs of the adaptive run", ad, "b_late_refused")
         fixed = {}
         for r in b_rows:
             if r["variant"].startswith("fixed"):
@@ -958,6 +976,15 @@ def concurrency_report(run, out):
                    f"{s9_pct(ratio, 0)} ({f(mad, 0)} vs {f(fmed.get(best), 0)} blocks/s at K = {best}) | "
                    f"≥ {100 * CONC_TARGETS['b_vs_best']:.0f} % | "
                    f"{verdict(None if ratio is None else ratio >= CONC_TARGETS['b_vs_best'])} |")
+    if c_rows:
+        ad = [r for r in c_rows if r["variant"] == "adaptive"]
+        s9_late_row(out, "c. 16 prefix jobs sharing the small keepstore: 503s ÷ PUTs", ad, "c_late_refused")
+        jain = [s9_jain(s9_jobs_rates(r)) for r in ad]
+        mj = med(jain)
+        out.append(f"| c. 16 prefix jobs: fairness, Jain's index of the per-job blocks/s (1 = equal shares) | "
+                   f"{f(mj, 3)} (all runs: {', '.join(f(x, 3) for x in jain)}) | "
+                   f"≥ {CONC_TARGETS['c_fairness']:.2f} | "
+                   f"{verdict(None if mj is None else mj >= CONC_TARGETS['c_fairness'])} |")
     out.append("")
 
     if a_rows:
@@ -1038,9 +1065,9 @@ def concurrency_report(run, out):
                    "max over the 16 jobs, then the median over the runs); *sum of limits*: the most the "
                    "running jobs' destination limits added up to in one sample.\n")
         out.append("| jobs run with | wall s (median) | wall s (all runs) | s to 95 % stored | blocks/s in all | copied | failed blocks | "
-                   "refused ÷ PUTs (median) | after 2 s | per-job blocks/s min / median / max | max in flight | "
+                   "refused ÷ PUTs (median) | after 2 s | per-job blocks/s min / median / max | Jain's index | max in flight | "
                    "sum of limits (peak) | CPU s, all jobs |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for v in ("adaptive", "fixed128", "fixed16"):
             rs = [r for r in c_rows if r["variant"] == v]
             if not rs:
@@ -1056,6 +1083,7 @@ def concurrency_report(run, out):
                        f"{allruns([sum(j.get('failed') or 0 for j in r['jobs']) for r in rs], 0)} | "
                        f"{s9_pct(med([s9_refused(r) for r in rs]), 2)} | {s9_pct(med([s9_late(r) for r in rs]), 2)} | "
                        f"{f(med(mins), 0)} / {f(med(meds), 0)} / {f(med(maxs), 0)} | "
+                       f"{f(med([s9_jain(s9_jobs_rates(r)) for r in rs]), 3)} | "
                        f"{f(med([(s9_final(r) or {}).get('max_in_flight') for r in rs]), 0)} | "
                        f"{f(med(peaks), 0)} | {f(med([r['user'] + r['sys'] for r in rs]))} |")
         out.append("")

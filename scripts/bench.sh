@@ -839,8 +839,8 @@ EOF
 # and every running job's keep_rsync_service_concurrency_limit every 0.5 s
 # (and once after the copy), and the series goes into the row.
 S9A_BLOCKS=2000
-S9B_BLOCKS=3000
-S9C_BLOCKS=4000
+S9B_BLOCKS=12000
+S9C_BLOCKS=16000
 S9B_KS="8 16 32 64 128"
 if [ "$QUICK" = 1 ]; then
     S9A_BLOCKS=300

@@ -8,8 +8,16 @@
 //! - **Slow start**: the limit starts at [`INITIAL`] and grows by one for each
 //!   request that succeeds while the limit was reached (so it doubles every
 //!   round trip) until the first sign of overload.
-//! - **Congestion avoidance**: then it grows by `1/limit` per such success
-//!   (one per round trip).
+//! - **Congestion avoidance**: then it grows by `gain/limit` per such
+//!   success (`gain` per round trip), except in the round trip after a cut,
+//!   whose answers were asked for before it.
+//! - **Sharing**: `gain` starts at 1 (TCP's one request per round trip),
+//!   each refusal halves it and each success regrows it a little, so that
+//!   it settles where [`TARGET_REFUSED`] of the answers are refusals, or at
+//!   [`GAIN_MIN`]. One client alone keeps a gain near 1. N clients sharing
+//!   a store (16 prefix jobs) each keep about 1/N of it: their growth adds
+//!   up, and with a gain of 1 each they would find the store's limit again
+//!   within a round trip of every cut (a third of the requests refused).
 //! - **Overload** is an answer that says "slow down": 503 (keepstore's
 //!   answer once `MaxConcurrentRequests` are in flight; S3's SlowDown) or
 //!   429. The limit is multiplied by [`DECREASE`] for the first in a round
@@ -45,6 +53,20 @@ pub const DECREASE: f64 = 0.7;
 /// at once and frees its slot, so a burst of them is a burst of requests
 /// the service could not take, each of which must count.
 pub const DECREASE_EACH: f64 = 0.9;
+/// The share of requests refused that the growth rate steers to (see
+/// [`State::gain`]).
+pub const TARGET_REFUSED: f64 = 0.005;
+/// The smallest growth rate, in requests per round trip. Sixteen prefix
+/// jobs into a keepstore taking 32 requests (bench scenario 9 c), after
+/// their first 2 s: 1/32 left 1.3 % of the PUTs refused, 1/64 0.75 %, 1/128
+/// 0.36 % but with the last jobs slower to take up what finished jobs left.
+pub const GAIN_MIN: f64 = 1.0 / 64.0;
+/// What each refusal multiplies the growth rate by.
+const GAIN_DOWN: f64 = 0.5;
+/// What each success multiplies the growth rate by: chosen so that rate
+/// holds still when [`TARGET_REFUSED`] of the answers are refusals
+/// (`(1 - t) ln(1 + up) + t ln(GAIN_DOWN) = 0`).
+const GAIN_UP: f64 = std::f64::consts::LN_2 * TARGET_REFUSED / (1.0 - TARGET_REFUSED);
 /// A first answer slower than this many times the idle round trip means
 /// the store is queueing.
 pub const QUEUE_FACTOR: f64 = 2.0;
@@ -76,6 +98,14 @@ struct State {
     cut_from: f64,
     /// The limit last told in a `concurrency` event.
     said: f64,
+    /// Congestion avoidance's growth, in requests per round trip: 1 as in
+    /// TCP while the store refuses nothing, halved by each refusal and
+    /// regrown a little by each success, so that it settles where
+    /// [`TARGET_REFUSED`] of the answers are refusals. With one client that
+    /// stays near 1; with N clients sharing a store, each refusal is one
+    /// client's overshoot and every client's growth adds up, so each one's
+    /// must shrink about N-fold to keep the store's refusals as rare.
+    gain: f64,
 }
 
 /// A slot of the limit, given back when dropped.
@@ -121,6 +151,7 @@ impl Limiter {
                 last_cut: None,
                 cut_from: limit,
                 said: limit,
+                gain: 1.0,
             }),
             in_flight: AtomicUsize::new(0),
             notify: Notify::new(),
@@ -179,7 +210,10 @@ impl Limiter {
             let before = s.limit;
             match signal {
                 Signal::Neutral => {}
-                Signal::Overload => self.cut(&mut s),
+                Signal::Overload => {
+                    s.gain = (s.gain * GAIN_DOWN).max(GAIN_MIN);
+                    self.cut(&mut s)
+                }
                 Signal::Ok { took, headers } => {
                     s.srtt = Some(match s.srtt {
                         Some(srtt) => srtt.mul_f64(0.875) + took.mul_f64(0.125),
@@ -202,11 +236,17 @@ impl Limiter {
                         }
                         None => false,
                     };
+                    s.gain = (s.gain * (1.0 + GAIN_UP)).min(1.0);
+                    // Answers within a round trip of a cut were asked for
+                    // before it: they do not say the lower limit is safe.
+                    let recovering = s
+                        .last_cut
+                        .is_some_and(|t| t.elapsed() < s.srtt.unwrap_or(took));
                     if queueing {
                         s.slow_start = false;
-                    } else if self.in_flight() + 1 >= s.limit as usize {
+                    } else if !recovering && self.in_flight() + 1 >= s.limit as usize {
                         // Demand reached the limit: grow.
-                        let step = if s.slow_start { 1.0 } else { 1.0 / s.limit };
+                        let step = if s.slow_start { 1.0 } else { s.gain / s.limit };
                         s.limit = (s.limit + step).min(self.ceiling);
                     }
                 }
@@ -324,6 +364,64 @@ mod tests {
         // ... then it stays around the knee, never far above it.
         let tail = &seen[10..];
         assert!(tail.iter().all(|&n| (20..=45).contains(&n)), "{seen:?}");
+    }
+
+    /// `clients` limiters sharing a store that takes `capacity` requests
+    /// at once, each sending its limit every round trip (in turn, one
+    /// request each, so the refusals beyond `capacity` fall on whoever
+    /// asks last): the share refused over the last half of `rounds`.
+    fn simulate_shared(clients: usize, capacity: usize, rounds: usize) -> f64 {
+        let ls: Vec<_> = (0..clients)
+            .map(|i| Limiter::new(128, true, format!("t{i}")))
+            .collect();
+        let (mut asked, mut refused) = (0usize, 0usize);
+        for round in 0..rounds {
+            let wants: Vec<usize> = ls.iter().map(|l| l.limit()).collect();
+            let most = *wants.iter().max().unwrap_or(&0);
+            let mut admitted = 0;
+            // Who asks first rotates, as arrivals do.
+            for k in 0..most {
+                for j in 0..clients {
+                    let i = (j + round) % clients;
+                    if k >= wants[i] {
+                        continue;
+                    }
+                    let l = &ls[i];
+                    l.in_flight.store(wants[i], Relaxed);
+                    let over = admitted >= capacity;
+                    admitted += 1;
+                    l.observe(if over {
+                        Signal::Overload
+                    } else {
+                        Signal::Ok {
+                            took: Duration::from_millis(10),
+                            headers: false,
+                        }
+                    });
+                    if round >= rounds / 2 {
+                        asked += 1;
+                        refused += over as usize;
+                    }
+                }
+            }
+            for l in &ls {
+                l.in_flight.store(0, Relaxed);
+                l.state().last_cut = None;
+            }
+        }
+        refused as f64 / asked.max(1) as f64
+    }
+
+    #[test]
+    fn clients_sharing_a_store_rarely_find_its_limit() {
+        // 16 prefix jobs sharing a keepstore of 32 (bench scenario 9 c):
+        // with TCP's growth of one request per round trip each, a third of
+        // the requests would be refused.
+        let shared = simulate_shared(16, 32, 2000);
+        assert!(shared < 0.03, "{:.1} % refused", shared * 100.0);
+        // One client alone still probes at about one request per round trip.
+        let alone = simulate_shared(1, 32, 2000);
+        assert!(alone < 0.01, "{:.1} % refused", alone * 100.0);
     }
 
     #[test]

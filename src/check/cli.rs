@@ -152,7 +152,7 @@ pub struct CheckConfig {
     #[arg(long = "max-per-service", default_value_t = DEFAULT_MAX_PER_SERVICE, value_name = "N", value_parser = at_least_one("max-per-service"), help_heading = "Performance")]
     pub max_per_service: usize,
 
-    /// Keep each service's limit at --max-per-service instead of adapting it (between 2 and --max-per-service, by the service's 503s and round trips).
+    /// Keep each service's limit at --max-per-service instead of adapting it (between 1 and --max-per-service, by the service's 503s and round trips).
     #[arg(long = "fixed-concurrency", help_heading = "Performance")]
     pub fixed_concurrency: bool,
 
