@@ -213,11 +213,10 @@ impl Stats {
             .clone()
     }
 
-    /// Every failure so far, for the report (ends the current pass).
+    /// Every failure so far, for the report (ends the current pass, and
+    /// waits for the spill file to hold every one).
     pub fn failures(&self) -> FailureList {
-        let mut f = self.lock_failures();
-        f.end_pass();
-        f.list()
+        self.lock_failures().list()
     }
 }
 

@@ -126,7 +126,19 @@ fn stopped_early(cfg: &Config, reporter: &dyn Reporter, e: Error) -> u8 {
 
 /// End a run: clear progress, log the error if any, print the human summary
 /// (when something was planned), write `--report`, and return the exit code.
+/// The report streams the spilled failure lists from disk: file work, done
+/// off the async workers.
 fn conclude(
+    cfg: &Config,
+    reporter: &dyn Reporter,
+    stats: &Stats,
+    ending: Ending<'_>,
+    summary: bool,
+) -> u8 {
+    passes::off_workers(|| conclude_here(cfg, reporter, stats, ending, summary))
+}
+
+fn conclude_here(
     cfg: &Config,
     reporter: &dyn Reporter,
     stats: &Stats,
@@ -363,17 +375,18 @@ impl<'a> Run<'a> {
         let Some(l) = self.listed else {
             return Ok(passes::off_workers(|| plan(src, dst, &opts)));
         };
-        let listed = l.load(prefix)?;
+        // Reading the pass's listed blocks is file work, planning is CPU.
         let p = passes::off_workers(|| {
-            plan(
+            let listed = l.load(prefix)?;
+            Ok::<_, crate::error::Error>(plan(
                 src,
                 dst,
                 &PlanOptions {
                     listed: Some(&listed),
                     ..opts
                 },
-            )
-        });
+            ))
+        })?;
         if let Some(first) = p.lost.first() {
             self.reporter.log(
                 Level::Warn,
@@ -387,7 +400,7 @@ impl<'a> Run<'a> {
                 ),
             );
         }
-        self.stats.lost(&p.lost);
+        passes::off_workers(|| self.stats.lost(&p.lost));
         Ok(p)
     }
 

@@ -424,7 +424,13 @@ async fn keep_services(
 ) -> Result<Vec<KeepService>> {
     match json {
         Some(arg) => {
-            let (text, origin) = services::read_services_arg(arg, role.services_flag())?;
+            // stdin or a file (on a slow mount): not on an async worker,
+            // where the other side's discovery runs meanwhile.
+            let (arg, flag) = (arg.to_string(), role.services_flag());
+            let (text, origin) =
+                tokio::task::spawn_blocking(move || services::read_services_arg(&arg, flag))
+                    .await
+                    .map_err(|e| Error::config(format!("reading {flag} failed: {e}")))??;
             services::parse_services(&text, &origin, role)
         }
         None => {

@@ -302,7 +302,7 @@ impl Check<'_> {
                 r = self.indexes(prefix, &opts, true) => r?,
                 _ = self.soft.cancelled() => break,
             };
-            let listed = self.listed.load(prefix)?;
+            let listed = passes::off_workers(|| self.listed.load(prefix))?;
             // Copies a listing stands for, read-only stores included.
             let credits: Vec<u32> = (self.side.services.iter())
                 .map(|s| s.store.replicas_held())
@@ -357,7 +357,7 @@ impl Check<'_> {
                     self.missing(e, &format!("under-replicated: {}", classes.join(", ")));
                 }
             }
-            self.stats.lost(&p.lost);
+            passes::off_workers(|| self.stats.lost(&p.lost));
             opts.recycle.give(idx);
         }
         Ok(())
@@ -412,17 +412,20 @@ impl Check<'_> {
                 missing.push(e, &mut KeepFirst).map_err(|e| spill(&e))?;
             }
         }
-        let (file, _) = missing.finish(&mut KeepFirst).map_err(|e| spill(&e))?;
-        let mut chunk = Vec::with_capacity(4096);
-        for e in crate::listed::sort::records::<Entry>(file) {
-            chunk.push(e.map_err(|e| spill(&e))?);
-            if chunk.len() == 4096 {
-                self.stats.lost(&chunk);
-                chunk.clear();
+        // Sorting the missing blocks and recording them is file work.
+        passes::off_workers(|| {
+            let (file, _) = missing.finish(&mut KeepFirst).map_err(|e| spill(&e))?;
+            let mut chunk = Vec::with_capacity(4096);
+            for e in crate::listed::sort::records::<Entry>(file) {
+                chunk.push(e.map_err(|e| spill(&e))?);
+                if chunk.len() == 4096 {
+                    self.stats.lost(&chunk);
+                    chunk.clear();
+                }
             }
-        }
-        self.stats.lost(&chunk);
-        Ok(())
+            self.stats.lost(&chunk);
+            Ok(())
+        })
     }
 
     /// Services to ask for a block, in its probe order.

@@ -93,9 +93,12 @@ pub(super) fn write(
         missing_blocks: missing,
         unreachable_services: stats.unreachable(),
     };
-    let written = crate::atomic_file::write(path, |w| {
-        serde_json::to_writer_pretty(&mut *w, &r).map_err(std::io::Error::other)?;
-        std::io::Write::write_all(w, b"\n")
+    // The missing blocks stream from their spill file: off the async workers.
+    let written = crate::passes::off_workers(|| {
+        crate::atomic_file::write(path, |w| {
+            serde_json::to_writer_pretty(&mut *w, &r).map_err(std::io::Error::other)?;
+            std::io::Write::write_all(w, b"\n")
+        })
     });
     if let Err(e) = written {
         super::say(&format!(

@@ -607,4 +607,90 @@ mod tests {
         .await;
         assert_eq!(r.unwrap(), 2);
     }
+
+    /// A server on 127.0.0.1 that answers every request with `status` and a
+    /// body that never ends (64 KiB chunks until the client goes away), and
+    /// counts the bytes it managed to send.
+    async fn endless_body_server(
+        status: &'static str,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut req = [0u8; 4096];
+                    let _ = c.read(&mut req).await;
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\n\
+                         Transfer-Encoding: chunked\r\n\r\n"
+                    );
+                    if c.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                    while c.write_all(chunk.as_bytes()).await.is_ok() {
+                        counter.fetch_add(0x10000, Relaxed);
+                    }
+                });
+            }
+        });
+        (base, sent)
+    }
+
+    fn test_client() -> KeepClient {
+        KeepClient::new(
+            "tok",
+            &ClientOptions {
+                connect_timeout: Duration::from_secs(5),
+                stall_timeout: Duration::from_secs(5),
+                insecure: false,
+                pool_per_host: 1,
+            },
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn error_and_put_answers_are_read_up_to_the_cap_only() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let limit = Duration::from_secs(20);
+        // An index request answered 500 with an endless body: the failure
+        // comes back, its text one short line from the first 4 KiB.
+        let (base, sent) = endless_body_server("500 Internal Server Error").await;
+        let c = test_client();
+        let f = tokio::time::timeout(limit, c.index(&base, "ab"))
+            .await
+            .expect("the error answer was read to its end")
+            .unwrap_err();
+        assert_eq!(f.status, Some(500));
+        assert!(f.detail.len() < 400, "{}", f.detail);
+        assert!(
+            sent.load(Relaxed) < 64 << 20,
+            "{} bytes",
+            sent.load(Relaxed)
+        );
+        // A PUT answered 200 with an endless body instead of a locator.
+        let (base, _) = endless_body_server("200 OK").await;
+        let block = b"foo".to_vec();
+        let hash = BlockHash::of(&block);
+        let put = c.put_block(&base, &hash, 3, block.into(), 1, None);
+        let f = tokio::time::timeout(limit, put)
+            .await
+            .expect("the PUT answer was read to its end")
+            .unwrap_err();
+        assert_eq!(f.kind, FailureKind::Rejected);
+        // read_capped itself: exactly the cap.
+        let (base, _) = endless_body_server("503 Service Unavailable").await;
+        let resp = reqwest::get(format!("{base}/x")).await.unwrap();
+        let body = tokio::time::timeout(limit, read_capped(resp, ERROR_BODY_MAX))
+            .await
+            .expect("read_capped stopped at its cap");
+        assert_eq!(body.len(), ERROR_BODY_MAX);
+    }
 }

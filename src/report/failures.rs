@@ -8,11 +8,18 @@
 //! each in memory; at the end of the pass they are copied to the final file
 //! in hash order. Passes run in hash order, so the final file is sorted, and
 //! the report streams it out without ever holding the list.
+//!
+//! The files are written by a thread of their own ([`Writer`]), started by
+//! the first failure: the copy pipeline's async workers only hand it each
+//! record over a channel, so a mass failure (a destination gone, a million
+//! blocks failing in a minute) never stalls them on disk writes.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use serde::ser::{Error as _, SerializeSeq};
 use serde::{Serialize, Serializer};
@@ -30,10 +37,146 @@ pub(super) struct Failures {
     shown: Vec<FailedBlock>,
     total: u64,
     spill_dir: Option<PathBuf>,
-    spill: Option<Spill>,
-    /// Set when the spill file could not be made or written: the report then
-    /// lists only `shown` and says how many it leaves out.
-    spill_broken: bool,
+    /// The spill files' thread, once a failure was to be kept on disk.
+    writer: Option<Writer>,
+}
+
+impl Failures {
+    pub(super) fn spill_in(&mut self, dir: &Path) {
+        self.spill_dir = Some(dir.to_path_buf());
+    }
+
+    pub(super) fn push(&mut self, hash: BlockHash, f: FailedBlock) {
+        self.total += 1;
+        if let Some(dir) = &self.spill_dir {
+            let w = self.writer.get_or_insert_with(|| Writer::start(dir));
+            match serde_json::to_vec(&f) {
+                Ok(mut line) => {
+                    line.push(b'\n');
+                    w.send(Cmd::Record(hash.0, line));
+                }
+                Err(e) => w.send(Cmd::Broken(std::io::Error::other(e))),
+            }
+        }
+        if self.shown.len() < FAILURES_IN_MEMORY {
+            self.shown.push(f);
+        }
+    }
+
+    /// A pass has ended: its records go to the sorted file (on the thread).
+    pub(super) fn end_pass(&mut self) {
+        if let Some(w) = &self.writer {
+            w.send(Cmd::EndPass);
+        }
+    }
+
+    /// The list for the report. Ends the current pass and waits for the
+    /// thread to have written every record so far.
+    pub(super) fn list(&self) -> FailureList {
+        let mut shown = self.shown.clone();
+        shown.sort_by(|a, b| a.locator.cmp(&b.locator));
+        let spilled = (self.writer.as_ref())
+            .and_then(Writer::sync)
+            .filter(|(_, count)| *count == self.total)
+            .map(|(file, _)| file);
+        FailureList {
+            shown,
+            total: self.total,
+            spilled,
+        }
+    }
+}
+
+/// What the spill thread is asked to do, in the order asked.
+enum Cmd {
+    /// One failure: its hash (the sort key) and its JSON line.
+    Record([u8; 16], Vec<u8>),
+    /// The pass has ended: sort its records into the final file.
+    EndPass,
+    /// End the pass, then answer with the final file reopened and how many
+    /// records it holds (`None` when it could not be kept).
+    Sync(mpsc::SyncSender<Option<(File, u64)>>),
+    /// A record could not even be made: give up the file.
+    Broken(std::io::Error),
+}
+
+/// The thread that owns the spill files.
+struct Writer {
+    tx: Option<mpsc::Sender<Cmd>>,
+    thread: Option<JoinHandle<()>>,
+    /// Held by a test to stall the thread's file work.
+    #[cfg(test)]
+    gate: std::sync::Arc<std::sync::Mutex<()>>,
+}
+
+impl Writer {
+    fn start(dir: &Path) -> Writer {
+        let (tx, rx) = mpsc::channel();
+        let dir = dir.to_path_buf();
+        #[cfg(test)]
+        let gate = std::sync::Arc::new(std::sync::Mutex::new(()));
+        #[cfg(test)]
+        let held = gate.clone();
+        let thread = std::thread::Builder::new()
+            .name("failure-spill".into())
+            .spawn(move || {
+                let mut spill = SpillFiles { dir, open: None };
+                for cmd in rx {
+                    #[cfg(test)]
+                    let _held = held.lock();
+                    if !spill.serve(cmd) {
+                        break;
+                    }
+                }
+            });
+        match thread {
+            Ok(t) => Writer {
+                tx: Some(tx),
+                thread: Some(t),
+                #[cfg(test)]
+                gate,
+            },
+            Err(e) => {
+                warn_broken("failed blocks", &e, FAILURES_IN_MEMORY);
+                Writer {
+                    tx: None,
+                    thread: None,
+                    #[cfg(test)]
+                    gate,
+                }
+            }
+        }
+    }
+
+    /// Hand the thread a command; once it has given up, nothing happens.
+    fn send(&self, cmd: Cmd) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(cmd);
+        }
+    }
+
+    fn sync(&self) -> Option<(File, u64)> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.tx.as_ref()?.send(Cmd::Sync(tx)).ok()?;
+        rx.recv().ok().flatten()
+    }
+}
+
+impl Drop for Writer {
+    /// Wait for the thread, so that its temporary files are gone when the
+    /// failures are.
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The spill thread's state: the files, made on the first record.
+struct SpillFiles {
+    dir: PathBuf,
+    open: Option<Spill>,
 }
 
 struct Spill {
@@ -46,60 +189,53 @@ struct Spill {
     count: u64,
 }
 
-impl Failures {
-    pub(super) fn spill_in(&mut self, dir: &Path) {
-        self.spill_dir = Some(dir.to_path_buf());
-    }
-
-    pub(super) fn push(&mut self, hash: BlockHash, f: FailedBlock) {
-        self.total += 1;
-        if self.spill_dir.is_some() && !self.spill_broken {
-            if let Err(e) = self.append(hash, &f) {
-                self.broken(e);
+impl SpillFiles {
+    /// Do one command; false once the files are given up (said once).
+    fn serve(&mut self, cmd: Cmd) -> bool {
+        let done = match cmd {
+            Cmd::Record(key, line) => self.append(key, &line),
+            Cmd::EndPass => self.sort_pass(),
+            Cmd::Sync(reply) => {
+                let r = self.sort_pass();
+                let kept = (self.open.as_ref()).and_then(|s| {
+                    let f = s.sorted.get_ref().reopen().ok()?;
+                    Some((f, s.count))
+                });
+                let _ = reply.send(kept.filter(|_| r.is_ok()));
+                r
+            }
+            Cmd::Broken(e) => Err(e),
+        };
+        match done {
+            Ok(()) => true,
+            Err(e) => {
+                warn_broken("failed blocks", &e, FAILURES_IN_MEMORY);
+                self.open = None;
+                false
             }
         }
-        if self.shown.len() < FAILURES_IN_MEMORY {
-            self.shown.push(f);
-        }
     }
 
-    fn broken(&mut self, e: std::io::Error) {
-        warn_broken("failed blocks", &e, FAILURES_IN_MEMORY);
-        self.spill_broken = true;
-        self.spill = None;
-    }
-
-    fn append(&mut self, hash: BlockHash, f: &FailedBlock) -> std::io::Result<()> {
-        if self.spill.is_none() {
-            let dir = self.spill_dir.as_deref().unwrap_or(Path::new("."));
-            self.spill = Some(Spill {
-                pass: BufWriter::new(tempfile::tempfile_in(dir)?),
+    fn append(&mut self, key: [u8; 16], line: &[u8]) -> std::io::Result<()> {
+        let s = match &mut self.open {
+            Some(s) => s,
+            None => self.open.insert(Spill {
+                pass: BufWriter::new(tempfile::tempfile_in(&self.dir)?),
                 pass_len: 0,
                 keys: Vec::new(),
-                sorted: BufWriter::new(spill_file(Some(dir))?),
+                sorted: BufWriter::new(spill_file(Some(&self.dir))?),
                 count: 0,
-            });
-        }
-        let Some(s) = self.spill.as_mut() else {
-            return Ok(());
+            }),
         };
-        let mut line = serde_json::to_vec(f).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        s.pass.write_all(&line)?;
-        s.keys.push((hash.0, s.pass_len, line.len() as u32));
+        s.pass.write_all(line)?;
+        s.keys.push((key, s.pass_len, line.len() as u32));
         s.pass_len += line.len() as u64;
         Ok(())
     }
 
     /// Move this pass's records to the sorted file.
-    pub(super) fn end_pass(&mut self) {
-        if let Err(e) = self.sort_pass() {
-            self.broken(e);
-        }
-    }
-
     fn sort_pass(&mut self) -> std::io::Result<()> {
-        let Some(s) = self.spill.as_mut() else {
+        let Some(s) = self.open.as_mut() else {
             return Ok(());
         };
         if s.keys.is_empty() {
@@ -121,21 +257,6 @@ impl Failures {
         f.set_len(0)?;
         f.rewind()?;
         Ok(())
-    }
-
-    pub(super) fn list(&self) -> FailureList {
-        let mut shown = self.shown.clone();
-        shown.sort_by(|a, b| a.locator.cmp(&b.locator));
-        let spilled = self
-            .spill
-            .as_ref()
-            .filter(|s| s.count == self.total)
-            .and_then(|s| s.sorted.get_ref().reopen().ok());
-        FailureList {
-            shown,
-            total: self.total,
-            spilled,
-        }
     }
 }
 
@@ -212,15 +333,54 @@ mod tests {
     }
 
     #[test]
-    fn without_a_spill_the_report_says_what_it_leaves_out() {
+    fn failing_blocks_never_wait_for_the_spill_files() {
+        let dir = tempfile::tempdir().unwrap();
         let mut f = Failures::default();
-        for n in 0..(FAILURES_IN_MEMORY as u32 + 5) {
-            let (h, b) = failed(n);
-            f.push(h, b);
-        }
+        f.spill_in(dir.path());
+        let (h, b) = failed(0);
+        f.push(h, b);
+        // The disk stalls: every further failure is still taken at once.
+        let gate = f.writer.as_ref().unwrap().gate.clone();
+        let held = gate.lock().unwrap();
+        let n = 10_000u32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pusher = std::thread::spawn(move || {
+            for i in 1..n {
+                let (h, b) = failed(i);
+                f.push(h, b);
+            }
+            f.end_pass();
+            tx.send(()).unwrap();
+            f
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("pushing failures waited for the stalled spill thread");
+        drop(held);
+        let f = pusher.join().unwrap();
         let list = f.list();
-        assert_eq!(list.len(), FAILURES_IN_MEMORY as u64 + 5);
-        assert_eq!(list.omitted(), 5);
-        assert_eq!(list.shown().len(), FAILURES_IN_MEMORY);
+        assert_eq!(list.len(), n as u64);
+        assert_eq!(list.omitted(), 0);
+        let json = serde_json::to_value(&list).unwrap();
+        assert_eq!(json.as_array().unwrap().len(), n as usize);
+    }
+
+    #[test]
+    fn without_a_spill_file_the_report_says_what_it_leaves_out() {
+        let dir = tempfile::tempdir().unwrap();
+        // No --report (no spill), and a report directory that went away.
+        for spill in [None, Some(dir.path().join("gone"))] {
+            let mut f = Failures::default();
+            if let Some(d) = &spill {
+                f.spill_in(d);
+            }
+            for n in 0..(FAILURES_IN_MEMORY as u32 + 5) {
+                let (h, b) = failed(n);
+                f.push(h, b);
+            }
+            let list = f.list();
+            assert_eq!(list.len(), FAILURES_IN_MEMORY as u64 + 5, "{spill:?}");
+            assert_eq!(list.omitted(), 5, "{spill:?}");
+            assert_eq!(list.shown().len(), FAILURES_IN_MEMORY);
+        }
     }
 }
