@@ -404,6 +404,8 @@ mod tests {
                     }
                 }
             }
+            // A round is a round trip: its cut is over by the next one
+            // (no time passes here for the limiter's own clock to tell).
             for l in &ls {
                 l.in_flight.store(0, Relaxed);
                 l.state().last_cut = None;
@@ -422,6 +424,57 @@ mod tests {
         // One client alone still probes at about one request per round trip.
         let alone = simulate_shared(1, 32, 2000);
         assert!(alone < 0.01, "{:.1} % refused", alone * 100.0);
+    }
+
+    #[test]
+    fn no_growth_in_the_round_trip_after_a_cut() {
+        let l = Limiter::new(100, true, "t".into());
+        let ok = Signal::Ok {
+            took: Duration::from_secs(10),
+            headers: false,
+        };
+        l.observe(ok); // the round trip (SRTT) is now 10 s
+        l.observe(Signal::Overload);
+        let cut = l.state().limit;
+        l.in_flight.store(100, Relaxed);
+        for _ in 0..50 {
+            l.observe(ok);
+        }
+        assert_eq!(
+            l.state().limit,
+            cut,
+            "grew on answers asked for before the cut"
+        );
+        // A round trip later, successes at the limit grow it again.
+        l.state().last_cut = Instant::now().checked_sub(Duration::from_secs(11));
+        l.observe(ok);
+        assert!(l.state().limit > cut);
+        l.in_flight.store(0, Relaxed);
+    }
+
+    #[test]
+    fn refusals_slow_the_growth_and_successes_restore_it() {
+        let l = Limiter::new(100, true, "t".into());
+        for _ in 0..20 {
+            l.observe(Signal::Overload);
+        }
+        assert_eq!(l.state().gain, GAIN_MIN);
+        let ok = Signal::Ok {
+            took: Duration::from_millis(1),
+            headers: false,
+        };
+        // At TARGET_REFUSED refusals it holds still (within rounding)...
+        l.state().gain = 0.25;
+        for i in 0..20_000 {
+            l.observe(if i % 200 == 0 { Signal::Overload } else { ok });
+        }
+        let g = l.state().gain;
+        assert!((0.1..=0.6).contains(&g), "{g}");
+        // ...and without refusals it is back to 1 in a few thousand answers.
+        for _ in 0..2_000 {
+            l.observe(ok);
+        }
+        assert_eq!(l.state().gain, 1.0);
     }
 
     #[test]

@@ -138,6 +138,7 @@ fn conclude(
     passes::off_workers(|| conclude_here(cfg, reporter, stats, ending, summary))
 }
 
+/// [`conclude`]'s work, on the thread it is called on.
 fn conclude_here(
     cfg: &Config,
     reporter: &dyn Reporter,
@@ -375,17 +376,20 @@ impl<'a> Run<'a> {
         let Some(l) = self.listed else {
             return Ok(passes::off_workers(|| plan(src, dst, &opts)));
         };
-        // Reading the pass's listed blocks is file work, planning is CPU.
+        // Reading the pass's listed blocks and recording its lost ones is
+        // file work, planning is CPU.
         let p = passes::off_workers(|| {
             let listed = l.load(prefix)?;
-            Ok::<_, crate::error::Error>(plan(
+            let p = plan(
                 src,
                 dst,
                 &PlanOptions {
                     listed: Some(&listed),
                     ..opts
                 },
-            ))
+            );
+            self.stats.lost(&p.lost);
+            Ok::<_, crate::error::Error>(p)
         })?;
         if let Some(first) = p.lost.first() {
             self.reporter.log(
@@ -400,7 +404,6 @@ impl<'a> Run<'a> {
                 ),
             );
         }
-        passes::off_workers(|| self.stats.lost(&p.lost));
         Ok(p)
     }
 

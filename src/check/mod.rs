@@ -302,64 +302,71 @@ impl Check<'_> {
                 r = self.indexes(prefix, &opts, true) => r?,
                 _ = self.soft.cancelled() => break,
             };
-            let listed = passes::off_workers(|| self.listed.load(prefix))?;
-            // Copies a listing stands for, read-only stores included.
-            let credits: Vec<u32> = (self.side.services.iter())
-                .map(|s| s.store.replicas_held())
-                .collect();
-            let wants = &self.listed.wants;
-            let classes: Vec<u64> = (self.side.services.iter())
-                .map(|s| wants.mask_of(s.store.classes_held()))
-                .collect();
-            let per_block = wants.per_block().then_some(crate::plan::PerBlock {
-                wants,
-                dst_classes: &classes,
-                dst_credits: &credits,
-                default: self.default_replication,
-                replications: (self.cfg.replications > 0).then_some(self.cfg.replications),
-            });
-            let p = passes::off_workers(|| {
-                plan(
-                    &[],
-                    &idx,
-                    &PlanOptions {
-                        src_rank: &crate::store::Ranking::services(Vec::new()),
-                        dst_credits: &credits,
-                        want: 1,
-                        verify_existing: false,
-                        jobs: false,
-                        listed: Some(&listed),
-                        per_block,
-                    },
-                )
-            });
-            let why = format!(
-                "not in the index of any of the {} keep services read",
-                self.readable()
-            );
-            let mut lost = p.lost.iter().peekable();
-            let mut short = p.short.iter().peekable();
-            for l in &listed {
-                let e = &l.entry();
-                let n = self.tally.attempts.fetch_add(1, Relaxed) + 1;
-                self.started(n, e);
-                if lost.peek().is_some_and(|x| x.hash == e.hash) {
-                    lost.next();
-                    self.missing(e, &why);
-                } else if let Some(s) = short.next_if(|x| x.entry.hash == e.hash) {
-                    self.tally.under_replicated.fetch_add(1, Relaxed);
-                    let classes: Vec<String> = (s.classes.iter().enumerate())
-                        .map(|(k, (c, have, want))| match k {
-                            0 => format!("{have} of {want} copies wanted in {c}"),
-                            _ => format!("{have} of {want} in {c}"),
-                        })
-                        .collect();
-                    self.missing(e, &format!("under-replicated: {}", classes.join(", ")));
-                }
-            }
-            passes::off_workers(|| self.stats.lost(&p.lost));
+            // Loading the listed blocks, planning and the per-block verdicts
+            // are file and CPU work: off the async workers.
+            passes::off_workers(|| self.check_pass(prefix, &idx))?;
             opts.recycle.give(idx);
         }
+        Ok(())
+    }
+
+    /// Index mode, one pass once its indexes are read: each listed block
+    /// found missing or under-replicated is told and counted.
+    fn check_pass(&self, prefix: &str, idx: &[ServiceIndex]) -> Result<()> {
+        let listed = self.listed.load(prefix)?;
+        // Copies a listing stands for, read-only stores included.
+        let credits: Vec<u32> = (self.side.services.iter())
+            .map(|s| s.store.replicas_held())
+            .collect();
+        let wants = &self.listed.wants;
+        let classes: Vec<u64> = (self.side.services.iter())
+            .map(|s| wants.mask_of(s.store.classes_held()))
+            .collect();
+        let per_block = wants.per_block().then_some(crate::plan::PerBlock {
+            wants,
+            dst_classes: &classes,
+            dst_credits: &credits,
+            default: self.default_replication,
+            replications: (self.cfg.replications > 0).then_some(self.cfg.replications),
+        });
+        let p = plan(
+            &[],
+            idx,
+            &PlanOptions {
+                src_rank: &crate::store::Ranking::services(Vec::new()),
+                dst_credits: &credits,
+                want: 1,
+                verify_existing: false,
+                jobs: false,
+                listed: Some(&listed),
+                per_block,
+            },
+        );
+        let why = format!(
+            "not in the index of any of the {} keep services read",
+            self.readable()
+        );
+        let mut lost = p.lost.iter().peekable();
+        let mut short = p.short.iter().peekable();
+        for l in &listed {
+            let e = &l.entry();
+            let n = self.tally.attempts.fetch_add(1, Relaxed) + 1;
+            self.started(n, e);
+            if lost.peek().is_some_and(|x| x.hash == e.hash) {
+                lost.next();
+                self.missing(e, &why);
+            } else if let Some(s) = short.next_if(|x| x.entry.hash == e.hash) {
+                self.tally.under_replicated.fetch_add(1, Relaxed);
+                let classes: Vec<String> = (s.classes.iter().enumerate())
+                    .map(|(k, (c, have, want))| match k {
+                        0 => format!("{have} of {want} copies wanted in {c}"),
+                        _ => format!("{have} of {want} in {c}"),
+                    })
+                    .collect();
+                self.missing(e, &format!("under-replicated: {}", classes.join(", ")));
+            }
+        }
+        self.stats.lost(&p.lost);
         Ok(())
     }
 

@@ -128,23 +128,15 @@ impl Writer {
                         break;
                     }
                 }
-            });
-        match thread {
-            Ok(t) => Writer {
-                tx: Some(tx),
-                thread: Some(t),
-                #[cfg(test)]
-                gate,
-            },
-            Err(e) => {
-                warn_broken("failed blocks", &e, FAILURES_IN_MEMORY);
-                Writer {
-                    tx: None,
-                    thread: None,
-                    #[cfg(test)]
-                    gate,
-                }
-            }
+            })
+            .map_err(|e| warn_broken("failed blocks", &e, FAILURES_IN_MEMORY))
+            .ok();
+        Writer {
+            // Without the thread, records go nowhere (the report says so).
+            tx: thread.is_some().then_some(tx),
+            thread,
+            #[cfg(test)]
+            gate,
         }
     }
 
