@@ -248,15 +248,17 @@ fn read_cluster(id: &str, c: &Obj<'_>, origin: &str) -> Result<ClusterConfig, St
                         }
                     };
                     let norm = normalize_url(url).map_err(|why| format!("{path}: {why}"))?;
-                    let (read_only, classes) = match &volumes {
-                        Some(v) => {
-                            let (writable, classes) = writable_through(v, &norm)?;
-                            (!writable, classes)
-                        }
-                        None => (false, None),
+                    let mounts = match &volumes {
+                        Some(v) => Some(mounts_through(v, &norm)?),
+                        None => None,
                     };
+                    // A keepstore with no volume in the file counts as
+                    // writable; otherwise it is when one of its mounts is.
+                    let read_only = mounts
+                        .as_ref()
+                        .is_some_and(|m| !m.is_empty() && !m.iter().any(|m| m.writable));
                     let mut svc = service(id, &norm, rvz, "disk", read_only, &path)?;
-                    svc.classes = classes;
+                    svc.mounts = mounts.filter(|m| !m.is_empty());
                     keepstores.push(svc);
                 }
             }
@@ -374,15 +376,12 @@ fn url_shown_checked(url: &str, path: &str) -> Result<String, String> {
     Ok(url.to_string())
 }
 
-/// Whether some volume the keepstore at `url` mounts is writable through it
-/// (`AccessViaHosts` empty = mounted by every keepstore; a volume is
-/// writable unless it or its host entry says `ReadOnly`), and the storage
-/// classes every such volume has (so every copy it writes is in them;
-/// `None` without writable volumes in the file). A keepstore with no volume
-/// in the file counts as writable.
-fn writable_through(volumes: &Obj<'_>, url: &str) -> Result<(bool, Option<Vec<String>>), String> {
-    let mut mounted = false;
-    let mut classes: Option<Vec<String>> = None;
+/// The volumes the keepstore at `url` mounts (`AccessViaHosts` empty =
+/// mounted by every keepstore), each writable unless it or its host entry
+/// says `ReadOnly`, with its `Replication` (at least 1) and storage classes:
+/// what the keepstore's `GET /mounts` would answer.
+fn mounts_through(volumes: &Obj<'_>, url: &str) -> Result<Vec<crate::protocol::Mount>, String> {
+    let mut out = Vec::new();
     for (uuid, v) in volumes.entries {
         let Node::Map(e) = v else { continue };
         let v = Obj::new(e, volumes.key(uuid));
@@ -403,16 +402,20 @@ fn writable_through(volumes: &Obj<'_>, url: &str) -> Result<(bool, Option<Vec<St
             }
         };
         let Some(host_ro) = host_ro else { continue };
-        mounted = true;
-        if !host_ro && !v.boolean("ReadOnly")? {
-            let own = volume_classes(&v)?;
-            classes = Some(match classes {
-                None => own,
-                Some(c) => c.into_iter().filter(|x| own.contains(x)).collect(),
-            });
-        }
+        let mut classes = volume_classes(&v)?;
+        classes.sort();
+        out.push(crate::protocol::Mount {
+            uuid: uuid.to_string(),
+            writable: !host_ro && !v.boolean("ReadOnly")?,
+            replication: v
+                .integer("Replication")?
+                .unwrap_or(1)
+                .clamp(1, u32::MAX as i128) as u32,
+            classes,
+        });
     }
-    Ok((classes.is_some() || !mounted, classes))
+    out.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+    Ok(out)
 }
 
 /// A volume's storage classes: those its `StorageClasses` sets true, or
@@ -485,7 +488,8 @@ fn service(
         ssl,
         service_type: service_type.to_string(),
         read_only,
-        classes: None,
+        mounts: None,
+        mounts_served: false,
     })
 }
 

@@ -73,11 +73,13 @@ impl Recycler {
     }
 }
 
-/// Which side and service an index request is for.
+/// Which side, service and (for a keepstore that serves `/mounts`) mount
+/// an index request is for.
 #[derive(Clone)]
 pub struct Target<'a> {
     pub role: Role,
     pub service: &'a Service,
+    pub mount: Option<&'a str>,
 }
 
 /// The outcome of one service's index request.
@@ -139,12 +141,20 @@ pub async fn fetch_one(
         attempt(t, prefix, bytes, &answered, &opts.recycle)
     })
     .await;
-    let what = format!(
-        "the {} index of {} for prefix {:?}",
-        t.role,
-        t.service.store.label(),
-        prefix
-    );
+    let what = match t.mount {
+        Some(m) => format!(
+            "the {} index of mount {m} of {} for prefix {:?}",
+            t.role,
+            t.service.store.label(),
+            prefix
+        ),
+        None => format!(
+            "the {} index of {} for prefix {:?}",
+            t.role,
+            t.service.store.label(),
+            prefix
+        ),
+    };
     match r {
         Ok(mut idx) => {
             // No shrink_to_fit: an index lives only until its pass is
@@ -154,6 +164,7 @@ pub async fn fetch_one(
                 event = "index",
                 side = t.role.as_str(),
                 service = t.service.store.id(),
+                mount = t.mount,
                 prefix,
                 lines = idx.lines,
                 blocks = idx.entries.len(),
@@ -215,7 +226,7 @@ async fn attempt(
     let r = t
         .service
         .store
-        .list(prefix, answered, &on_bytes, recycle.take())
+        .list(prefix, t.mount, answered, &on_bytes, recycle.take())
         .await;
     t.service.stats.answered(Op::Index, r.as_ref().err());
     let (entries, lines) = r?;

@@ -68,22 +68,25 @@ pub fn sub_prefixes(prefix: &str, depth: usize) -> Vec<String> {
         .collect()
 }
 
-/// The services to index: every non-gateway service of `sides` not marked
-/// down (each would cost its full retries every pass), with (side, service)
+/// The listings to index: every listing ([`Side::listings`]: a store, or
+/// one mount of a keepstore) of a non-gateway service of `sides` not marked
+/// down (each would cost its full retries every pass), with (side, listing)
 /// for each.
 pub fn targets<'a>(sides: &[&'a Side]) -> (Vec<Target<'a>>, Vec<(usize, usize)>) {
     let mut targets = Vec::new();
     let mut refs = Vec::new();
     for (k, side) in sides.iter().enumerate() {
-        for (i, s) in side.services.iter().enumerate() {
+        for (l, listing) in side.listings.iter().enumerate() {
+            let s = &side.services[listing.service as usize];
             if !s.store.readable() || s.is_down() {
                 continue;
             }
             targets.push(Target {
                 role: side.role,
                 service: s,
+                mount: listing.part.mount.as_deref(),
             });
-            refs.push((k, i));
+            refs.push((k, l));
         }
     }
     (targets, refs)
@@ -113,7 +116,7 @@ pub fn mark_down(side: &Side, i: usize, why: &str, stats: &Stats, reporter: &dyn
     stats.service_down(side.role, svc, why);
 }
 
-/// Put `fetched` (for `refs`, from [`targets`]) back in service order for
+/// Put `fetched` (for `refs`, from [`targets`]) back in listing order for
 /// each side. Unreachable services get empty lists, are marked down (later
 /// passes and copies skip them; said once, here) and are reported; a side
 /// with no readable service at all is an error (exit 3). `count_lines`: add
@@ -127,21 +130,35 @@ pub fn collect<const N: usize>(
     count_lines: bool,
 ) -> Result<[Vec<ServiceIndex>; N]> {
     let mut out: [Vec<ServiceIndex>; N] = std::array::from_fn(|k| {
-        (sides[k].services.iter())
+        (sides[k].listings.iter())
             .map(|_| ServiceIndex::default())
             .collect()
     });
-    for (f, &(k, i)) in fetched.into_iter().zip(refs) {
+    let mut down = Vec::new();
+    for (f, &(k, l)) in fetched.into_iter().zip(refs) {
         let side = sides[k];
+        let i = side.listings[l].service as usize;
         side.services[i].stats.requests.fetch_add(1, Relaxed);
         match f {
             Fetched::Index(ix) => {
                 if count_lines {
                     stats.index_lines.fetch_add(ix.lines, Relaxed);
                 }
-                out[k][i] = ix;
+                out[k][l] = ix;
             }
-            Fetched::Down(why) => mark_down(side, i, &why, stats, reporter),
+            Fetched::Down(why) => {
+                mark_down(side, i, &why, stats, reporter);
+                down.push((k, i));
+            }
+        }
+    }
+    // A keepstore down for one mount's index is down for all: none of its
+    // listings count.
+    for (k, i) in down {
+        for (l, listing) in sides[k].listings.iter().enumerate() {
+            if listing.service as usize == i {
+                out[k][l] = ServiceIndex::default();
+            }
         }
     }
     for side in sides.iter() {

@@ -92,6 +92,10 @@ pub struct PlanCounts {
     /// Collection records: listed blocks on the destination only, with
     /// fewer copies than their collections want ([`Plan::short`]).
     pub under_replicated: u64,
+    /// Source blocks that a destination listing holds under their hash but
+    /// with another size (a file cut short by a crash): such a copy is not
+    /// counted, and the write replaces it.
+    pub dst_wrong_size: u64,
     /// Blocks to copy or top up, by the source service they will be read
     /// from first (source services order).
     pub per_source: Vec<BlocksBytes>,
@@ -159,6 +163,7 @@ impl PlanCounts {
         self.listed += o.listed;
         self.lost += o.lost;
         self.under_replicated += o.under_replicated;
+        self.dst_wrong_size += o.dst_wrong_size;
         for (a, b) in self.per_source.iter_mut().zip(&o.per_source) {
             a.blocks += b.blocks;
             a.bytes += b.bytes;
@@ -348,6 +353,8 @@ struct Merge<'a> {
     /// key `u128::MAX` and nothing left (a real hash may have that key too,
     /// so emptiness is what counts).
     cur: Vec<Cursor<'a>>,
+    /// The size each holder of the last hash lists (parallel to holders).
+    sizes: Vec<u32>,
     /// Heap strategy: (head key, list), smallest first.
     heap: Option<BinaryHeap<Reverse<(u128, u16)>>>,
 }
@@ -376,13 +383,18 @@ impl<'a> Merge<'a> {
                 .map(|(i, c)| Reverse((c.key, i as u16)))
                 .collect()
         });
-        Merge { cur, heap }
+        Merge {
+            cur,
+            heap,
+            sizes: Vec::new(),
+        }
     }
 
     /// Next hash (as its key and entry) and its holders (ascending).
     #[inline]
     fn next(&mut self, holders: &mut Vec<u16>) -> Option<(u128, Entry)> {
         holders.clear();
+        self.sizes.clear();
         if self.heap.is_some() {
             return self.next_heap(holders);
         }
@@ -395,6 +407,7 @@ impl<'a> Merge<'a> {
             if let Some((e, rest)) = c.rest.split_first() {
                 first.get_or_insert(*e);
                 holders.push(i as u16);
+                self.sizes.push(e.size);
                 c.rest = rest;
                 c.key = rest.first().map_or(u128::MAX, key);
             }
@@ -414,6 +427,7 @@ impl<'a> Merge<'a> {
             let c = &mut self.cur[svc as usize];
             first.get_or_insert(c.rest[0]);
             holders.push(svc);
+            self.sizes.push(c.rest[0].size);
             c.rest = &c.rest[1..];
             if let Some(e) = c.rest.first() {
                 heap.push(Reverse((key(e), svc)));
@@ -423,6 +437,31 @@ impl<'a> Merge<'a> {
         // the size is the lowest-numbered holder's, as in the linear merge.
         first.map(|e| (min, e))
     }
+}
+
+/// The destination listings of a block of `size`: `holders` (from a
+/// merge, with their listed `sizes`) less those that list another size. A
+/// copy of the wrong size is no copy (the Go tool compares `hash+size`):
+/// when there is one, it is counted and `scratch` holds the rest.
+#[inline]
+fn same_size<'h>(
+    holders: &'h [u16],
+    sizes: &[u32],
+    size: u32,
+    scratch: &'h mut Vec<u16>,
+    counts: &mut PlanCounts,
+) -> &'h [u16] {
+    if sizes.iter().all(|&z| z == size) {
+        return holders;
+    }
+    counts.dst_wrong_size += 1;
+    scratch.clear();
+    scratch.extend(
+        (holders.iter().zip(sizes))
+            .filter(|&(_, &z)| z == size)
+            .map(|(&h, _)| h),
+    );
+    scratch
 }
 
 /// Below this many index entries a pass is planned on one thread.
@@ -650,7 +689,7 @@ fn plan_lists(src: &[&[Entry]], dst: &[&[Entry]], opts: &PlanOptions<'_>) -> Pla
     let mut out = Plan::default();
     let mut sm = Merge::new(src);
     let mut dm = Merge::new(dst);
-    let (mut sh, mut dh) = (Vec::new(), Vec::new());
+    let (mut sh, mut dh, mut same) = (Vec::new(), Vec::new(), Vec::new());
     let mut d_cur = dm.next(&mut dh);
     if let Some((_, e)) = d_cur {
         counts.dst_blocks += 1;
@@ -671,7 +710,9 @@ fn plan_lists(src: &[&[Entry]], dst: &[&[Entry]], opts: &PlanOptions<'_>) -> Pla
             }
         }
         let listed: &[u16] = match d_cur {
-            Some((d_key, _)) if d_key == s_key => &dh,
+            Some((d_key, _)) if d_key == s_key => {
+                same_size(&dh, &dm.sizes, se.size, &mut same, &mut counts)
+            }
             _ => &[],
         };
         decide.block(
@@ -711,7 +752,7 @@ fn plan_listed(
     let mut out = Plan::default();
     let mut sm = Merge::new(src);
     let mut dm = Merge::new(dst);
-    let (mut sh, mut dh) = (Vec::new(), Vec::new());
+    let (mut sh, mut dh, mut same) = (Vec::new(), Vec::new(), Vec::new());
     /// Next entry of a merge, counted as one distinct block of its side.
     fn advance(
         m: &mut Merge<'_>,
@@ -761,7 +802,11 @@ fn plan_listed(
         let on_dst = d_cur.filter(|&(dk, _)| dk == k);
         match (on_src, on_dst) {
             (Some((_, se)), _) => {
-                let listed: &[u16] = if on_dst.is_some() { &dh } else { &[] };
+                let listed: &[u16] = if on_dst.is_some() {
+                    same_size(&dh, &dm.sizes, se.size, &mut same, &mut counts)
+                } else {
+                    &[]
+                };
                 decide.block(&mut out, &mut counts, se.hash, se.size, l.want, &sh, listed);
             }
             (None, Some((_, de))) => {
@@ -833,6 +878,43 @@ mod tests {
             lines: entries.len() as u64,
             entries,
         }
+    }
+
+    /// A destination copy listed with another size than the source's (a
+    /// file cut short) is not a copy: the block is planned as if that
+    /// listing did not have it, and the finding is counted. Both merges
+    /// (linear and heap) and the listed merge agree.
+    #[test]
+    fn wrong_size_copies_are_not_replicas() {
+        let cut = |mut ix: ServiceIndex, n: u8| {
+            for e in &mut ix.entries {
+                if e.hash == h(n) {
+                    e.size -= 1;
+                }
+            }
+            ix
+        };
+        // Block 1 only on a cut-short copy: a Copy. Block 2 on one good and
+        // one cut copy: a TopUp from the good one. Block 3 whole twice.
+        let src = || vec![idx(&[1, 2, 3])];
+        let dst = || vec![cut(idx(&[1, 2, 3]), 1), cut(idx(&[2, 3]), 2)];
+        let p = run(src(), dst(), &[], 2, false);
+        let acts: Vec<(u8, Action, u8)> = p
+            .jobs
+            .iter()
+            .map(|j| (j.hash.0[0], j.action, j.replicas))
+            .collect();
+        assert_eq!(acts, [(1, Action::Copy, 0), (2, Action::TopUp, 1)]);
+        assert_eq!(p.dst_holders(&p.jobs[1]), [0]);
+        assert_eq!(p.counts.dst_wrong_size, 2);
+        assert_eq!(p.counts.present, 1);
+        // Twenty destination lists: the heap merge.
+        let mut many: Vec<ServiceIndex> = (0..18).map(|_| idx(&[])).collect();
+        many.extend(dst());
+        let p = run(src(), many, &[], 2, false);
+        assert_eq!(p.counts.dst_wrong_size, 2);
+        assert_eq!(p.counts.to_copy, 1);
+        assert_eq!(p.counts.to_top_up, 1);
     }
 
     fn run(

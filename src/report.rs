@@ -502,6 +502,12 @@ impl Report {
                 self.plan.under_replicated
             ));
         }
+        if self.plan.dst_wrong_size > 0 {
+            s.push_str(&format!(
+                "  destination copies of the wrong size (cut short; not counted, written again): {}\n",
+                self.plan.dst_wrong_size
+            ));
+        }
         if self.dry_run && self.plan.to_write() > 0 {
             self.human_breakdown(&mut s);
         }

@@ -84,8 +84,8 @@ async fn stages(
     let mut run = Run::new(cfg, &sides, &**reporter, limits);
     run.listed = listed.as_ref();
     if let Some(l) = listed.as_ref().filter(|l| l.wants.per_block()) {
-        run.dst_classes = (sides.dst.services.iter())
-            .map(|s| l.wants.mask_of(s.store.classes_held()))
+        run.dst_classes = (sides.dst.listing_classes())
+            .map(|c| l.wants.mask_of(c))
             .collect();
     }
     metrics.attach(sides.clone(), run.stats.clone());

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::role::Role;
-use crate::store::{Ranking, Store};
+use crate::store::{Part, Ranking, Store};
 
 use crate::error::{Error, Result};
 use crate::protocol::client::{describe_http_error, Failure, OnRetry, Op};
@@ -324,6 +324,18 @@ pub struct Side {
     pub rank: Ranking,
     /// A refused request (401/403) was explained once ([`Side::refused`]).
     pub refused_said: AtomicBool,
+    /// What is indexed: each store whole, or each mount of a keepstore that
+    /// serves `/mounts` ([`Side::plan_listings`]). Plans and the copy count
+    /// destination copies per listing.
+    pub listings: Vec<Listing>,
+}
+
+/// One index listing of a side: a store's [`Part`] (the whole store, or one
+/// mount), asked of service `service`.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    pub service: u16,
+    pub part: Part,
 }
 
 impl Side {
@@ -365,9 +377,74 @@ impl Side {
         ))
     }
 
-    /// Replicas each store's listing counts for (see [`Store::credit`]).
+    /// Replicas each listing counts for (see [`Store::credit`]): a mount
+    /// its `Replication` (read-only or not: the copy is there) on a writable
+    /// keepstore, 0 on a read-only one.
     pub fn credits(&self, want: u32) -> Vec<u32> {
-        self.services.iter().map(|s| s.store.credit(want)).collect()
+        (self.listings.iter())
+            .map(|l| {
+                let store = &self.services[l.service as usize].store;
+                match &l.part.mount {
+                    Some(_) if store.writable() => l.part.replicas,
+                    Some(_) => 0,
+                    None => store.credit(want),
+                }
+            })
+            .collect()
+    }
+
+    /// Copies each listing stands for, read-only or not (keep-block-check).
+    pub fn replicas_held(&self) -> Vec<u32> {
+        (self.listings.iter())
+            .map(|l| match &l.part.mount {
+                Some(_) => l.part.replicas,
+                None => self.services[l.service as usize].store.replicas_held(),
+            })
+            .collect()
+    }
+
+    /// The classes of the copies each listing lists (`None`: not known).
+    pub fn listing_classes(&self) -> impl Iterator<Item = Option<&[String]>> {
+        self.listings.iter().map(|l| l.part.classes.as_deref())
+    }
+
+    /// (Re)build [`Side::listings`] from its stores' parts. A volume that
+    /// several keepstores mount (the same mount uuid) is listed once, through
+    /// a writable keepstore when there is one, so its copies count once, as
+    /// keep-balance counts them.
+    pub fn plan_listings(&mut self) {
+        let mut out: Vec<Listing> = Vec::new();
+        let mut seen: std::collections::HashMap<String, usize> = Default::default();
+        for (i, s) in self.services.iter().enumerate() {
+            for part in s.store.parts() {
+                if let Some(m) = &part.mount {
+                    if let Some(&k) = seen.get(m) {
+                        let first = &self.services[out[k].service as usize].store;
+                        if !first.writable() && s.store.writable() {
+                            out[k].service = i as u16;
+                        }
+                        continue;
+                    }
+                    seen.insert(m.clone(), out.len());
+                }
+                out.push(Listing {
+                    service: i as u16,
+                    part,
+                });
+            }
+        }
+        self.listings = out;
+    }
+
+    /// The services of `listings` (indices into [`Side::listings`]),
+    /// ascending, each once.
+    pub fn services_of(&self, listings: &[u16]) -> Vec<u16> {
+        let mut v: Vec<u16> = (listings.iter())
+            .map(|&l| self.listings[l as usize].service)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// Whether this side is volumes rather than Keep services.
@@ -381,6 +458,94 @@ impl Side {
     pub fn label(&self, i: usize) -> String {
         self.services[i].store.label()
     }
+}
+
+/// Ask each keepstore of `side` what it mounts (`GET /mounts`, with the
+/// side's token, `--checkers` at a time), so that its index is read one
+/// mount at a time and each copy counts in its own volume's classes and
+/// `Replication`, and a write here may confirm any class one of its writable
+/// mounts has. A keepstore that answers 404 predates `/mounts`: its whole
+/// index is read, with the classes a cluster config gave it. Any other
+/// failure leaves it to the index requests, which tell it properly (a
+/// refused token, a service down).
+pub async fn discover_mounts(side: &mut Side, conn: &crate::sides::Connection) {
+    use futures::StreamExt;
+    let asks: Vec<usize> = (side.services.iter().enumerate())
+        .filter(|(_, s)| {
+            matches!(&s.store, Store::Keep(k) if !k.service.is_proxy() && !k.service.is_gateway())
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if asks.is_empty() {
+        return;
+    }
+    let role = side.role;
+    let answers: Vec<(usize, Option<Vec<crate::protocol::Mount>>)> = {
+        let services = &side.services;
+        futures::stream::iter(asks)
+            .map(|i| async move {
+                let svc = &services[i];
+                let Store::Keep(k) = &svc.store else {
+                    return (i, None);
+                };
+                let asking = Asking {
+                    role,
+                    service: svc,
+                    op: Op::Index,
+                    block: None,
+                };
+                let r = crate::protocol::client::with_retries(
+                    conn.backoff,
+                    conn.retries,
+                    &asking,
+                    |_| k.fetch_mounts(),
+                )
+                .await;
+                let mounts = match r {
+                    Ok(Some(m)) => Some(m),
+                    Ok(None) => {
+                        tracing::info!(
+                            event = "mounts",
+                            side = role.as_str(),
+                            service = svc.store.id(),
+                            "{role} service {} has no /mounts (404): its whole index is read",
+                            svc.store.label()
+                        );
+                        None
+                    }
+                    Err((f, _)) => {
+                        tracing::info!(
+                            event = "mounts",
+                            side = role.as_str(),
+                            service = svc.store.id(),
+                            error = %f,
+                            "{role} service {}: GET /mounts failed ({f}): its whole index is read",
+                            svc.store.label()
+                        );
+                        None
+                    }
+                };
+                (i, mounts)
+            })
+            .buffer_unordered(conn.checkers.max(1))
+            .collect()
+            .await
+    };
+    for (i, mounts) in answers {
+        if let (Some(m), Store::Keep(k)) = (mounts, &mut side.services[i].store) {
+            tracing::info!(
+                event = "mounts",
+                side = role.as_str(),
+                service = k.service.uuid.as_str(),
+                mounts = m.len(),
+                "{role} service {}: {} mounts",
+                k.service.uuid,
+                m.len()
+            );
+            k.set_mounts(m);
+        }
+    }
+    side.plan_listings();
 }
 
 #[cfg(test)]

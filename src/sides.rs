@@ -34,6 +34,10 @@ pub struct Connection {
     pub adaptive: bool,
     /// `--checkers`.
     pub checkers: usize,
+    /// `--retries` and its backoff, for the `GET /mounts` asked while the
+    /// side is prepared.
+    pub retries: u32,
+    pub backoff: crate::protocol::client::Backoff,
 }
 
 impl Connection {
@@ -44,6 +48,8 @@ impl Connection {
             max_per_service: cfg.max_per_service,
             adaptive: !cfg.fixed_concurrency,
             checkers: cfg.checkers,
+            retries: cfg.net.retries,
+            backoff: cfg.net.backoff(),
         }
     }
 }
@@ -109,13 +115,14 @@ pub async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<Sides> {
     .await?;
     let conn = Connection::of(cfg);
     let src = make_side(Role::Source, src_settings, src, defaults.src_ttl, &conn)?;
-    let dst = make_side(
+    let mut dst = make_side(
         Role::Destination,
         dst_settings,
         dst,
         defaults.dst_ttl,
         &conn,
     )?;
+    services::discover_mounts(&mut dst, &conn).await;
     check_writable(&dst, defaults.want, cfg.storage_classes.as_deref())?;
     Ok(Sides {
         dst_credits: dst.credits(defaults.want),
@@ -237,7 +244,9 @@ pub async fn prepare_cluster_with_default(
         Some(c) => ClusterDefault::Known(c.default_replication),
         None => ClusterDefault::Api(s.clone(), f.conn.connect_timeout),
     };
-    Ok((make_side(role, s, stores, ttl, &f.conn)?, default))
+    let mut side = make_side(role, s, stores, ttl, &f.conn)?;
+    services::discover_mounts(&mut side, &f.conn).await;
+    Ok((side, default))
 }
 
 /// A side's `-*-cluster-config`, read (its `--*-cluster` picks the cluster).
@@ -471,7 +480,11 @@ fn check_writable(dst: &Side, want: u32, classes: Option<&str>) -> Result<()> {
         let why = match (dst.is_volumes(), classes.is_some()) {
             (true, true) => "all are read-only, or lack a storage class of --storage-classes",
             (true, false) => "all are read-only",
-            (false, _) => "all are read-only or gateways",
+            (false, true) => {
+                "all are read-only or gateways, or mount no writable volume of a storage class \
+                 of --storage-classes (as their GET /mounts or the cluster config says)"
+            }
+            (false, false) => "all are read-only or gateways",
         };
         let all: Vec<String> = dst.services.iter().map(|s| s.store.label()).collect();
         return Err(Error::config(format!(
@@ -641,14 +654,17 @@ fn make_side(
         .into_iter()
         .map(|e| Service::new(e, conn.max_per_service, conn.adaptive, role))
         .collect();
-    Ok(Side {
+    let mut side = Side {
         role,
         settings,
         rank: Ranking::new(services.iter().map(|s| &s.store)),
         services,
         ttl,
         refused_said: Default::default(),
-    })
+        listings: Vec::new(),
+    };
+    side.plan_listings();
+    Ok(side)
 }
 
 /// One volume as a store.

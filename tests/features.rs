@@ -220,7 +220,25 @@ async fn storage_classes_are_requested_and_must_be_confirmed() {
         .expect(0);
     p.assert_placed(&blocks, 1);
 
+    // Keepstores that say (GET /mounts) they mount no `archive` volume:
+    // refused before anything is listed, naming them.
     let q = Pair::with(signed(2, SRC_TOKEN, SRC_KEY), signed(2, DST_TOKEN, DST_KEY)).await;
+    q.src.seed_blocks(3, &sizes(), 1, 26);
+    let r = q
+        .rsync(&["-replications", "1", "--storage-classes", "archive"])
+        .await;
+    r.expect(2);
+    assert!(
+        r.stderr
+            .contains("mount no writable volume of a storage class"),
+        "{}",
+        r.stderr
+    );
+    // Keepstores from before /mounts: their classes are not known, so each
+    // PUT finds out.
+    let mut old = signed(2, DST_TOKEN, DST_KEY);
+    old.serve_mounts = false;
+    let q = Pair::with(signed(2, SRC_TOKEN, SRC_KEY), old).await;
     q.src.seed_blocks(3, &sizes(), 1, 26);
     let r = q
         .rsync(&["-replications", "1", "--storage-classes", "archive"])

@@ -153,6 +153,8 @@ pub async fn run(cfg: CheckConfig, soft: CancellationToken) -> u8 {
             max_per_service: cfg.max_per_service,
             adaptive: !cfg.fixed_concurrency,
             checkers: cfg.checkers,
+            retries: cfg.net.retries,
+            backoff: cfg.net.backoff(),
         },
     };
     let stop = |e: Error, side: Option<&Side>, tally: &Tally| {
@@ -315,12 +317,10 @@ impl Check<'_> {
     fn check_pass(&self, prefix: &str, idx: &[ServiceIndex]) -> Result<()> {
         let listed = self.listed.load(prefix)?;
         // Copies a listing stands for, read-only stores included.
-        let credits: Vec<u32> = (self.side.services.iter())
-            .map(|s| s.store.replicas_held())
-            .collect();
+        let credits: Vec<u32> = self.side.replicas_held();
         let wants = &self.listed.wants;
-        let classes: Vec<u64> = (self.side.services.iter())
-            .map(|s| wants.mask_of(s.store.classes_held()))
+        let classes: Vec<u64> = (self.side.listing_classes())
+            .map(|c| wants.mask_of(c))
             .collect();
         let per_block = wants.per_block().then_some(crate::plan::PerBlock {
             wants,

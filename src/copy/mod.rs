@@ -184,10 +184,13 @@ impl<'a> Copier<'a> {
     }
 
     async fn copy_one(&self, plan: &Plan, job: &Job) -> Result<(), BlockError> {
-        let holders = plan.dst_holders(job);
+        // The plan names destination listings (stores, or keepstore mounts);
+        // reads and writes go to their services.
+        let listed = plan.dst_holders(job);
+        let holders = &self.dst.services_of(listed)[..];
         match job.action {
             Action::Copy | Action::TopUp => {
-                let need = self.need(job, holders);
+                let need = self.need(job, listed);
                 let cands = candidates(plan.sources(job), holders, &[]);
                 self.transfer(job, &cands, holders, &need).await?;
                 let size = job.size as u64;
@@ -208,7 +211,8 @@ impl<'a> Copier<'a> {
     /// rewrite missing or corrupt ones from the source.
     async fn verify(&self, plan: &Plan, job: &Job) -> Result<(), BlockError> {
         let size = job.size as u64;
-        let holders = plan.dst_holders(job);
+        let listed = plan.dst_holders(job);
+        let holders = &self.dst.services_of(listed)[..];
         let mut bad: Vec<u16> = Vec::new();
         for &d in holders {
             let svc = &self.dst.services[d as usize].store;
@@ -240,16 +244,15 @@ impl<'a> Copier<'a> {
         let relay = self
             .try_candidates(job, &cands, |c| self.read_whole(c, job))
             .await?;
-        let good: Vec<u16> = holders
-            .iter()
-            .copied()
-            .filter(|d| !bad.contains(d))
-            .collect();
-        let mut good = good;
-        for &d in &bad {
-            if self.put_to(d, job, &relay, 1, None).await.is_ok() {
-                good.push(d);
+        let mut good: Vec<u16> = Vec::new();
+        for &d in holders {
+            if bad.contains(&d) && self.put_to(d, job, &relay, 1, None).await.is_err() {
+                continue;
             }
+            // The service's listings of the block count again.
+            good.extend(
+                (listed.iter().copied()).filter(|&l| self.dst.listings[l as usize].service == d),
+            );
         }
         let need = self.need(job, &good);
         self.write(job, &relay, holders, &need).await?;
@@ -257,7 +260,8 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
-    /// What writes must add to the copies the stores in `holders` have.
+    /// What writes must add to the copies the destination listings
+    /// `holders` have.
     fn need(&self, job: &Job, holders: &[u16]) -> Need {
         match &self.per_block {
             Some(p) if job.want != crate::wants::RUN_WANT => Need::Classes(
@@ -645,7 +649,7 @@ impl<'a> Copier<'a> {
             // keepstore answers 507 as well when it has no writable volume
             // of any class asked: full only where the classes are known.
             Err((f, _)) if f.kind == FailureKind::Full => match classes {
-                Some(asked) if !svc.store.classes_held().is_some_and(|_| svc.store.may_confirm(Some(asked))) => {
+                Some(asked) if !svc.store.write_classes().is_some_and(|_| svc.store.may_confirm(Some(asked))) => {
                     Err(Failure::new(
                         FailureKind::Rejected,
                         format!("{f} for storage classes {asked:?}: no writable volume of them there, or they are full"),

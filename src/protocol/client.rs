@@ -284,12 +284,22 @@ impl KeepClient {
         })
     }
 
-    /// `GET /index/PREFIX`: the response, once its status is 200. The caller
-    /// streams and checks the body.
-    pub async fn index(&self, base: &str, prefix: &str) -> Result<reqwest::Response, Failure> {
+    /// `GET /index/PREFIX`, or with `mount` that mount's own index
+    /// (`GET /mounts/UUID/blocks?prefix=PREFIX`): the response, once its
+    /// status is 200. The caller streams and checks the body.
+    pub async fn index(
+        &self,
+        base: &str,
+        prefix: &str,
+        mount: Option<&str>,
+    ) -> Result<reqwest::Response, Failure> {
+        let path = match mount {
+            Some(uuid) => crate::protocol::mounts::mount_index_path(uuid, prefix),
+            None => format!("/index/{prefix}"),
+        };
         let resp = self
             .http
-            .get(format!("{base}/index/{prefix}"))
+            .get(format!("{base}{path}"))
             .header("Authorization", &*self.auth)
             .send()
             .await
@@ -300,6 +310,37 @@ impl KeepClient {
             return Err(Failure::from_status(status, &body));
         }
         Ok(resp)
+    }
+
+    /// `GET /mounts`: the keepstore's volumes, or `None` when it answers 404
+    /// (a keepstore from before `/mounts`, or not a keepstore at all).
+    pub async fn mounts(&self, base: &str) -> Result<Option<Vec<crate::protocol::Mount>>, Failure> {
+        let resp = self
+            .http
+            .get(format!("{base}/mounts"))
+            .header("Authorization", &*self.auth)
+            .send()
+            .await
+            .map_err(|e| Failure::from_http(&e))?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if status != StatusCode::OK {
+            let body = read_capped(resp, ERROR_BODY_MAX).await;
+            return Err(Failure::from_status(status, &body));
+        }
+        // A mounts list is a few hundred bytes per volume.
+        let text = read_capped(resp, MOUNTS_MAX).await;
+        if text.len() >= MOUNTS_MAX {
+            return Err(Failure::new(
+                FailureKind::Malformed,
+                format!("mounts list longer than {MOUNTS_MAX} bytes"),
+            ));
+        }
+        crate::protocol::mounts::parse_mounts(&text)
+            .map(Some)
+            .map_err(|why| Failure::new(FailureKind::Malformed, format!("mounts list that {why}")))
     }
 
     /// `GET /LOCATOR`: the response once its status is 200 and its
@@ -419,15 +460,17 @@ impl KeepClient {
 /// the entries (unsorted) and the number of lines. A body that ends without
 /// its blank line is a transient failure (it is retried); a malformed line
 /// is a `Malformed` one (it is not).
+#[allow(clippy::too_many_arguments)]
 pub async fn list_index(
     client: &KeepClient,
     url: &str,
     prefix: &str,
+    mount: Option<&str>,
     answered: &AtomicBool,
     on_bytes: &(dyn Fn(u64) + Sync),
     mut entries: Vec<Entry>,
 ) -> Result<(Vec<Entry>, u64), Failure> {
-    let resp = client.index(url, prefix).await?;
+    let resp = client.index(url, prefix, mount).await?;
     answered.store(true, Ordering::Relaxed);
     let mut parser = BodyParser::default();
     let mut body = resp.bytes_stream();
@@ -503,6 +546,9 @@ pub fn describe_http_error(e: &reqwest::Error) -> String {
 /// At most this much of an error (or PUT) answer's body is read: enough for
 /// a message, and a service that answers with megabytes costs nothing.
 pub const ERROR_BODY_MAX: usize = 4096;
+
+/// The most of a `GET /mounts` answer that is read (thousands of volumes).
+const MOUNTS_MAX: usize = 4 << 20;
 
 /// The first `max` bytes of a response body as text (lossy), without reading
 /// the rest; a body that breaks gives what arrived.
@@ -664,7 +710,7 @@ mod tests {
         // comes back, its text one short line from the first 4 KiB.
         let (base, sent) = endless_body_server("500 Internal Server Error").await;
         let c = test_client();
-        let f = tokio::time::timeout(limit, c.index(&base, "ab"))
+        let f = tokio::time::timeout(limit, c.index(&base, "ab", None))
             .await
             .expect("the error answer was read to its end")
             .unwrap_err();

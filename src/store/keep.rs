@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use super::{BlockStream, Body};
+use super::{BlockStream, Body, Part};
 use crate::protocol::client::{body_chunks, list_index, Failure, KeepClient, PutOk};
 use crate::protocol::index::Entry;
-use crate::protocol::{BlockHash, KeepService, Locator};
+use crate::protocol::{BlockHash, KeepService, Locator, Mount};
 
 /// How a side signs the locators it asks for (`+A…@…`): never printed.
 pub struct Signer {
@@ -58,6 +58,8 @@ pub struct KeepStore {
     client: KeepClient,
     signer: Arc<Signer>,
     url: String,
+    /// The union of its writable mounts' classes, when its mounts are known.
+    write_classes: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for KeepStore {
@@ -71,22 +73,103 @@ impl std::fmt::Debug for KeepStore {
 impl KeepStore {
     pub fn new(service: KeepService, client: KeepClient, signer: Arc<Signer>) -> KeepStore {
         let url = service.url();
-        KeepStore {
+        let mut k = KeepStore {
             service,
             client,
             signer,
             url,
+            write_classes: None,
+        };
+        k.write_classes = k.union_of_writable();
+        k
+    }
+
+    fn union_of_writable(&self) -> Option<Vec<String>> {
+        let mounts = self.service.mounts.as_ref()?;
+        let mut all: Vec<String> = (mounts.iter().filter(|m| m.writable))
+            .flat_map(|m| m.classes.iter().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        Some(all)
+    }
+
+    /// `GET /mounts`: the keepstore's volumes, `None` when it predates
+    /// `/mounts` (404).
+    pub async fn fetch_mounts(&self) -> Result<Option<Vec<Mount>>, Failure> {
+        self.client.mounts(&self.url).await
+    }
+
+    /// Take the mounts the keepstore itself listed (they replace a cluster
+    /// config's view): from now on its index is asked one mount at a time,
+    /// and it is read-only when none of them is writable (as keep-balance
+    /// treats it).
+    pub fn set_mounts(&mut self, mounts: Vec<Mount>) {
+        if !mounts.is_empty() && !mounts.iter().any(|m| m.writable) {
+            self.service.read_only = true;
+        }
+        self.service.mounts = Some(mounts);
+        self.service.mounts_served = true;
+        self.write_classes = self.union_of_writable();
+    }
+
+    pub(super) fn write_classes(&self) -> Option<&[String]> {
+        self.write_classes.as_deref()
+    }
+
+    /// One part per mount when the keepstore serves `/mounts`; else the
+    /// whole index, its copies in the classes every mount a cluster config
+    /// gave it has (the only ones a listed copy is surely in).
+    pub(super) fn parts(&self) -> Vec<Part> {
+        match &self.service.mounts {
+            Some(mounts) if self.service.mounts_served => mounts
+                .iter()
+                .map(|m| Part {
+                    mount: Some(m.uuid.clone()),
+                    replicas: m.replication.max(1),
+                    classes: Some(m.classes.clone()),
+                })
+                .collect(),
+            Some(mounts) => {
+                let mut every: Option<Vec<String>> = None;
+                for m in mounts {
+                    every = Some(match every {
+                        None => m.classes.clone(),
+                        Some(c) => c.into_iter().filter(|x| m.classes.contains(x)).collect(),
+                    });
+                }
+                vec![Part {
+                    mount: None,
+                    replicas: 1,
+                    classes: every,
+                }]
+            }
+            None => vec![Part {
+                mount: None,
+                replicas: 1,
+                classes: None,
+            }],
         }
     }
 
     pub(super) async fn list(
         &self,
         prefix: &str,
+        mount: Option<&str>,
         answered: &AtomicBool,
         on_bytes: &(dyn Fn(u64) + Sync),
         into: Vec<Entry>,
     ) -> Result<(Vec<Entry>, u64), Failure> {
-        list_index(&self.client, &self.url, prefix, answered, on_bytes, into).await
+        list_index(
+            &self.client,
+            &self.url,
+            prefix,
+            mount,
+            answered,
+            on_bytes,
+            into,
+        )
+        .await
     }
 
     pub(super) async fn head(

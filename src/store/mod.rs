@@ -102,6 +102,21 @@ pub enum Order {
     Mounts,
 }
 
+/// One index request's worth of a store ([`Store::parts`]): the whole
+/// store, or one mount of a keepstore, with what a copy listed there counts
+/// for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// The keepstore mount asked (`GET /mounts/UUID/blocks`); `None`: the
+    /// whole store.
+    pub mount: Option<String>,
+    /// Copies one listed block stands for: a mount's or volume's
+    /// `Replication`; 1 for a whole keepstore (see [`Store::credit`]).
+    pub replicas: u32,
+    /// The classes a listed copy is in; `None`: not known.
+    pub classes: Option<Vec<String>>,
+}
+
 /// What [`Store::describe`] tells about a volume.
 #[derive(Clone, Debug, Default)]
 pub struct VolumeTraits {
@@ -176,13 +191,32 @@ impl Store {
         }
     }
 
-    /// The storage classes a copy listed here is in: a volume's own; a
-    /// keepstore's when a cluster config gave its volumes; otherwise `None`
-    /// (not known: a keepproxy, a services list).
-    pub fn classes_held(&self) -> Option<&[String]> {
+    /// The storage classes a write here can store: a volume's own; a
+    /// keepstore's writable mounts' (the union: keepstore writes each class
+    /// asked to a mount of it) when its mounts are known; otherwise `None`
+    /// (not known: a keepproxy, a keepstore of a services list that does not
+    /// serve `/mounts`).
+    pub fn write_classes(&self) -> Option<&[String]> {
         match self {
-            Store::Keep(s) => s.service.classes.as_deref(),
+            Store::Keep(s) => s.write_classes(),
             _ => self.volume().map(|t| &t.classes[..]),
+        }
+    }
+
+    /// How its index is asked: one [`Part`] for the whole store, or one per
+    /// mount of a keepstore that serves `GET /mounts` (as keep-balance asks
+    /// it), each with what a copy listed there counts for.
+    pub fn parts(&self) -> Vec<Part> {
+        match self {
+            Store::Keep(s) => s.parts(),
+            _ => {
+                let t = self.volume().cloned().unwrap_or_default();
+                vec![Part {
+                    mount: None,
+                    replicas: t.replication.max(1),
+                    classes: Some(t.classes),
+                }]
+            }
         }
     }
 
@@ -247,10 +281,10 @@ impl Store {
 
     /// Whether a write here can confirm every one of `classes` (a
     /// comma-separated `--storage-classes`): a volume, or a keepstore whose
-    /// volumes a cluster config gave, only with each class among its own;
+    /// mounts are known, only with each class among [`Self::write_classes`];
     /// any other keepstore decides for itself.
     pub fn may_confirm(&self, classes: Option<&str>) -> bool {
-        match (self.classes_held(), classes) {
+        match (self.write_classes(), classes) {
             (Some(held), Some(want)) => want
                 .split(',')
                 .map(str::trim)
@@ -280,7 +314,8 @@ impl Store {
         }
     }
 
-    /// Every block whose hash starts with `prefix`, as listed (unsorted,
+    /// Every block whose hash starts with `prefix` (on one `mount` of a
+    /// keepstore, from [`Self::parts`]), as listed (unsorted,
     /// possibly with duplicates), and the number of lines or keys. `answered`
     /// is set once the store has started a complete-looking answer (from then
     /// on a failure means a broken listing, not a store down); `on_bytes`
@@ -288,12 +323,13 @@ impl Store {
     pub async fn list(
         &self,
         prefix: &str,
+        mount: Option<&str>,
         answered: &AtomicBool,
         on_bytes: &(dyn Fn(u64) + Sync),
         into: Vec<Entry>,
     ) -> Result<(Vec<Entry>, u64), Failure> {
         match self {
-            Store::Keep(s) => s.list(prefix, answered, on_bytes, into).await,
+            Store::Keep(s) => s.list(prefix, mount, answered, on_bytes, into).await,
             Store::Dir(v) => v.list(prefix, answered, into).await,
             Store::S3(v) => v.list(prefix, answered, on_bytes, into).await,
         }

@@ -12,12 +12,14 @@
 pub mod index;
 pub mod layout;
 pub mod locator;
+pub mod mounts;
 pub mod rendezvous;
 pub mod services;
 pub mod signing;
 pub mod units;
 
 pub use locator::{BlockHash, Locator, LocatorError, EMPTY_BLOCK_HASH, MAX_BLOCK_SIZE};
+pub use mounts::Mount;
 pub use rendezvous::{
     mount_order_among, mount_weight_suffix, probe_order, probe_order_among, uuid_weight_suffix,
 };

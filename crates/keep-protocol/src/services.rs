@@ -20,9 +20,13 @@ pub struct KeepService {
     /// `disk`, `proxy`, or `gateway:…`.
     pub service_type: String,
     pub read_only: bool,
-    /// The storage classes of the volumes it writes to, when a cluster
-    /// config says (copies it lists are in all of them); `None`: not known.
-    pub classes: Option<Vec<String>>,
+    /// The volumes it mounts: from a cluster config's `Volumes`, then as
+    /// the keepstore itself answers `GET /mounts`; `None`: not known (a
+    /// services list before the keepstore was asked, a keepproxy).
+    pub mounts: Option<Vec<crate::Mount>>,
+    /// `mounts` came from the keepstore's own `GET /mounts`, so its index is
+    /// asked one mount at a time.
+    pub mounts_served: bool,
 }
 
 impl KeepService {
@@ -139,7 +143,8 @@ pub fn parse_services(text: &str) -> Result<Vec<KeepService>, String> {
             ssl,
             service_type,
             read_only,
-            classes: None,
+            mounts: None,
+            mounts_served: false,
         };
         if let Some(prev) = out.iter().find(|s| s.uuid == svc.uuid) {
             return Err(bad(format!(
@@ -205,7 +210,8 @@ mod tests {
             ssl: true,
             service_type: "disk".into(),
             read_only: false,
-            classes: None,
+            mounts: None,
+            mounts_served: false,
         };
         assert_eq!(s.url(), "https://[::1]:1");
     }

@@ -160,6 +160,14 @@ struct ServeArgs {
         default_value = "default"
     )]
     storage_classes: String,
+    /// The volumes every keepstore mounts, `;`-separated, each
+    /// `CLASS[+CLASS][:REPLICATION][:ro]` (e.g. `default;archive:2`), listed
+    /// by `GET /mounts`; default: one volume of --storage-classes
+    #[arg(long, value_name = "SPEC")]
+    mounts: Option<String>,
+    /// Answer 404 to `/mounts`, as a keepstore from before it
+    #[arg(long)]
+    no_mounts_api: bool,
     /// Write an arv-copy style settings file (contains the token and key).
     #[arg(long, value_name = "FILE")]
     settings_file: Option<String>,
@@ -427,6 +435,11 @@ fn build_config(a: &ServeArgs) -> Result<ClusterConfig, String> {
             .filter(|c| !c.is_empty())
             .collect(),
         service_classes: Vec::new(),
+        mounts: match &a.mounts {
+            Some(spec) => vec![parse_mounts(spec)?; services],
+            None => Vec::new(),
+        },
+        serve_mounts: !a.no_mounts_api,
         synthetic: a.synthetic_blocks.map(|blocks| SyntheticIndex {
             blocks,
             seed: a.synthetic_seed,
@@ -434,6 +447,38 @@ fn build_config(a: &ServeArgs) -> Result<ClusterConfig, String> {
             fraction: a.synthetic_fraction,
         }),
     })
+}
+
+/// `--mounts`: `CLASS[+CLASS][:REPLICATION][:ro]`, `;`-separated.
+pub fn parse_mounts(spec: &str) -> Result<Vec<crate::MountSpec>, String> {
+    let mut out = Vec::new();
+    for m in spec.split(';').map(str::trim).filter(|m| !m.is_empty()) {
+        let mut parts = m.split(':');
+        let classes: Vec<String> = (parts.next().unwrap_or("").split('+'))
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect();
+        let mut mount = crate::MountSpec {
+            classes,
+            replication: 1,
+            read_only: false,
+        };
+        for p in parts {
+            match p.trim() {
+                "ro" => mount.read_only = true,
+                n => {
+                    mount.replication = n.parse().ok().filter(|&r| r >= 1).ok_or_else(|| {
+                        format!("--mounts {m:?}: {n:?} is neither a replication (1 or more) nor ro")
+                    })?
+                }
+            }
+        }
+        out.push(mount);
+    }
+    if out.is_empty() {
+        return Err("--mounts names no volume".into());
+    }
+    Ok(out)
 }
 
 async fn serve(a: ServeArgs) -> ExitCode {

@@ -99,6 +99,40 @@ pub struct ClusterConfig {
     /// Benchmarks: blocks written over HTTP are verified, then only their
     /// size is kept (listed in the index; GET answers 404).
     pub discard_data: bool,
+    /// Per service, the volumes it mounts (each its own store, classes and
+    /// replication); services past its end, or given none, mount one volume
+    /// of their classes. `GET /mounts` lists them.
+    pub mounts: Vec<Vec<MountSpec>>,
+    /// Serve `/mounts` and `/mounts/UUID/blocks` (`false`: a keepstore from
+    /// before them, answering 404).
+    pub serve_mounts: bool,
+}
+
+/// One volume a simulated keepstore mounts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountSpec {
+    /// Its storage classes (`default` when empty).
+    pub classes: Vec<String>,
+    /// Copies one block stored here stands for (at least 1).
+    pub replication: u32,
+    pub read_only: bool,
+}
+
+impl MountSpec {
+    /// A writable volume of `classes`, replication 1.
+    pub fn of(classes: &[&str]) -> MountSpec {
+        MountSpec {
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            replication: 1,
+            read_only: false,
+        }
+    }
+}
+
+/// The uuid of mount `m` of service `i` (`PREFIX-nyw5e-…`): mount 0 is
+/// `%015x` of `i`, as the cluster config's volumes always were.
+pub fn mount_uuid(prefix: &str, i: usize, m: usize) -> String {
+    format!("{prefix}-nyw5e-{:015x}", (i as u64) | ((m as u64) << 32))
 }
 
 impl Default for ClusterConfig {
@@ -123,6 +157,8 @@ impl Default for ClusterConfig {
             service_type: "disk".into(),
             shared_data: false,
             discard_data: false,
+            mounts: Vec::new(),
+            serve_mounts: true,
         }
     }
 }
@@ -276,6 +312,7 @@ impl Cluster {
             if let Some(c) = cfg.service_classes.get(i) {
                 svc.classes = c.clone();
             }
+            mount_volumes(&mut svc, &cfg, i)?;
             let svc = Arc::new(svc);
             svc.serve(listener);
             svcs.push(svc);
@@ -451,13 +488,19 @@ impl Cluster {
         y.push_str("    Volumes:\n");
         for (i, s) in self.svcs.iter().enumerate() {
             let ro = c.read_only.contains(&i);
-            let classes: Vec<String> = s.classes.iter().map(|c| format!("{c:?}: true")).collect();
-            y.push_str(&format!(
-                "      {}-nyw5e-{i:015x}:\n        AccessViaHosts: {{\"{}/\": {{ReadOnly: {ro}}}}}\n        Driver: Directory\n        DriverParameters: {{Root: /var/lib/arvados/keep{i}}}\n        Replication: 1\n        StorageClasses: {{{}}}\n",
-                c.uuid_prefix,
-                self.url(i),
-                classes.join(", ")
-            ));
+            for (m, mnt) in s.mounts.iter().enumerate() {
+                let classes: Vec<String> =
+                    mnt.classes.iter().map(|c| format!("{c:?}: true")).collect();
+                y.push_str(&format!(
+                    "      {}:\n        AccessViaHosts: {{\"{}/\": {{ReadOnly: {ro}}}}}\n        Driver: Directory\n        DriverParameters: {{Root: /var/lib/arvados/keep{i}{}}}\n        ReadOnly: {}\n        Replication: {}\n        StorageClasses: {{{}}}\n",
+                    mnt.uuid,
+                    self.url(i),
+                    if m == 0 { String::new() } else { format!("-{m}") },
+                    !mnt.writable && !ro,
+                    mnt.replication,
+                    classes.join(", ")
+                ));
+            }
         }
         y
     }
@@ -478,36 +521,63 @@ impl Cluster {
         h
     }
 
-    /// Whether service `i` holds `h`.
+    /// Store `data` on mount `m` of service `i` directly.
+    pub fn put_block_on(&self, i: usize, m: usize, data: &[u8]) -> BlockHash {
+        let h = BlockHash::of(data);
+        if let Err(e) = self.svcs[i].mounts[m]
+            .store
+            .put(&h, Bytes::copy_from_slice(data))
+        {
+            eprintln!("keepstore-sim: put_block_on service {i} mount {m}: {e}");
+        }
+        h
+    }
+
+    /// Whether service `i` holds `h` (on any of its mounts).
     pub fn has_block(&self, i: usize, h: &BlockHash) -> bool {
-        self.svcs[i].store.contains(h)
+        self.svcs[i].mounts.iter().any(|m| m.store.contains(h))
+    }
+
+    /// Whether mount `m` of service `i` holds `h`.
+    pub fn mount_has_block(&self, i: usize, m: usize, h: &BlockHash) -> bool {
+        self.svcs[i].mounts[m].store.contains(h)
+    }
+
+    /// The uuid of mount `m` of service `i`, and how many it has.
+    pub fn mount_uuid(&self, i: usize, m: usize) -> String {
+        self.svcs[i].mounts[m].uuid.clone()
+    }
+
+    pub fn mount_count(&self, i: usize) -> usize {
+        self.svcs[i].mounts.len()
     }
 
     /// The bytes service `i` holds for `h`.
     pub fn get_block(&self, i: usize, h: &BlockHash) -> Option<Bytes> {
-        self.svcs[i].store.get(h).ok().flatten()
+        let m = self.svcs[i].mount_with(h)?;
+        m.store.get(h).ok().flatten()
     }
 
-    /// Remove `h` from service `i`; whether it was there.
+    /// Remove `h` from service `i` (every mount); whether it was there.
     pub fn remove_block(&self, i: usize, h: &BlockHash) -> bool {
-        self.svcs[i].store.remove(h)
+        (self.svcs[i].mounts.iter()).fold(false, |was, m| m.store.remove(h) | was)
     }
 
     /// Flip one stored byte of `h` on service `i`; whether it was there.
     pub fn corrupt_block(&self, i: usize, h: &BlockHash) -> bool {
-        self.svcs[i].store.corrupt(h)
+        (self.svcs[i].mount_with(h)).is_some_and(|m| m.store.corrupt(h))
     }
 
-    /// Every block service `i` holds, `(hash, size)`, sorted by hash
-    /// (synthetic entries excluded).
+    /// Every block service `i` holds, `(hash, size)`, sorted by hash, once
+    /// each however many mounts hold it (synthetic entries excluded).
     pub fn blocks(&self, i: usize) -> Vec<(BlockHash, u64)> {
-        self.svcs[i]
-            .store
-            .list("")
-            .unwrap_or_default()
-            .into_iter()
+        let mut all: Vec<(BlockHash, u64)> = (self.svcs[i].mounts.iter())
+            .flat_map(|m| m.store.list("").unwrap_or_default())
             .map(|e| (e.hash, e.size))
-            .collect()
+            .collect();
+        all.sort();
+        all.dedup_by_key(|e| e.0);
+        all
     }
 
     /// Put `n` random blocks (sizes from `sizes`, round robin) on the first
@@ -609,6 +679,54 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// Give service `i` its volumes from `cfg.mounts` (mount 0 on its own
+/// store, the others on new ones beside it); its classes become those of
+/// its writable mounts.
+fn mount_volumes(svc: &mut Svc, cfg: &ClusterConfig, i: usize) -> std::io::Result<()> {
+    let specs = match cfg.mounts.get(i) {
+        Some(m) if !m.is_empty() => m.clone(),
+        _ => vec![MountSpec {
+            classes: svc.classes.clone(),
+            replication: 1,
+            read_only: false,
+        }],
+    };
+    svc.mounts.clear();
+    for (m, spec) in specs.iter().enumerate() {
+        let store = if m == 0 {
+            svc.store.clone()
+        } else {
+            Arc::new(store::Store::open(
+                cfg.data_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("{}-{m}", svc.uuid))),
+                cfg.discard_data,
+            )?)
+        };
+        let mut classes = spec.classes.clone();
+        if classes.is_empty() {
+            classes.push("default".into());
+        }
+        svc.mounts.push(server::SimMount {
+            uuid: mount_uuid(&cfg.uuid_prefix, i, m),
+            store,
+            classes,
+            replication: spec.replication.max(1),
+            writable: !spec.read_only && !svc.read_only,
+        });
+    }
+    let mut classes: Vec<String> = (svc.mounts.iter().filter(|m| m.writable))
+        .flat_map(|m| m.classes.iter().cloned())
+        .collect();
+    classes.sort();
+    classes.dedup();
+    if !classes.is_empty() {
+        svc.classes = classes;
+    }
+    svc.serve_mounts = cfg.serve_mounts;
+    Ok(())
 }
 
 fn host_port(addr: SocketAddr) -> String {

@@ -94,7 +94,12 @@ pub(crate) struct Svc {
     /// The storage classes this keepstore confirms (its volumes' classes).
     pub classes: Vec<String>,
     pub addr: SocketAddr,
+    /// Mount 0's store (where the helpers that name no mount put blocks).
     pub store: Arc<Store>,
+    /// The volumes it mounts, mount 0 first (`GET /mounts`).
+    pub mounts: Vec<SimMount>,
+    /// Serve `/mounts` (a keepstore from before it answers 404).
+    pub serve_mounts: bool,
     pub shared: Arc<Shared>,
     faults: Mutex<Faults>,
     attempts: Mutex<HashMap<(FaultOp, BlockHash), u64>>,
@@ -104,6 +109,16 @@ pub(crate) struct Svc {
     run: Mutex<Option<Running>>,
     /// While paused: the port, bound but not listening (see `pause`).
     parked: Mutex<Option<TcpSocket>>,
+}
+
+/// One volume of a simulated keepstore: its own store, classes and
+/// replication, as keepstore's `GET /mounts` lists them.
+pub(crate) struct SimMount {
+    pub uuid: String,
+    pub store: Arc<Store>,
+    pub classes: Vec<String>,
+    pub replication: u32,
+    pub writable: bool,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -122,13 +137,22 @@ impl Svc {
     ) -> Svc {
         let limiter = Arc::new(Limiter::default());
         limiter.configure(faults.max_concurrent, faults.max_queued);
+        let store = Arc::new(store);
         Svc {
             index,
             uuid,
             read_only,
             classes: shared.storage_classes.clone(),
             addr,
-            store: Arc::new(store),
+            mounts: vec![SimMount {
+                uuid: String::new(),
+                store: store.clone(),
+                classes: shared.storage_classes.clone(),
+                replication: 1,
+                writable: !read_only,
+            }],
+            serve_mounts: true,
+            store,
             shared,
             faults: Mutex::new(faults),
             attempts: Mutex::new(HashMap::new()),
@@ -137,6 +161,28 @@ impl Svc {
             run: Mutex::new(None),
             parked: Mutex::new(None),
         }
+    }
+
+    /// The mount holding `h` (the first in mount order), if any.
+    pub fn mount_with(&self, h: &BlockHash) -> Option<&SimMount> {
+        self.mount_order(h, false)
+            .into_iter()
+            .map(|m| &self.mounts[m])
+            .find(|m| m.store.contains(h))
+    }
+
+    /// Mount indices in keepstore's order for `h` (ascending
+    /// `md5(HASH + uuid suffix)`); only the writable ones with `writable`.
+    pub fn mount_order(&self, h: &BlockHash, writable: bool) -> Vec<usize> {
+        let suffixes: Vec<&str> = (self.mounts.iter())
+            .map(|m| protocol::mount_weight_suffix(&m.uuid))
+            .collect();
+        let among: Vec<u16> = (0..self.mounts.len() as u16)
+            .filter(|&m| !writable || self.mounts[m as usize].writable)
+            .collect();
+        let mut out = Vec::new();
+        protocol::mount_order_among(h, &suffixes, &[], &among, &mut out);
+        out.into_iter().map(usize::from).collect()
     }
 
     pub fn faults(&self) -> Faults {
@@ -398,6 +444,11 @@ fn unix_now() -> u64 {
 enum Route {
     /// `GET|HEAD /index[/PREFIX]`: the part after `/index`.
     Index(String),
+    /// `GET /mounts`.
+    Mounts,
+    /// `GET /mounts/UUID/blocks[/PREFIX]`: the uuid and the part after
+    /// `/blocks`.
+    MountIndex(String, String),
     /// `GET|HEAD /LOCATOR` (also `//LOCATOR`).
     Read {
         loc: String,
@@ -417,6 +468,15 @@ impl Route {
         let is_read = method == Method::GET || method == Method::HEAD;
         if is_read && (path == "/index" || path.starts_with("/index/")) {
             return Route::Index(path.strip_prefix("/index").unwrap_or("").to_string());
+        }
+        if is_read && path == "/mounts" {
+            return Route::Mounts;
+        }
+        if let Some(rest) = path.strip_prefix("/mounts/").filter(|_| is_read) {
+            if let Some((uuid, tail)) = rest.split_once("/blocks") {
+                return Route::MountIndex(uuid.to_string(), tail.to_string());
+            }
+            return Route::Other;
         }
         // keepstore also accepts `//LOCATOR` on reads.
         let loc = path
@@ -465,7 +525,9 @@ pub(crate) async fn handle(
     let n = permit.in_flight();
     let resp = match route {
         Route::Options => text(StatusCode::OK, ""),
-        Route::Index(tail) => index(svc, req, tail, n).await?,
+        Route::Index(tail) => index(svc, req, None, tail, n).await?,
+        Route::MountIndex(uuid, tail) => index(svc, req, Some(uuid), tail, n).await?,
+        Route::Mounts => mounts(&svc, &req),
         Route::Read { loc, .. } => read_block(svc, req, loc, n).await?,
         Route::Write(loc) => write_block(svc, req, loc, n).await?,
         Route::Other => text(StatusCode::BAD_REQUEST, "Bad Request"),
@@ -487,7 +549,7 @@ async fn refuse(
     let mut resp = Response::new(full(Bytes::new()));
     *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     match route {
-        Route::Index(_) => {
+        Route::Index(_) | Route::MountIndex(..) => {
             svc.counters.index_requests.fetch_add(1, Ordering::Relaxed);
         }
         Route::Read { loc, get } => {
@@ -501,7 +563,7 @@ async fn refuse(
             }
             return early_answer(req, resp, &faults, 0).await;
         }
-        Route::Options | Route::Other => {}
+        Route::Options | Route::Mounts | Route::Other => {}
     }
     latency(&faults, 0).await;
     Ok(resp)
@@ -564,7 +626,9 @@ async fn read_block(
             }
         }
     }
-    let store = svc.store.clone();
+    let store = svc
+        .mount_with(&h)
+        .map_or_else(|| svc.store.clone(), |m| m.store.clone());
     let got = if store.is_dir() {
         tokio::task::spawn_blocking(move || store.get_data(&h))
             .await
@@ -832,17 +896,21 @@ async fn write_block(
     } else {
         1
     };
-    let confirmed = confirm_classes(
-        req.headers()
-            .get(protocol::HDR_STORAGE_CLASSES)
-            .and_then(|v| v.to_str().ok()),
-        &svc.classes,
-    );
-    // keepstore writes only to volumes of a class asked; with none, no
-    // write is tried and it answers as if all were full.
-    let no_class = confirmed.is_none();
-    let confirmed = confirmed.unwrap_or_default();
-    if faults.full || svc.read_only || no_class {
+    let asked: Vec<String> = (req.headers().get(protocol::HDR_STORAGE_CLASSES))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(',')
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    // keepstore writes only to mounts of a class asked; with none of them
+    // writable, no write is tried and it answers as if all were full.
+    let writable = svc.mount_order(&h, true);
+    let no_class = !asked.is_empty()
+        && !writable
+            .iter()
+            .any(|&m| svc.mounts[m].classes.iter().any(|c| asked.contains(c)));
+    if faults.full || svc.read_only || no_class || writable.is_empty() {
         if faults.full {
             svc.injected();
         }
@@ -882,21 +950,47 @@ async fn write_block(
     if BlockHash::of(&body) != h {
         return Ok(text(StatusCode::BAD_REQUEST, "hash mismatch in request"));
     }
-    let store = svc.store.clone();
-    let put = if store.is_dir() {
-        tokio::task::spawn_blocking(move || store.put(&h, body))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-    } else {
-        store.put(&h, body)
-    };
-    if let Err(e) = put {
-        return Ok(text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("write error: {e}"),
-        ));
+    let mut progress = PutProgress::new(&asked);
+    // Copies already there count (keepstore touches them), then writes go
+    // to the wanted mounts in order until every class asked has a copy.
+    for &m in &writable {
+        let mnt = &svc.mounts[m];
+        if progress.wants(mnt) && mnt.store.holds_intact(&h) {
+            progress.add(mnt);
+        }
+    }
+    for &m in &writable {
+        let mnt = &svc.mounts[m];
+        if progress.done() {
+            break;
+        }
+        if !progress.wants(mnt) {
+            continue;
+        }
+        let store = mnt.store.clone();
+        let data = body.clone();
+        let put = if store.is_dir() {
+            tokio::task::spawn_blocking(move || store.put(&h, data))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        } else {
+            store.put(&h, data)
+        };
+        if let Err(e) = put {
+            return Ok(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("write error: {e}"),
+            ));
+        }
+        progress.add(mnt);
     }
     svc.counters.puts_stored.fetch_add(1, Ordering::Relaxed);
+    let replicas = if svc.shared.proxy {
+        replicas
+    } else {
+        progress.total
+    };
+    let confirmed = progress.confirmed();
     // The answer leaves a latency after the body's last byte arrived: a
     // client cannot hide it by starting the PUT early (streaming), just as
     // over a real network.
@@ -921,26 +1015,78 @@ async fn write_block(
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "response")))
 }
 
-/// `X-Keep-Storage-Classes-Confirmed` for a PUT: each class of this
-/// service's volume, `=1`, when a class was asked that it has or none was
-/// asked (keepstore's format: the classes of the volumes written, asked or
-/// not); `None` when classes were asked and it has none of them.
-fn confirm_classes(requested: Option<&str>, offered: &[String]) -> Option<String> {
-    let asked: Vec<&str> = requested
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect();
-    if !asked.is_empty() && !asked.iter().any(|c| offered.iter().any(|o| o == c)) {
-        return None;
+/// What a PUT has stored so far, as keepstore's `putProgress` counts it:
+/// replicas in all, and per class; done once every class asked (any class
+/// when none was) has a copy.
+struct PutProgress {
+    todo: Vec<String>,
+    total: u32,
+    per_class: BTreeMap<String, u32>,
+    used: Vec<String>,
+}
+
+impl PutProgress {
+    fn new(asked: &[String]) -> PutProgress {
+        PutProgress {
+            todo: asked.to_vec(),
+            total: 0,
+            per_class: BTreeMap::new(),
+            used: Vec::new(),
+        }
     }
-    let all: Vec<String> = offered.iter().map(|c| format!("{c}=1")).collect();
-    Some(if all.is_empty() {
-        "default=1".to_string()
-    } else {
-        all.join(", ")
-    })
+
+    fn done(&self) -> bool {
+        self.todo.is_empty() && self.total > 0
+    }
+
+    fn wants(&self, m: &SimMount) -> bool {
+        !self.done()
+            && !self.used.contains(&m.uuid)
+            && (self.todo.is_empty() || m.classes.iter().any(|c| self.todo.contains(c)))
+    }
+
+    fn add(&mut self, m: &SimMount) {
+        self.used.push(m.uuid.clone());
+        self.total += m.replication;
+        for c in &m.classes {
+            *self.per_class.entry(c.clone()).or_default() += m.replication;
+            self.todo.retain(|t| t != c);
+        }
+    }
+
+    /// `X-Keep-Storage-Classes-Confirmed`: `class=N, class=M`.
+    fn confirmed(&self) -> String {
+        (self.per_class.iter())
+            .map(|(c, n)| format!("{c}={n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// `GET /mounts` (root token only): the mounts as keepstore lists them.
+fn mounts(svc: &Svc, req: &Request<Incoming>) -> Response<Body> {
+    if !svc.serve_mounts {
+        return text(StatusCode::NOT_FOUND, "404 page not found");
+    }
+    if let Some(refusal) = require_root(svc, req) {
+        return refusal;
+    }
+    let list: Vec<serde_json::Value> = (svc.mounts.iter())
+        .map(|m| {
+            let classes: serde_json::Map<String, serde_json::Value> = (m.classes.iter())
+                .map(|c| (c.clone(), serde_json::Value::Bool(true)))
+                .collect();
+            serde_json::json!({
+                "uuid": m.uuid,
+                "device_id": format!("sim:{}", m.uuid),
+                "allow_write": m.writable,
+                "allow_trash": m.writable,
+                "replication": m.replication,
+                "storage_classes": classes,
+            })
+        })
+        .collect();
+    json(StatusCode::OK, &list)
 }
 
 /// `None` when `req` carries the root token, else the refusal (401 without
@@ -961,6 +1107,7 @@ const MALFORMED_LINE: &[u8] = b"this-is-not-a-locator+12 1600000000000000000\n";
 async fn index(
     svc: Arc<Svc>,
     req: Request<Incoming>,
+    mount: Option<String>,
     tail: String,
     in_flight: usize,
 ) -> Result<Response<Body>, Dropped> {
@@ -988,19 +1135,33 @@ async fn index(
         svc.injected();
         return Ok(status_text(code));
     }
-    let store = svc.store.clone();
+    // One mount's index, or every mount's in turn (as keepstore lists them).
+    let (stores, first_mount): (Vec<Arc<Store>>, bool) = match &mount {
+        None => (svc.mounts.iter().map(|m| m.store.clone()).collect(), true),
+        Some(uuid) => match svc.mounts.iter().position(|m| &m.uuid == uuid) {
+            Some(k) if svc.serve_mounts => (vec![svc.mounts[k].store.clone()], k == 0),
+            _ => return Ok(text(StatusCode::NOT_FOUND, "Not Found")),
+        },
+    };
     let p2 = if faults.index_ignores_prefix {
         svc.injected();
         String::new()
     } else {
         prefix.clone()
     };
-    let listed = if store.is_dir() {
-        tokio::task::spawn_blocking(move || store.list(&p2))
+    let list_all = move || -> std::io::Result<Vec<super::store::Entry>> {
+        let mut all = Vec::new();
+        for st in &stores {
+            all.extend(st.list(&p2)?);
+        }
+        Ok(all)
+    };
+    let listed = if svc.store.is_dir() {
+        tokio::task::spawn_blocking(list_all)
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     } else {
-        store.list(&p2)
+        list_all()
     };
     let entries = match listed {
         Ok(e) => e,
@@ -1028,10 +1189,9 @@ async fn index(
         svc.injected();
         chunks.insert(0, Bytes::from_static(MALFORMED_LINE));
     }
-    let synthetic = svc
-        .shared
-        .synthetic
-        .as_ref()
+    // Synthetic entries are mount 0's.
+    let synthetic = (svc.shared.synthetic.as_ref())
+        .filter(|_| first_mount)
         .map(|s| s.chunks(svc.index, svc.shared.n, &prefix));
     let tail_chunk = if faults.index_incomplete {
         svc.injected();

@@ -187,6 +187,17 @@ impl Store {
         }
     }
 
+    /// Whether a copy of the block that matches its hash is held (a PUT
+    /// only touches it; a damaged one is written over).
+    pub fn holds_intact(&self, h: &BlockHash) -> bool {
+        match self {
+            Store::Memory { blocks, .. } => read(blocks).get(h).is_some_and(|e| e.0.intact(h)),
+            Store::Dir(root) => {
+                fs::read(Self::path(root, h)).is_ok_and(|b| BlockHash::of(&b) == *h)
+            }
+        }
+    }
+
     /// Whether the block is held.
     pub fn contains(&self, h: &BlockHash) -> bool {
         match self {
