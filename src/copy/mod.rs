@@ -731,14 +731,15 @@ impl<'a> Copier<'a> {
         let mut next = 0;
         let mut stored = 0u32;
         // Replicas a write in flight will store if it succeeds: a volume its
-        // Replication, a keepstore 1; a keepproxy is counted as 1 until it
-        // says how many it stored.
+        // Replication, a keepstore its first writable mount's for the block
+        // (1 when its mounts are not known); a keepproxy is counted as 1
+        // until it says how many it stored.
         let expected = |d: u16| {
             let store = &self.dst.services[d as usize].store;
             if store.is_proxy() {
                 1
             } else {
-                store.credit(self.opts.want).max(1)
+                store.expected_replicas(&job.hash, run_classes)
             }
         };
         let mut pending = 0u32;

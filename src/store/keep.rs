@@ -113,6 +113,31 @@ impl KeepStore {
         self.write_classes = self.union_of_writable();
     }
 
+    pub(super) fn expected_replicas(&self, hash: &BlockHash, classes: Option<&str>) -> u32 {
+        let Some(mounts) = &self.service.mounts else {
+            return 1;
+        };
+        let asked: Vec<&str> = (classes.unwrap_or("").split(','))
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        let among: Vec<u16> = (0..mounts.len() as u16)
+            .filter(|&m| {
+                let m = &mounts[m as usize];
+                m.writable
+                    && (asked.is_empty() || m.classes.iter().any(|c| asked.contains(&c.as_str())))
+            })
+            .collect();
+        let suffixes: Vec<&str> = (mounts.iter())
+            .map(|m| crate::protocol::mount_weight_suffix(&m.uuid))
+            .collect();
+        let mut order = Vec::new();
+        crate::protocol::mount_order_among(hash, &suffixes, &[], &among, &mut order);
+        order
+            .first()
+            .map_or(1, |&m| mounts[m as usize].replication.max(1))
+    }
+
     pub(super) fn write_classes(&self) -> Option<&[String]> {
         self.write_classes.as_deref()
     }

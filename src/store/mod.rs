@@ -256,6 +256,17 @@ impl Store {
         }
     }
 
+    /// Replicas one write of `hash` here is expected to store: a volume its
+    /// `Replication`; a keepstore the `Replication` of the first writable
+    /// mount (of a class of `classes`) in its mount order, as keepstore
+    /// writes to it (1 when its mounts are not known).
+    pub fn expected_replicas(&self, hash: &BlockHash, classes: Option<&str>) -> u32 {
+        match self {
+            Store::Keep(s) => s.expected_replicas(hash, classes),
+            _ => self.volume().map_or(1, |t| t.replication.max(1)),
+        }
+    }
+
     /// Whether a write here stores several replicas at once (a keepproxy).
     pub fn is_proxy(&self) -> bool {
         matches!(self, Store::Keep(s) if s.service.is_proxy())

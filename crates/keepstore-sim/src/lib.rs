@@ -533,6 +533,17 @@ impl Cluster {
         h
     }
 
+    /// Store `data` under `h` on mount `m` of service `i`, whatever its hash
+    /// (a file a crash cut short, a damaged disk).
+    pub fn put_raw(&self, i: usize, m: usize, h: &BlockHash, data: &[u8]) {
+        if let Err(e) = self.svcs[i].mounts[m]
+            .store
+            .put(h, Bytes::copy_from_slice(data))
+        {
+            eprintln!("keepstore-sim: put_raw on service {i} mount {m}: {e}");
+        }
+    }
+
     /// Whether service `i` holds `h` (on any of its mounts).
     pub fn has_block(&self, i: usize, h: &BlockHash) -> bool {
         self.svcs[i].mounts.iter().any(|m| m.store.contains(h))
