@@ -1185,6 +1185,49 @@ S11_DATA = (
 )
 
 
+def mounts_report(run, out):
+    """Scenario 12: per-mount indexes against one whole index per keepstore."""
+    out.append("## Per-mount indexes (scenario 12)\n")
+    out.append(f"`scripts/bench.sh --mounts`, {run['date']}, commit `{run['commit']}`, "
+               f"load average before {run.get('load_before', '?')}, when done {run['load_after']} "
+               "(raw results: `docs/bench/last-mounts.json`):\n")
+    rs = rows(run, scenario=12)
+    if not rs:
+        out.append("No rows.\n")
+        return
+    n = rs[0]["blocks"]
+    out.append(f"A `--dry-run` of {n:,} blocks (2 replicas each side) from 4 keepstores to 4 "
+               "keepstores that each mount two volumes. `mounts`: the destination asked "
+               "`GET /mounts`, then each mount's index (`/mounts/UUID/blocks`, 8 listings), as "
+               "keep-balance reads it, so that each copy counts in its own mount's classes and "
+               "`Replication`; `index`: keepstores answering 404 to `/mounts`, one `/index` each "
+               "(4 listings). The same lines and the same plan; the runs alternate, against "
+               "destinations that run side by side. The time is mostly the simulators' listing; "
+               "keep-rsync's own CPU and memory are the columns to compare.\n")
+    out.append("| index | wall s (median) | all runs | CPU s (median) | peak RSS MiB (median) | "
+               "index lines | present | exit |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    stats = {}
+    for how in ("mounts", "index"):
+        fr = rows(run, scenario=12, index=how)
+        if not fr:
+            continue
+        wall = med([r["wall"] for r in fr])
+        cpu = med([r["user"] + r["sys"] for r in fr])
+        rss = med([r["maxrss_kib"] / 1024 for r in fr])
+        stats[how] = (wall, cpu, rss)
+        rep = fr[0].get("report") or {}
+        out.append(f"| {how} | {f(wall)} | {allruns([r['wall'] for r in fr])} | {f(cpu)} | "
+                   f"{f(rss, 1)} | {rep.get('index_lines', '?'):,} | "
+                   f"{(rep.get('plan') or {}).get('present', '?'):,} | "
+                   f"{', '.join(str(r['rc']) for r in fr)} |")
+    out.append("")
+    if len(stats) == 2:
+        (wm, cm, rm), (wi, ci, ri) = stats["mounts"], stats["index"]
+        out.append(f"Per-mount ÷ whole index: wall **{wm / wi:.2f}×**, CPU **{cm / ci:.2f}×**, "
+                   f"peak RSS **{rm / ri:.2f}×**.\n")
+
+
 def dist_report(run, out):
     """Scenario 11: the dist profile's binaries against the release profile's."""
     out.append("## Release builds: `--profile dist` against `--release` (scenario 11)\n")
@@ -1314,6 +1357,9 @@ def main():
     dist = os.path.join(BENCH, "last-dist.json")
     if os.path.exists(dist):
         dist_report(json.load(open(dist)), out)
+    mounts = os.path.join(BENCH, "last-mounts.json")
+    if os.path.exists(mounts):
+        mounts_report(json.load(open(mounts)), out)
     out.append("## Choosing `--transfers`\n")
     if os.path.exists(sweep):
         srun = json.load(open(sweep))

@@ -97,7 +97,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=full
 QUICK=0
-usage() { echo "usage: $0 [--sweep|--quick|--stores [--quick]|--concurrency [--quick]|--collections [--quick]|--dist [--quick]]" >&2; exit 2; }
+usage() { echo "usage: $0 [--sweep|--quick|--stores [--quick]|--concurrency [--quick]|--collections [--quick]|--dist [--quick]|--mounts [--quick]]" >&2; exit 2; }
 for arg in "$@"; do
     case $arg in
         --sweep) [ "$MODE" = full ] || usage; MODE=sweep ;;
@@ -105,6 +105,7 @@ for arg in "$@"; do
         --concurrency) [ "$MODE" = full ] || usage; MODE=concurrency ;;
         --collections) [ "$MODE" = full ] || usage; MODE=collections ;;
         --dist) [ "$MODE" = full ] || usage; MODE=dist ;;
+        --mounts) [ "$MODE" = full ] || usage; MODE=mounts ;;
         --quick) QUICK=1 ;;
         *) usage ;;
     esac
@@ -120,6 +121,7 @@ BIG=${BENCH_BIG:-1}
 [ "$MODE" = concurrency ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
 [ "$MODE" = collections ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
 [ "$MODE" = dist ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
+[ "$MODE" = mounts ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
 
 if [ ! -x /usr/bin/time ]; then
     echo "bench: GNU time is needed (apt-get install -y time)" >&2
@@ -155,7 +157,7 @@ BASE_REF=${BENCH_BASELINE:-fc569a8}
 BASE_DIR=$ROOT/target/bench-baseline
 KR_BASE=$BASE_DIR/release/keep-rsync
 base_commit=$(git rev-parse --verify --quiet "$BASE_REF^{commit}" || true)
-if [ "$MODE" = stores ] || [ "$MODE" = concurrency ] || [ "$MODE" = collections ] || [ "$MODE" = dist ] || ! { want 4 || want 5 || want 6; }; then
+if [ "$MODE" = stores ] || [ "$MODE" = concurrency ] || [ "$MODE" = collections ] || [ "$MODE" = dist ] || [ "$MODE" = mounts ] || ! { want 4 || want 5 || want 6; }; then
     KR_BASE= # only scenarios 4-6 compare with it
 elif [ -z "$base_commit" ]; then
     echo "bench: BENCH_BASELINE=$BASE_REF is not a commit here: no before/after rows" >&2
@@ -1235,6 +1237,35 @@ EOF
     stop_sim s11dst
 }
 
+# --------------------------------------------------------------- scenario 12
+# Per-mount indexes (issue 29): a --dry-run over 4 + 4 keepstores, each
+# mounting two volumes, 10^6 seeded blocks on each side (2 replicas, each on
+# its keepstore's first mount in mount order), the destination indexed one
+# mount at a time (GET /mounts, /mounts/UUID/blocks: 8 listings) or, with
+# --no-mounts-api, one whole /index per keepstore (4): the same lines, the
+# same plan. Both destinations run at once; the runs alternate.
+S12_BLOCKS=1000000
+[ "$QUICK" = 1 ] && S12_BLOCKS=200000
+scenario12() { # ROUNDS
+    local rounds=$1 run how
+    local seed=(--seed-blocks "$S12_BLOCKS" --seed-sizes 1-64 --seed-replicas 2 --seed 12)
+    start_sim s12src --services 4 --uuid-prefix srcm2 "${seed[@]}"
+    start_sim s12mnt --services 4 --uuid-prefix dstm2 "${seed[@]}" --mounts 'default;default'
+    start_sim s12idx --services 4 --uuid-prefix dstm3 "${seed[@]}" --mounts 'default;default' --no-mounts-api
+    for run in $(seq 1 "$rounds"); do
+        for how in mounts index; do
+            local d=s12mnt
+            [ "$how" = index ] && d=s12idx
+            # shellcheck disable=SC2046
+            measure "{\"scenario\":12,\"tool\":\"keep-rsync\",\"index\":\"$how\",\"blocks\":$S12_BLOCKS,\"run\":$run}" \
+                $(rsync_cmd s12src $d --dry-run)
+        done
+    done
+    stop_sim s12src
+    stop_sim s12mnt
+    stop_sim s12idx
+}
+
 DEFAULT_T=$(sed -n 's/^pub const DEFAULT_TRANSFERS: usize = \([0-9]*\);/\1/p' src/cli.rs)
 case $MODE in
     full)
@@ -1266,6 +1297,9 @@ case $MODE in
     dist)
         scenario11 "$RUNS"
         ;;
+    mounts)
+        scenario12 "$RUNS"
+        ;;
     quick)
         want 2 && md5_speed
         want 3 && scenario3 1000000 1
@@ -1286,6 +1320,7 @@ RUN_MODE=$MODE
 [ "$MODE" = concurrency ] && [ "$QUICK" = 1 ] && RUN_MODE=concurrency-quick
 [ "$MODE" = collections ] && [ "$QUICK" = 1 ] && RUN_MODE=collections-quick
 [ "$MODE" = dist ] && [ "$QUICK" = 1 ] && RUN_MODE=dist-quick
+[ "$MODE" = mounts ] && [ "$QUICK" = 1 ] && RUN_MODE=mounts-quick
 python3 - "$RUN_MODE" "$T_START" "$T_END" "$LOAD" "$DEFAULT_T" "$RES" "$LOAD_START" "$W/meta.json" >"$W/run.json" <<'EOF'
 import json, sys, os, platform, subprocess, datetime
 mode, t0, t1, load, deft, res, load0, meta = sys.argv[1:]
@@ -1337,6 +1372,13 @@ case $MODE in
             cp "$W/run.json" "$W/quick.json"
         else
             mkdir -p docs/bench && cp "$W/run.json" docs/bench/last-dist.json
+        fi
+        ;;
+    mounts)
+        if [ "$QUICK" = 1 ]; then
+            cp "$W/run.json" "$W/quick.json"
+        else
+            mkdir -p docs/bench && cp "$W/run.json" docs/bench/last-mounts.json
         fi
         ;;
 esac

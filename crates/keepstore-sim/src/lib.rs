@@ -592,8 +592,9 @@ impl Cluster {
     }
 
     /// Put `n` random blocks (sizes from `sizes`, round robin) on the first
-    /// `replicas` writable services of each one's probe order. The same
-    /// `seed` gives the same blocks.
+    /// `replicas` writable services of each one's probe order, each on the
+    /// first writable mount of its keepstore's mount order. The same `seed`
+    /// gives the same blocks.
     pub fn seed_blocks(
         &self,
         n: usize,
@@ -616,7 +617,11 @@ impl Cluster {
         let mut out = Vec::with_capacity(n);
         for (h, data) in blocks {
             for i in seed::placement(&self.probe_order(&h), &writable, replicas) {
-                if let Err(e) = self.svcs[i].store.put_data(&h, data.clone()) {
+                // On the mount keepstore would write it to: its first
+                // writable one in mount order.
+                let svc = &self.svcs[i];
+                let m = svc.mount_order(&h, true).first().copied().unwrap_or(0);
+                if let Err(e) = svc.mounts[m].store.put_data(&h, data.clone()) {
                     eprintln!("keepstore-sim: seeding service {i}: {e}");
                 }
             }
