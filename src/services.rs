@@ -410,8 +410,8 @@ impl Side {
 
     /// (Re)build [`Side::listings`] from its stores' parts. A volume that
     /// several keepstores mount (the same mount uuid) is listed once, through
-    /// a writable keepstore when there is one, so its copies count once, as
-    /// keep-balance counts them.
+    /// a keepstore that can write it when there is one, so its copies count
+    /// once, as keep-balance counts them.
     pub fn plan_listings(&mut self) {
         let mut out: Vec<Listing> = Vec::new();
         let mut seen: std::collections::HashMap<String, usize> = Default::default();
@@ -419,9 +419,11 @@ impl Side {
             for part in s.store.parts() {
                 if let Some(m) = &part.mount {
                     if let Some(&k) = seen.get(m) {
-                        let first = &self.services[out[k].service as usize].store;
-                        if !first.writable() && s.store.writable() {
-                            out[k].service = i as u16;
+                        if !out[k].part.writable && part.writable {
+                            out[k] = Listing {
+                                service: i as u16,
+                                part,
+                            };
                         }
                         continue;
                     }
@@ -551,6 +553,135 @@ pub async fn discover_mounts(side: &mut Side, conn: &crate::sides::Connection) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A destination side of keepstores on ports 1.. mounting `mounts[i]`
+    /// (as their `GET /mounts` said: `served`, or a cluster config's view).
+    fn keep_side(mounts: Vec<Vec<crate::protocol::Mount>>, served: bool) -> Side {
+        use crate::store::{KeepStore, Signer};
+        let opts = crate::protocol::client::ClientOptions {
+            connect_timeout: std::time::Duration::from_secs(1),
+            stall_timeout: std::time::Duration::from_secs(1),
+            insecure: false,
+            pool_per_host: 1,
+        };
+        let client = crate::protocol::client::KeepClient::new("t", &opts).unwrap();
+        let signer = Arc::new(Signer {
+            key: None,
+            token: "t".into(),
+            ttl: 1,
+        });
+        let services: Vec<Service> = (mounts.into_iter().enumerate())
+            .map(|(i, m)| {
+                let svc = KeepService {
+                    uuid: format!("zzzzz-bi6l4-{i:015x}"),
+                    host: "127.0.0.1".into(),
+                    port: 1 + i as u16,
+                    ssl: false,
+                    service_type: "disk".into(),
+                    read_only: false,
+                    mounts: None,
+                    mounts_served: false,
+                };
+                let mut k = KeepStore::new(svc, client.clone(), signer.clone());
+                if served {
+                    k.set_mounts(m);
+                } else {
+                    k.service.mounts = Some(m);
+                    k = KeepStore::new(k.service.clone(), client.clone(), signer.clone());
+                }
+                Service::new(Store::Keep(k), 8, false, Role::Destination)
+            })
+            .collect();
+        let mut side = Side {
+            role: Role::Destination,
+            settings: Settings::default(),
+            rank: Ranking::new(services.iter().map(|s| &s.store)),
+            services,
+            ttl: 1,
+            refused_said: Default::default(),
+            listings: Vec::new(),
+        };
+        side.plan_listings();
+        side
+    }
+
+    fn mount(
+        uuid: &str,
+        writable: bool,
+        replication: u32,
+        classes: &[&str],
+    ) -> crate::protocol::Mount {
+        crate::protocol::Mount {
+            uuid: uuid.into(),
+            writable,
+            replication,
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    /// Served mounts: one listing each, with its own classes and
+    /// replication; a volume two keepstores mount is listed once, through
+    /// the keepstore that can write it; a keepstore with no writable mount
+    /// is read-only and its copies count for nothing.
+    #[test]
+    fn listings_per_mount() {
+        let side = keep_side(
+            vec![
+                vec![
+                    mount("zzzzz-nyw5e-a", true, 1, &["default"]),
+                    mount("zzzzz-nyw5e-shared", false, 2, &["archive"]),
+                ],
+                vec![mount("zzzzz-nyw5e-shared", true, 2, &["archive"])],
+                vec![mount("zzzzz-nyw5e-old", false, 3, &["default"])],
+            ],
+            true,
+        );
+        let got: Vec<(u16, Option<&str>)> = (side.listings.iter())
+            .map(|l| (l.service, l.part.mount.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, Some("zzzzz-nyw5e-a")),
+                (1, Some("zzzzz-nyw5e-shared")),
+                (2, Some("zzzzz-nyw5e-old"))
+            ]
+        );
+        assert_eq!(side.credits(2), [1, 2, 0]);
+        assert_eq!(side.replicas_held(), [1, 2, 3]);
+        assert!(side.services[2].store.read_only());
+        let classes: Vec<Option<&[String]>> = side.listing_classes().collect();
+        assert_eq!(classes[1].unwrap(), ["archive"]);
+        assert_eq!(side.services_of(&[2, 0, 0]), [0, 2]);
+        // Keepstore 0 may confirm archive only through keepstore 1's
+        // writable mount, not its own read-only one.
+        assert!(side.services[0].store.may_confirm(Some("default")));
+        assert!(!side.services[0].store.may_confirm(Some("archive")));
+        assert!(side.services[1].store.may_confirm(Some("archive")));
+    }
+
+    /// A cluster config's view (no /mounts): one whole listing per
+    /// keepstore, its copies in the classes every volume has; writes may
+    /// confirm any class of a writable volume.
+    #[test]
+    fn config_mounts_list_whole() {
+        let side = keep_side(
+            vec![vec![
+                mount("zzzzz-nyw5e-a", true, 1, &["default", "fast"]),
+                mount("zzzzz-nyw5e-b", true, 2, &["default", "archive"]),
+            ]],
+            false,
+        );
+        assert_eq!(side.listings.len(), 1);
+        assert_eq!(side.listings[0].part.mount, None);
+        assert_eq!(
+            side.listings[0].part.classes.as_deref().unwrap(),
+            ["default"]
+        );
+        assert_eq!(side.credits(2), [1]);
+        assert!(side.services[0].store.may_confirm(Some("archive,fast")));
+        assert!(!side.services[0].store.may_confirm(Some("cold")));
+    }
 
     fn item(uuid: &str, port: &str) -> String {
         format!(

@@ -153,6 +153,7 @@ impl KeepStore {
                     mount: Some(m.uuid.clone()),
                     replicas: m.replication.max(1),
                     classes: Some(m.classes.clone()),
+                    writable: m.writable && self.service.writable(),
                 })
                 .collect(),
             Some(mounts) => {
@@ -167,12 +168,14 @@ impl KeepStore {
                     mount: None,
                     replicas: 1,
                     classes: every,
+                    writable: self.service.writable(),
                 }]
             }
             None => vec![Part {
                 mount: None,
                 replicas: 1,
                 classes: None,
+                writable: self.service.writable(),
             }],
         }
     }

@@ -115,6 +115,8 @@ pub struct Part {
     pub replicas: u32,
     /// The classes a listed copy is in; `None`: not known.
     pub classes: Option<Vec<String>>,
+    /// Blocks may be written there (the mount, or the whole store).
+    pub writable: bool,
 }
 
 /// What [`Store::describe`] tells about a volume.
@@ -215,6 +217,7 @@ impl Store {
                     mount: None,
                     replicas: t.replication.max(1),
                     classes: Some(t.classes),
+                    writable: !t.read_only,
                 }]
             }
         }
