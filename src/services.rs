@@ -25,7 +25,7 @@ pub use crate::protocol::KeepService;
 /// an endless or runaway input must not take all memory; a real list is a
 /// few hundred bytes per keep service (`arv --json keep_services
 /// accessible` of a cluster with 1000 keepstores is under 1 MiB), and the
-/// discovery document, read the same way, is well under 1 MiB.
+/// discovery document, read the same way, is far smaller than 16 MiB.
 pub const SERVICES_MAX: usize = 16 << 20;
 
 /// Read the value of a `-*-keep-services-json` flag: JSON text when it starts
