@@ -7,8 +7,9 @@
 //! the volumes are used for is decided elsewhere). Its rules are Arvados' own
 //! (sdk/go/arvados/config.go, services/keepstore/keepstore.go, s3_volume.go,
 //! unix_volume.go, lib/config/deprecated.go), so that a file keepstore
-//! accepts means the same here: keys match case-insensitively (Go's
-//! encoding/json), null is the same as absent, `Replication` < 1 is 1, no
+//! accepts means the same here: keys match exactly, a near miss in case
+//! ignored with a warning (lib/config/load.go; `config_tree::Keys`), null
+//! is the same as absent, `Replication` < 1 is 1, no
 //! `StorageClasses` is `default`, the mount priority is keepstore's, and an S3
 //! volume gets keepstore's defaults and checks.
 //!
