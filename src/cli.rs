@@ -266,7 +266,7 @@ pub struct Config {
     #[arg(long = "src-volumes", value_name = "FILE", help_heading = "Volumes")]
     pub src_volumes: Option<PathBuf>,
 
-    /// Destination volumes (Directory or S3) from FILE, as --src-volumes; filled in keepstore's mount order until -replications is met (default 1). -dst is then not needed.
+    /// Destination volumes (Directory or S3) from FILE, as --src-volumes; filled in keepstore's mount order until -replications is met (default 1, or the Collections.DefaultReplication of a whole cluster config). -dst is then not needed.
     #[arg(long = "dst-volumes", value_name = "FILE", help_heading = "Volumes")]
     pub dst_volumes: Option<PathBuf>,
 

@@ -145,7 +145,9 @@ pub fn parse(
     flag: &str,
     cluster_flag: &str,
 ) -> Result<ClusterConfig> {
-    let doc = Document::parse(text, origin, flag)?;
+    let mut doc = Document::parse(text, origin, flag)?;
+    crate::config_tree::misspelled_top(&doc.root, &["Clusters"]).map_err(|m| doc.error(m))?;
+    doc.drop_near_misses(&crate::config_tree::FILE);
     let top = match &doc.root {
         Node::Map(entries) => Obj::new(entries, String::new()),
         _ => {
@@ -164,6 +166,7 @@ pub fn parse(
             Err(m) => return Err(doc.error(m)),
         };
     let mut found = read_cluster(&id, &c, origin).map_err(|m| doc.error(m))?;
+    found.settings.warnings.extend(doc.warnings.iter().cloned());
     found.flag = flag.to_string();
     found.via_flag = match flag.strip_suffix("-cluster-config") {
         Some(side) if !side.is_empty() => format!("-{side}-via"),
@@ -202,22 +205,7 @@ fn read_cluster(id: &str, c: &Obj<'_>, origin: &str) -> Result<ClusterConfig, St
         }
         _ => DEFAULT_TTL,
     };
-    let replication = match coll
-        .as_ref()
-        .map(|o| o.integer("DefaultReplication"))
-        .transpose()?
-    {
-        Some(Some(n)) if (1..=1000).contains(&n) => n as u32,
-        Some(Some(n)) => {
-            return Err(format!(
-                "{} is {n}: it must be a replica count from 1 up.",
-                coll.as_ref()
-                    .map(|o| o.key("DefaultReplication"))
-                    .unwrap_or_default()
-            ))
-        }
-        _ => DEFAULT_REPLICATION,
-    };
+    let replication = default_replication(c)?;
     let insecure = match c.object("TLS")? {
         Some(t) => t.boolean("Insecure")?,
         None => false,
@@ -304,6 +292,22 @@ fn read_cluster(id: &str, c: &Obj<'_>, origin: &str) -> Result<ClusterConfig, St
         keepstores,
         keepproxy,
     })
+}
+
+/// A cluster's `Collections.DefaultReplication` (`c` is `Clusters.ID`),
+/// Arvados' default when it is not set.
+pub(crate) fn default_replication(c: &Obj<'_>) -> Result<u32, String> {
+    let Some(coll) = c.object("Collections")? else {
+        return Ok(DEFAULT_REPLICATION);
+    };
+    match coll.integer("DefaultReplication")? {
+        None => Ok(DEFAULT_REPLICATION),
+        Some(n) if (1..=1000).contains(&n) => Ok(n as u32),
+        Some(n) => Err(format!(
+            "{} is {n}: it must be a replica count from 1 up.",
+            coll.key("DefaultReplication")
+        )),
+    }
 }
 
 /// A Go duration field (`336h`, `1209600s`, or a bare `0`), in seconds.
@@ -633,6 +637,35 @@ Clusters:
         let c = parse(&two, "c", Some("yyyyy"), "-f", "--src-cluster").unwrap();
         assert_eq!(c.id, "yyyyy");
         assert!(c.services(Via::Keepstore).is_err());
+    }
+
+    /// `defaultReplication: 3` is not Arvados' key: ignored (the default,
+    /// 2) with a warning for the settings' warnings, as Arvados ignores it.
+    #[test]
+    fn wrongly_cased_keys_are_ignored_with_a_warning() {
+        let c = parse_ok(&MINIMAL.replace(
+            "    Collections:\n",
+            "    Collections:\n      defaultReplication: 3\n      blobSigningTTL: 1h\n",
+        ));
+        assert_eq!((c.default_replication, c.ttl), (2, DEFAULT_TTL));
+        let w = &c.settings.warnings;
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with(
+                "-src-cluster-config config.yml: ignoring the config entry \
+                 Clusters.zzzzz.Collections.defaultReplication (perhaps you meant \
+                 DefaultReplication?)"
+            ),
+            "{w:?}"
+        );
+        assert!(w.iter().all(|w| !w.contains("secret0123")), "{w:?}");
+        let m = parse_err(&MINIMAL.replace("Clusters:", "clusters:"));
+        assert!(m.contains("clusters is not Clusters"), "{m}");
+        let m = parse_err(&MINIMAL.replace("SystemRootToken:", "systemRootToken:"));
+        assert!(
+            m.contains("Clusters.zzzzz.SystemRootToken is missing"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The document tree of Arvados config files (`--*-volumes` files and
 //! cluster config.yml files): YAML or JSON read into one `Node` tree, typed
 //! access with key paths for messages (`Clusters.zzzzz.Volumes.…`) and
-//! Arvados' key matching (Go's encoding/json: exact key first, else one equal
-//! ignoring case; null is absent), the cluster picked from `Clusters`, and
-//! the secret values of the file found so that no message ever shows one.
+//! Arvados' key matching (exact; a key that differs from a known one only in
+//! case is dropped with a warning before anything is read, as Arvados'
+//! loader does, see [`Keys`]; null is absent), the cluster picked from
+//! `Clusters`, and the secret values of the file found so that no message
+//! ever shows one.
 
 use std::fmt;
 use std::path::Path;
@@ -274,14 +276,23 @@ impl<'a> Obj<'a> {
         Obj { entries, path }
     }
 
-    /// The entry for `name` as encoding/json finds a struct field: the exact
-    /// key if present, else one equal ignoring case. Null counts as present.
+    /// The entry for `name`, spelled exactly so. Null counts as present.
+    /// (Keys of the wrong case are dropped by [`Document::drop_near_misses`]
+    /// first, as Arvados' loader drops them.)
     pub(crate) fn entry(&self, name: &str) -> Option<&'a (String, Node)> {
+        self.entries.iter().find(|(k, _)| k == name)
+    }
+
+    /// The entry for a key Arvados' defaults do not hold (the deprecated
+    /// `AccessKey`/`SecretKey`): Arvados keeps it and Go's encoding/json
+    /// finds it as a struct field does, the exact key first, else one equal
+    /// ignoring case.
+    pub(crate) fn entry_any_case(&self, name: &str) -> Option<&'a (String, Node)> {
         let entries = self.entries;
         entries
             .iter()
             .find(|(k, _)| k == name)
-            .or_else(|| entries.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
+            .or_else(|| entries.iter().find(|(k, _)| fold_eq(k, name)))
     }
 
     /// The value of `name`, None when absent or null (null leaves a Go field
@@ -293,22 +304,33 @@ impl<'a> Obj<'a> {
         }
     }
 
-    /// The key path of `name`, spelled as in the file when it is there.
+    /// The key path of `name`.
     pub(crate) fn key(&self, name: &str) -> String {
-        join(
-            &self.path,
-            self.entry(name).map_or(name, |(k, _)| k.as_str()),
-        )
+        join(&self.path, name)
     }
 
     /// A string field; "" is the same as absent, as in Go.
     pub(crate) fn string(&self, name: &str) -> Result<Option<&'a str>, String> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(Node::Str(s)) => Ok((!s.is_empty()).then_some(s.as_str())),
-            Some(other) => Err(format!(
+        self.string_of(self.entry(name), name)
+    }
+
+    /// A string field found as [`entry_any_case`](Self::entry_any_case)
+    /// finds it.
+    pub(crate) fn string_any_case(&self, name: &str) -> Result<Option<&'a str>, String> {
+        self.string_of(self.entry_any_case(name), name)
+    }
+
+    fn string_of(
+        &self,
+        entry: Option<&'a (String, Node)>,
+        name: &str,
+    ) -> Result<Option<&'a str>, String> {
+        match entry {
+            None | Some((_, Node::Null)) => Ok(None),
+            Some((_, Node::Str(s))) => Ok((!s.is_empty()).then_some(s.as_str())),
+            Some((k, other)) => Err(format!(
                 "{} must be a string, not {}.",
-                self.key(name),
+                self.key(if k.is_empty() { name } else { k }),
                 kind(other)
             )),
         }
@@ -475,6 +497,8 @@ pub(crate) struct Document {
     secrets: Vec<String>,
     /// `FLAG FILE`, the start of every message.
     named: String,
+    /// One paragraph per key dropped by [`drop_near_misses`](Self::drop_near_misses).
+    pub(crate) warnings: Vec<String>,
 }
 
 impl Document {
@@ -493,6 +517,7 @@ impl Document {
             root,
             secrets,
             named,
+            warnings: Vec::new(),
         })
     }
 
@@ -500,5 +525,272 @@ impl Document {
     /// secrets.
     pub(crate) fn error(&self, msg: String) -> crate::error::Error {
         crate::error::Error::config(format!("{}: {}", self.named, redact(msg, &self.secrets)))
+    }
+
+    /// Drop every key that `keys` does not hold but holds one equal to it
+    /// ignoring case (Go's `strings.EqualFold`), with a warning naming its
+    /// key path and the right spelling, as Arvados' loader does
+    /// (lib/config/load.go, `logExtraKeys`) before it decodes the file:
+    /// keepstore never sees such a key, so keep-rsync must not either. A
+    /// key `keys` does not know in any case is kept (Arvados keeps it too,
+    /// and warns that it is unknown; keep-rsync reads only part of the
+    /// config, so it cannot tell). Values are never shown.
+    pub(crate) fn drop_near_misses(&mut self, keys: &Keys) {
+        let mut found = Vec::new();
+        drop_near_misses(&mut self.root, keys, "", &mut found);
+        for (path, meant) in found {
+            let msg = format!(
+                "{}: ignoring the config entry {path} (perhaps you meant {meant}?): config keys \
+                 are matched exactly, as Arvados matches them, and Arvados drops a key that \
+                 differs from one it knows only in case, so its services ignore this one too. \
+                 Write {meant} to set it.",
+                self.named
+            );
+            self.warnings.push(redact(msg, &self.secrets));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Arvados' key matching.
+
+/// What Arvados' default config (lib/config/config.default.yml) holds at a
+/// place of a file, as far as keep-rsync reads it: the keys Arvados' loader
+/// checks a file's keys against before decoding it.
+pub(crate) enum Keys {
+    /// A map of these keys, each with what lies under it.
+    Known(&'static [(&'static str, Keys)]),
+    /// A map whose keys are the user's own (cluster IDs, volume UUIDs,
+    /// service URLs, storage class names: a `SAMPLE` entry in Arvados'
+    /// defaults), not checked; each entry holds this.
+    Named(&'static Keys),
+    /// Not checked: a value, or a map of names to values (a volume's
+    /// `StorageClasses`).
+    Any,
+}
+
+use Keys::{Any, Known, Named};
+
+/// A storage class of the cluster-level `StorageClasses`.
+const CLASS: Keys = Known(&[("Default", Any), ("Priority", Any)]);
+
+/// One volume (Arvados' defaults hold one `DriverParameters` map with the
+/// keys of every driver; these are the Directory and S3 ones keep-rsync
+/// reads).
+const VOLUME: Keys = Known(&[
+    ("AccessViaHosts", Named(&Known(&[("ReadOnly", Any)]))),
+    ("ReadOnly", Any),
+    ("Replication", Any),
+    ("StorageClasses", Any),
+    ("Driver", Any),
+    (
+        "DriverParameters",
+        Known(&[
+            ("AccessKeyID", Any),
+            ("SecretAccessKey", Any),
+            ("Endpoint", Any),
+            ("Region", Any),
+            ("Bucket", Any),
+            ("V2Signature", Any),
+            ("UsePathStyle", Any),
+            ("IndexPageSize", Any),
+            ("PrefixLength", Any),
+            ("Root", Any),
+            ("Serialize", Any),
+        ]),
+    ),
+]);
+
+/// A `Volumes` map: volume UUIDs to volumes.
+pub(crate) const VOLUMES: Keys = Named(&VOLUME);
+
+/// One cluster of `Clusters`.
+const CLUSTER: Keys = Known(&[
+    ("SystemRootToken", Any),
+    (
+        "Collections",
+        Known(&[
+            ("BlobSigningKey", Any),
+            ("BlobSigningTTL", Any),
+            ("DefaultReplication", Any),
+        ]),
+    ),
+    ("TLS", Known(&[("Insecure", Any)])),
+    (
+        "Services",
+        Known(&[
+            ("Controller", Known(&[("ExternalURL", Any)])),
+            (
+                "Keepstore",
+                Known(&[(
+                    "InternalURLs",
+                    Named(&Known(&[("ListenURL", Any), ("Rendezvous", Any)])),
+                )]),
+            ),
+            ("Keepproxy", Known(&[("ExternalURL", Any)])),
+        ]),
+    ),
+    ("StorageClasses", Named(&CLASS)),
+    ("Volumes", VOLUMES),
+]);
+
+/// A whole file: a cluster config (`Clusters`), or keep-rsync's own shape
+/// of a cluster's `Volumes` (and `StorageClasses`) without the wrapper.
+pub(crate) const FILE: Keys = Known(&[
+    ("Clusters", Named(&CLUSTER)),
+    ("Volumes", VOLUMES),
+    ("StorageClasses", Named(&CLASS)),
+]);
+
+/// [`Document::drop_near_misses`] at `node` (key path `path`): the dropped
+/// keys' paths and the keys they were meant to be (as spelled in Arvados'
+/// defaults) go to `found`.
+fn drop_near_misses(node: &mut Node, keys: &Keys, path: &str, found: &mut Vec<(String, String)>) {
+    let Node::Map(entries) = node else {
+        return;
+    };
+    match keys {
+        Any => {}
+        Named(each) => {
+            for (k, v) in entries.iter_mut() {
+                drop_near_misses(v, each, &join(path, &key_shown(k)), found);
+            }
+        }
+        Known(fields) => entries.retain_mut(|(k, v)| {
+            let here = join(path, &key_shown(k));
+            if let Some((_, under)) = fields.iter().find(|(name, _)| name == k) {
+                drop_near_misses(v, under, &here, found);
+                return true;
+            }
+            match fields.iter().find(|(name, _)| fold_eq(name, k)) {
+                Some((name, _)) => {
+                    found.push((here, name.to_string()));
+                    false
+                }
+                None => true,
+            }
+        }),
+    }
+}
+
+/// A key as a key path shows it: a URL's user name and password (a
+/// keepstore's `InternalURLs` key) cut out, and cut when long.
+fn key_shown(k: &str) -> String {
+    let k = match k.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://<redacted>@{host}{tail}"),
+                None => k.to_string(),
+            }
+        }
+        None => k.to_string(),
+    };
+    shown(&k)
+}
+
+/// Whether two keys are equal ignoring case as Go's `strings.EqualFold`
+/// compares them: character by character, under Unicode case folding
+/// (so the Kelvin sign K matches k, but ß does not match ss).
+pub(crate) fn fold_eq(a: &str, b: &str) -> bool {
+    let (mut x, mut y) = (a.chars(), b.chars());
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return true,
+            (Some(c), Some(d))
+                if c == d
+                    || c.to_lowercase().eq(d.to_lowercase())
+                    || c.to_uppercase().eq(d.to_uppercase()) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// When `root` has none of `names` spelled exactly but a key equal to one
+/// ignoring case, the error to give: Arvados would drop that key, leaving
+/// the file with nothing keep-rsync could use.
+pub(crate) fn misspelled_top(root: &Node, names: &[&str]) -> Result<(), String> {
+    let Node::Map(entries) = root else {
+        return Ok(());
+    };
+    if entries.iter().any(|(k, _)| names.contains(&k.as_str())) {
+        return Ok(());
+    }
+    for (k, _) in entries {
+        if let Some(name) = names.iter().find(|n| fold_eq(n, k)) {
+            return Err(format!(
+                "the file's top-level key {} is not {name}: config keys are matched exactly, \
+                 as Arvados matches them (Arvados drops a key that differs from one it knows \
+                 only in case), so the file holds no {name} section. Write {name}.",
+                key_shown(k)
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_equal_ignoring_case_as_go_equal_fold() {
+        assert!(fold_eq("PrefixLength", "prefixlength"));
+        assert!(fold_eq("Driver", "DRIVER"));
+        // The Kelvin sign folds to k, the long s to s (Go: EqualFold true).
+        assert!(fold_eq("\u{212a}ey", "Key"));
+        assert!(fold_eq("Ba\u{17f}e", "BASE"));
+        assert!(!fold_eq("ß", "ss"));
+        assert!(!fold_eq("Root", "Roots"));
+        assert!(!fold_eq("Root", "Rooq"));
+    }
+
+    #[test]
+    fn near_misses_are_dropped_where_arvados_drops_them() {
+        let mut doc = Document::parse(
+            "Clusters:
+  zzzzz:
+    collections: {DefaultReplication: 3}
+    Collections: {defaultreplication: 4, BlobSigningTTL: 1h}
+    Services:
+      Keepstore:
+        InternalURLs:
+          'http://k:1': {rendezvous: x, ListenURL: y}
+    SystemRootToken: ROOTtoken789
+    systemroottoken: OTHERtoken000
+    Unknown: {Whatever: 1}
+",
+            "c.yml",
+            "-dst-cluster-config",
+        )
+        .unwrap();
+        doc.drop_near_misses(&FILE);
+        let ws = &doc.warnings;
+        let paths = [
+            "Clusters.zzzzz.collections (perhaps you meant Collections?)",
+            "Clusters.zzzzz.Collections.defaultreplication (perhaps you meant \
+             DefaultReplication?)",
+            "Clusters.zzzzz.Services.Keepstore.InternalURLs.http://k:1.rendezvous (perhaps you \
+             meant Rendezvous?)",
+            "Clusters.zzzzz.systemroottoken (perhaps you meant SystemRootToken?)",
+        ];
+        assert_eq!(ws.len(), paths.len(), "{ws:#?}");
+        for (w, p) in ws.iter().zip(paths) {
+            assert!(w.starts_with("-dst-cluster-config c.yml: ignoring the config entry "));
+            assert!(w.contains(p), "want {p}\ngot  {w}");
+            assert!(!w.contains("token789") && !w.contains("token000"), "{w}");
+        }
+        let Node::Map(top) = &doc.root else { panic!() };
+        let c = pick_cluster(&Obj::new(top, String::new()), None, "--c", "x")
+            .unwrap()
+            .unwrap()
+            .1;
+        let keys: Vec<&str> = c.entries.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["Collections", "Services", "SystemRootToken", "Unknown"]
+        );
+        let coll = c.object("Collections").unwrap().unwrap();
+        assert_eq!(coll.integer("DefaultReplication").unwrap(), None);
     }
 }

@@ -20,26 +20,99 @@ use crate::settings::Settings;
 
 pub use crate::protocol::KeepService;
 
+/// The longest services list read (a file, stdin, or an API server's
+/// answer), in bytes: 16 MiB. A list is held whole while it is parsed, so
+/// an endless or runaway input must not take all memory; a real list is a
+/// few hundred bytes per keep service (`arv --json keep_services
+/// accessible` of a cluster with 1000 keepstores is under 1 MiB), and the
+/// discovery document, read the same way, is far smaller than 16 MiB.
+pub const SERVICES_MAX: usize = 16 << 20;
+
 /// Read the value of a `-*-keep-services-json` flag: JSON text when it starts
 /// with `{`, stdin for `-`, otherwise a file path. Returns the text and a
 /// description of where it came from, for messages.
 pub fn read_services_arg(arg: &str, flag: &str) -> Result<(String, String)> {
-    use crate::protocol::services::ServicesSource;
-    match crate::protocol::services::read_services_arg(arg) {
-        Ok((text, ServicesSource::Literal)) => Ok((text, format!("the JSON given to {flag}"))),
-        Ok((text, ServicesSource::Stdin)) => {
-            Ok((text, format!("the JSON read from stdin for {flag}")))
-        }
-        Ok((text, ServicesSource::File(path))) => Ok((text, format!("{path} (from {flag})"))),
-        Err(e) if arg == "-" => Err(Error::config(format!(
-            "cannot read the services list for {flag} from stdin: {e}"
-        ))),
-        Err(e) => Err(Error::config(format!(
-            "cannot read the services list file {arg} given to {flag}: {e}. Pass a file \
-             written by `arv --json keep_services accessible`, the JSON text itself, or - for \
-             stdin."
-        ))),
+    read_services_arg_capped(arg, flag, SERVICES_MAX)
+}
+
+/// [`read_services_arg`] reading at most `max` bytes of a file or stdin
+/// (more is exit 2, naming the file and the line where it passed `max`).
+fn read_services_arg_capped(arg: &str, flag: &str, max: usize) -> Result<(String, String)> {
+    use std::io::Read;
+    if arg.trim_start().starts_with('{') {
+        return Ok((arg.to_string(), format!("the JSON given to {flag}")));
     }
+    let (origin, read) = if arg == "-" {
+        let mut buf = Vec::new();
+        let r = std::io::stdin()
+            .lock()
+            .take(max as u64 + 1)
+            .read_to_end(&mut buf);
+        (
+            format!("the JSON read from stdin for {flag}"),
+            r.map(|_| buf),
+        )
+    } else {
+        let mut buf = Vec::new();
+        let r = std::fs::File::open(arg).and_then(|f| f.take(max as u64 + 1).read_to_end(&mut buf));
+        (format!("{arg} (from {flag})"), r.map(|_| buf))
+    };
+    let bytes = match read {
+        Ok(bytes) => bytes,
+        Err(e) if arg == "-" => {
+            return Err(Error::config(format!(
+                "cannot read the services list for {flag} from stdin: {e}"
+            )))
+        }
+        Err(e) => {
+            return Err(Error::config(format!(
+                "cannot read the services list file {arg} given to {flag}: {e}. Pass a file \
+                 written by `arv --json keep_services accessible`, the JSON text itself, or - \
+                 for stdin."
+            )))
+        }
+    };
+    if bytes.len() > max {
+        let line = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
+        return Err(Error::config(format!(
+            "the services list in {origin} is longer than {} (line {line} is past it): a \
+             services list is a few hundred bytes per keep service. Pass the file written by \
+             `arv --json keep_services accessible`.",
+            crate::console::human_bytes(max as u64)
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::config(format!(
+            "the services list in {origin} is not UTF-8 text (at byte {}): it must be JSON.",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    Ok((text, origin))
+}
+
+/// An HTTP answer's body, at most `max` bytes (`Err` says why not, for a
+/// message naming the server).
+async fn body_capped(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> std::result::Result<Vec<u8>, String> {
+    let over = || {
+        format!(
+            "the answer is longer than {}, more than any services list or discovery document",
+            crate::console::human_bytes(max as u64)
+        )
+    };
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(over());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| describe_http_error(&e))? {
+        if body.len() + chunk.len() > max {
+            return Err(over());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Parse and validate a side's services list; `origin` names it in messages.
@@ -109,11 +182,8 @@ async fn api_get(
     if !status.is_success() {
         return Err(unreadable(format!("HTTP {status}")));
     }
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| unreadable(describe_http_error(&e)))?;
-    serde_json::from_str::<Value>(&text)
+    let body = body_capped(resp, SERVICES_MAX).await.map_err(unreadable)?;
+    serde_json::from_slice::<Value>(&body)
         .map_err(|e| unreadable(format!("the answer is not JSON ({e})")))
 }
 
@@ -700,6 +770,76 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s[1].url(), "http://127.0.0.1:25108");
         assert_eq!(s[0].weight_suffix(), "000000000000000");
+    }
+
+    /// A services file or API answer over the cap is refused (with a cap
+    /// of 1000 B here; [`SERVICES_MAX`] in use): the file by name and line
+    /// (exit 2), the answer before more of it is read.
+    #[tokio::test]
+    async fn services_lists_longer_than_the_cap_are_refused() {
+        let list = format!(
+            "{{\"items\": [\n{}\n]}}\n",
+            vec![item("zzzzz-bi6l4-000000000000000", "25107"); 20].join(",\n")
+        );
+        assert!(list.len() > 1000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        std::fs::write(&path, &list).unwrap();
+        let arg = path.display().to_string();
+        let (text, _) = read_services_arg_capped(&arg, "-src-keep-services-json", 1 << 20).unwrap();
+        assert_eq!(text, list);
+        let e = read_services_arg_capped(&arg, "-src-keep-services-json", 1000).unwrap_err();
+        let m = e.to_string();
+        assert_eq!(e.exit_code(), 2);
+        let line = list[..1001].matches('\n').count() + 1;
+        assert!(
+            m.contains(&format!(
+                "{arg} (from -src-keep-services-json) is longer than 1000 B (line {line} is past \
+                 it)"
+            )),
+            "{m}"
+        );
+
+        // An answer of 64 KiB, chunked (no Content-Length), then one with
+        // a Content-Length.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            for chunked in [true, false, true] {
+                let (mut c, _) = l.accept().await.unwrap();
+                let mut req = [0u8; 4096];
+                let _ = c.read(&mut req).await;
+                let body = vec![b' '; 64 << 10];
+                let head = if chunked {
+                    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_string()
+                } else {
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len())
+                };
+                let _ = c.write_all(head.as_bytes()).await;
+                if chunked {
+                    for part in body.chunks(4096) {
+                        let _ = c
+                            .write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                            .await;
+                        let _ = c.write_all(part).await;
+                        let _ = c.write_all(b"\r\n").await;
+                    }
+                    let _ = c.write_all(b"0\r\n\r\n").await;
+                } else {
+                    let _ = c.write_all(&body).await;
+                }
+            }
+        });
+        let http = reqwest::Client::new();
+        let url = format!("http://{addr}/");
+        for _ in 0..2 {
+            let resp = http.get(&url).send().await.unwrap();
+            let why = body_capped(resp, 1000).await.unwrap_err();
+            assert!(why.contains("longer than 1000 B"), "{why}");
+        }
+        let resp = http.get(&url).send().await.unwrap();
+        assert_eq!(body_capped(resp, 1 << 20).await.unwrap().len(), 64 << 10);
     }
 
     #[test]

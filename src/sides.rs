@@ -66,10 +66,12 @@ pub struct Sides {
     pub dst_credits: Vec<u32>,
 }
 
-/// A side's stores before its clients exist: Keep services, or volumes.
+/// A side's stores before its clients exist: Keep services, or volumes
+/// (with the `Collections.DefaultReplication` of their file when it is a
+/// whole cluster config).
 enum Stores {
     Keep(Vec<KeepService>),
-    Volumes(Vec<VolumeSpec>),
+    Volumes(Vec<VolumeSpec>, Option<u32>),
 }
 
 impl Stores {
@@ -81,7 +83,7 @@ impl Stores {
     fn names(&self) -> Vec<(String, String)> {
         match self {
             Stores::Keep(l) => l.iter().map(|s| (s.uuid.clone(), s.url())).collect(),
-            Stores::Volumes(l) => l
+            Stores::Volumes(l, _) => l
                 .iter()
                 .map(|v| {
                     let loc = match &v.driver {
@@ -104,8 +106,8 @@ pub async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<Sides> {
     let src_config = cluster_config(cfg, Role::Source)?;
     let dst_config = cluster_config(cfg, Role::Destination)?;
     let (src_settings, dst_settings) = load_settings(cfg, reporter, &src_config, &dst_config)?;
-    let src = side_stores(cfg, &src_settings, &src_config, Role::Source).await?;
-    let dst = side_stores(cfg, &dst_settings, &dst_config, Role::Destination).await?;
+    let src = side_stores(cfg, &src_settings, &src_config, Role::Source, reporter).await?;
+    let dst = side_stores(cfg, &dst_settings, &dst_config, Role::Destination, reporter).await?;
     check_distinct(&src, &dst)?;
     let defaults = Defaults::fetch(
         cfg,
@@ -202,15 +204,15 @@ pub async fn prepare_cluster_with_default(
         file: f.volumes,
         cluster: f.cluster,
     };
-    if let Some(specs) = volumes(role, &v)? {
+    if let Some((specs, replication)) = volumes(role, &v, reporter)? {
         let side = make_side(
             role,
             Settings::default(),
-            Stores::Volumes(specs),
+            Stores::Volumes(specs, replication),
             DEFAULT_TTL,
             &f.conn,
         )?;
-        return Ok((side, ClusterDefault::Known(1)));
+        return Ok((side, ClusterDefault::Known(replication.unwrap_or(1))));
     }
     let config = f
         .cluster_config
@@ -320,10 +322,11 @@ async fn side_stores(
     s: &Settings,
     config: &Option<ClusterConfig>,
     role: Role,
+    reporter: &dyn Reporter,
 ) -> Result<Stores> {
     let v = volume_flags(cfg, role);
-    if let Some(specs) = volumes(role, &v)? {
-        return Ok(Stores::Volumes(specs));
+    if let Some((specs, replication)) = volumes(role, &v, reporter)? {
+        return Ok(Stores::Volumes(specs, replication));
     }
     let (json, via) = match role {
         Role::Destination => (cfg.dst_services_json.as_deref(), cfg.dst_via),
@@ -347,11 +350,22 @@ fn volume_flag_names(role: Role) -> (&'static str, &'static str, &'static str) {
 }
 
 /// A side's volumes, if it is given as volumes: checked (exit 2) before
-/// anything is listed.
-fn volumes(role: Role, v: &VolumeFlags<'_>) -> Result<Option<Vec<VolumeSpec>>> {
+/// anything is listed; with the default replication of a volumes file that
+/// is a whole cluster config. The file's warnings go to `reporter`.
+fn volumes(
+    role: Role,
+    v: &VolumeFlags<'_>,
+    reporter: &dyn Reporter,
+) -> Result<Option<(Vec<VolumeSpec>, Option<u32>)>> {
     let (dir_flag, file_flag, cluster_flag) = volume_flag_names(role);
+    let mut replication = None;
     let specs = if let Some(path) = v.file {
-        volumes_file::load(path, v.cluster, file_flag, cluster_flag)?.volumes
+        let file = volumes_file::load(path, v.cluster, file_flag, cluster_flag)?;
+        for w in &file.warnings {
+            reporter.log(Level::Warn, w);
+        }
+        replication = file.default_replication;
+        file.volumes
     } else if !v.dirs.is_empty() {
         if v.cluster.is_some() {
             return Err(Error::config(format!(
@@ -384,7 +398,7 @@ fn volumes(role: Role, v: &VolumeFlags<'_>) -> Result<Option<Vec<VolumeSpec>>> {
             check_dir(root, &spec.uuid, flag, role, spec.read_only)?;
         }
     }
-    Ok(Some(specs))
+    Ok(Some((specs, replication)))
 }
 
 /// A Directory volume's root must be a directory; a destination one must
@@ -523,7 +537,9 @@ struct Defaults {
 impl Defaults {
     /// Flags first; a discovery document is read only when a default is
     /// needed (replicas, or the TTL of a side of keep services that signs).
-    /// A volumes destination wants 1 replica unless -replications says more.
+    /// A volumes destination wants 1 replica unless -replications says more,
+    /// or its volumes file is a whole cluster config: then it wants that
+    /// config's `Collections.DefaultReplication`, as `-dst-cluster-config`.
     async fn fetch(
         cfg: &Config,
         (src, src_stores, src_config): (&Settings, &Stores, Option<&ClusterConfig>),
@@ -573,8 +589,8 @@ impl Defaults {
             cfg.replications
         } else if let Some(c) = dst_config {
             c.default_replication
-        } else if !dst_keep {
-            1
+        } else if let Stores::Volumes(_, file_default) = dst_stores {
+            file_default.unwrap_or(1)
         } else {
             dst_doc.default_replication.filter(|&n| n > 0).ok_or_else(|| {
                 Error::unreadable(format!(
@@ -641,7 +657,7 @@ fn make_side(
                 .map(|s| Store::Keep(KeepStore::new(s, client.clone(), signer.clone())))
                 .collect()
         }
-        Stores::Volumes(list) => {
+        Stores::Volumes(list, _) => {
             let http = crate::protocol::client::plain_client(&opts).map_err(Error::config)?;
             let mut v = Vec::new();
             for spec in list {

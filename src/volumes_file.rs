@@ -7,8 +7,9 @@
 //! the volumes are used for is decided elsewhere). Its rules are Arvados' own
 //! (sdk/go/arvados/config.go, services/keepstore/keepstore.go, s3_volume.go,
 //! unix_volume.go, lib/config/deprecated.go), so that a file keepstore
-//! accepts means the same here: keys match case-insensitively (Go's
-//! encoding/json), null is the same as absent, `Replication` < 1 is 1, no
+//! accepts means the same here: keys match exactly, a near miss in case
+//! ignored with a warning (lib/config/load.go; `config_tree::Keys`), null
+//! is the same as absent, `Replication` < 1 is 1, no
 //! `StorageClasses` is `default`, the mount priority is keepstore's, and an S3
 //! volume gets keepstore's defaults and checks.
 //!
@@ -23,7 +24,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::config_tree::{join, kind, pick_cluster, shown, Document, Node, Obj};
+use crate::config_tree::{self, join, kind, pick_cluster, shown, Document, Node, Obj};
 use crate::error::Result;
 
 /// One volume of a --*-volumes file, validated.
@@ -115,6 +116,13 @@ pub struct VolumesFile {
     pub cluster: Option<String>,
     /// Sorted by uuid.
     pub volumes: Vec<VolumeSpec>,
+    /// The cluster's `Collections.DefaultReplication` (Arvados' default,
+    /// 2, when it is not set) when the file is a whole cluster config;
+    /// None for a bare `Volumes` map.
+    pub default_replication: Option<u32>,
+    /// Keys ignored because their case is wrong, one paragraph each (see
+    /// [`Document::drop_near_misses`]): the caller shows them.
+    pub warnings: Vec<String>,
 }
 
 /// Read and validate `path`. `flag` is the flag name for messages (e.g.
@@ -147,12 +155,26 @@ pub fn parse(
     flag: &str,
     cluster_flag: &str,
 ) -> Result<VolumesFile> {
-    let doc = Document::parse(text, origin, flag)?;
-    let (cluster, volumes) = select(&doc.root, cluster, cluster_flag).map_err(|m| doc.error(m))?;
+    let mut doc = Document::parse(text, origin, flag)?;
+    let whole = match &doc.root {
+        Node::Map(e) => e.iter().any(|(k, _)| k == "Clusters" || k == "Volumes"),
+        _ => false,
+    };
+    if whole {
+        doc.drop_near_misses(&config_tree::FILE);
+    } else {
+        config_tree::misspelled_top(&doc.root, &["Clusters", "Volumes"])
+            .map_err(|m| doc.error(m))?;
+        doc.drop_near_misses(&config_tree::VOLUMES);
+    }
+    let (cluster, volumes, default_replication) =
+        select(&doc.root, cluster, cluster_flag).map_err(|m| doc.error(m))?;
     Ok(VolumesFile {
         path: PathBuf::from(origin),
         cluster,
         volumes,
+        default_replication,
+        warnings: doc.warnings,
     })
 }
 
@@ -167,12 +189,12 @@ const SHAPES: &str = "a volumes file holds the Volumes section of an Arvados clu
 /// The cluster-level `StorageClasses`: each class's Priority.
 type Priorities = BTreeMap<String, i64>;
 
+/// What [`select`] finds: the cluster's ID, its volumes and its default
+/// replication (when the file is a whole cluster config).
+type Selected = (Option<String>, Vec<VolumeSpec>, Option<u32>);
+
 /// Find the Volumes map (shape 1, 2 or 3) and validate every volume.
-fn select(
-    root: &Node,
-    cluster: Option<&str>,
-    cluster_flag: &str,
-) -> Result<(Option<String>, Vec<VolumeSpec>), String> {
+fn select(root: &Node, cluster: Option<&str>, cluster_flag: &str) -> Result<Selected, String> {
     let top = match root {
         Node::Map(entries) => Obj::new(entries, String::new()),
         Node::Null => return Err(format!("the file is empty: {SHAPES}.")),
@@ -194,15 +216,16 @@ fn select(
             ));
         };
         let volumes = volumes(vnode, &join(&cobj.path, vkey), &priorities)?;
-        return Ok((Some(id.to_string()), volumes));
+        let replication = crate::cluster_config::default_replication(&cobj)?;
+        return Ok((Some(id.to_string()), volumes, Some(replication)));
     }
     if let Some((vkey, vnode)) = top.entry("Volumes") {
         // A cluster's section without the Clusters wrapper may carry the
         // cluster's StorageClasses beside its Volumes: they give priorities.
         let priorities = priorities(top.object("StorageClasses")?)?;
-        return Ok((None, volumes(vnode, vkey, &priorities)?));
+        return Ok((None, volumes(vnode, vkey, &priorities)?, None));
     }
-    Ok((None, volumes(root, "", &Priorities::new())?))
+    Ok((None, volumes(root, "", &Priorities::new())?, None))
 }
 
 /// The cluster-level `StorageClasses: {name: {Default: bool, Priority: N}}`.
@@ -428,7 +451,10 @@ fn s3(params: Option<Obj<'_>>, v: &Obj<'_>) -> Result<S3Params, String> {
     // lib/config/deprecated.go: AccessKey/SecretKey are the old names of
     // AccessKeyID/SecretAccessKey, and the two pairs cannot be mixed.
     let (id, secret) = (p.string("AccessKeyID")?, p.string("SecretAccessKey")?);
-    let (old_id, old_secret) = (p.string("AccessKey")?, p.string("SecretKey")?);
+    let (old_id, old_secret) = (
+        p.string_any_case("AccessKey")?,
+        p.string_any_case("SecretKey")?,
+    );
     let (access_key_id, secret_access_key) = if old_id.is_some() || old_secret.is_some() {
         if id.is_some() || secret.is_some() {
             return Err(format!(
@@ -770,6 +796,15 @@ Clusters:
         assert_no_secret(&format!("{f:?}"));
         // The right cluster named explicitly is fine.
         assert_eq!(parse_in(CLUSTER, Some("zzzzz")).unwrap(), f);
+        // A whole cluster config gives its default replication (Arvados'
+        // 2 when unset); a bare Volumes map none.
+        assert_eq!(f.default_replication, Some(2));
+        let f = parse_ok(&CLUSTER.replace(
+            "      BlobSigningKey: BLOBkey000\n",
+            "      BlobSigningKey: BLOBkey000\n      DefaultReplication: 3\n",
+        ));
+        assert_eq!(f.default_replication, Some(3));
+        assert_eq!(parse_ok(BARE).default_replication, None);
     }
 
     #[test]
@@ -921,30 +956,57 @@ v3: {Driver: S3, DriverParameters: {Bucket: b, Region: r, PrefixLength: null, Ac
         assert!(!f.volumes[3].read_only);
     }
 
+    /// Keys match exactly, as Arvados' loader matches them: one that
+    /// differs from a known key only in case is ignored (the default
+    /// applies) with a warning naming the file, the key path and the right
+    /// spelling, never a value. Keys the user chooses (cluster IDs, volume
+    /// UUIDs, URLs, class names) are not checked.
     #[test]
-    fn case_insensitive_keys_prefer_exact() {
+    fn wrongly_cased_keys_are_ignored_with_a_warning() {
         let f = parse_ok(
             "
-CLUSTERS:
+Clusters:
   zzzzz:
-    storageclasses: {hot: {priority: 7}}
-    volumes:
-      v:
-        driver: S3
-        driverparameters: {BUCKET: b, region: r, accesskeyid: AKIDsecret456, usepathstyle: true}
+    StorageClasses: {Hot: {priority: 7}}
+    Volumes:
+      zzzzz-nyw5e-00000000000000A:
+        Driver: S3
+        DriverParameters: {Bucket: b, Region: r, accessKeyID: AKIDsecret456, usepathstyle: true, prefixLength: 3}
         replication: 4
-        readonly: true
-        storageClasses: {hot: true}
+        ReadONLY: true
+        StorageClasses: {Hot: true}
+        AccessViaHosts: {'http://AKIDsecret456:SECRETsecret123@keep0:25107': {readOnly: true}}
 ",
         );
         let v = &f.volumes[0];
-        assert_eq!((v.replication, v.read_only, v.priority), (4, true, 7));
+        assert_eq!(v.uuid, "zzzzz-nyw5e-00000000000000A");
+        assert_eq!((v.replication, v.read_only, v.priority), (1, false, 0));
+        assert_eq!(v.storage_classes, ["Hot"]);
         let p = s3(&f, 0);
-        assert_eq!(
-            (p.bucket.as_str(), p.region.as_str(), p.use_path_style),
-            ("b", "r", true)
-        );
-        assert!(p.access_key_id.is_some());
+        assert_eq!((p.prefix_length, p.use_path_style), (0, false));
+        assert_eq!(p.access_key_id, None);
+        let vol = "/etc/x.yml: ignoring the config entry Clusters.zzzzz.Volumes.zzzzz-nyw5e-00000000000000A";
+        let want = [
+            "Clusters.zzzzz.StorageClasses.Hot.priority (perhaps you meant Priority?)".to_string(),
+            format!("{vol}.DriverParameters.accessKeyID (perhaps you meant AccessKeyID?)"),
+            format!("{vol}.DriverParameters.usepathstyle (perhaps you meant UsePathStyle?)"),
+            format!("{vol}.DriverParameters.prefixLength (perhaps you meant PrefixLength?)"),
+            format!("{vol}.replication (perhaps you meant Replication?)"),
+            format!("{vol}.ReadONLY (perhaps you meant ReadOnly?)"),
+            format!(
+                "{vol}.AccessViaHosts.http://<redacted>@keep0:25107.readOnly (perhaps you \
+                 meant ReadOnly?)"
+            ),
+        ];
+        assert_eq!(f.warnings.len(), want.len(), "{:#?}", f.warnings);
+        for (w, want) in f.warnings.iter().zip(&want) {
+            assert!(w.starts_with("--dst-volumes /etc/x.yml: "), "{w}");
+            assert!(w.contains(want.as_str()), "want {want}\ngot  {w}");
+            assert!(w.contains("Write ") && !w.contains('\n'), "{w}");
+            assert_no_secret(w);
+        }
+        // The exact key wins, and its near miss is dropped with a warning
+        // all the same (Arvados drops it before decoding).
         let f = parse_ok(
             "v: {Driver: Directory, driver: S3, DriverParameters: {root: /lower, Root: /exact}}",
         );
@@ -954,6 +1016,30 @@ CLUSTERS:
                 root: "/exact".into()
             }
         );
+        assert_eq!(f.warnings.len(), 2, "{:?}", f.warnings);
+        assert!(f.warnings[0].contains("v.driver (perhaps you meant Driver?)"));
+        assert!(f.warnings[1].contains("v.DriverParameters.root (perhaps you meant Root?)"));
+        // A required key in the wrong case is missing.
+        let msg = parse_err("v: {Driver: Directory, DriverParameters: {ROOT: /k}}", None);
+        assert!(msg.contains("v.DriverParameters.Root is missing"), "{msg}");
+        // Unknown keys are kept quietly, and exact keys draw no warning.
+        let f =
+            parse_ok("v: {Driver: Directory, DriverParameters: {Root: /k, Rooot: /x}, Comment: c}");
+        assert!(f.warnings.is_empty(), "{:?}", f.warnings);
+        // A wrongly cased top-level key leaves nothing to read: an error.
+        for (text, want) in [
+            (
+                "volumes: {v: {Driver: Directory, DriverParameters: {Root: /k}}}",
+                "volumes is not Volumes",
+            ),
+            (
+                "CLUSTERS: {zzzzz: {Volumes: {}}}",
+                "CLUSTERS is not Clusters",
+            ),
+        ] {
+            let msg = parse_err(text, None);
+            assert!(msg.contains(want) && msg.contains("Write "), "{msg}");
+        }
         // The driver's value is case-sensitive, as keepstore's lookup.
         let msg = parse_err(
             "v: {Driver: s3, DriverParameters: {Bucket: b, Region: r}}",
@@ -972,6 +1058,12 @@ CLUSTERS:
         assert_eq!(p.access_key_id.as_deref(), Some("AKIDsecret456"));
         assert_eq!(p.secret_access_key.as_deref(), Some(SECRET));
         assert_no_secret(&format!("{f:?}"));
+        // Arvados' defaults hold no AccessKey: it is read in any case.
+        let f = parse_ok(
+            "v: {Driver: S3, DriverParameters: {Bucket: b, Region: r, accesskey: AKIDsecret456}}",
+        );
+        assert_eq!(s3(&f, 0).access_key_id.as_deref(), Some("AKIDsecret456"));
+        assert!(f.warnings.is_empty(), "{:?}", f.warnings);
         let msg = parse_err("v: {Driver: S3, DriverParameters: {Bucket: b, Region: r, AccessKey: AKIDsecret456, SecretAccessKey: SECRETsecret123}}", None);
         assert!(
             msg.contains("v.DriverParameters uses both the old keys"),

@@ -1670,3 +1670,95 @@ async fn verify_existing_repairs_a_corrupt_object_in_the_destination_bucket() {
     let j = read_json(Path::new(&report));
     assert_eq!(j["verify_bad"].as_u64(), Some(0), "{j}");
 }
+
+// ---------------------------------------------------------------------------
+// Keys matched exactly (issue 29), and a whole cluster config's default.
+
+/// Blocks of `want` on both of `roots`.
+fn assert_on_both(roots: &[PathBuf; 2], want: &[Block]) {
+    for (h, _) in want {
+        assert!(
+            has_file(&roots[0], h) && has_file(&roots[1], h),
+            "{h} not on both volumes"
+        );
+    }
+}
+
+/// `replication: 2` is not Arvados' key: keepstore ignores it (its loader
+/// drops a key that differs from a known one only in case), so keep-rsync
+/// does too, says so naming the file and key path, and counts the volume
+/// for 1 replica: with `-replications 2` every block is on both volumes
+/// (read as `Replication: 2`, a block whose first volume is VOL1 went there
+/// alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrongly_cased_key_in_a_volumes_file_is_ignored_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let want = sorted(blocks(20, 67));
+    fill_dir(&src, &want);
+    assert!(
+        want.iter()
+            .any(|(h, _)| mount_order(h, &[VOL0, VOL1])[0] == 1),
+        "VOL1 comes first for some"
+    );
+    let roots = [dir.path().join("c0"), dir.path().join("c1")];
+    for r in &roots {
+        std::fs::create_dir(r).unwrap();
+    }
+    let text = format!(
+        "{}{}",
+        dir_entry(VOL0, &roots[0], ""),
+        dir_entry(VOL1, &roots[1], "  replication: 2\n")
+    );
+    let vols = vols_file(dir.path(), "cased.yml", &text);
+    let r = run_rsync(&args(&[
+        "--src-volume-dir",
+        &s(&src),
+        "--dst-volumes",
+        &vols,
+        "-replications",
+        "2",
+    ]))
+    .await;
+    r.expect(0);
+    let warning = format!(
+        "--dst-volumes {vols}: ignoring the config entry {VOL1}.replication (perhaps you meant \
+         Replication?)"
+    );
+    assert_on_both(&roots, &want);
+    assert!(r.stderr.contains(&warning), "{}", r.stderr);
+}
+
+/// `--dst-volumes` given a whole cluster config wants the config's
+/// `Collections.DefaultReplication`, as `-dst-cluster-config` does;
+/// `-replications` still wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_config_as_volumes_file_wants_its_default_replication() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let want = sorted(blocks(20, 71));
+    fill_dir(&src, &want);
+    let roots = [dir.path().join("d0"), dir.path().join("d1")];
+    for r in &roots {
+        std::fs::create_dir(r).unwrap();
+    }
+    let indent = |t: String| t.replace('\n', "\n      ");
+    let text = format!(
+        "Clusters:\n  zzzzz:\n    Collections:\n      DefaultReplication: 2\n    Volumes:\n      \
+         {}{}\n",
+        indent(dir_entry(VOL0, &roots[0], "")),
+        indent(dir_entry(VOL1, &roots[1], ""))
+    );
+    let vols = vols_file(dir.path(), "config.yml", &text);
+    let run = args(&["--src-volume-dir", &s(&src), "--dst-volumes", &vols]);
+    let r = run_rsync(&[run.clone(), args(&["-replications", "1"])].concat()).await;
+    r.expect(0);
+    for (h, _) in &want {
+        let first = mount_order(h, &[VOL0, VOL1])[0];
+        assert!(has_file(&roots[first], h), "{h} not on its first volume");
+        assert!(!has_file(&roots[1 - first], h), "{h} on both volumes");
+    }
+    let r = run_rsync(&run).await;
+    r.expect(0);
+    assert_on_both(&roots, &want);
+}

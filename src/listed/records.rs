@@ -121,6 +121,18 @@ struct Record<'a> {
     manifest: &'a str,
 }
 
+/// The longest collection record read (a JSON line, or a CSV record with
+/// its quoted manifest), in bytes: 1 GiB. A record is held whole while it
+/// is read, so an endless line (a file that is not a record list, a
+/// runaway export) must not take all memory. Arvados bounds a manifest by
+/// the API server's `MaxRequestSize` (128 MiB by default), and a page of
+/// `arv collection list` by `MaxIndexDatabaseRead` (128 MiB by default)
+/// plus its first row; JSON escaping at most doubles manifest text (its
+/// newlines). 1 GiB is four times that, for sites that raised the limits,
+/// and keeps the worst case (the line and its parsed strings) at a few
+/// GiB.
+pub const RECORD_MAX: usize = 1 << 30;
+
 /// Read collection records of `form` from `input`, handing each block
 /// (with its collection's want) to `on`; an `Err` from `on` is an I/O
 /// error of the caller's (the sort's temporary files).
@@ -131,10 +143,64 @@ pub fn read(
     wants: &mut Wants,
     on: &mut impl FnMut(Listed, &mut Wants),
 ) -> Result<Counts, ReadError> {
+    read_capped(input, form, opts, wants, on, RECORD_MAX)
+}
+
+/// [`read`] with records of at most `max` bytes (a CSV record may pass it
+/// by up to the CSV reader's 8 KiB buffer).
+fn read_capped(
+    input: impl Read,
+    form: Form,
+    opts: &Reading<'_>,
+    wants: &mut Wants,
+    on: &mut impl FnMut(Listed, &mut Wants),
+    max: usize,
+) -> Result<Counts, ReadError> {
     match form {
-        Form::Csv => read_csv(input, opts, wants, on),
-        Form::JsonLines => read_json_lines(input, opts, wants, on),
+        Form::Csv => read_csv(input, opts, wants, on, max),
+        Form::JsonLines => read_json_lines(input, opts, wants, on, max),
         Form::Plain => Ok(Counts::default()),
+    }
+}
+
+/// Why a record over `max` bytes is refused.
+fn too_long(max: usize) -> String {
+    format!(
+        "the record is longer than {}, the most keep-rsync reads as one collection record \
+         (Arvados' own limits keep a manifest far below it): this is not a record list, or a \
+         line break is missing",
+        crate::console::human_bytes(max as u64)
+    )
+}
+
+/// Counts the bytes read from `inner` since the last [`Capped::reset`],
+/// failing with [`TooLong`] past `max`: a CSV record's bound.
+struct Capped<R> {
+    inner: R,
+    since: std::rc::Rc<std::cell::Cell<usize>>,
+    max: usize,
+}
+
+/// The error [`Capped`] reads fail with.
+#[derive(Debug)]
+struct TooLong;
+
+impl std::fmt::Display for TooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("record too long")
+    }
+}
+
+impl std::error::Error for TooLong {}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.since.get() > self.max {
+            return Err(std::io::Error::other(TooLong));
+        }
+        let n = self.inner.read(buf)?;
+        self.since.set(self.since.get() + n);
+        Ok(n)
     }
 }
 
@@ -185,14 +251,29 @@ fn read_csv(
     opts: &Reading<'_>,
     wants: &mut Wants,
     on: &mut impl FnMut(Listed, &mut Wants),
+    max: usize,
 ) -> Result<Counts, ReadError> {
+    let since = std::rc::Rc::new(std::cell::Cell::new(0));
+    let input = Capped {
+        inner: input,
+        since: since.clone(),
+        max,
+    };
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
         .from_reader(input);
-    let csv_error = |e: csv::Error| -> ReadError {
-        let line = e.position().map_or(0, |p| p.line());
+    let mut at = 1;
+    let csv_error = |e: csv::Error, at: u64| -> ReadError {
+        let line = e.position().map_or(at, |p| p.line());
         match e.into_kind() {
+            csv::ErrorKind::Io(error)
+                if error
+                    .get_ref()
+                    .is_some_and(|e| e.downcast_ref::<TooLong>().is_some()) =>
+            {
+                bad(line, None, too_long(max))
+            }
             csv::ErrorKind::Io(error) => ReadError::Io { line, error },
             csv::ErrorKind::UnequalLengths {
                 expected_len, len, ..
@@ -205,7 +286,7 @@ fn read_csv(
             other => bad(line, None, format!("not CSV: {other:?}")),
         }
     };
-    let header = rdr.byte_headers().map_err(csv_error)?.clone();
+    let header = rdr.byte_headers().map_err(|e| csv_error(e, at))?.clone();
     let col = |name: &str| {
         header
             .iter()
@@ -221,7 +302,15 @@ fn read_csv(
     );
     let mut counts = Counts::default();
     let mut rec = csv::ByteRecord::new();
-    while rdr.read_byte_record(&mut rec).map_err(csv_error)? {
+    loop {
+        since.set(0);
+        at = rdr.position().line();
+        if !rdr
+            .read_byte_record(&mut rec)
+            .map_err(|e| csv_error(e, at))?
+        {
+            break;
+        }
         let line = rec.position().map_or(0, |p| p.line());
         let field = |c: Option<usize>| -> Result<Option<&str>, ReadError> {
             match c.and_then(|c| rec.get(c)) {
@@ -289,13 +378,16 @@ fn read_json_lines(
     opts: &Reading<'_>,
     wants: &mut Wants,
     on: &mut impl FnMut(Listed, &mut Wants),
+    max: usize,
 ) -> Result<Counts, ReadError> {
     let mut r = BufReader::with_capacity(256 << 10, input);
     let mut buf = Vec::new();
     let mut counts = Counts::default();
     loop {
         buf.clear();
-        let n = r
+        // At most `max` bytes and the line's end: never more in memory.
+        let n = (&mut r)
+            .take(max as u64 + 1)
             .read_until(b'\n', &mut buf)
             .map_err(|error| ReadError::Io {
                 line: counts.lines + 1,
@@ -306,6 +398,9 @@ fn read_json_lines(
         }
         counts.lines += 1;
         let line = counts.lines;
+        if n > max && !buf.ends_with(b"\n") {
+            return Err(bad(line, None, too_long(max)));
+        }
         let text = buf.trim_ascii();
         if text.is_empty() {
             continue;
@@ -560,6 +655,51 @@ mod tests {
         );
         let (got, counts, _) = run(&format!("{one}\n\n{page}\n")).unwrap();
         assert_eq!((counts.records, counts.locators, got.len()), (2, 2, 2));
+    }
+
+    /// A record over the cap is refused naming its line, before more of
+    /// it is read (with the cap at 100 B; [`RECORD_MAX`] in use).
+    #[test]
+    fn records_longer_than_the_cap_are_refused() {
+        let ok = format!(r#"{{"uuid":"u1","manifest_text":". {FOO}+3 0:3:foo\n"}}"#);
+        assert!(ok.len() < 100);
+        let long = format!(
+            r#"{{"uuid":"u2","manifest_text":". {FOO}+3 {}0:3:foo\n"}}"#,
+            format!("{BAR}+3 ").repeat(20)
+        );
+        let read = |text: &str, max| {
+            let mut wants = Wants::new();
+            read_capped(
+                text.as_bytes(),
+                detect(text.as_bytes()),
+                &Reading { classes: None },
+                &mut wants,
+                &mut |_, _| {},
+                max,
+            )
+            .map(|_| ())
+        };
+        read(&format!("{ok}\n{long}\n"), RECORD_MAX).unwrap();
+        read(&format!("{ok}\n{ok}"), ok.len()).unwrap();
+        for text in [format!("{ok}\n{long}\n{ok}\n"), format!("{ok}\n{long}")] {
+            let (line, _, why) = refused(read(&text, 100).map(|_| Default::default()));
+            assert_eq!(line, 2, "{why}");
+            assert!(why.contains("longer than 100 B"), "{why}");
+        }
+        // CSV: the quoted manifest of one record is bounded the same way
+        // (by the cap plus the CSV reader's 8 KiB buffer).
+        let row =
+            |u: &str, n: usize| format!("{u},\". {}0:3:foo\n\"\n", format!("{FOO}+3 ").repeat(n));
+        let csv = format!(
+            "uuid,manifest_text\n{}{}{}",
+            row("u1", 1),
+            row("u2", 1000),
+            row("u3", 1)
+        );
+        read(&csv, RECORD_MAX).unwrap();
+        let (line, _, why) = refused(read(&csv, 100).map(|_| Default::default()));
+        assert_eq!(line, 4, "the line u2 starts on: {why}");
+        assert!(why.contains("longer than 100 B"), "{why}");
     }
 
     #[test]
