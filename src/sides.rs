@@ -117,6 +117,8 @@ pub async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<Sides> {
         &conn,
     )?;
     check_writable(&dst, defaults.want, cfg.storage_classes.as_deref())?;
+    warn_uuid_order(&src, reporter);
+    warn_uuid_order(&dst, reporter);
     Ok(Sides {
         dst_credits: dst.credits(defaults.want),
         src,
@@ -237,7 +239,22 @@ pub async fn prepare_cluster_with_default(
         Some(c) => ClusterDefault::Known(c.default_replication),
         None => ClusterDefault::Api(s.clone(), f.conn.connect_timeout),
     };
-    Ok((make_side(role, s, stores, ttl, &f.conn)?, default))
+    let side = make_side(role, s, stores, ttl, &f.conn)?;
+    warn_uuid_order(&side, reporter);
+    Ok((side, default))
+}
+
+/// A side's one warning when its keep services have uuids that Python SDK
+/// clients weigh otherwise (said once the side is known to be usable, so a
+/// configuration error stays one paragraph).
+fn warn_uuid_order(side: &Side, reporter: &dyn Reporter) {
+    let keep = side.services.iter().filter_map(|s| match &s.store {
+        Store::Keep(k) => Some(&k.service),
+        _ => None,
+    });
+    if let Some(w) = services::uuid_order_warning(side.role, keep) {
+        reporter.log(Level::Warn, &w);
+    }
 }
 
 /// A side's `-*-cluster-config`, read (its `--*-cluster` picks the cluster).
