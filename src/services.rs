@@ -61,12 +61,19 @@ pub fn uuid_order_warning<'a>(
         .filter(|s| !crate::protocol::python_sdk_agrees(&s.uuid))
         .collect();
     let first = odd.first()?;
-    let count = match odd.len() {
-        1 => format!("1 of its {} services has", services.len()),
-        n => format!("{n} of its {} services have", services.len()),
+    let count = match (odd.len(), services.len()) {
+        (1, 1) => "its service has".to_string(),
+        (n, all) if n == all => format!("all {n} of its services have"),
+        (1, all) => format!("1 of its {all} services has"),
+        (n, all) => format!("{n} of its {all} services have"),
     };
     Some(format!(
-        "the {} ({count} a uuid that is not 27 characters long, e.g. {}): keep-rsync and Go          clients weigh such a uuid whole in rendezvous order, but Python SDK clients weigh          its last 15 characters, so they probe in another order (extra requests to find          blocks, no data lost). A 15-character Rendezvous on each keepstore in the cluster          config (Services.Keepstore.InternalURLs) makes them agree; setting it moves where          keep-balance wants blocks.",
+        "the {} ({count} a uuid that is not 27 characters long, e.g. {}): keep-rsync \
+         and Go clients weigh such a uuid whole in rendezvous order, but Python SDK \
+         clients weigh its last 15 characters, so they probe in another order (extra \
+         requests to find blocks, no data lost). A 15-character Rendezvous on each \
+         keepstore in the cluster config (Services.Keepstore.InternalURLs) makes them \
+         agree; setting it moves where keep-balance wants blocks.",
         role.cluster(),
         first.label()
     ))
@@ -447,6 +454,7 @@ mod tests {
         assert!(w.starts_with("the destination cluster (2 of its 3 services have"), "{w}");
         assert!(w.contains(&format!("{rails} (http://127.0.0.1:2)")), "{w}");
         assert!(w.contains("last 15 characters") && w.contains("Rendezvous"), "{w}");
+        assert!(!w.contains("  ") && !w.contains('\n'), "{w}");
         assert_eq!(uuid_order_warning(Role::Destination, &s[..1]), None);
     }
 
