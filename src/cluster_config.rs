@@ -438,9 +438,9 @@ fn volume_classes(v: &Obj<'_>) -> Result<Vec<String>, String> {
 /// is exactly 15 ASCII letters and digits, else the first **16** hex digits
 /// of md5(Rendezvous, or the normalised URL with its trailing slash): a
 /// 28-character uuid, weighed whole in rendezvous order as the Go SDK and
-/// keep-balance weigh it (`keep_protocol::config_service_uuid`). (Go services reading the config derive 15 digits
-/// instead; docs/protocol.md, "Cluster config files", says why a
-/// 15-character Rendezvous is the cure.)
+/// keep-balance weigh it (`keep_protocol::config_service_uuid`). (Go
+/// services reading the config derive 15 digits instead; docs/protocol.md,
+/// "Cluster config files", says why a 15-character Rendezvous is the cure.)
 fn service(
     id: &str,
     url: &str,

@@ -451,9 +451,15 @@ mod tests {
         let s = parse_services(&t, "t", Role::Destination).unwrap();
         assert_eq!(s[1].weight_suffix(), rails);
         let w = uuid_order_warning(Role::Destination, &s).unwrap();
-        assert!(w.starts_with("the destination cluster (2 of its 3 services have"), "{w}");
+        assert!(
+            w.starts_with("the destination cluster (2 of its 3 services have"),
+            "{w}"
+        );
         assert!(w.contains(&format!("{rails} (http://127.0.0.1:2)")), "{w}");
-        assert!(w.contains("last 15 characters") && w.contains("Rendezvous"), "{w}");
+        assert!(
+            w.contains("last 15 characters") && w.contains("Rendezvous"),
+            "{w}"
+        );
         assert!(!w.contains("  ") && !w.contains('\n'), "{w}");
         assert_eq!(uuid_order_warning(Role::Destination, &s[..1]), None);
     }

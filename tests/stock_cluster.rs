@@ -47,7 +47,10 @@ fn assert_warned_once_per_side(p: &Pair, stderr: &str) {
         .filter(|l| l.contains("Python SDK clients weigh"))
         .collect();
     assert_eq!(lines.len(), 2, "one warning per side expected:\n{stderr}");
-    for (side, c) in [("the source cluster (", &p.src), ("the destination cluster (", &p.dst)] {
+    for (side, c) in [
+        ("the source cluster (", &p.src),
+        ("the destination cluster (", &p.dst),
+    ] {
         let said: Vec<&&str> = lines.iter().filter(|l| l.contains(side)).collect();
         assert_eq!(said.len(), 1, "{side}…:\n{stderr}");
         assert!(
@@ -89,7 +92,11 @@ async fn rails_uuids_from_discovery_and_lists_placed_in_go_order_with_one_warnin
     assert_warned_once_per_side(&p, &r.stderr);
     let check = |p: &Pair| {
         for (h, size) in &blocks {
-            assert_eq!(p.dst_holders(h), go_first(p, h, 2), "placement of {h}+{size}");
+            assert_eq!(
+                p.dst_holders(h),
+                go_first(p, h, 2),
+                "placement of {h}+{size}"
+            );
         }
     };
     check(&p);

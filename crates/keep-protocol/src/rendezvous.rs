@@ -29,7 +29,8 @@ pub fn python_sdk_agrees(uuid: &str) -> bool {
     last15 == uuid_weight_suffix(uuid)
 }
 
-/// Weight of a service for a block: `md5(HASH_HEX + UUID[12:])`, compared as
+/// Weight of a service for a block: `md5(HASH_HEX + SUFFIX)`, SUFFIX from
+/// [`uuid_weight_suffix`] (usually `UUID[12:]`), compared as
 /// bytes (which orders like the hex string the SDKs compare).
 pub fn weight(hash: &BlockHash, uuid_suffix: &str) -> [u8; 16] {
     weight_hex(&hex32(hash), uuid_suffix)
@@ -142,10 +143,7 @@ mod tests {
     #[test]
     fn sdk_reference_orders() {
         let uuids: Vec<String> = (0..16).map(|j| format!("zzzzz-bi6l4-{j:015x}")).collect();
-        let suffixes: Vec<&str> = uuids
-            .iter()
-            .map(|u| uuid_weight_suffix(u))
-            .collect();
+        let suffixes: Vec<&str> = uuids.iter().map(|u| uuid_weight_suffix(u)).collect();
         let want = [
             ("10eab6008d5642cf42abd2aa41f847cb", "3eab2d5fc9681074"),
             ("9a25b027482b37e047104e2e532cabae", "097dba52e648f1c3"),

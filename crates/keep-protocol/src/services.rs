@@ -262,7 +262,9 @@ mod tests {
         let w: Vec<&str> = s.iter().map(KeepService::weight_suffix).collect();
         assert_eq!(w, ["000000000000000", "zzzzz-bi6l4-d57e530a86591bfe", "x"]);
         let empty = format!(r#"{{"items":[{}]}}"#, item("", 1));
-        assert!(parse_services(&empty).unwrap_err().contains("without a \"uuid\""));
+        assert!(parse_services(&empty)
+            .unwrap_err()
+            .contains("without a \"uuid\""));
     }
 
     #[test]
