@@ -1,10 +1,10 @@
 //! End to end against clusters that look like a stock Arvados >= 2.0 API
 //! server's (issue 29): keepstores without a `Rendezvous`, so
 //! `keep_services/accessible` lists 28-character uuids (`ID-bi6l4-` + 16 hex
-//! digits of md5(URL)). keep-rsync must take them, from API discovery and
-//! from a services list, place replicas in the Go SDK's order (the whole
-//! uuid weighed) and warn once per side that Python clients order them
-//! otherwise.
+//! digits of md5(URL)). keep-rsync must take them from API discovery, from
+//! services lists and from the clusters' own config.yml, place replicas in
+//! the Go SDK's order (the whole uuid weighed) and warn once per side that
+//! Python clients order them otherwise.
 
 mod common;
 
@@ -133,4 +133,24 @@ async fn rails_uuids_from_discovery_and_lists_placed_in_go_order_with_one_warnin
         accessible,
         "the lists, not the API servers"
     );
+
+    // The clusters' own config.yml, keepstores without a Rendezvous: the
+    // same uuids derived, the same order and warnings.
+    for (h, _) in &blocks {
+        for i in 0..p.dst.len() {
+            p.dst.remove_block(i, h);
+        }
+    }
+    write_private(&p.path("src.yml"), &p.src.cluster_config_text());
+    write_private(&p.path("dst.yml"), &p.dst.cluster_config_text());
+    let r = run_rsync(&[
+        "-src-cluster-config".into(),
+        p.path("src.yml").display().to_string(),
+        "-dst-cluster-config".into(),
+        p.path("dst.yml").display().to_string(),
+    ])
+    .await;
+    r.expect(0);
+    assert_warned_once_per_side(&p, &r.stderr);
+    check(&p);
 }
