@@ -20,8 +20,6 @@
 
 use std::path::{Path, PathBuf};
 
-use md5::{Digest, Md5};
-
 use crate::config_tree::{join, pick_cluster, shown, Document, Node, Obj};
 use crate::error::{Error, Result};
 use crate::protocol::KeepService;
@@ -447,9 +445,9 @@ fn volume_classes(v: &Obj<'_>) -> Result<Vec<String>, String> {
 /// is exactly 15 ASCII letters and digits, else the first **16** hex digits
 /// of md5(Rendezvous, or the normalised URL with its trailing slash): a
 /// 28-character uuid, weighed whole in rendezvous order as the Go SDK and
-/// keep-balance weigh it. (Go services reading the config derive 15 digits
-/// instead; docs/protocol.md, "Cluster config files", says why a
-/// 15-character Rendezvous is the cure.)
+/// keep-balance weigh it (`keep_protocol::config_service_uuid`). (Go
+/// services reading the config derive 15 digits instead; docs/protocol.md,
+/// "Cluster config files", says why a 15-character Rendezvous is the cure.)
 fn service(
     id: &str,
     url: &str,
@@ -458,13 +456,6 @@ fn service(
     read_only: bool,
     path: &str,
 ) -> Result<KeepService, String> {
-    let rvz = rvz.unwrap_or(url);
-    let verbatim = rvz.len() == 15 && rvz.bytes().all(|b| b.is_ascii_alphanumeric());
-    let suffix = if verbatim {
-        rvz.to_string()
-    } else {
-        format!("{:x}", Md5::digest(rvz.as_bytes()))[..16].to_string()
-    };
     let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
     let authority = rest.split('/').next().unwrap_or(rest);
     let ssl = scheme == "https";
@@ -486,7 +477,7 @@ fn service(
         return Err(format!("{path}: the URL has no host"));
     }
     Ok(KeepService {
-        uuid: format!("{id}-bi6l4-{suffix}"),
+        uuid: crate::protocol::config_service_uuid(id, url, rvz),
         host,
         port,
         ssl,
@@ -508,6 +499,7 @@ fn check_permissions(path: &Path, s: &mut Settings) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use md5::{Digest, Md5};
 
     const MINIMAL: &str = r#"
 Clusters:

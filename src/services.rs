@@ -121,6 +121,37 @@ pub fn parse_services(text: &str, origin: &str, role: Role) -> Result<Vec<KeepSe
         .map_err(|why| Error::config(format!("the {role} services list in {origin} {why}")))
 }
 
+/// The warning for a side whose keep services have uuids the Python SDK
+/// weighs otherwise than keep-rsync and the Go SDK (not 27 characters, as an
+/// API server derives them from a URL; docs/protocol.md, "Rendezvous
+/// order"), naming one of them; `None` when every client agrees.
+pub fn uuid_order_warning<'a>(
+    role: Role,
+    services: impl IntoIterator<Item = &'a KeepService>,
+) -> Option<String> {
+    let services: Vec<&KeepService> = services.into_iter().collect();
+    let odd: Vec<&&KeepService> = (services.iter())
+        .filter(|s| !crate::protocol::python_sdk_agrees(&s.uuid))
+        .collect();
+    let first = odd.first()?;
+    let count = match (odd.len(), services.len()) {
+        (1, 1) => "its service has".to_string(),
+        (n, all) if n == all => format!("all {n} of its services have"),
+        (1, all) => format!("1 of its {all} services has"),
+        (n, all) => format!("{n} of its {all} services have"),
+    };
+    Some(format!(
+        "the {} ({count} a uuid that is not 27 characters long, e.g. {}): keep-rsync \
+         and Go clients weigh such a uuid whole in rendezvous order, but Python SDK \
+         clients weigh its last 15 characters, so they probe in another order (extra \
+         requests to find blocks, no data lost). A 15-character Rendezvous on each \
+         keepstore in the cluster config (Services.Keepstore.InternalURLs) makes them \
+         agree; setting it moves where keep-balance wants blocks.",
+        role.cluster(),
+        first.label()
+    ))
+}
+
 /// The API server's answers that keep-rsync uses.
 #[derive(Clone, Debug, Default)]
 pub struct Discovery {
@@ -842,6 +873,33 @@ mod tests {
         assert_eq!(body_capped(resp, 1 << 20).await.unwrap().len(), 64 << 10);
     }
 
+    /// Any uuid is taken; one the Python SDK weighs otherwise (not 27
+    /// characters) draws the side's one warning, naming it.
+    #[test]
+    fn other_uuid_lengths_weighed_whole_with_a_warning() {
+        let rails = "zzzzz-bi6l4-d57e530a86591bfe";
+        let t = format!(
+            r#"{{"items":[{},{},{}]}}"#,
+            item("zzzzz-bi6l4-000000000000000", "1"),
+            item(rails, "2"),
+            item("zzzzz-bi6l4-0123456789abcdef", "3")
+        );
+        let s = parse_services(&t, "t", Role::Destination).unwrap();
+        assert_eq!(s[1].weight_suffix(), rails);
+        let w = uuid_order_warning(Role::Destination, &s).unwrap();
+        assert!(
+            w.starts_with("the destination cluster (2 of its 3 services have"),
+            "{w}"
+        );
+        assert!(w.contains(&format!("{rails} (http://127.0.0.1:2)")), "{w}");
+        assert!(
+            w.contains("last 15 characters") && w.contains("Rendezvous"),
+            "{w}"
+        );
+        assert!(!w.contains("  ") && !w.contains('\n'), "{w}");
+        assert_eq!(uuid_order_warning(Role::Destination, &s[..1]), None);
+    }
+
     #[test]
     fn rejects_bad_lists() {
         let cases = [
@@ -871,8 +929,8 @@ mod tests {
                 "twice",
             ),
             (
-                &format!(r#"{{"items":[{}]}}"#, item("zzzzz-bi6l4-0", "1")),
-                "27 characters",
+                &format!(r#"{{"items":[{}]}}"#, item("", "1")),
+                "item 0 without a \"uuid\"",
             ),
         ];
         for (text, want) in cases {

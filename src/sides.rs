@@ -126,6 +126,8 @@ pub async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<Sides> {
     )?;
     services::discover_mounts(&mut dst, &conn).await;
     check_writable(&dst, defaults.want, cfg.storage_classes.as_deref())?;
+    warn_uuid_order(&src, reporter);
+    warn_uuid_order(&dst, reporter);
     Ok(Sides {
         dst_credits: dst.credits(defaults.want),
         src,
@@ -248,7 +250,21 @@ pub async fn prepare_cluster_with_default(
     };
     let mut side = make_side(role, s, stores, ttl, &f.conn)?;
     services::discover_mounts(&mut side, &f.conn).await;
+    warn_uuid_order(&side, reporter);
     Ok((side, default))
+}
+
+/// A side's one warning when its keep services have uuids that Python SDK
+/// clients weigh otherwise (said once the side is known to be usable, so a
+/// configuration error stays one paragraph).
+fn warn_uuid_order(side: &Side, reporter: &dyn Reporter) {
+    let keep = side.services.iter().filter_map(|s| match &s.store {
+        Store::Keep(k) => Some(&k.service),
+        _ => None,
+    });
+    if let Some(w) = services::uuid_order_warning(side.role, keep) {
+        reporter.log(Level::Warn, &w);
+    }
 }
 
 /// A side's `-*-cluster-config`, read (its `--*-cluster` picks the cluster).

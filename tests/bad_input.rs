@@ -198,13 +198,13 @@ async fn bad_input_exits_2_with_one_paragraph_and_writes_nothing() {
             needles: s(&["dup-uuid.json", "zzzzz-bi6l4-000000000000000 twice"]),
         },
         Case {
-            name: "services short uuid",
+            name: "services empty uuid",
             args: with(
                 &base,
                 "-src-keep-services-json",
-                &svc("services/short-uuid.json"),
+                &svc("services/no-uuid.json"),
             ),
-            needles: s(&["short-uuid.json", "zzzzz-bi6l4-0", "27 characters"]),
+            needles: s(&["no-uuid.json", "item 0 without a \"uuid\""]),
         },
         Case {
             name: "services file missing",

@@ -21,9 +21,10 @@ pub mod units;
 pub use locator::{BlockHash, Locator, LocatorError, EMPTY_BLOCK_HASH, MAX_BLOCK_SIZE};
 pub use mounts::Mount;
 pub use rendezvous::{
-    mount_order_among, mount_weight_suffix, probe_order, probe_order_among, uuid_weight_suffix,
+    mount_order_among, mount_weight_suffix, probe_order, probe_order_among, python_sdk_agrees,
+    uuid_weight_suffix,
 };
-pub use services::KeepService;
+pub use services::{config_service_uuid, KeepService};
 pub use signing::{redact_signatures, sign_locator, signature, verify_signature, SignatureError};
 
 /// Header a PUT answers with: replicas this service stored (missing means 1).

@@ -5,14 +5,32 @@ use md5::{Digest, Md5};
 
 use crate::locator::BlockHash;
 
-/// The part of a service uuid that is weighed: the last 15 characters of a
-/// 27-character uuid. Other lengths are refused (the Go and Python SDKs
-/// disagree about them), so callers must validate uuids up front.
-pub fn uuid_weight_suffix(uuid: &str) -> Option<&str> {
-    (uuid.len() == 27 && uuid.is_ascii()).then(|| &uuid[12..])
+/// The part of a service (or volume) uuid that rendezvous hashing weighs,
+/// as the Go SDK (`RootSorter.getWeight`), keep-balance and keepstore weigh
+/// it: a 27-character uuid without its `zzzzz-bi6l4-`, any other uuid whole
+/// (the 28-character ones an API server derives from a URL; protocol §4).
+pub fn uuid_weight_suffix(uuid: &str) -> &str {
+    if uuid.len() == 27 && uuid.is_ascii() {
+        &uuid[12..]
+    } else {
+        uuid
+    }
 }
 
-/// Weight of a service for a block: `md5(HASH_HEX + UUID[12:])`, compared as
+/// Whether the Python SDK weighs `uuid` as [`uuid_weight_suffix`] does: it
+/// weighs the last 15 characters of every uuid, so it agrees on
+/// 27-character uuids (and on any of 15 characters or fewer), and probes
+/// the others in another order.
+pub fn python_sdk_agrees(uuid: &str) -> bool {
+    let last15 = match uuid.char_indices().rev().nth(14) {
+        Some((at, _)) => &uuid[at..],
+        None => uuid,
+    };
+    last15 == uuid_weight_suffix(uuid)
+}
+
+/// Weight of a service for a block: `md5(HASH_HEX + SUFFIX)`, SUFFIX from
+/// [`uuid_weight_suffix`] (usually `UUID[12:]`), compared as
 /// bytes (which orders like the hex string the SDKs compare).
 pub fn weight(hash: &BlockHash, uuid_suffix: &str) -> [u8; 16] {
     weight_hex(&hex32(hash), uuid_suffix)
@@ -81,15 +99,11 @@ pub fn probe_order<S: AsRef<str>>(hash: &BlockHash, uuid_suffixes: &[S]) -> Vec<
     w.into_iter().map(|(_, i)| i).collect()
 }
 
-/// The part of a volume (mount) uuid keepstore weighs: the uuid without its
-/// `zzzzz-nyw5e-` when it is 27 characters long, else the whole uuid
-/// (services/keepstore/keepstore.go, `rendezvous`).
+/// The part of a volume (mount) uuid keepstore weighs: the same rule as
+/// for services, [`uuid_weight_suffix`] (services/keepstore/keepstore.go,
+/// `rendezvous`).
 pub fn mount_weight_suffix(uuid: &str) -> &str {
-    if uuid.len() == 27 && uuid.is_ascii() {
-        &uuid[12..]
-    } else {
-        uuid
-    }
+    uuid_weight_suffix(uuid)
 }
 
 /// The order in which a keepstore tries its mounts for a block: higher
@@ -129,10 +143,7 @@ mod tests {
     #[test]
     fn sdk_reference_orders() {
         let uuids: Vec<String> = (0..16).map(|j| format!("zzzzz-bi6l4-{j:015x}")).collect();
-        let suffixes: Vec<&str> = uuids
-            .iter()
-            .map(|u| uuid_weight_suffix(u).unwrap())
-            .collect();
+        let suffixes: Vec<&str> = uuids.iter().map(|u| uuid_weight_suffix(u)).collect();
         let want = [
             ("10eab6008d5642cf42abd2aa41f847cb", "3eab2d5fc9681074"),
             ("9a25b027482b37e047104e2e532cabae", "097dba52e648f1c3"),
@@ -196,12 +207,38 @@ mod tests {
         }
     }
 
+    /// The Go rule: 27 characters weigh `uuid[12:]`, any other length the
+    /// whole uuid (a 28-character uuid as an API server derives it from a
+    /// URL, `ID-bi6l4-` + 16 hex digits of its md5).
     #[test]
-    fn odd_uuid_lengths_refused() {
-        assert!(uuid_weight_suffix("zzzzz-bi6l4-0").is_none());
+    fn other_uuid_lengths_weigh_whole() {
         assert_eq!(
             uuid_weight_suffix("zzzzz-bi6l4-000000000000001"),
-            Some("000000000000001")
+            "000000000000001"
         );
+        assert_eq!(uuid_weight_suffix("zzzzz-bi6l4-0"), "zzzzz-bi6l4-0");
+        let rails = "zzzzz-bi6l4-d57e530a86591bfe";
+        assert_eq!(uuid_weight_suffix(rails), rails);
+        // Test vector: md5("d41d8cd98f00b204e9800998ecf8427e" + the whole uuid),
+        // computed with coreutils md5sum.
+        let h: BlockHash = "d41d8cd98f00b204e9800998ecf8427e".parse().unwrap();
+        assert_eq!(
+            hex::encode(weight(&h, uuid_weight_suffix(rails))),
+            "d290ece3b6b7c143ecef6e169d2e2f04"
+        );
+        // Not 27 ASCII bytes (27 characters, 28 bytes): whole, never a panic.
+        let odd = "zzzzz-bi6l4-00000000000000\u{e9}";
+        assert_eq!(uuid_weight_suffix(odd), odd);
+        assert_eq!(uuid_weight_suffix(""), "");
+    }
+
+    #[test]
+    fn where_the_python_sdk_agrees() {
+        assert!(python_sdk_agrees("zzzzz-bi6l4-000000000000001"));
+        assert!(python_sdk_agrees("short"));
+        assert!(python_sdk_agrees(""));
+        assert!(!python_sdk_agrees("zzzzz-bi6l4-d57e530a86591bfe"));
+        assert!(!python_sdk_agrees("zzzzz-bi6l4-0000000000000000000"));
+        assert!(!python_sdk_agrees("zzzzz-bi6l4-00000000000000\u{e9}"));
     }
 }

@@ -6,6 +6,7 @@
 
 use std::io::Read;
 
+use md5::{Digest, Md5};
 use serde_json::Value;
 
 use crate::rendezvous::uuid_weight_suffix;
@@ -40,9 +41,10 @@ impl KeepService {
         }
     }
 
-    /// The part of the uuid that rendezvous hashing weighs.
+    /// The part of the uuid that rendezvous hashing weighs
+    /// ([`uuid_weight_suffix`]).
     pub fn weight_suffix(&self) -> &str {
-        uuid_weight_suffix(&self.uuid).unwrap_or(&self.uuid)
+        uuid_weight_suffix(&self.uuid)
     }
 
     /// A keepproxy stores several replicas per write and lists several
@@ -97,12 +99,6 @@ pub fn parse_services(text: &str) -> Result<Vec<KeepService>, String> {
         };
         if uuid.is_empty() {
             return Err(bad(format!("has {at} without a \"uuid\".")));
-        }
-        if uuid_weight_suffix(&uuid).is_none() {
-            return Err(bad(format!(
-                "has {at} whose uuid is not 27 characters (like zzzzz-bi6l4-000000000000000): \
-                 rendezvous order would differ between Arvados clients, so fix the uuid."
-            )));
         }
         let host = field("service_host")
             .and_then(Value::as_str)
@@ -169,6 +165,22 @@ pub fn parse_services(text: &str) -> Result<Vec<KeepService>, String> {
     Ok(out)
 }
 
+/// The uuid an Arvados API server gives a keep service of its cluster
+/// config when the `keep_services` table is empty (Rails'
+/// `KeepService.from_config`): `CLUSTER-bi6l4-` + `rendezvous` when it is
+/// exactly 15 ASCII letters and digits (27 characters), else the first 16
+/// hex digits of the md5 of `rendezvous`, or of `url` when it is absent or
+/// blank (28 characters). `url` as the config holds it: normalised, with a
+/// trailing `/` when its path is empty (`http://keep0.example:25107/`).
+pub fn config_service_uuid(cluster: &str, url: &str, rendezvous: Option<&str>) -> String {
+    let rvz = rendezvous.filter(|r| !r.trim().is_empty()).unwrap_or(url);
+    if rvz.len() == 15 && rvz.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return format!("{cluster}-bi6l4-{rvz}");
+    }
+    let digest = hex::encode(Md5::digest(rvz.as_bytes()));
+    format!("{cluster}-bi6l4-{}", &digest[..16])
+}
+
 /// Where a services argument's text came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServicesSource {
@@ -214,6 +226,51 @@ mod tests {
             mounts_served: false,
         };
         assert_eq!(s.url(), "https://[::1]:1");
+    }
+
+    #[test]
+    fn config_uuids_as_rails_derives_them() {
+        // Rails' own example (keep_service.rb; md5sum of the URL by hand).
+        let url = "http://keep0.zzzzz.example.com:25107/";
+        assert_eq!(
+            config_service_uuid("zzzzz", url, None),
+            "zzzzz-bi6l4-d57e530a86591bfe"
+        );
+        assert_eq!(
+            config_service_uuid("zzzzz", url, Some(" ")),
+            "zzzzz-bi6l4-d57e530a86591bfe"
+        );
+        assert_eq!(
+            config_service_uuid("zzzzz", url, Some("0000000000keep0")),
+            "zzzzz-bi6l4-0000000000keep0"
+        );
+        // Not 15 letters and digits: hashed like a URL.
+        assert_eq!(
+            config_service_uuid("zzzzz", url, Some(url)),
+            "zzzzz-bi6l4-d57e530a86591bfe"
+        );
+    }
+
+    #[test]
+    fn any_non_empty_uuid_is_accepted_and_weighed_as_go_does() {
+        let item = |uuid: &str, port: u16| {
+            format!(
+                r#"{{"uuid":"{uuid}","service_host":"h","service_port":{port},"service_type":"disk"}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"items":[{},{},{}]}}"#,
+            item("zzzzz-bi6l4-000000000000000", 1),
+            item("zzzzz-bi6l4-d57e530a86591bfe", 2),
+            item("x", 3)
+        );
+        let s = parse_services(&text).unwrap();
+        let w: Vec<&str> = s.iter().map(KeepService::weight_suffix).collect();
+        assert_eq!(w, ["000000000000000", "zzzzz-bi6l4-d57e530a86591bfe", "x"]);
+        let empty = format!(r#"{{"items":[{}]}}"#, item("", 1));
+        assert!(parse_services(&empty)
+            .unwrap_err()
+            .contains("without a \"uuid\""));
     }
 
     #[test]

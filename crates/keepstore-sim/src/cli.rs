@@ -79,6 +79,10 @@ struct ServeArgs {
     /// Cluster id used in service uuids.
     #[arg(long, default_value = "zzzzz")]
     uuid_prefix: String,
+    /// Serve the 28-character uuids a stock API server derives from URLs
+    /// (PREFIX-bi6l4- + 16 hex digits of md5(http://HOST:PORT/)).
+    #[arg(long)]
+    rails_uuids: bool,
     /// Read-only services (indices): listed read_only, PUT answers 507.
     #[arg(long, value_delimiter = ',', value_name = "I,J")]
     read_only: Vec<usize>,
@@ -396,6 +400,7 @@ fn build_config(a: &ServeArgs) -> Result<ClusterConfig, String> {
     Ok(ClusterConfig {
         services,
         uuid_prefix: a.uuid_prefix.clone(),
+        rails_uuids: a.rails_uuids,
         root_token,
         signing_key: a.signing_key.clone(),
         enforce_signatures: a.enforce_signatures,
@@ -701,6 +706,12 @@ mod tests {
         ];
         args.extend_from_slice(extra);
         build_config(&Cli::try_parse_from(args).unwrap().serve).unwrap()
+    }
+
+    #[test]
+    fn rails_uuids_flag() {
+        assert!(!config(&[]).rails_uuids);
+        assert!(config(&["--rails-uuids"]).rails_uuids);
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub use faults::{FaultDecision, FaultOp, Faults};
 pub use seed::SizeRange;
 pub use synthetic::SyntheticIndex;
 
-use keep_protocol::{probe_order, BlockHash};
+use keep_protocol::{probe_order, uuid_weight_suffix, BlockHash};
 use server::{Shared, Svc};
 use store::Data;
 
@@ -60,6 +60,12 @@ pub struct ClusterConfig {
     pub services: usize,
     /// Cluster id in the service uuids (`<prefix>-bi6l4-%015x`), 5 characters.
     pub uuid_prefix: String,
+    /// Give the services the 28-character uuids a stock API server derives
+    /// from its config when keepstores have no `Rendezvous`:
+    /// `<prefix>-bi6l4-` + 16 hex digits of md5(`http://HOST:PORT/`)
+    /// (`keep_protocol::config_service_uuid`), weighed whole in rendezvous
+    /// order. Without fixed `ports` they change from run to run.
+    pub rails_uuids: bool,
     /// The system root ("data manager") token: needed for /index.
     pub root_token: String,
     /// Blob signing key: PUT answers are signed with it when set.
@@ -140,6 +146,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             services: 1,
             uuid_prefix: "zzzzz".into(),
+            rails_uuids: false,
             root_token: String::new(),
             signing_key: None,
             enforce_signatures: false,
@@ -292,14 +299,19 @@ impl Cluster {
         });
         let mut svcs = Vec::with_capacity(cfg.services);
         for i in 0..cfg.services {
-            let uuid = format!("{}-bi6l4-{:015x}", cfg.uuid_prefix, i);
+            let port = cfg.ports.get(i).copied().unwrap_or(0);
+            let listener = TcpListener::bind((cfg.listen, port)).await?;
+            let addr = listener.local_addr()?;
+            let uuid = if cfg.rails_uuids {
+                let url = format!("http://{}/", host_port(addr));
+                keep_protocol::config_service_uuid(&cfg.uuid_prefix, &url, None)
+            } else {
+                format!("{}-bi6l4-{:015x}", cfg.uuid_prefix, i)
+            };
             let store = store::Store::open(
                 cfg.data_dir.as_ref().map(|d| d.join(&uuid)),
                 cfg.discard_data,
             )?;
-            let port = cfg.ports.get(i).copied().unwrap_or(0);
-            let listener = TcpListener::bind((cfg.listen, port)).await?;
-            let addr = listener.local_addr()?;
             let mut svc = Svc::new(
                 i,
                 uuid,
@@ -444,7 +456,8 @@ impl Cluster {
     /// it (contains secrets): `SystemRootToken`, `Collections` (signing key,
     /// TTL, default replication), `TLS.Insecure`, the keepstores as
     /// `Services.Keepstore.InternalURLs` with a 15-character `Rendezvous`
-    /// (so clients derive this simulator's uuids), or the first service as
+    /// (so clients derive this simulator's uuids; none with `rails_uuids`,
+    /// whose uuids clients derive from the URL), or the first service as
     /// `Services.Keepproxy.ExternalURL` for a cluster of proxies, and one
     /// Directory volume per keepstore, `ReadOnly` through its host when the
     /// service is read-only.
@@ -479,11 +492,15 @@ impl Cluster {
         }
         y.push_str("      Keepstore:\n        InternalURLs:\n");
         for (i, s) in self.svcs.iter().enumerate() {
-            y.push_str(&format!(
-                "          \"{}/\": {{Rendezvous: \"{}\"}}\n",
-                self.url(i),
-                &s.uuid[12..]
-            ));
+            if c.rails_uuids {
+                y.push_str(&format!("          \"{}/\": {{}}\n", self.url(i)));
+            } else {
+                y.push_str(&format!(
+                    "          \"{}/\": {{Rendezvous: \"{}\"}}\n",
+                    self.url(i),
+                    &s.uuid[12..]
+                ));
+            }
         }
         y.push_str("    Volumes:\n");
         for (i, s) in self.svcs.iter().enumerate() {
@@ -505,9 +522,12 @@ impl Cluster {
         y
     }
 
-    /// Rendezvous probe order of `hash` over this cluster's services.
+    /// Rendezvous probe order of `hash` over this cluster's services (the
+    /// Go SDK's: `uuid_weight_suffix`).
     pub fn probe_order(&self, hash: &BlockHash) -> Vec<usize> {
-        let suffixes: Vec<&str> = self.svcs.iter().map(|s| &s.uuid[12..]).collect();
+        let suffixes: Vec<&str> = (self.svcs.iter())
+            .map(|s| uuid_weight_suffix(&s.uuid))
+            .collect();
         probe_order(hash, &suffixes)
     }
 

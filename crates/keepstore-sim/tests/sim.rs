@@ -782,6 +782,68 @@ async fn api_stub_over_https() {
     assert!(plain.api_host().is_none());
 }
 
+/// `rails_uuids`: the 28-character uuids of a stock API server (md5 of
+/// the URL), served by the API stub and the services list, and placement
+/// by the Go rule (the whole uuid weighed), both computed here from scratch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rails_uuids_served_and_weighed_whole() {
+    use md5::{Digest, Md5};
+    let md5_hex = |s: &str| format!("{:x}", Md5::digest(s.as_bytes()));
+    let cfg = ClusterConfig {
+        rails_uuids: true,
+        api_server: true,
+        uuid_prefix: "pirca".into(),
+        ..ClusterConfig::new(4, ROOT)
+    };
+    let c = Cluster::start(cfg).await.unwrap();
+    for i in 0..4 {
+        let url = format!("{}/", c.url(i));
+        let want = format!("pirca-bi6l4-{}", &md5_hex(&url)[..16]);
+        assert_eq!(c.uuid(i), want);
+        assert_eq!(c.uuid(i).len(), 28);
+        assert_eq!(c.services_json()["items"][i]["uuid"], want.as_str());
+        assert!(
+            c.cluster_config_text()
+                .contains(&format!("\"{url}\": {{}}\n")),
+            "no Rendezvous for {url}"
+        );
+    }
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let url = format!(
+        "https://{}/arvados/v1/keep_services/accessible",
+        c.api_host().unwrap()
+    );
+    let s: serde_json::Value = serde_json::from_str(
+        &http
+            .get(&url)
+            .bearer_auth(ROOT)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(s, c.services_json());
+    let blocks = c.seed_blocks(12, &["1-64".parse::<SizeRange>().unwrap()], 2, 3);
+    for (h, _) in &blocks {
+        let mut order: Vec<(String, usize)> = (0..4)
+            .map(|i| (md5_hex(&format!("{h}{}", c.uuid(i))), i))
+            .collect();
+        order.sort_by(|a, b| b.cmp(a));
+        let want: Vec<usize> = order.iter().map(|&(_, i)| i).collect();
+        assert_eq!(c.probe_order(h), want, "order of {h}");
+        for (rank, &i) in want.iter().enumerate() {
+            assert_eq!(c.has_block(i, h), rank < 2, "block {h} on service {i}");
+        }
+    }
+}
+
 /// Throughput of one in-memory service over loopback HTTP (numbers for
 /// docs/keepstore-sim.md). Run with:
 /// `cargo test -p keepstore-sim --test sim throughput -- --ignored --nocapture`
