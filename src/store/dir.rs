@@ -46,6 +46,27 @@ fn io_failure(e: &std::io::Error, what: String) -> Failure {
     Failure::new(kind, format!("{what}: {e}"))
 }
 
+/// A scan that failed: transient when the error kind may pass (NFS's
+/// EBADCOOKIE, EIO, ESTALE, already retried per subdirectory, as keepstore
+/// does: the index retries the whole listing), otherwise a refusal. Never
+/// `Malformed`: nothing was misread, and no partial listing is kept.
+fn list_failure(e: &std::io::Error) -> Failure {
+    if layout::is_transient(e) {
+        Failure::new(
+            FailureKind::Transient,
+            format!(
+                "cannot list the volume: {e}. Check the filesystem (an NFS mount's server, or \
+                 the disk's kernel log), then rerun"
+            ),
+        )
+    } else {
+        Failure::new(
+            FailureKind::Rejected,
+            format!("cannot list the volume: {e}"),
+        )
+    }
+}
+
 /// Run filesystem work on the blocking pool.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
@@ -76,12 +97,7 @@ impl DirVolume {
                     size: f.size as u32,
                 });
             })
-            .map_err(|e| {
-                Failure::new(
-                    FailureKind::Malformed,
-                    format!("cannot list the volume: {e}"),
-                )
-            })?;
+            .map_err(|e| list_failure(&e))?;
             Ok((into, lines))
         })
         .await
@@ -189,6 +205,54 @@ mod tests {
                 ..Default::default()
             },
         }
+    }
+
+    /// A scan error that persisted through keepstore's retries is a
+    /// transient failure (the index retries it and then stops the run as
+    /// unreadable), never a malformed listing; others are refusals.
+    #[test]
+    fn scan_errors_are_not_malformed_listings() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("abc")).unwrap();
+        let mut fail = |d: &std::path::Path| {
+            if d.ends_with("abc") {
+                Err(std::io::Error::from_raw_os_error(523))
+            } else {
+                layout::read_names(d)
+            }
+        };
+        let e = layout::scan_with(dir.path(), "", &mut fail, &mut |_| {}).unwrap_err();
+        let f = list_failure(&e);
+        assert_eq!(f.kind, FailureKind::Transient, "{f}");
+        assert!(f.detail.contains("abc"), "{f}");
+        let f = list_failure(&std::io::Error::from_raw_os_error(13));
+        assert_eq!(f.kind, FailureKind::Rejected, "{f}");
+    }
+
+    /// A block file that is a symlink is listed, found and read as its
+    /// target (keepstore's stat and open follow it).
+    #[tokio::test]
+    async fn a_symlinked_block_is_listed_found_and_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let v = vol(dir.path());
+        let h = BlockHash::of(b"foobar");
+        std::fs::write(elsewhere.path().join("data"), b"foobar").unwrap();
+        std::fs::create_dir_all(layout::block_dir(dir.path(), &h)).unwrap();
+        std::os::unix::fs::symlink(
+            elsewhere.path().join("data"),
+            layout::block_path(dir.path(), &h),
+        )
+        .unwrap();
+        let (got, lines) = v
+            .list("", &AtomicBool::new(false), Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(lines, 1);
+        assert_eq!(got, vec![Entry { hash: h, size: 6 }]);
+        assert_eq!(v.head(&h).await.unwrap(), 6);
+        let read: Vec<_> = v.read(&h, 6).await.unwrap().collect().await;
+        assert_eq!(&read[0].as_ref().unwrap()[..], b"foobar");
     }
 
     #[tokio::test]
