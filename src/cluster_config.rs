@@ -322,7 +322,7 @@ fn duration(o: &Obj<'_>, name: &str) -> Result<Option<u64>, String> {
 /// A service URL as Arvados normalises map keys: scheme and host, a
 /// trailing `/` when the path is empty (sdk/go/arvados/config.go). `Err`
 /// names what is wrong, without the URL (it may hold credentials).
-fn normalize_url(url: &str) -> Result<String, String> {
+pub(crate) fn normalize_url(url: &str) -> Result<String, String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| "is not an http:// or https:// URL".to_string())?;
@@ -434,6 +434,19 @@ fn volume_classes(v: &Obj<'_>) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// The uuid the API server gives the keepstore at `url` (normalised) of
+/// cluster `id` with `Rendezvous` `rvz` (see [`service`]).
+pub(crate) fn keepstore_uuid(id: &str, url: &str, rvz: Option<&str>) -> String {
+    let rvz = rvz.unwrap_or(url);
+    let verbatim = rvz.len() == 15 && rvz.bytes().all(|b| b.is_ascii_alphanumeric());
+    let suffix = if verbatim {
+        rvz.to_string()
+    } else {
+        format!("{:x}", Md5::digest(rvz.as_bytes()))[..16].to_string()
+    };
+    format!("{id}-bi6l4-{suffix}")
+}
+
 /// A keep service as clients see it in `keep_services/accessible` when the
 /// cluster has no keep_services rows (Rails' `KeepService.from_config`, which
 /// the controller proxies): uuid `ID-bi6l4-` + the Rendezvous value when it
@@ -451,13 +464,7 @@ fn service(
     read_only: bool,
     path: &str,
 ) -> Result<KeepService, String> {
-    let rvz = rvz.unwrap_or(url);
-    let verbatim = rvz.len() == 15 && rvz.bytes().all(|b| b.is_ascii_alphanumeric());
-    let suffix = if verbatim {
-        rvz.to_string()
-    } else {
-        format!("{:x}", Md5::digest(rvz.as_bytes()))[..16].to_string()
-    };
+    let uuid = keepstore_uuid(id, url, rvz);
     let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
     let authority = rest.split('/').next().unwrap_or(rest);
     let ssl = scheme == "https";
@@ -479,7 +486,7 @@ fn service(
         return Err(format!("{path}: the URL has no host"));
     }
     Ok(KeepService {
-        uuid: format!("{id}-bi6l4-{suffix}"),
+        uuid,
         host,
         port,
         ssl,

@@ -45,6 +45,23 @@ pub struct VolumeSpec {
     /// *own* StorageClasses (0 when none, or when the volume lists no
     /// classes) — exactly keepstore.go setupMounts.
     pub priority: i64,
+    /// A Directory volume's `DriverParameters.Serialize`: one read or write
+    /// at a time (keepstore holds one lock around each).
+    pub serialize: bool,
+    /// The keepstore servers that mount it ([`attach_servers`]).
+    pub servers: Vec<ServerMount>,
+}
+
+/// One keepstore server mounting a volume (`AccessViaHosts`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerMount {
+    /// The uuid the API server gives the keepstore (its `Rendezvous`, or
+    /// the md5 of its URL: `cluster_config::keepstore_uuid`).
+    pub uuid: String,
+    /// The URL as Arvados normalises it, for messages.
+    pub url: String,
+    /// `AccessViaHosts.URL.ReadOnly`: the volume is read-only through it.
+    pub read_only: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,16 +210,136 @@ fn select(
                 cobj.key("Volumes")
             ));
         };
-        let volumes = volumes(vnode, &join(&cobj.path, vkey), &priorities)?;
+        let vpath = join(&cobj.path, vkey);
+        let mut volumes = volumes(vnode, &vpath, &priorities)?;
+        let keepstores = keepstore_urls(&cobj)?;
+        attach_servers(&mut volumes, vnode, &vpath, id, &keepstores)?;
         return Ok((Some(id.to_string()), volumes));
     }
     if let Some((vkey, vnode)) = top.entry("Volumes") {
         // A cluster's section without the Clusters wrapper may carry the
         // cluster's StorageClasses beside its Volumes: they give priorities.
         let priorities = priorities(top.object("StorageClasses")?)?;
-        return Ok((None, volumes(vnode, vkey, &priorities)?));
+        let mut v = volumes(vnode, vkey, &priorities)?;
+        let cluster = cluster_of(&v);
+        attach_servers(&mut v, vnode, vkey, &cluster, &BTreeMap::new())?;
+        return Ok((None, v));
     }
-    Ok((None, volumes(root, "", &Priorities::new())?))
+    let mut v = volumes(root, "", &Priorities::new())?;
+    let cluster = cluster_of(&v);
+    attach_servers(&mut v, root, "", &cluster, &BTreeMap::new())?;
+    Ok((None, v))
+}
+
+/// The cluster ID of a bare Volumes map: its volume uuids' first five
+/// characters (`ID-nyw5e-…`) when they all agree, else `zzzzz` (only a
+/// keepstore uuid weighed whole, one without a 15-character Rendezvous,
+/// depends on it).
+fn cluster_of(volumes: &[VolumeSpec]) -> String {
+    let ids: std::collections::BTreeSet<&str> = volumes
+        .iter()
+        .filter(|v| v.uuid.len() == 27 && v.uuid.is_ascii() && &v.uuid[5..12] == "-nyw5e-")
+        .map(|v| &v.uuid[..5])
+        .collect();
+    match (ids.len(), ids.first()) {
+        (1, Some(id)) => id.to_string(),
+        _ => "zzzzz".to_string(),
+    }
+}
+
+/// A cluster's `Services.Keepstore.InternalURLs`: normalised URL → its
+/// `Rendezvous`.
+fn keepstore_urls(c: &Obj<'_>) -> Result<BTreeMap<String, Option<String>>, String> {
+    let mut out = BTreeMap::new();
+    let Some(urls) = c
+        .object("Services")?
+        .map(|s| s.object("Keepstore"))
+        .transpose()?
+        .flatten()
+        .map(|k| k.object("InternalURLs"))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(out);
+    };
+    for (url, info) in urls.entries {
+        let Ok(norm) = crate::cluster_config::normalize_url(url) else {
+            continue;
+        };
+        let rvz = match info {
+            Node::Map(e) => Obj::new(e, urls.key(url))
+                .string("Rendezvous")?
+                .map(str::to_string),
+            _ => None,
+        };
+        out.insert(norm, rvz);
+    }
+    Ok(out)
+}
+
+/// Each volume's servers: its `AccessViaHosts` keepstores, or, when it
+/// names none, every keepstore (keepstore's rule), i.e. those of
+/// `keepstores` (a cluster config's InternalURLs) and of every volume's
+/// `AccessViaHosts`. Each gets the uuid the API server gives it.
+fn attach_servers(
+    volumes: &mut [VolumeSpec],
+    node: &Node,
+    path: &str,
+    cluster: &str,
+    keepstores: &BTreeMap<String, Option<String>>,
+) -> Result<(), String> {
+    let Node::Map(entries) = node else {
+        return Ok(());
+    };
+    let map = Obj::new(entries, path.to_string());
+    let mut own: BTreeMap<&str, Vec<(String, bool)>> = BTreeMap::new();
+    let mut every: std::collections::BTreeSet<String> = keepstores.keys().cloned().collect();
+    for v in volumes.iter() {
+        let Some(Node::Map(e)) = map.get(&v.uuid) else {
+            continue;
+        };
+        let Some(hosts) = Obj::new(e, map.key(&v.uuid)).object("AccessViaHosts")? else {
+            continue;
+        };
+        let mut list = Vec::new();
+        for (url, h) in hosts.entries {
+            let norm = crate::cluster_config::normalize_url(url).map_err(|why| {
+                format!(
+                    "{} has a key that {why}: each key is a keepstore's URL, as in \
+                     Services.Keepstore.InternalURLs.",
+                    hosts.path
+                )
+            })?;
+            let read_only = match h {
+                Node::Map(e) => Obj::new(e, hosts.key(url)).boolean("ReadOnly")?,
+                _ => false,
+            };
+            every.insert(norm.clone());
+            list.push((norm, read_only));
+        }
+        own.insert(&v.uuid, list);
+    }
+    let own: BTreeMap<String, Vec<(String, bool)>> =
+        own.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    for v in volumes.iter_mut() {
+        let hosts = match own.get(&v.uuid) {
+            Some(list) if !list.is_empty() => list.clone(),
+            _ => every.iter().map(|u| (u.clone(), false)).collect(),
+        };
+        v.servers = hosts
+            .into_iter()
+            .map(|(url, read_only)| ServerMount {
+                uuid: crate::cluster_config::keepstore_uuid(
+                    cluster,
+                    &url,
+                    keepstores.get(&url).and_then(|r| r.as_deref()),
+                ),
+                url,
+                read_only,
+            })
+            .collect();
+    }
+    Ok(())
 }
 
 /// The cluster-level `StorageClasses: {name: {Default: bool, Priority: N}}`.
@@ -323,6 +460,10 @@ fn volume_spec(uuid: &str, v: &Obj<'_>, priorities: &Priorities) -> Result<Volum
     };
     let read_only = v.boolean("ReadOnly")?;
     let (storage_classes, priority) = classes(v.object("StorageClasses")?, priorities)?;
+    let serialize = match (&driver, v.object("DriverParameters")?) {
+        (Driver::Directory { .. }, Some(p)) => p.boolean("Serialize")?,
+        _ => false,
+    };
     Ok(VolumeSpec {
         uuid: uuid.to_string(),
         driver,
@@ -330,6 +471,8 @@ fn volume_spec(uuid: &str, v: &Obj<'_>, priorities: &Priorities) -> Result<Volum
         read_only,
         storage_classes,
         priority,
+        serialize,
+        servers: Vec::new(),
     })
 }
 
