@@ -916,6 +916,58 @@ Clusters:
     }
 
     #[test]
+    fn serialize_and_servers() {
+        let f = parse_ok(
+            "
+Clusters:
+  zzzzz:
+    Services:
+      Keepstore:
+        InternalURLs:
+          http://keep0.example:25107: {Rendezvous: 0000000000keep0}
+          http://keep1.example:25107: {}
+    Volumes:
+      zzzzz-nyw5e-000000000000000:
+        Driver: Directory
+        DriverParameters: {Root: /a, Serialize: true}
+        AccessViaHosts: {'http://keep0.example:25107': {ReadOnly: true}}
+      zzzzz-nyw5e-000000000000001:
+        Driver: Directory
+        DriverParameters: {Root: /b}
+",
+        );
+        let (a, b) = (&f.volumes[0], &f.volumes[1]);
+        assert!(a.serialize && !b.serialize);
+        let keep1 =
+            crate::cluster_config::keepstore_uuid("zzzzz", "http://keep1.example:25107/", None);
+        assert_eq!(
+            a.servers,
+            [ServerMount {
+                uuid: "zzzzz-bi6l4-0000000000keep0".into(),
+                url: "http://keep0.example:25107/".into(),
+                read_only: true,
+            }]
+        );
+        // No AccessViaHosts: every keepstore.
+        let uuids: Vec<&str> = b.servers.iter().map(|m| m.uuid.as_str()).collect();
+        assert_eq!(uuids, ["zzzzz-bi6l4-0000000000keep0", keep1.as_str()]);
+        assert!(b.servers.iter().all(|m| !m.read_only));
+        // A bare map: the servers its volumes name, the cluster from their uuids.
+        let f = parse_ok(
+            "aaaaa-nyw5e-000000000000000: {Driver: Directory, DriverParameters: {Root: /a}, AccessViaHosts: {'http://k:1': {}}}
+aaaaa-nyw5e-000000000000001: {Driver: Directory, DriverParameters: {Root: /b}}
+",
+        );
+        let k = crate::cluster_config::keepstore_uuid("aaaaa", "http://k:1/", None);
+        assert_eq!(f.volumes[1].servers[0].uuid, k);
+        let msg = parse_err(
+            "v: {Driver: Directory, DriverParameters: {Root: /a}, AccessViaHosts: {'http://u:SECRETsecret123@k:1': {}}}",
+            None,
+        );
+        assert!(msg.contains("v.AccessViaHosts has a key that"), "{msg}");
+    }
+
+    #[test]
     fn all_false_classes_give_none() {
         let f = parse_ok("v: {Driver: Directory, DriverParameters: {Root: /k}, StorageClasses: {a: false, b: null}}");
         assert!(f.volumes[0].storage_classes.is_empty());
