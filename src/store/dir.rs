@@ -106,7 +106,7 @@ fn full(id: &str, root: &Path, free_space: FreeSpace) -> Option<String> {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    if let Some(t) = full_marker_time(&root) {
+    if let Some(t) = full_marker_time(root) {
         if now.saturating_sub(t) < FULL_MARKER_TTL.as_secs() {
             return Some(format!(
                 "volume {} is marked full: {}/full is {}s old (keepstore takes no block on \
@@ -117,7 +117,7 @@ fn full(id: &str, root: &Path, free_space: FreeSpace) -> Option<String> {
             ));
         }
     }
-    let free = free_space(&root).ok()?;
+    let free = free_space(root).ok()?;
     if free >= FREE_SPACE_FLOOR {
         return None;
     }

@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn shared_and_read_only_volumes() {
         let (s0, s1) = ("zzzzz-bi6l4-000000000000000", "zzzzz-bi6l4-000000000000001");
-        let both = vec![
+        let both = [
             Mount {
                 server: s0.into(),
                 read_only: false,
@@ -158,7 +158,7 @@ mod tests {
                 read_only: false,
             },
         ];
-        let ro1 = vec![Mount {
+        let ro1 = [Mount {
             server: s1.into(),
             read_only: true,
         }];
