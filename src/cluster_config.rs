@@ -326,7 +326,7 @@ fn duration(o: &Obj<'_>, name: &str) -> Result<Option<u64>, String> {
 /// A service URL as Arvados normalises map keys: scheme and host, a
 /// trailing `/` when the path is empty (sdk/go/arvados/config.go). `Err`
 /// names what is wrong, without the URL (it may hold credentials).
-fn normalize_url(url: &str) -> Result<String, String> {
+pub(crate) fn normalize_url(url: &str) -> Result<String, String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| "is not an http:// or https:// URL".to_string())?;

@@ -399,6 +399,8 @@ fn volumes(
                 read_only: role == Role::Source,
                 storage_classes: vec!["default".into()],
                 priority: 0,
+                serialize: false,
+                servers: Vec::new(),
             })
             .collect()
     } else {
@@ -706,13 +708,20 @@ fn volume_store(spec: VolumeSpec, role: Role, http: &reqwest::Client) -> Result<
         read_only: spec.read_only,
         classes: spec.storage_classes,
         priority: spec.priority,
+        servers: (spec.servers.iter())
+            .map(|m| crate::store::servers::Mount {
+                server: m.uuid.clone(),
+                read_only: m.read_only,
+            })
+            .collect(),
     };
     Ok(match spec.driver {
-        Driver::Directory { root } => Store::Dir(DirVolume {
-            id: spec.uuid,
-            root: root.canonicalize().unwrap_or(root),
+        Driver::Directory { root } => Store::Dir(DirVolume::new(
+            spec.uuid,
+            root.canonicalize().unwrap_or(root),
             traits,
-        }),
+            spec.serialize,
+        )),
         Driver::S3(p) => {
             let id = spec.uuid;
             Store::S3(

@@ -46,6 +46,23 @@ pub struct VolumeSpec {
     /// *own* StorageClasses (0 when none, or when the volume lists no
     /// classes) — exactly keepstore.go setupMounts.
     pub priority: i64,
+    /// A Directory volume's `DriverParameters.Serialize`: one read or write
+    /// at a time (keepstore holds one lock around each).
+    pub serialize: bool,
+    /// The keepstore servers that mount it ([`attach_servers`]).
+    pub servers: Vec<ServerMount>,
+}
+
+/// One keepstore server mounting a volume (`AccessViaHosts`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerMount {
+    /// The uuid the API server gives the keepstore (its `Rendezvous`, or
+    /// the md5 of its URL: `keep_protocol::config_service_uuid`).
+    pub uuid: String,
+    /// The URL as Arvados normalises it, for messages.
+    pub url: String,
+    /// `AccessViaHosts.URL.ReadOnly`: the volume is read-only through it.
+    pub read_only: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,7 +232,10 @@ fn select(root: &Node, cluster: Option<&str>, cluster_flag: &str) -> Result<Sele
                 cobj.key("Volumes")
             ));
         };
-        let volumes = volumes(vnode, &join(&cobj.path, vkey), &priorities)?;
+        let vpath = join(&cobj.path, vkey);
+        let mut volumes = volumes(vnode, &vpath, &priorities)?;
+        let keepstores = keepstore_urls(&cobj)?;
+        attach_servers(&mut volumes, vnode, &vpath, id, &keepstores)?;
         let replication = crate::cluster_config::default_replication(&cobj)?;
         return Ok((Some(id.to_string()), volumes, Some(replication)));
     }
@@ -223,9 +243,126 @@ fn select(root: &Node, cluster: Option<&str>, cluster_flag: &str) -> Result<Sele
         // A cluster's section without the Clusters wrapper may carry the
         // cluster's StorageClasses beside its Volumes: they give priorities.
         let priorities = priorities(top.object("StorageClasses")?)?;
-        return Ok((None, volumes(vnode, vkey, &priorities)?, None));
+        let mut v = volumes(vnode, vkey, &priorities)?;
+        let cluster = cluster_of(&v);
+        attach_servers(&mut v, vnode, vkey, &cluster, &BTreeMap::new())?;
+        return Ok((None, v, None));
     }
-    Ok((None, volumes(root, "", &Priorities::new())?, None))
+    let mut v = volumes(root, "", &Priorities::new())?;
+    let cluster = cluster_of(&v);
+    attach_servers(&mut v, root, "", &cluster, &BTreeMap::new())?;
+    Ok((None, v, None))
+}
+
+/// The cluster ID of a bare Volumes map: its volume uuids' first five
+/// characters (`ID-nyw5e-…`) when they all agree, else `zzzzz` (only a
+/// keepstore uuid weighed whole, one without a 15-character Rendezvous,
+/// depends on it).
+fn cluster_of(volumes: &[VolumeSpec]) -> String {
+    let ids: std::collections::BTreeSet<&str> = volumes
+        .iter()
+        .filter(|v| v.uuid.len() == 27 && v.uuid.is_ascii() && &v.uuid[5..12] == "-nyw5e-")
+        .map(|v| &v.uuid[..5])
+        .collect();
+    match (ids.len(), ids.first()) {
+        (1, Some(id)) => id.to_string(),
+        _ => "zzzzz".to_string(),
+    }
+}
+
+/// A cluster's `Services.Keepstore.InternalURLs`: normalised URL → its
+/// `Rendezvous`.
+fn keepstore_urls(c: &Obj<'_>) -> Result<BTreeMap<String, Option<String>>, String> {
+    let mut out = BTreeMap::new();
+    let Some(urls) = c
+        .object("Services")?
+        .map(|s| s.object("Keepstore"))
+        .transpose()?
+        .flatten()
+        .map(|k| k.object("InternalURLs"))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(out);
+    };
+    for (url, info) in urls.entries {
+        let Ok(norm) = crate::cluster_config::normalize_url(url) else {
+            continue;
+        };
+        let rvz = match info {
+            Node::Map(e) => Obj::new(e, urls.key(url))
+                .string("Rendezvous")?
+                .map(str::to_string),
+            _ => None,
+        };
+        out.insert(norm, rvz);
+    }
+    Ok(out)
+}
+
+/// Each volume's servers: its `AccessViaHosts` keepstores, or, when it
+/// names none, every keepstore (keepstore's rule), i.e. those of
+/// `keepstores` (a cluster config's InternalURLs) and of every volume's
+/// `AccessViaHosts`. Each gets the uuid the API server gives it.
+fn attach_servers(
+    volumes: &mut [VolumeSpec],
+    node: &Node,
+    path: &str,
+    cluster: &str,
+    keepstores: &BTreeMap<String, Option<String>>,
+) -> Result<(), String> {
+    let Node::Map(entries) = node else {
+        return Ok(());
+    };
+    let map = Obj::new(entries, path.to_string());
+    let mut own: BTreeMap<&str, Vec<(String, bool)>> = BTreeMap::new();
+    let mut every: std::collections::BTreeSet<String> = keepstores.keys().cloned().collect();
+    for v in volumes.iter() {
+        let Some(Node::Map(e)) = map.get(&v.uuid) else {
+            continue;
+        };
+        let Some(hosts) = Obj::new(e, map.key(&v.uuid)).object("AccessViaHosts")? else {
+            continue;
+        };
+        let mut list = Vec::new();
+        for (url, h) in hosts.entries {
+            let norm = crate::cluster_config::normalize_url(url).map_err(|why| {
+                format!(
+                    "{} has a key that {why}: each key is a keepstore's URL, as in \
+                     Services.Keepstore.InternalURLs.",
+                    hosts.path
+                )
+            })?;
+            let read_only = match h {
+                Node::Map(e) => Obj::new(e, hosts.key(url)).boolean("ReadOnly")?,
+                _ => false,
+            };
+            every.insert(norm.clone());
+            list.push((norm, read_only));
+        }
+        own.insert(&v.uuid, list);
+    }
+    let own: BTreeMap<String, Vec<(String, bool)>> =
+        own.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    for v in volumes.iter_mut() {
+        let hosts = match own.get(&v.uuid) {
+            Some(list) if !list.is_empty() => list.clone(),
+            _ => every.iter().map(|u| (u.clone(), false)).collect(),
+        };
+        v.servers = hosts
+            .into_iter()
+            .map(|(url, read_only)| ServerMount {
+                uuid: crate::protocol::config_service_uuid(
+                    cluster,
+                    &url,
+                    keepstores.get(&url).and_then(|r| r.as_deref()),
+                ),
+                url,
+                read_only,
+            })
+            .collect();
+    }
+    Ok(())
 }
 
 /// The cluster-level `StorageClasses: {name: {Default: bool, Priority: N}}`.
@@ -346,6 +483,10 @@ fn volume_spec(uuid: &str, v: &Obj<'_>, priorities: &Priorities) -> Result<Volum
     };
     let read_only = v.boolean("ReadOnly")?;
     let (storage_classes, priority) = classes(v.object("StorageClasses")?, priorities)?;
+    let serialize = match (&driver, v.object("DriverParameters")?) {
+        (Driver::Directory { .. }, Some(p)) => p.boolean("Serialize")?,
+        _ => false,
+    };
     Ok(VolumeSpec {
         uuid: uuid.to_string(),
         driver,
@@ -353,6 +494,8 @@ fn volume_spec(uuid: &str, v: &Obj<'_>, priorities: &Priorities) -> Result<Volum
         read_only,
         storage_classes,
         priority,
+        serialize,
+        servers: Vec::new(),
     })
 }
 
@@ -808,6 +951,58 @@ Clusters:
     }
 
     #[test]
+    fn serialize_and_servers() {
+        let f = parse_ok(
+            "
+Clusters:
+  zzzzz:
+    Services:
+      Keepstore:
+        InternalURLs:
+          http://keep0.example:25107: {Rendezvous: 0000000000keep0}
+          http://keep1.example:25107: {}
+    Volumes:
+      zzzzz-nyw5e-000000000000000:
+        Driver: Directory
+        DriverParameters: {Root: /a, Serialize: true}
+        AccessViaHosts: {'http://keep0.example:25107': {ReadOnly: true}}
+      zzzzz-nyw5e-000000000000001:
+        Driver: Directory
+        DriverParameters: {Root: /b}
+",
+        );
+        let (a, b) = (&f.volumes[0], &f.volumes[1]);
+        assert!(a.serialize && !b.serialize);
+        let keep1 =
+            crate::protocol::config_service_uuid("zzzzz", "http://keep1.example:25107/", None);
+        assert_eq!(
+            a.servers,
+            [ServerMount {
+                uuid: "zzzzz-bi6l4-0000000000keep0".into(),
+                url: "http://keep0.example:25107/".into(),
+                read_only: true,
+            }]
+        );
+        // No AccessViaHosts: every keepstore.
+        let uuids: Vec<&str> = b.servers.iter().map(|m| m.uuid.as_str()).collect();
+        assert_eq!(uuids, ["zzzzz-bi6l4-0000000000keep0", keep1.as_str()]);
+        assert!(b.servers.iter().all(|m| !m.read_only));
+        // A bare map: the servers its volumes name, the cluster from their uuids.
+        let f = parse_ok(
+            "aaaaa-nyw5e-000000000000000: {Driver: Directory, DriverParameters: {Root: /a}, AccessViaHosts: {'http://k:1': {}}}
+aaaaa-nyw5e-000000000000001: {Driver: Directory, DriverParameters: {Root: /b}}
+",
+        );
+        let k = crate::protocol::config_service_uuid("aaaaa", "http://k:1/", None);
+        assert_eq!(f.volumes[1].servers[0].uuid, k);
+        let msg = parse_err(
+            "v: {Driver: Directory, DriverParameters: {Root: /a}, AccessViaHosts: {'http://u:SECRETsecret123@k:1': {}}}",
+            None,
+        );
+        assert!(msg.contains("v.AccessViaHosts has a key that"), "{msg}");
+    }
+
+    #[test]
     fn all_false_classes_give_none() {
         let f = parse_ok("v: {Driver: Directory, DriverParameters: {Root: /k}, StorageClasses: {a: false, b: null}}");
         assert!(f.volumes[0].storage_classes.is_empty());
@@ -975,7 +1170,7 @@ Clusters:
         replication: 4
         ReadONLY: true
         StorageClasses: {Hot: true}
-        AccessViaHosts: {'http://AKIDsecret456:SECRETsecret123@keep0:25107': {readOnly: true}}
+        AccessViaHosts: {'http://keep0:25107': {readOnly: true}}
 ",
         );
         let v = &f.volumes[0];
@@ -994,8 +1189,8 @@ Clusters:
             format!("{vol}.replication (perhaps you meant Replication?)"),
             format!("{vol}.ReadONLY (perhaps you meant ReadOnly?)"),
             format!(
-                "{vol}.AccessViaHosts.http://<redacted>@keep0:25107.readOnly (perhaps you \
-                 meant ReadOnly?)"
+                "{vol}.AccessViaHosts.http://keep0:25107.readOnly (perhaps you meant \
+                 ReadOnly?)"
             ),
         ];
         assert_eq!(f.warnings.len(), want.len(), "{:#?}", f.warnings);
@@ -1005,6 +1200,15 @@ Clusters:
             assert!(w.contains("Write ") && !w.contains('\n'), "{w}");
             assert_no_secret(w);
         }
+        // A keepstore URL with credentials in it is refused, and never shown.
+        let m = parse_err(
+            "Clusters:\n  zzzzz:\n    Volumes:\n      zzzzz-nyw5e-00000000000000A:\n        \
+             Driver: Directory\n        DriverParameters: {Root: /v}\n        AccessViaHosts: \
+             {'http://AKIDsecret456:SECRETsecret123@keep0:25107': {readOnly: true}}\n",
+            None,
+        );
+        assert!(m.contains("user name or password"), "{m}");
+        assert!(!m.contains("SECRETsecret123"), "{m}");
         // The exact key wins, and its near miss is dropped with a warning
         // all the same (Arvados drops it before decoding).
         let f = parse_ok(

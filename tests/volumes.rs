@@ -1762,3 +1762,152 @@ async fn a_cluster_config_as_volumes_file_wants_its_default_replication() {
     r.expect(0);
     assert_on_both(&roots, &want);
 }
+
+// ---------------------------------------------------------------------------
+// Directory volumes as keepstore treats them (issue 29).
+
+/// The uuid the API server gives a keepstore with no Rendezvous: cluster,
+/// `-bi6l4-`, the first 16 hex digits of md5 of its normalised URL.
+fn keepstore_uuid(url: &str) -> String {
+    let mut m = Md5::new();
+    m.update(format!("{url}/").as_bytes());
+    let hex: String = m.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("zzzzz-bi6l4-{}", &hex[..16])
+}
+
+/// Servers in the clients' probe order: descending md5(HASH + uuid), the
+/// whole uuid for one that is not 27 characters.
+fn server_order(h: &BlockHash, uuids: &[String]) -> Vec<usize> {
+    let mut w: Vec<([u8; 16], usize)> = uuids
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let mut m = Md5::new();
+            m.update(h.to_string().as_bytes());
+            m.update(if u.len() == 27 { &u[12..] } else { &u[..] }.as_bytes());
+            (m.finalize().into(), i)
+        })
+        .collect();
+    w.sort();
+    w.reverse();
+    w.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Volumes from two keepstore servers, two each, `-replications 2`: each
+/// block's replicas go to the best volume (keepstore's mount order) of each
+/// of its two servers (clients' probe order), never two on one server, as
+/// keep-balance places them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_go_to_distinct_servers_in_probe_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let want = sorted(blocks(24, 71));
+    fill_dir(&src, &want);
+    let urls = [
+        "http://keep0.zzzzz.example:25107",
+        "http://keep1.zzzzz.example:25107",
+    ];
+    let servers: Vec<String> = urls.iter().map(|u| keepstore_uuid(u)).collect();
+    let vols = [
+        ("zzzzz-nyw5e-000000000000000", 0),
+        ("zzzzz-nyw5e-000000000000001", 0),
+        ("zzzzz-nyw5e-000000000000002", 1),
+        ("zzzzz-nyw5e-000000000000003", 1),
+    ];
+    let roots: Vec<PathBuf> = (0..4).map(|i| dir.path().join(format!("v{i}"))).collect();
+    let mut text = String::new();
+    for (i, (uuid, server)) in vols.iter().enumerate() {
+        std::fs::create_dir(&roots[i]).unwrap();
+        text += &dir_entry(
+            uuid,
+            &roots[i],
+            &format!("  AccessViaHosts:\n    {}: {{}}\n", urls[*server]),
+        );
+    }
+    let file = vols_file(dir.path(), "servers.yml", &text);
+    let r = run_rsync(&args(&[
+        "--src-volume-dir",
+        &s(&src),
+        "--dst-volumes",
+        &file,
+        "-replications",
+        "2",
+    ]))
+    .await;
+    r.expect(0);
+    let mut seconds_differ = 0;
+    for (h, _) in &want {
+        let order = server_order(h, &servers);
+        let expected: Vec<usize> = order
+            .iter()
+            .map(|&srv| {
+                let mine: Vec<usize> = (0..4).filter(|&v| vols[v].1 == srv).collect();
+                let uuids: Vec<&str> = mine.iter().map(|&v| vols[v].0).collect();
+                mine[mount_order(h, &uuids)[0]]
+            })
+            .collect();
+        let got: Vec<usize> = (0..4).filter(|&v| has_file(&roots[v], h)).collect();
+        let mut sorted_expected = expected.clone();
+        sorted_expected.sort();
+        assert_eq!(got, sorted_expected, "{h}: servers {order:?}");
+        // The mount order alone would often put both on one server.
+        let all: Vec<&str> = vols.iter().map(|v| v.0).collect();
+        let by_mount = mount_order(h, &all);
+        if vols[by_mount[0]].1 == vols[by_mount[1]].1 {
+            seconds_differ += 1;
+        }
+    }
+    assert!(seconds_differ > 0, "no block tells the orders apart");
+}
+
+/// A volume with a `full` marker under an hour old is skipped: its blocks
+/// go to the next volume; a marker older than an hour is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_full_marker_sends_blocks_to_the_next_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let want = sorted(blocks(12, 73));
+    fill_dir(&src, &want);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for (age, all_on_1) in [(120, true), (7200, false)] {
+        let roots = [
+            dir.path().join(format!("a{age}")),
+            dir.path().join(format!("b{age}")),
+        ];
+        for r in &roots {
+            std::fs::create_dir(r).unwrap();
+        }
+        std::os::unix::fs::symlink((now - age).to_string(), roots[0].join("full")).unwrap();
+        let text = format!(
+            "{}{}",
+            dir_entry(VOL0, &roots[0], ""),
+            dir_entry(VOL1, &roots[1], "")
+        );
+        let file = vols_file(dir.path(), &format!("full{age}.yml"), &text);
+        let r = run_rsync(&args(&[
+            "--src-volume-dir",
+            &s(&src),
+            "--dst-volumes",
+            &file,
+            "-replications",
+            "1",
+        ]))
+        .await;
+        r.expect(0);
+        for (h, _) in &want {
+            let first = mount_order(h, &[VOL0, VOL1])[0];
+            let on = if all_on_1 { 1 } else { first };
+            assert!(
+                has_file(&roots[on], h),
+                "marker {age}s old: {h} not on volume {on}"
+            );
+            assert!(
+                !has_file(&roots[1 - on], h),
+                "marker {age}s old: {h} on both"
+            );
+        }
+    }
+}

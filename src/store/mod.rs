@@ -19,6 +19,7 @@
 pub mod dir;
 pub mod keep;
 pub mod s3;
+pub mod servers;
 
 use std::sync::atomic::AtomicBool;
 
@@ -126,6 +127,9 @@ pub struct VolumeTraits {
     pub read_only: bool,
     pub classes: Vec<String>,
     pub priority: i64,
+    /// The keepstore servers that mount it (a volumes file's
+    /// `AccessViaHosts`), for [`Ranking`]; empty for a `--*-volume-dir`.
+    pub servers: Vec<servers::Mount>,
 }
 
 impl Store {
@@ -416,6 +420,8 @@ pub struct Ranking {
     order: Order,
     suffixes: Vec<String>,
     priorities: Vec<i64>,
+    /// Volumes from several keepstore servers: ranked by server first.
+    servers: Option<servers::Servers>,
 }
 
 impl Ranking {
@@ -424,13 +430,19 @@ impl Ranking {
             order: Order::Services,
             suffixes: Vec::new(),
             priorities: Vec::new(),
+            servers: None,
         };
+        let mut mounts: Vec<(&[servers::Mount], bool)> = Vec::new();
         for (i, s) in stores.into_iter().enumerate() {
             if i == 0 {
                 r.order = s.order();
             }
             r.suffixes.push(s.weight_suffix().to_string());
             r.priorities.push(s.priority());
+            mounts.push((s.volume().map_or(&[][..], |t| &t.servers[..]), s.writable()));
+        }
+        if r.order == Order::Mounts {
+            r.servers = servers::Servers::of(&mounts);
         }
         r
     }
@@ -441,6 +453,7 @@ impl Ranking {
             order: Order::Services,
             priorities: vec![0; suffixes.len()],
             suffixes,
+            servers: None,
         }
     }
 
@@ -464,6 +477,11 @@ impl Ranking {
         match self.order {
             Order::Services => {
                 crate::protocol::probe_order_among(hash, &self.suffixes, among, scratch, out)
+            }
+            Order::Mounts if self.servers.is_some() => {
+                if let Some(s) = &self.servers {
+                    s.order_among(hash, &self.suffixes, &self.priorities, among, out)
+                }
             }
             Order::Mounts => crate::protocol::mount_order_among(
                 hash,

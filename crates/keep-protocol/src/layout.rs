@@ -67,61 +67,156 @@ pub mod dir {
         pub mtime_ns: u64,
     }
 
+    /// How many times a directory read that failed transiently is
+    /// retried before the listing fails: keepstore's own count for NFS's
+    /// EBADCOOKIE (unix_volume.go retries it 5 times, at once).
+    pub const SCAN_RETRIES: u32 = 5;
+
+    /// Whether an error listing or stat-ing a directory may pass on a
+    /// second try: NFS's EBADCOOKIE (errno 523: the server no longer takes
+    /// the readdir cookie), EIO, and ESTALE (a stale NFS handle, re-opened
+    /// by path). Numbers are Linux's. Also true of the error a scan ends
+    /// with when such an error persisted through the retries.
+    pub fn is_transient(e: &io::Error) -> bool {
+        matches!(e.raw_os_error(), Some(523 | 5 | 116))
+            || e.get_ref()
+                .and_then(|r| r.downcast_ref::<ScanError>())
+                .is_some_and(|s| s.transient)
+    }
+
+    /// A scan's error: the path at fault and what went wrong, and whether
+    /// it was a transient kind ([`is_transient`]) that persisted.
+    #[derive(Debug)]
+    struct ScanError {
+        message: String,
+        transient: bool,
+    }
+
+    impl std::fmt::Display for ScanError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.message)
+        }
+    }
+
+    impl std::error::Error for ScanError {}
+
+    /// The names in a directory, as [`scan`] reads them (`read_dir`, whole).
+    pub fn read_names(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+        fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect()
+    }
+
     /// Every live block of the volume at `root` whose hash starts with
     /// `prefix`, in no particular order, given to `found`. Regular files
-    /// only, at most 64 MiB; a subdirectory that vanishes mid-scan is
-    /// skipped. An unreadable ROOT or subdirectory is an error, naming it.
+    /// (or symlinks to them: sizes are `stat`'s, as keepstore reads a
+    /// block) of at most 64 MiB; an entry or a subdirectory that vanishes
+    /// mid-scan (a racing rename or unlink, as keepstore skips it) is
+    /// skipped. A transient error ([`is_transient`]) re-reads the
+    /// subdirectory up to [`SCAN_RETRIES`] times; any other error, or one
+    /// that persists, fails the scan naming the path (never a partial
+    /// listing).
     pub fn scan(root: &Path, prefix: &str, found: &mut dyn FnMut(Found)) -> io::Result<()> {
-        let named =
-            |e: io::Error, p: &Path| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
+        scan_with(root, prefix, &mut read_names, found)
+    }
+
+    /// [`scan`] reading directories with `read` (a test seam, for errors no
+    /// local filesystem gives on demand).
+    pub fn scan_with(
+        root: &Path,
+        prefix: &str,
+        read: &mut dyn FnMut(&Path) -> io::Result<Vec<std::ffi::OsString>>,
+        found: &mut dyn FnMut(Found),
+    ) -> io::Result<()> {
         let subdirs: Vec<String> = if prefix.len() >= 3 {
             vec![prefix[..3].to_string()]
         } else {
-            let mut v = Vec::new();
-            for d in fs::read_dir(root).map_err(|e| named(e, root))? {
-                let d = d.map_err(|e| named(e, root))?;
-                if let Some(name) = d.file_name().to_str() {
-                    if subdir_may_hold(name, prefix) {
-                        v.push(name.to_string());
-                    }
-                }
-            }
-            v
+            retrying(|| {
+                Ok(read(root)
+                    .map_err(|e| (e, root.to_path_buf()))?
+                    .into_iter()
+                    .filter_map(|n| n.into_string().ok())
+                    .filter(|n| subdir_may_hold(n, prefix))
+                    .collect())
+            })?
         };
         for sub in subdirs {
             let dir = root.join(&sub);
-            let rd = match fs::read_dir(&dir) {
-                Ok(rd) => rd,
+            let got = retrying(|| scan_subdir(&dir, &sub, prefix, read));
+            let got = match got {
+                Ok(v) => v,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 // A file named like a subdirectory: not ours to read.
                 Err(_) if !dir.is_dir() => continue,
-                Err(e) => return Err(named(e, &dir)),
+                Err(e) => return Err(e),
             };
-            for f in rd {
-                let f = f.map_err(|e| named(e, &dir))?;
-                let name = f.file_name();
-                let Some(hash) = name.to_str().and_then(|n| block_of(&sub, n)) else {
-                    continue;
-                };
-                if !hash.has_prefix(prefix) {
-                    continue;
-                }
-                let md = match f.metadata() {
-                    Ok(md) => md,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(named(e, &f.path())),
-                };
-                if !md.is_file() || md.len() > MAX_BLOCK_SIZE {
-                    continue;
-                }
-                found(Found {
-                    hash,
-                    size: md.len(),
-                    mtime_ns: mtime_ns(&md),
-                });
-            }
+            got.into_iter().for_each(&mut *found);
         }
         Ok(())
+    }
+
+    /// `op` retried while its error is transient; its error comes with the
+    /// path it is about, and the last one names it (and the retries, when
+    /// there were any).
+    fn retrying<T>(mut op: impl FnMut() -> Result<T, (io::Error, PathBuf)>) -> io::Result<T> {
+        let mut attempt = 0;
+        loop {
+            match op() {
+                Ok(v) => return Ok(v),
+                Err((e, _)) if is_transient(&e) && attempt < SCAN_RETRIES => {
+                    // keepstore retries at once; a short pause gives a
+                    // busy NFS server a moment.
+                    std::thread::sleep(std::time::Duration::from_millis(10 << attempt));
+                    attempt += 1;
+                }
+                Err((e, path)) => {
+                    let retries = match attempt {
+                        0 => String::new(),
+                        n => format!(" (after {n} retries)"),
+                    };
+                    let err = ScanError {
+                        message: format!("{}: {e}{retries}", path.display()),
+                        transient: is_transient(&e),
+                    };
+                    return Err(io::Error::new(e.kind(), err));
+                }
+            }
+        }
+    }
+
+    /// The live blocks of one subdirectory: its names read whole, then each
+    /// block name `stat`ed (following a symlink). An entry gone by then is
+    /// skipped; a subdirectory gone is `NotFound`.
+    fn scan_subdir(
+        dir: &Path,
+        sub: &str,
+        prefix: &str,
+        read: &mut dyn FnMut(&Path) -> io::Result<Vec<std::ffi::OsString>>,
+    ) -> Result<Vec<Found>, (io::Error, PathBuf)> {
+        let mut out = Vec::new();
+        for name in read(dir).map_err(|e| (e, dir.to_path_buf()))? {
+            let Some(hash) = name.to_str().and_then(|n| block_of(sub, n)) else {
+                continue;
+            };
+            if !hash.has_prefix(prefix) {
+                continue;
+            }
+            let path = dir.join(&name);
+            let md = match fs::metadata(&path) {
+                Ok(md) => md,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err((e, path)),
+            };
+            if !md.is_file() || md.len() > MAX_BLOCK_SIZE {
+                continue;
+            }
+            out.push(Found {
+                hash,
+                size: md.len(),
+                mtime_ns: mtime_ns(&md),
+            });
+        }
+        Ok(out)
     }
 
     /// A file's mtime in nanoseconds since the epoch (0 when unknown).
@@ -340,6 +435,154 @@ mod tests {
         assert_eq!(dir::block_of("acc", A), None);
         assert_eq!(dir::block_of("acb", &format!("{A}.trash.1700000000")), None);
         assert_eq!(dir::block_of("acb", &format!("tmp{A}123")), None);
+    }
+
+    /// Blocks of these contents in a fresh volume: the root and hashes.
+    fn volume(contents: &[&[u8]]) -> (tempfile::TempDir, Vec<BlockHash>) {
+        let root = tempfile::tempdir().unwrap();
+        let hashes = contents.iter().map(|c| BlockHash::of(c)).collect();
+        for c in contents {
+            dir::write_block(root.path(), &BlockHash::of(c), c).unwrap();
+        }
+        (root, hashes)
+    }
+
+    fn listed(root: &std::path::Path, read: ReadFn<'_>) -> io::Result<Vec<BlockHash>> {
+        let mut seen = Vec::new();
+        dir::scan_with(root, "", read, &mut |f| seen.push(f.hash))?;
+        seen.sort();
+        Ok(seen)
+    }
+
+    type ReadFn<'a> = &'a mut dyn FnMut(&std::path::Path) -> io::Result<Vec<std::ffi::OsString>>;
+
+    #[test]
+    fn transient_errors_are_retried_per_subdirectory() {
+        let (root, mut hashes) = volume(&[b"foo", b"bar", b"baz"]);
+        hashes.sort();
+        let flaky = dir::block_dir(root.path(), &hashes[0]);
+        // EBADCOOKIE, EIO, ESTALE: a few failures of one subdirectory are
+        // retried, and every block is listed once.
+        for errno in [523, 5, 116] {
+            let mut fails = 3;
+            let mut calls = 0;
+            let got = listed(root.path(), &mut |d| {
+                if d == flaky {
+                    calls += 1;
+                    if fails > 0 {
+                        fails -= 1;
+                        return Err(io::Error::from_raw_os_error(errno));
+                    }
+                }
+                dir::read_names(d)
+            })
+            .unwrap();
+            assert_eq!(got, hashes, "errno {errno}");
+            assert_eq!(calls, 4, "errno {errno}");
+        }
+        // One that persists fails the listing, naming the directory, still
+        // transient; after keepstore's 5 retries.
+        let mut calls = 0;
+        let e = listed(root.path(), &mut |d| {
+            if d == flaky {
+                calls += 1;
+                return Err(io::Error::from_raw_os_error(523));
+            }
+            dir::read_names(d)
+        })
+        .unwrap_err();
+        assert_eq!(calls, 1 + dir::SCAN_RETRIES);
+        assert!(dir::is_transient(&e), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains(&flaky.display().to_string()), "{msg}");
+        assert!(msg.contains("after 5 retries"), "{msg}");
+        // Anything else is not retried, nor transient.
+        let mut calls = 0;
+        let e = listed(root.path(), &mut |d| {
+            if d == flaky {
+                calls += 1;
+                return Err(io::Error::from_raw_os_error(13));
+            }
+            dir::read_names(d)
+        })
+        .unwrap_err();
+        assert_eq!(calls, 1);
+        assert!(!dir::is_transient(&e), "{e}");
+        // The root's own listing is retried too.
+        let mut fails = 2;
+        let got = listed(root.path(), &mut |d| {
+            if d == root.path() && fails > 0 {
+                fails -= 1;
+                return Err(io::Error::from_raw_os_error(5));
+            }
+            dir::read_names(d)
+        })
+        .unwrap();
+        assert_eq!(got, hashes);
+    }
+
+    /// Two block contents whose hashes share a subdirectory.
+    fn neighbours() -> [Vec<u8>; 2] {
+        let mut seen = std::collections::HashMap::new();
+        for i in 0u32.. {
+            let c = i.to_string().into_bytes();
+            let sub = BlockHash::of(&c).to_hex()[..3].to_string();
+            if let Some(other) = seen.insert(sub, c.clone()) {
+                return [other, c];
+            }
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn an_entry_gone_between_readdir_and_stat_is_not_listed() {
+        let [a, b] = neighbours();
+        for unlink in [false, true] {
+            let (root, hashes) = volume(&[&a, &b]);
+            let gone = dir::block_path(root.path(), &hashes[0]);
+            let renamed = root.path().join("elsewhere");
+            let got = listed(root.path(), &mut |d| {
+                let names = dir::read_names(d)?;
+                // Renamed away (as keepstore's trash does) or unlinked
+                // after the directory was read, before its entries are
+                // looked at.
+                if gone.parent() == Some(d) && gone.exists() {
+                    if unlink {
+                        fs::remove_file(&gone).unwrap();
+                    } else {
+                        fs::rename(&gone, &renamed).unwrap();
+                    }
+                }
+                Ok(names)
+            })
+            .unwrap();
+            // Its neighbour in the same subdirectory is still listed.
+            assert_eq!(got, vec![hashes[1]], "unlink {unlink}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinked_blocks_are_listed_as_their_targets() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let (h, data) = (BlockHash::of(b"linked"), b"linked");
+        let target = elsewhere.path().join("data");
+        fs::write(&target, data).unwrap();
+        fs::create_dir_all(dir::block_dir(root.path(), &h)).unwrap();
+        std::os::unix::fs::symlink(&target, dir::block_path(root.path(), &h)).unwrap();
+        // A dangling one is not a block.
+        let dangling = BlockHash::of(b"dangling");
+        fs::create_dir_all(dir::block_dir(root.path(), &dangling)).unwrap();
+        std::os::unix::fs::symlink(
+            elsewhere.path().join("none"),
+            dir::block_path(root.path(), &dangling),
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        dir::scan(root.path(), "", &mut |f| seen.push(f)).unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!((seen[0].hash, seen[0].size), (h, data.len() as u64));
     }
 
     #[test]
