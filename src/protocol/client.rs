@@ -61,6 +61,10 @@ pub struct Failure {
     /// The HTTP status the service answered with, when the failure is one
     /// (`None`: no answer, or a body that broke or failed verification).
     pub status: Option<u16>,
+    /// Retried at most this many times, whatever `--retries` says (an S3
+    /// `BadDigest`: the bytes were verified before they were sent, so one
+    /// more try tells a damaged transfer from a broken path).
+    pub max_retries: Option<u32>,
 }
 
 /// An answer's body as one short line for a message: an HTML page (a proxy's
@@ -92,6 +96,7 @@ impl Failure {
             kind,
             detail: super::redact_signatures(&detail.into()),
             status: None,
+            max_retries: None,
         }
     }
     /// A request that got no (complete) answer.
@@ -213,7 +218,9 @@ where
     loop {
         match op(attempt).await {
             Ok(v) => return Ok(v),
-            Err(f) if f.is_transient() && attempt < retries => {
+            Err(f)
+                if f.is_transient() && attempt < retries.min(f.max_retries.unwrap_or(u32::MAX)) =>
+            {
                 // A 503 or 429 says "slow down", not "broken": the service's
                 // limit has just been cut for it (the adaptive limiter), and that
                 // lower limit paces the retry, so it need not wait as long.

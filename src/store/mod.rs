@@ -96,7 +96,8 @@ pub enum Store {
 /// How rendezvous order ranks the stores of one side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Order {
-    /// Keep services: descending `md5(HASH + uuid[12:])` (clients' probe order).
+    /// Keep services: descending `md5(HASH + uuid[12:])`, the whole uuid when it
+    /// is not 27 characters (the Go SDK's probe order).
     Services,
     /// Volumes: as a keepstore orders its mounts: storage-class priority,
     /// then ascending `md5(HASH + uuid[12:])`.

@@ -40,6 +40,17 @@ use crate::volumes_file::S3Params;
 /// request is sent, and S3 checks it when the request arrives.
 const EXPIRY: Duration = Duration::from_secs(15 * 60);
 
+/// Retries of one listing page, and of a `recent/` marker, before the
+/// failure goes to the caller (which retries the whole listing or block).
+const PAGE_RETRIES: u32 = 4;
+const MARKER_RETRIES: u32 = 4;
+/// The first pause of those retries, doubled each time (0.2 s to 3.2 s).
+const PAGE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The most keys S3 returns in one ListObjectsV2 page (and the most
+/// rusty-s3 parses as `MaxKeys`).
+const MAX_PAGE: u32 = 1000;
+
 /// One S3 volume.
 pub struct S3Volume {
     pub id: String,
@@ -116,7 +127,7 @@ impl S3Volume {
             creds,
             http,
             prefix_length: o.prefix_length,
-            page_size: o.index_page_size.max(1),
+            page_size: o.index_page_size.clamp(1, MAX_PAGE),
             traits,
         })
     }
@@ -125,30 +136,17 @@ impl S3Volume {
         self.location.clone()
     }
 
-    /// A failed answer as a failure; a missing bucket and refused
-    /// credentials say what to fix.
+    /// A failed answer as a failure, classified by S3's error code rather
+    /// than its status alone ([`classify`]).
     async fn refused(&self, resp: reqwest::Response) -> Failure {
         let status = resp.status();
         let body = read_capped(resp, 4096).await;
-        let code = xml_field(&body, "Code").unwrap_or_default();
-        let mut f = Failure::from_status(status, &body);
-        if code == "NoSuchBucket" {
-            f.detail = format!(
-                "bucket {:?} does not exist (HTTP {status} NoSuchBucket): check Bucket and \
-                 Endpoint in the volumes file",
-                self.bucket.name()
-            );
-        } else if matches!(status.as_u16(), 401 | 403) {
-            f.detail = format!(
-                "HTTP {status} {code}: the S3 server refused the credentials or the request's \
-                 signature: check AccessKeyID/SecretAccessKey (or AWS_ACCESS_KEY_ID/\
-                 AWS_SECRET_ACCESS_KEY) and Region"
-            );
-        } else if !code.is_empty() {
-            let msg = xml_field(&body, "Message").unwrap_or_default();
-            f.detail = format!("HTTP {status} {code}: {msg}");
-        }
-        f
+        classify(
+            status,
+            &body,
+            self.bucket.name(),
+            std::time::SystemTime::now(),
+        )
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
@@ -157,6 +155,43 @@ impl S3Volume {
             Ok(resp)
         } else {
             Err(self.refused(resp).await)
+        }
+    }
+
+    /// One ListObjectsV2 page, retried on its own (its continuation token
+    /// kept) when it fails transiently: a listing of 10^8 objects is 10^5
+    /// pages, and starting again from the first costs hours.
+    async fn page(&self, url: reqwest::Url, keys: u64) -> Result<String, Failure> {
+        let mut attempt = 0;
+        loop {
+            let r = match self.send(self.http.get(url.clone())).await {
+                Ok(resp) => resp.text().await.map_err(|e| {
+                    Failure::new(
+                        FailureKind::Transient,
+                        format!(
+                            "listing broke after {keys} keys: {}",
+                            describe_http_error(&e)
+                        ),
+                    )
+                }),
+                Err(f) => Err(f),
+            };
+            match r {
+                Err(f) if f.is_transient() && attempt < PAGE_RETRIES => {
+                    attempt += 1;
+                    tracing::info!(
+                        event = "retry",
+                        op = "index",
+                        service = self.id.as_str(),
+                        attempt,
+                        error = %f,
+                        "listing page after {keys} keys of S3 volume {}: {f}; retrying that page",
+                        self.id
+                    );
+                    tokio::time::sleep(PAGE_BACKOFF * (1 << attempt)).await;
+                }
+                r => return r,
+            }
         }
     }
 
@@ -180,16 +215,7 @@ impl S3Volume {
                 action.with_continuation_token(t.as_str());
             }
             let url = action.sign(EXPIRY);
-            let resp = self.send(self.http.get(url)).await?;
-            let text = resp.text().await.map_err(|e| {
-                Failure::new(
-                    FailureKind::Transient,
-                    format!(
-                        "listing broke after {keys} keys: {}",
-                        describe_http_error(&e)
-                    ),
-                )
-            })?;
+            let text = self.page(url, keys).await?;
             answered.store(true, Ordering::Relaxed);
             on_bytes(text.len() as u64);
             // A document cut short may still parse: instant-xml takes a text
@@ -224,7 +250,14 @@ impl S3Volume {
                 }
                 keys += 1;
                 if let Some(hash) = layout::block_of(&o.key, self.prefix_length) {
-                    let size = o.size.unwrap_or(0);
+                    // A listed object without a size is a broken listing,
+                    // not an empty block.
+                    let Some(size) = o.size else {
+                        return Err(malformed(format!(
+                            "bucket listing whose entry for {:?} has no <Size>",
+                            o.key
+                        )));
+                    };
                     if hash.has_prefix(prefix) && size <= MAX_BLOCK_SIZE {
                         into.push(Entry {
                             hash,
@@ -304,16 +337,169 @@ impl S3Volume {
         // the block's timestamp. A block left without one (this PUT failed)
         // is still safe: keepstore creates the marker when it first needs
         // the block's time.
+        // The marker is retried on its own (an empty PUT): the data object
+        // is not sent again for it.
         let empty = BlockHash::of(b"");
         let marker = layout::recent_key(hash, self.prefix_length);
-        self.put(&marker, 0, &empty.0, reqwest::Body::from(Vec::new()))
-            .await
-            .map_err(|f| Failure {
-                detail: format!("{key} stored, but its recent/ marker was not: {}", f.detail),
-                ..f
-            })?;
-        Ok(super::volume_put_ok(&self.traits))
+        let mut attempt = 0;
+        loop {
+            match self
+                .put(&marker, 0, &empty.0, reqwest::Body::from(Vec::new()))
+                .await
+            {
+                Ok(()) => return Ok(super::volume_put_ok(&self.traits)),
+                Err(f) if f.is_transient() && attempt < MARKER_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(PAGE_BACKOFF * (1 << attempt)).await;
+                }
+                Err(f) => {
+                    return Err(Failure {
+                        detail: format!(
+                            "{key} stored, but its recent/ marker was not: {}",
+                            f.detail
+                        ),
+                        ..f
+                    })
+                }
+            }
+        }
     }
+}
+
+/// S3 error codes that say "try again": the server timed out an idle
+/// upload (a streamed PUT from a slow source provokes `RequestTimeout`), the
+/// body arrived short, or the service is busy or broken for a moment.
+const TRANSIENT_CODES: &[&str] = &[
+    "RequestTimeout",
+    "IncompleteBody",
+    "InternalError",
+    "SlowDown",
+    "ServiceUnavailable",
+    "OperationAborted",
+];
+
+/// An S3 error answer as a failure. S3 says why in its error document's
+/// `Code`, often under a 400 or 403 that alone would read "rejected":
+/// transient codes are retried; `BadDigest` (the body did not match its
+/// `Content-MD5`, though its bytes were verified before they were sent: it
+/// was damaged on the wire) once; an expired token, a skewed clock or an
+/// expired presigned URL say what to fix; a missing bucket names it.
+fn classify(
+    status: reqwest::StatusCode,
+    body: &str,
+    bucket: &str,
+    now: std::time::SystemTime,
+) -> Failure {
+    let code = xml_field(body, "Code").unwrap_or_default();
+    let msg = xml_field(body, "Message").unwrap_or_default();
+    let mut f = Failure::from_status(status, body);
+    let with = |kind: FailureKind, detail: String| Failure {
+        kind,
+        detail,
+        ..f.clone()
+    };
+    if TRANSIENT_CODES.contains(&code.as_str()) {
+        return with(
+            FailureKind::Transient,
+            format!("HTTP {status} {code}: {msg}"),
+        );
+    }
+    match code.as_str() {
+        "BadDigest" => {
+            f = with(
+                FailureKind::Transient,
+                format!(
+                    "HTTP {status} BadDigest: the object's bytes did not match their \
+                     Content-MD5 on arrival (they were verified before they were sent, so they \
+                     were damaged on the way)"
+                ),
+            );
+            f.max_retries = Some(1);
+            f
+        }
+        "NoSuchBucket" => with(
+            f.kind,
+            format!(
+                "bucket {bucket:?} does not exist (HTTP {status} NoSuchBucket): check Bucket and \
+                 Endpoint in the volumes file"
+            ),
+        ),
+        "ExpiredToken" | "InvalidToken" | "TokenRefreshRequired" => with(
+            FailureKind::Denied,
+            format!(
+                "HTTP {status} {code}: the S3 server refused the session token \
+                 (AWS_SESSION_TOKEN, or the volume's): temporary credentials last at most 12 \
+                 hours; give fresh ones (or long-lived keys) and rerun: the blocks already \
+                 copied are not copied again"
+            ),
+        ),
+        "RequestTimeTooSkewed" => with(
+            FailureKind::Denied,
+            format!(
+                "HTTP {status} RequestTimeTooSkewed: this host's clock {} (S3 refuses \
+                 requests more than 15 minutes off): set the clock (NTP) and rerun",
+                skew(body, now)
+            ),
+        ),
+        "AccessDenied" if msg.to_ascii_lowercase().contains("expired") => with(
+            FailureKind::Denied,
+            format!(
+                "HTTP {status} AccessDenied ({msg}): a URL signed just before it was sent \
+                 was already expired, so this host's clock {}: set the clock (NTP) and rerun",
+                skew(body, now)
+            ),
+        ),
+        _ if matches!(status.as_u16(), 401 | 403) => with(
+            f.kind,
+            format!(
+                "HTTP {status} {code}: the S3 server refused the credentials or the request's \
+                 signature: check AccessKeyID/SecretAccessKey (or AWS_ACCESS_KEY_ID/\
+                 AWS_SECRET_ACCESS_KEY) and Region"
+            ),
+        ),
+        "" => f,
+        _ => with(f.kind, format!("HTTP {status} {code}: {msg}")),
+    }
+}
+
+/// How far this host's clock is from the S3 server's, from an error
+/// document's `ServerTime` (or `RequestTime` and `ServerTime`), in words.
+fn skew(body: &str, now: std::time::SystemTime) -> String {
+    let server = xml_field(body, "ServerTime").and_then(|t| s3_time(&t));
+    let ours = xml_field(body, "RequestTime")
+        .and_then(|t| s3_time(&t))
+        .unwrap_or(now);
+    let Some(server) = server else {
+        return "is off from the S3 server's".into();
+    };
+    let (secs, way) = match ours.duration_since(server) {
+        Ok(d) => (d.as_secs(), "ahead of"),
+        Err(e) => (e.duration().as_secs(), "behind"),
+    };
+    format!("is {secs} s {way} the S3 server's")
+}
+
+/// An S3 timestamp: RFC 3339 (`2026-12-07T10:00:00Z`, `ServerTime`) or the
+/// SigV4 basic form (`20261207T100000Z`, `RequestTime`).
+fn s3_time(t: &str) -> Option<std::time::SystemTime> {
+    let t = t.trim();
+    if let Ok(v) = humantime::parse_rfc3339_weak(t.trim_end_matches('Z')) {
+        return Some(v);
+    }
+    let b = t.as_bytes();
+    if b.len() == 16 && b[8] == b'T' && b[15] == b'Z' {
+        let ext = format!(
+            "{}-{}-{}T{}:{}:{}",
+            &t[0..4],
+            &t[4..6],
+            &t[6..8],
+            &t[9..11],
+            &t[11..13],
+            &t[13..15]
+        );
+        return humantime::parse_rfc3339_weak(&ext).ok();
+    }
+    None
 }
 
 /// The text of `<NAME>…</NAME>` in an S3 error document.
@@ -403,5 +589,226 @@ mod tests {
         assert_eq!(xml_field(doc, "Code").as_deref(), Some("NoSuchKey"));
         assert_eq!(xml_field(doc, "Message").as_deref(), Some("gone"));
         assert_eq!(xml_field(doc, "Nope"), None);
+    }
+
+    fn doc(code: &str, extra: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message>{extra}</Error>"
+        )
+    }
+
+    /// S3's error code decides, not its status.
+    #[test]
+    fn error_codes_decide() {
+        use reqwest::StatusCode as S;
+        let now = std::time::SystemTime::now();
+        let c = |status: S, code: &str| classify(status, &doc(code, ""), "b", now);
+        for code in TRANSIENT_CODES {
+            let f = c(S::BAD_REQUEST, code);
+            assert!(f.is_transient(), "{code}: {f}");
+            assert_eq!(f.max_retries, None);
+        }
+        let f = c(S::BAD_REQUEST, "BadDigest");
+        assert!(f.is_transient() && f.max_retries == Some(1), "{f}");
+        assert!(f.detail.contains("damaged on the way"));
+        let f = c(S::BAD_REQUEST, "ExpiredToken");
+        assert_eq!(f.kind, FailureKind::Denied);
+        assert!(f.detail.contains("session token"), "{f}");
+        let f = c(S::FORBIDDEN, "SignatureDoesNotMatch");
+        assert_eq!(f.kind, FailureKind::Denied);
+        assert!(f.detail.contains("AccessKeyID/SecretAccessKey"), "{f}");
+        let f = c(S::NOT_FOUND, "NoSuchBucket");
+        assert_eq!(f.kind, FailureKind::NotFound);
+        assert!(f.detail.contains("bucket \"b\" does not exist"), "{f}");
+        let f = c(S::BAD_REQUEST, "InvalidArgument");
+        assert_eq!(f.kind, FailureKind::Rejected);
+        // No error document: the status alone.
+        let f = classify(S::SERVICE_UNAVAILABLE, "", "b", now);
+        assert!(f.is_transient());
+        assert_eq!(f.status, Some(503));
+    }
+
+    /// A skewed clock is said with how far it is off, from the error
+    /// document's times (or this host's clock when it gives only the
+    /// server's), and an expired presigned URL too.
+    #[test]
+    fn skewed_clocks_say_by_how_much() {
+        use reqwest::StatusCode as S;
+        let now = humantime::parse_rfc3339("2026-12-07T10:30:00Z").unwrap();
+        let body = doc(
+            "RequestTimeTooSkewed",
+            "<RequestTime>20261207T103000Z</RequestTime><ServerTime>2026-12-07T10:00:00Z</ServerTime>",
+        );
+        let f = classify(S::FORBIDDEN, &body, "b", now);
+        assert_eq!(f.kind, FailureKind::Denied);
+        assert!(
+            f.detail.contains("is 1800 s ahead of the S3 server's"),
+            "{f}"
+        );
+        let body = doc(
+            "RequestTimeTooSkewed",
+            "<ServerTime>2026-12-07T10:31:40Z</ServerTime>",
+        );
+        let f = classify(S::FORBIDDEN, &body, "b", now);
+        assert!(f.detail.contains("is 100 s behind the S3 server's"), "{f}");
+        let body = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message>\
+                    <ServerTime>2026-12-07T10:50:00Z</ServerTime></Error>";
+        let f = classify(S::FORBIDDEN, body, "b", now);
+        assert!(
+            f.detail.contains("already expired") && f.detail.contains("1200 s behind"),
+            "{f}"
+        );
+        let f = classify(S::FORBIDDEN, &doc("RequestTimeTooSkewed", ""), "b", now);
+        assert!(f.detail.contains("is off from the S3 server's"), "{f}");
+    }
+
+    /// A raw HTTP server on 127.0.0.1 that answers each request with the
+    /// next of `answers` (status, body) and records its request lines.
+    async fn scripted(
+        answers: Vec<(u16, &'static str)>,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            for (status, body) in answers {
+                let (mut c, _) = l.accept().await.unwrap();
+                let mut req = Vec::new();
+                let mut buf = [0u8; 65536];
+                // Headers, then as many body bytes as Content-Length says.
+                loop {
+                    let n = c.read(&mut buf).await.unwrap_or(0);
+                    req.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&req).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len: usize = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if req.len() >= end + 4 + len || n == 0 {
+                            break;
+                        }
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let line = String::from_utf8_lossy(&req)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                log.lock().unwrap().push(line);
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = c.write_all(resp.as_bytes()).await;
+            }
+        });
+        (format!("http://{addr}"), seen)
+    }
+
+    /// A `recent/` marker PUT that fails is retried alone: the data object
+    /// is sent once.
+    #[tokio::test]
+    async fn a_failed_marker_is_retried_without_the_data() {
+        let err = "<Error><Code>InternalError</Code><Message>x</Message></Error>";
+        let (url, seen) = scripted(vec![(200, ""), (500, err), (503, ""), (200, "")]).await;
+        let mut o = opts();
+        o.endpoint = Some(url);
+        o.prefix_length = 0;
+        let v = S3Volume::new(
+            "v".into(),
+            &o,
+            VolumeTraits::default(),
+            reqwest::Client::new(),
+        )
+        .unwrap();
+        let data = bytes::Bytes::from_static(b"marker test block");
+        let h = BlockHash::of(&data);
+        v.write(&h, data.len() as u64, Body::Whole(vec![data]))
+            .await
+            .unwrap();
+        let lines = seen.lock().unwrap().clone();
+        let data_puts = lines
+            .iter()
+            .filter(|l| l.contains(&format!("/keep-data/{h}")))
+            .count();
+        let marker_puts = lines
+            .iter()
+            .filter(|l| l.contains("/keep-data/recent/"))
+            .count();
+        assert_eq!((data_puts, marker_puts), (1, 3), "{lines:#?}");
+    }
+
+    /// A listing page that fails transiently is asked again with its
+    /// continuation token: the listing does not start over.
+    #[tokio::test]
+    async fn a_failed_page_is_asked_again_alone() {
+        let a = "0cc175b9c0f1b6a831c399e269772661";
+        let b = "92eb5ffee6ae2fec3ad71c777531578f";
+        let page1: &'static str = Box::leak(
+            format!(
+                "<?xml version=\"1.0\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>keep-data</Name><KeyCount>1</KeyCount>\
+                 <MaxKeys>1</MaxKeys><IsTruncated>true</IsTruncated><Contents><Key>{a}</Key>\
+                 <Size>1</Size></Contents><NextContinuationToken>T2</NextContinuationToken>\
+                 </ListBucketResult>"
+            )
+            .into_boxed_str(),
+        );
+        let page2: &'static str = Box::leak(
+            format!(
+                "<?xml version=\"1.0\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>keep-data</Name><KeyCount>1</KeyCount>\
+                 <MaxKeys>1</MaxKeys><IsTruncated>false</IsTruncated><Contents><Key>{b}</Key>\
+                 <Size>1</Size></Contents></ListBucketResult>"
+            )
+            .into_boxed_str(),
+        );
+        let busy = "<Error><Code>SlowDown</Code><Message>x</Message></Error>";
+        let (url, seen) = scripted(vec![(200, page1), (503, busy), (200, page2)]).await;
+        let mut o = opts();
+        o.endpoint = Some(url);
+        o.prefix_length = 0;
+        o.index_page_size = 1;
+        let v = S3Volume::new(
+            "v".into(),
+            &o,
+            VolumeTraits::default(),
+            reqwest::Client::new(),
+        )
+        .unwrap();
+        let answered = AtomicBool::new(false);
+        let (entries, keys) = v.list("", &answered, &|_| {}, Vec::new()).await.unwrap();
+        assert_eq!((entries.len(), keys), (2, 2));
+        let lines = seen.lock().unwrap().clone();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(
+            lines[1].contains("continuation-token=T2")
+                && lines[2].contains("continuation-token=T2"),
+            "{lines:#?}"
+        );
+    }
+
+    /// A page size over S3's 1000 keys is clamped (rusty-s3 parses MaxKeys
+    /// as 16 bits).
+    #[test]
+    fn page_size_is_clamped() {
+        let mut o = opts();
+        o.index_page_size = 50_000;
+        let v = S3Volume::new(
+            "v".into(),
+            &o,
+            VolumeTraits::default(),
+            reqwest::Client::new(),
+        )
+        .unwrap();
+        assert_eq!(v.page_size, MAX_PAGE);
     }
 }
