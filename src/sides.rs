@@ -679,7 +679,7 @@ fn make_side(
             let http = crate::protocol::client::plain_client(&opts).map_err(Error::config)?;
             let mut v = Vec::new();
             for spec in list {
-                v.push(volume_store(spec, role, &http)?);
+                v.push(volume_store(spec, role, &http, conn)?);
             }
             v
         }
@@ -702,7 +702,12 @@ fn make_side(
 }
 
 /// One volume as a store.
-fn volume_store(spec: VolumeSpec, role: Role, http: &reqwest::Client) -> Result<Store> {
+fn volume_store(
+    spec: VolumeSpec,
+    role: Role,
+    http: &reqwest::Client,
+    conn: &Connection,
+) -> Result<Store> {
     let traits = VolumeTraits {
         replication: spec.replication,
         read_only: spec.read_only,
@@ -725,12 +730,14 @@ fn volume_store(spec: VolumeSpec, role: Role, http: &reqwest::Client) -> Result<
         Driver::S3(p) => {
             let id = spec.uuid;
             Store::S3(
-                S3Volume::new(id.clone(), &p, traits, http.clone()).map_err(|why| {
-                    Error::config(format!(
-                        "{} S3 volume {id} cannot be used: {why}.",
-                        role.as_str()
-                    ))
-                })?,
+                S3Volume::new(id.clone(), &p, traits, http.clone())
+                    .map_err(|why| {
+                        Error::config(format!(
+                            "{} S3 volume {id} cannot be used: {why}.",
+                            role.as_str()
+                        ))
+                    })?
+                    .with_fanout(conn.checkers.min(conn.max_per_service)),
             )
         }
     })

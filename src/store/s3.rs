@@ -59,6 +59,8 @@ pub struct S3Volume {
     http: reqwest::Client,
     prefix_length: usize,
     page_size: u32,
+    /// Next-digit sub-listings run at once ([`S3Volume::with_fanout`]).
+    fanout: usize,
     /// `s3://ENDPOINT/BUCKET`, keepstore's DeviceID of the volume.
     location: String,
     pub traits: VolumeTraits,
@@ -128,8 +130,19 @@ impl S3Volume {
             http,
             prefix_length: o.prefix_length,
             page_size: o.index_page_size.clamp(1, MAX_PAGE),
+            fanout: 1,
             traits,
         })
+    }
+
+    /// List by next hex digit, up to `n` sub-listings at once (`--checkers`
+    /// within `--max-per-service`): a bucket listing is a chain of pages,
+    /// one request after another, and the keys are hex, so the 16 chains
+    /// of `PREFIX0` … `PREFIXf` can run side by side (with PrefixLength ≥ 1
+    /// they are the bucket's own directories).
+    pub fn with_fanout(mut self, n: usize) -> S3Volume {
+        self.fanout = n.max(1);
+        self
     }
 
     pub(super) fn location(&self) -> String {
@@ -195,7 +208,34 @@ impl S3Volume {
         }
     }
 
+    /// Every block under `prefix`: one chain of pages, or (with a fan-out
+    /// and room in the prefix) the 16 next-digit chains, `fanout` at once,
+    /// concatenated (the index sorts them).
     pub(super) async fn list(
+        &self,
+        prefix: &str,
+        answered: &AtomicBool,
+        on_bytes: &(dyn Fn(u64) + Sync),
+        mut into: Vec<Entry>,
+    ) -> Result<(Vec<Entry>, u64), Failure> {
+        if self.fanout <= 1 || prefix.len() >= 32 {
+            return self.list_chain(prefix, answered, on_bytes, into).await;
+        }
+        let subs: Vec<String> = (0..16u8).map(|d| format!("{prefix}{d:x}")).collect();
+        let mut chains = futures::stream::iter(subs.iter())
+            .map(|p| self.list_chain(p, answered, on_bytes, Vec::new()))
+            .buffer_unordered(self.fanout.min(16));
+        let mut keys = 0;
+        while let Some(r) = chains.next().await {
+            let (entries, k) = r?;
+            into.extend(entries);
+            keys += k;
+        }
+        Ok((into, keys))
+    }
+
+    /// One chain of ListObjectsV2 pages under `prefix`.
+    async fn list_chain(
         &self,
         prefix: &str,
         answered: &AtomicBool,
@@ -794,6 +834,35 @@ mod tests {
                 && lines[2].contains("continuation-token=T2"),
             "{lines:#?}"
         );
+    }
+
+    /// With a fan-out, a listing is the 16 next-digit listings.
+    #[tokio::test]
+    async fn a_listing_fans_out_by_next_digit() {
+        let empty = "<?xml version=\"1.0\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+                     <Name>keep-data</Name><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys>\
+                     <IsTruncated>false</IsTruncated></ListBucketResult>";
+        let (url, seen) = scripted(vec![(200, empty); 16]).await;
+        let mut o = opts();
+        o.endpoint = Some(url);
+        o.prefix_length = 0;
+        let v = S3Volume::new(
+            "v".into(),
+            &o,
+            VolumeTraits::default(),
+            reqwest::Client::new(),
+        )
+        .unwrap()
+        .with_fanout(4);
+        let answered = AtomicBool::new(false);
+        let (entries, keys) = v.list("a", &answered, &|_| {}, Vec::new()).await.unwrap();
+        assert_eq!((entries.len(), keys), (0, 0));
+        let mut asked: Vec<String> = (seen.lock().unwrap().iter())
+            .filter_map(|l| l.split("prefix=").nth(1).map(|p| p[..2].to_string()))
+            .collect();
+        asked.sort();
+        let want: Vec<String> = (0..16).map(|d| format!("a{d:x}")).collect();
+        assert_eq!(asked, want);
     }
 
     /// A page size over S3's 1000 keys is clamped (rusty-s3 parses MaxKeys
