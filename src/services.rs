@@ -563,6 +563,14 @@ impl Side {
     }
 }
 
+/// How [`discover_mounts`] asks: `--checkers` at a time, with `--retries`.
+#[derive(Clone, Copy)]
+pub struct MountsAsk {
+    pub checkers: usize,
+    pub retries: u32,
+    pub backoff: crate::protocol::client::Backoff,
+}
+
 /// Ask each keepstore of `side` what it mounts (`GET /mounts`, with the
 /// side's token, `--checkers` at a time), so that its index is read one
 /// mount at a time and each copy counts in its own volume's classes and
@@ -571,7 +579,7 @@ impl Side {
 /// index is read, with the classes a cluster config gave it. Any other
 /// failure leaves it to the index requests, which tell it properly (a
 /// refused token, a service down).
-pub async fn discover_mounts(side: &mut Side, conn: &crate::sides::Connection) {
+pub async fn discover_mounts(side: &mut Side, ask: MountsAsk) {
     use futures::StreamExt;
     let asks: Vec<usize> = (side.services.iter().enumerate())
         .filter(|(_, s)| {
@@ -598,14 +606,17 @@ pub async fn discover_mounts(side: &mut Side, conn: &crate::sides::Connection) {
                     block: None,
                 };
                 let r = crate::protocol::client::with_retries(
-                    conn.backoff,
-                    conn.retries,
+                    ask.backoff,
+                    ask.retries,
                     &asking,
                     |_| k.fetch_mounts(),
                 )
                 .await;
                 let mounts = match r {
-                    Ok(Some(m)) => Some(m),
+                    // A keepstore with no volume does not start; an empty
+                    // list says nothing to go by.
+                    Ok(Some(m)) if !m.is_empty() => Some(m),
+                    Ok(Some(_)) => None,
                     Ok(None) => {
                         tracing::info!(
                             event = "mounts",
@@ -630,7 +641,7 @@ pub async fn discover_mounts(side: &mut Side, conn: &crate::sides::Connection) {
                 };
                 (i, mounts)
             })
-            .buffer_unordered(conn.checkers.max(1))
+            .buffer_unordered(ask.checkers.max(1))
             .collect()
             .await
     };

@@ -41,6 +41,14 @@ pub struct Connection {
 }
 
 impl Connection {
+    fn mounts_ask(&self) -> services::MountsAsk {
+        services::MountsAsk {
+            checkers: self.checkers,
+            retries: self.retries,
+            backoff: self.backoff,
+        }
+    }
+
     fn of(cfg: &Config) -> Connection {
         Connection {
             connect_timeout: cfg.net.connect_timeout,
@@ -124,7 +132,7 @@ pub async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<Sides> {
         defaults.dst_ttl,
         &conn,
     )?;
-    services::discover_mounts(&mut dst, &conn).await;
+    services::discover_mounts(&mut dst, conn.mounts_ask()).await;
     check_writable(&dst, defaults.want, cfg.storage_classes.as_deref())?;
     warn_uuid_order(&src, reporter);
     warn_uuid_order(&dst, reporter);
@@ -249,7 +257,7 @@ pub async fn prepare_cluster_with_default(
         None => ClusterDefault::Api(s.clone(), f.conn.connect_timeout),
     };
     let mut side = make_side(role, s, stores, ttl, &f.conn)?;
-    services::discover_mounts(&mut side, &f.conn).await;
+    services::discover_mounts(&mut side, f.conn.mounts_ask()).await;
     warn_uuid_order(&side, reporter);
     Ok((side, default))
 }
