@@ -27,7 +27,8 @@ use crate::error::{Error, Result};
 use crate::protocol::KeepService;
 use crate::settings::Settings;
 
-/// Arvados' default `Collections.BlobSigningTTL`: 336h.
+/// Arvados' default `Collections.BlobSigningTTL` (336h, two weeks): the TTL
+/// of a side whose cluster config or discovery document gives none.
 pub const DEFAULT_TTL: u64 = 336 * 3600;
 /// Arvados' default `Collections.DefaultReplication`.
 pub const DEFAULT_REPLICATION: u32 = 2;

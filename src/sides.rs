@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::cli::Config;
-use crate::cluster_config::ClusterConfig;
+use crate::cluster_config::{ClusterConfig, DEFAULT_TTL};
 use crate::error::{Error, Result};
 use crate::progress::{Level, Reporter};
 use crate::protocol::client::{ClientOptions, KeepClient};
@@ -47,9 +47,6 @@ impl Connection {
         }
     }
 }
-
-/// The default blob signature TTL of Arvados (two weeks).
-pub const DEFAULT_TTL: u64 = 1_209_600;
 
 /// Both sides, and the replicas wanted at the destination.
 pub struct Sides {
