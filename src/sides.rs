@@ -20,7 +20,9 @@ use crate::protocol::client::{ClientOptions, KeepClient};
 use crate::role::Role;
 use crate::services::{self, Discovery, KeepService, Service, Side};
 use crate::settings::{self, Settings};
-use crate::store::{DirVolume, KeepStore, Ranking, S3Volume, Signer, Store, VolumeTraits};
+use crate::store::{
+    DirVolume, KeepStore, Ranking, S3Volume, Signer, Store, TokenSource, VolumeTraits,
+};
 use crate::volumes_file::{self, Driver, VolumeSpec};
 
 /// How a side's clients connect, from either program's flags.
@@ -620,6 +622,10 @@ fn make_side(
                 key: settings.blob_signing_key.clone(),
                 token: settings.api_token.clone(),
                 ttl,
+                source: TokenSource {
+                    path: settings.path.clone(),
+                    cluster_config: settings.from_cluster_config,
+                },
             });
             list.into_iter()
                 .map(|s| Store::Keep(KeepStore::new(s, client.clone(), signer.clone())))

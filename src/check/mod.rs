@@ -471,7 +471,7 @@ impl Check<'_> {
         svc.stats
             .count(Op::Get, &r.as_ref().map_err(|(f, _)| f.clone()), 0);
         r.map_err(|(f, attempts)| {
-            if let Some(msg) = self.side.refused(&f) {
+            if let Some(msg) = self.side.refused(i, &f) {
                 self.log.log(Level::Warn, &msg);
             }
             if f.kind == FailureKind::Unreachable {

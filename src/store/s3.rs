@@ -121,6 +121,18 @@ impl S3Volume {
         })
     }
 
+    /// What to fix when the S3 server refuses a request (`f`): the
+    /// volume's credentials and Region, never an Arvados token.
+    pub(super) fn refused_advice(&self, role: crate::role::Role, f: &Failure) -> String {
+        format!(
+            "the {role} S3 volume {} ({}) refuses our requests ({f}): check its \
+             AccessKeyID/SecretAccessKey (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and Region \
+             in the volumes file, and that those credentials may read (and, on the destination, \
+             write) the bucket.",
+            self.id, self.location
+        )
+    }
+
     pub(super) fn location(&self) -> String {
         self.location.clone()
     }
