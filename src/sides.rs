@@ -43,9 +43,9 @@ impl Connection {
         Connection {
             connect_timeout: cfg.net.connect_timeout,
             stall_timeout: cfg.net.stall_timeout,
-            max_per_service: cfg.max_per_service,
-            adaptive: !cfg.fixed_concurrency,
-            checkers: cfg.checkers,
+            max_per_service: cfg.conc.max_per_service,
+            adaptive: !cfg.conc.fixed_concurrency,
+            checkers: cfg.conc.checkers,
         }
     }
 }
