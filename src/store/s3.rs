@@ -88,7 +88,7 @@ impl S3Volume {
         let url: reqwest::Url = endpoint
             .parse()
             .map_err(|e| format!("its Endpoint is not a URL ({e})"))?;
-        let bucket = Bucket::new(url, style, o.bucket.clone(), o.region.clone())
+        let bucket = Bucket::new(url.clone(), style, o.bucket.clone(), o.region.clone())
             .map_err(|e| format!("bucket {:?} at {endpoint}: {e}", o.bucket))?;
         let creds = match (&o.access_key_id, &o.secret_access_key) {
             (Some(k), Some(s)) => Credentials::new(k.clone(), s.clone()),
@@ -108,8 +108,10 @@ impl S3Volume {
         Ok(S3Volume {
             id,
             location: format!(
-                "s3://{}/{}",
-                endpoint.split("://").nth(1).unwrap_or(&endpoint),
+                "s3://{}{}{}/{}",
+                url.host_str().unwrap_or_default(),
+                url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                url.path().trim_end_matches('/'),
                 o.bucket
             ),
             bucket,
