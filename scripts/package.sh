@@ -123,7 +123,7 @@ arch=$(dpkg --print-architecture)
 deb_root=$out/deb-root
 stage "$deb_root" /usr/share/zsh/vendor-completions
 install -d "$deb_root/DEBIAN"
-install -m 755 packaging/debian/postinst packaging/debian/prerm "$deb_root/DEBIAN/"
+install -m 755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm "$deb_root/DEBIAN/"
 # dpkg-shlibdeps wants a debian/control naming the package; a scratch one.
 shl=$(mktemp -d)
 trap 'rm -rf "$shl"' EXIT
@@ -139,7 +139,6 @@ installed_size=$(du -sk --exclude=DEBIAN "$deb_root" | cut -f1)
     echo "Maintainer: $maintainer"
     echo "Installed-Size: $installed_size"
     echo "Depends: $depends"
-    echo "Recommends: systemd"
     echo "Section: admin"
     echo "Priority: optional"
     [ -z "$homepage" ] || echo "Homepage: $homepage"

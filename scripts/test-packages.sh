@@ -16,8 +16,10 @@
 #      cannot be built here): the Kubernetes Indexed Job's container command,
 #      for completion indexes 0-f as uid 65532 under busybox sh, copies
 #      every block of a keepstore-sim cluster;
-#   6. dpkg -r removes it: no file it installed is left, and dpkg holds no
-#      record of it;
+#   6. dpkg -r removes it: no file it installed is left, and the reports
+#      and metrics in /var/lib/keep-rsync stay (only the postrm is kept, for
+#      the purge); dpkg -P then removes /var/lib/keep-rsync, and dpkg holds
+#      no record of it;
 #   7. the .rpm lists the same files (rpm -qpl) and says the same version
 #      (rpm -qpi).
 # Needs root (dpkg -i) and the tools scripts/install-test-deps.sh installs.
@@ -62,9 +64,10 @@ cleanup() {
     wait 2>/dev/null || true
     rm -rf "$work" /etc/keep-rsync/pkgtest.env /etc/keep-rsync/pkgtest-src.yml /etc/keep-rsync/pkgtest-dst.yml
     rmdir /etc/keep-rsync 2>/dev/null || true
-    # Installed by this script: leave nothing behind when a check failed.
-    if dpkg-query -W -f='${db:Status-Status}' keep-rsync 2>/dev/null | grep -q '^installed$'; then
-        dpkg -r keep-rsync >/dev/null 2>&1 || true
+    # Installed by this script: leave nothing behind when a check failed
+    # (the purge also removes /var/lib/keep-rsync).
+    if dpkg-query -W -f='${db:Status-Status}' keep-rsync 2>/dev/null | grep -Eq '^(installed|config-files|half-installed|unpacked|half-configured)$'; then
+        dpkg -P keep-rsync >/dev/null 2>&1 || true
     fi
 }
 trap cleanup EXIT
@@ -190,7 +193,6 @@ python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["copied"] 
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["plan"]["to_copy"] == 0, r["plan"]' "$work/dry.json" ||
     fail "the destination lacks blocks after the copy"
 step "a rerun copies 0 blocks; a dry run plans 0"
-rm -rf /var/lib/keep-rsync
 
 # --- 5. the container image's runtime -------------------------------------
 # The Containerfile's runtime stage cannot be built here (no image registry),
@@ -284,7 +286,8 @@ step "the image's runtime (chroot: busybox sh, $(ls "$img"/lib* "$img"/usr/lib* 
 # --- 6. remove ------------------------------------------------------------
 dpkg -r keep-rsync >"$work/dpkg-r.log" 2>&1 || { cat "$work/dpkg-r.log" >&2; fail "dpkg -r failed"; }
 status=$(dpkg-query -W -f='${db:Status-Status}' keep-rsync 2>/dev/null || echo not-installed)
-[ "$status" = not-installed ] || fail "after dpkg -r, dpkg says keep-rsync is '$status'"
+# A package with a postrm stays as config-files until it is purged.
+[ "$status" = config-files ] || fail "after dpkg -r, dpkg says keep-rsync is '$status', not config-files"
 left=()
 while read -r f; do
     [ -d "$f" ] && [ ! -L "$f" ] && continue
@@ -293,7 +296,15 @@ done <"$work/files"
 [ -e /usr/share/doc/keep-rsync ] && left+=(/usr/share/doc/keep-rsync)
 [ ${#left[@]} = 0 ] || fail "dpkg -r left ${left[*]}"
 command -v keep-rsync >/dev/null 2>&1 && fail "keep-rsync is still on PATH after dpkg -r"
-step "dpkg -r: none of its $(wc -l <"$work/files") paths left, dpkg has no record (the keep-rsync user stays, as Debian keeps system users)"
+for kept in /var/lib/keep-rsync/pkgtest.json /var/lib/keep-rsync/metrics/keep-rsync-pkgtest.prom; do
+    [ -f "$kept" ] || fail "dpkg -r removed $kept: a removed package's reports must stay until it is purged"
+done
+step "dpkg -r: none of its $(wc -l <"$work/files") paths left; the reports in /var/lib/keep-rsync stay (the keep-rsync user too, as Debian keeps system users)"
+dpkg -P keep-rsync >"$work/dpkg-p.log" 2>&1 || { cat "$work/dpkg-p.log" >&2; fail "dpkg -P failed"; }
+status=$(dpkg-query -W -f='${db:Status-Status}' keep-rsync 2>/dev/null || echo not-installed)
+[ "$status" = not-installed ] || fail "after dpkg -P, dpkg says keep-rsync is '$status'"
+[ ! -e /var/lib/keep-rsync ] || fail "dpkg -P left /var/lib/keep-rsync"
+step "dpkg -P: /var/lib/keep-rsync removed, dpkg has no record"
 
 # --- 7. the .rpm --------------------------------------------------------------
 rpm -qpl "$rpmf" 2>/dev/null | sort >"$work/rpm-files"

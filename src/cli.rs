@@ -167,22 +167,9 @@ pub struct Config {
     )]
     pub dst_ttl: u64,
 
-    /// Blocks copied concurrently (1 behaves like the Go tool: one at a time).
-    /// Memory is bounded by --buffer-memory, not by this.
-    #[arg(long, default_value_t = DEFAULT_TRANSFERS, value_name = "N", value_parser = at_least_one("transfers"), help_heading = "Performance")]
-    pub transfers: usize,
-
-    /// Index requests in flight.
-    #[arg(long, default_value_t = 8, value_name = "N", value_parser = at_least_one("checkers"), help_heading = "Performance")]
-    pub checkers: usize,
-
-    /// At most this many requests in flight to one service: the ceiling of its adaptive limit, which backs off when the service answers 503 or queues (protects it when many jobs run).
-    #[arg(long = "max-per-service", default_value_t = DEFAULT_MAX_PER_SERVICE, value_name = "N", value_parser = at_least_one("max-per-service"), help_heading = "Performance")]
-    pub max_per_service: usize,
-
-    /// Keep each service's limit at --max-per-service instead of adapting it (between 1 and --max-per-service, by the service's 503s and round trips).
-    #[arg(long = "fixed-concurrency", help_heading = "Performance")]
-    pub fixed_concurrency: bool,
+    /// Concurrency and pass size (shared with keep-block-check).
+    #[command(flatten)]
+    pub conc: Concurrency,
 
     /// Cap on the block data read from sources, bytes/s shared by all transfers (50M, 1G; K/M/G = KiB/MiB/GiB; 0 or off: none).
     #[arg(long, value_name = "RATE", value_parser = parse_bwlimit, help_heading = "Performance")]
@@ -216,16 +203,6 @@ pub struct Config {
     /// are verified).
     #[arg(long = "no-streaming", help_heading = "Performance")]
     pub no_streaming: bool,
-
-    /// Index lines (and planned blocks, 2 lines each) held in memory per pass
-    /// before the work is split by hash sub-prefix (default 4000000).
-    #[arg(
-        long = "index-budget",
-        value_name = "LINES",
-        value_parser = clap::value_parser!(u64).range(1000..),
-        help_heading = "Performance"
-    )]
-    pub index_budget: Option<u64>,
 
     /// Retries and timeouts (shared with keep-block-check).
     #[command(flatten)]
@@ -439,6 +416,38 @@ pub fn normalize_go_flags_for(cmd: &clap::Command, argv: Vec<OsString>) -> Vec<O
     out
 }
 
+/// The concurrency flags keep-rsync and keep-block-check share, declared
+/// once so that names, defaults, checks and help cannot drift apart.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Concurrency {
+    /// Blocks in flight at once: copied by keep-rsync, asked by keep-block-check's --probe and --read (1 does one at a time, like the Go tools). keep-rsync's memory is bounded by --buffer-memory, not by this.
+    #[arg(long, default_value_t = DEFAULT_TRANSFERS, value_name = "N", value_parser = at_least_one("transfers"), help_heading = "Performance")]
+    pub transfers: usize,
+
+    /// Index requests in flight.
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = at_least_one("checkers"), help_heading = "Performance")]
+    pub checkers: usize,
+
+    /// At most this many requests in flight to one service: the ceiling of its adaptive limit, which backs off when the service answers 503 or queues (protects it when many jobs run).
+    #[arg(long = "max-per-service", default_value_t = DEFAULT_MAX_PER_SERVICE, value_name = "N", value_parser = at_least_one("max-per-service"), help_heading = "Performance")]
+    pub max_per_service: usize,
+
+    /// Keep each service's limit at --max-per-service instead of adapting it (between 1 and --max-per-service, by the service's 503s and round trips).
+    #[arg(long = "fixed-concurrency", help_heading = "Performance")]
+    pub fixed_concurrency: bool,
+
+    /// Index lines (and planned or listed blocks) held in memory per pass
+    /// before the work is split by hash sub-prefix; also the sort buffer of
+    /// a block list, in blocks (default 4000000).
+    #[arg(
+        long = "index-budget",
+        value_name = "LINES",
+        value_parser = clap::value_parser!(u64).range(1000..),
+        help_heading = "Performance"
+    )]
+    pub index_budget: Option<u64>,
+}
+
 /// The networking flags keep-rsync and keep-block-check share: retries of
 /// transient failures and the two timeouts.
 #[derive(clap::Args, Debug, Clone)]
@@ -617,6 +626,7 @@ impl Config {
                 .or(self.max_memory.map(|d| d.buffer_memory))
                 .unwrap_or(DEFAULT_BUFFER_MEMORY),
             index_budget: self
+                .conc
                 .index_budget
                 .or(self.max_memory.map(|d| d.index_budget))
                 .unwrap_or(DEFAULT_INDEX_BUDGET),

@@ -25,7 +25,8 @@ use crate::error::{Error, Result};
 use crate::protocol::KeepService;
 use crate::settings::Settings;
 
-/// Arvados' default `Collections.BlobSigningTTL`: 336h.
+/// Arvados' default `Collections.BlobSigningTTL` (336h, two weeks): the TTL
+/// of a side whose cluster config or discovery document gives none.
 pub const DEFAULT_TTL: u64 = 336 * 3600;
 /// Arvados' default `Collections.DefaultReplication`.
 pub const DEFAULT_REPLICATION: u32 = 2;
@@ -268,8 +269,8 @@ fn read_cluster(id: &str, c: &Obj<'_>, origin: &str) -> Result<ClusterConfig, St
     }
     let api_host = controller
         .as_deref()
-        .and_then(|u| u.split("://").nth(1))
-        .map(|h| h.trim_end_matches('/').to_string())
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| Some(host_port(u.host_str()?, u.port())))
         .unwrap_or_default();
     Ok(ClusterConfig {
         path: PathBuf::from(origin),
@@ -305,6 +306,14 @@ pub(crate) fn default_replication(c: &Obj<'_>) -> Result<u32, String> {
             "{} is {n}: it must be a replica count from 1 up.",
             coll.key("DefaultReplication")
         )),
+    }
+}
+
+/// `HOST[:PORT]` (IPv6 in brackets), as `ARVADOS_API_HOST` is written.
+fn host_port(host: &str, port: Option<u16>) -> String {
+    match port {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
     }
 }
 
@@ -456,26 +465,26 @@ fn service(
     read_only: bool,
     path: &str,
 ) -> Result<KeepService, String> {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let ssl = scheme == "https";
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-            let port = p
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p > 0)
-                .ok_or_else(|| format!("{path}: the port is not a number from 1 to 65535"))?;
-            (
-                h.trim_start_matches('[').trim_end_matches(']').to_string(),
-                port,
-            )
-        }
-        _ => (authority.to_string(), if ssl { 443 } else { 80 }),
+    let no_host = || format!("{path}: the URL has no host");
+    let bad_port = || format!("{path}: the port is not a number from 1 to 65535");
+    let parsed = url::Url::parse(url).map_err(|e| match e {
+        url::ParseError::InvalidPort => bad_port(),
+        url::ParseError::EmptyHost => no_host(),
+        e => format!("{path}: the URL is not valid ({e})"),
+    })?;
+    let ssl = parsed.scheme() == "https";
+    let host = match parsed.host() {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(h) => h.to_string(),
+        None => String::new(),
     };
     if host.is_empty() {
-        return Err(format!("{path}: the URL has no host"));
+        return Err(no_host());
     }
+    let port = parsed
+        .port_or_known_default()
+        .filter(|&p| p > 0)
+        .ok_or_else(bad_port)?;
     Ok(KeepService {
         uuid: crate::protocol::config_service_uuid(id, url, rvz),
         host,
@@ -675,6 +684,46 @@ Clusters:
         assert!(!m.contains("PASSWORD"), "{m}");
         let c = parse_ok(&MINIMAL.replace("http://keep1.internal", "HTTP://keep1.internal"));
         assert_eq!(c.keepstores.len(), 2);
+    }
+
+    #[test]
+    fn service_urls_ipv6_default_ports_and_trailing_slashes() {
+        let svc = |url: &str| service("zzzzz", url, None, "disk", false, "k");
+        let hp = |url: &str| {
+            let s = svc(url).unwrap();
+            (s.host, s.port, s.ssl)
+        };
+        assert_eq!(hp("http://[::1]:25107/"), ("::1".into(), 25107, false));
+        assert_eq!(hp("https://[::1]/"), ("::1".into(), 443, true));
+        assert_eq!(hp("http://[fd00::2]/keep/"), ("fd00::2".into(), 80, false));
+        assert_eq!(
+            svc("http://[::1]:25107/").unwrap().url(),
+            "http://[::1]:25107"
+        );
+        assert_eq!(
+            hp("http://keep0.internal/"),
+            ("keep0.internal".into(), 80, false)
+        );
+        assert_eq!(
+            hp("https://keep0.internal:443/"),
+            ("keep0.internal".into(), 443, true)
+        );
+        assert_eq!(
+            hp("http://10.0.0.1:25107"),
+            ("10.0.0.1".into(), 25107, false)
+        );
+        for bad in ["http://keep0:0/", "http://keep0:99999/", "http://keep0:x/"] {
+            let m = svc(bad).unwrap_err();
+            assert!(
+                m.contains("k: the port is not a number from 1 to 65535"),
+                "{bad}: {m}"
+            );
+        }
+        assert!(svc("http:///").unwrap_err().contains("no host"));
+        // The controller's URL is ARVADOS_API_HOST's HOST[:PORT].
+        let c = parse_ok(&MINIMAL.replace("https://zzzzz.example.com", "https://[::1]:8443/"));
+        assert_eq!(c.settings.api_host, "[::1]:8443");
+        assert_eq!(parse_ok(MINIMAL).settings.api_host, "zzzzz.example.com");
     }
 
     #[test]

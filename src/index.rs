@@ -208,7 +208,7 @@ pub async fn fetch_one(
              never taken as the whole truth. {}",
             if attempts == 1 { "" } else { "s" },
             t.role.nothing_done(),
-            hint_for(&f, &t.service.store)
+            t.service.store.index_advice(f.kind)
         ))),
     }
 }
@@ -252,14 +252,6 @@ fn sort_dedup(entries: &mut Vec<Entry>) {
     if !entries.windows(2).all(|w| key(&w[0]) < key(&w[1])) {
         entries.sort_unstable();
         entries.dedup_by_key(|e| e.hash);
-    }
-}
-
-fn hint_for(f: &Failure, store: &crate::store::Store) -> &'static str {
-    match f.kind {
-        FailureKind::Denied if store.kind() != "s3" => "Indexes are served only to the cluster's system root token: check ARVADOS_API_TOKEN in the settings file.",
-        FailureKind::Denied | FailureKind::NotFound | FailureKind::Rejected | FailureKind::Malformed => store.what_to_check(),
-        _ => "Check that the service is up and reachable from here, then rerun.",
     }
 }
 

@@ -211,7 +211,7 @@ impl<'a> Run<'a> {
             soft: limits.stop(),
             limits,
             fetch: FetchOptions {
-                checkers: cfg.checkers,
+                checkers: cfg.conc.checkers,
                 retries: cfg.net.retries,
                 backoff: cfg.net.backoff(),
                 recycle: Default::default(),
@@ -283,7 +283,7 @@ impl<'a> Run<'a> {
     fn copy_options(&self) -> CopyOptions {
         CopyOptions {
             want: self.want,
-            transfers: self.cfg.transfers,
+            transfers: self.cfg.conc.transfers,
             retries: self.cfg.net.retries,
             backoff: self.fetch.backoff,
             storage_classes: self.cfg.storage_classes.clone(),

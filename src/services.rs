@@ -440,41 +440,19 @@ pub struct Listing {
 }
 
 impl Side {
-    /// A block request to this side was refused (HTTP 401/403): the first
-    /// time, what to fix, since a rerun fails the same way until the token,
-    /// the signing key or the TTL is right. `None` for any other failure and
-    /// after the first time.
-    pub fn refused(&self, f: &Failure) -> Option<String> {
+    /// A block request to store `i` of this side was refused (HTTP
+    /// 401/403): the first time, what to fix ([`Store::refused_advice`]), since a
+    /// rerun fails the same way until it is fixed. `None` for any other
+    /// failure and after the first time.
+    pub fn refused(&self, i: usize, f: &Failure) -> Option<String> {
         if f.kind != crate::protocol::client::FailureKind::Denied
             || self.refused_said.swap(true, Relaxed)
         {
             return None;
         }
-        let path = self.settings.path.display();
-        let fix = if self.settings.from_cluster_config {
-            format!(
-                "check SystemRootToken, Collections.BlobSigningKey and \
-                 Collections.BlobSigningTTL in {path} (they must be the cluster's own), or \
-                 {} if the TTL there is not the one the keepstores use",
-                self.role.ttl_flag()
-            )
-        } else if self.settings.blob_signing_key.is_some() {
-            format!(
-                "check ARVADOS_API_TOKEN (the cluster's system root token) and \
-                 ARVADOS_BLOB_SIGNING_KEY in {path}, and {} (it must be the cluster's \
-                 BlobSigningTTL)",
-                self.role.ttl_flag()
-            )
-        } else {
-            format!(
-                "check ARVADOS_API_TOKEN in {path} (the cluster's system root token), and add \
-                 ARVADOS_BLOB_SIGNING_KEY if the cluster enforces permission signatures"
-            )
-        };
         Some(format!(
-            "the {}'s keep services refuse our requests ({f}): {fix}. Blocks refused this \
-             way fail again on every rerun until that is fixed.",
-            self.role.cluster()
+            "{} Blocks refused this way fail again on every rerun until that is fixed.",
+            self.services[i].store.refused_advice(self.role, f)
         ))
     }
 
@@ -681,6 +659,10 @@ mod tests {
             key: None,
             token: "t".into(),
             ttl: 1,
+            source: crate::store::keep::TokenSource {
+                path: "/etc/arvados/config.yml".into(),
+                cluster_config: true,
+            },
         });
         let services: Vec<Service> = (mounts.into_iter().enumerate())
             .map(|(i, m)| {

@@ -13,14 +13,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::cli::Config;
-use crate::cluster_config::ClusterConfig;
+use crate::cluster_config::{ClusterConfig, DEFAULT_TTL};
 use crate::error::{Error, Result};
 use crate::progress::{Level, Reporter};
 use crate::protocol::client::{ClientOptions, KeepClient};
 use crate::role::Role;
 use crate::services::{self, Discovery, KeepService, Service, Side};
 use crate::settings::{self, Settings};
-use crate::store::{DirVolume, KeepStore, Ranking, S3Volume, Signer, Store, VolumeTraits};
+use crate::store::{
+    DirVolume, KeepStore, Ranking, S3Volume, Signer, Store, TokenSource, VolumeTraits,
+};
 use crate::volumes_file::{self, Driver, VolumeSpec};
 
 /// How a side's clients connect, from either program's flags.
@@ -53,17 +55,14 @@ impl Connection {
         Connection {
             connect_timeout: cfg.net.connect_timeout,
             stall_timeout: cfg.net.stall_timeout,
-            max_per_service: cfg.max_per_service,
-            adaptive: !cfg.fixed_concurrency,
-            checkers: cfg.checkers,
+            max_per_service: cfg.conc.max_per_service,
+            adaptive: !cfg.conc.fixed_concurrency,
+            checkers: cfg.conc.checkers,
             retries: cfg.net.retries,
             backoff: cfg.net.backoff(),
         }
     }
 }
-
-/// The default blob signature TTL of Arvados (two weeks).
-pub const DEFAULT_TTL: u64 = 1_209_600;
 
 /// Both sides, and the replicas wanted at the destination.
 pub struct Sides {
@@ -678,6 +677,10 @@ fn make_side(
                 key: settings.blob_signing_key.clone(),
                 token: settings.api_token.clone(),
                 ttl,
+                source: TokenSource {
+                    path: settings.path.clone(),
+                    cluster_config: settings.from_cluster_config,
+                },
             });
             list.into_iter()
                 .map(|s| Store::Keep(KeepStore::new(s, client.clone(), signer.clone())))

@@ -673,31 +673,22 @@ fn check_endpoint(e: &str) -> Result<(), String> {
             shown(e)
         ));
     }
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => match v6.split_once(']') {
-            Some((host, after)) => (host, after.strip_prefix(':')),
-            None => (authority, None),
-        },
-        None => match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        },
-    };
-    if host.is_empty() || host.contains(['[', ']']) {
-        return Err(format!(
+    let no_host = || {
+        format!(
             "is {}: it has no host name (write e.g. http://127.0.0.1:9000).",
             shown(e)
-        ));
+        )
+    };
+    // `url` reads `http:///h` as host `h`: an empty authority has no host.
+    match url::Url::parse(e) {
+        Ok(u) if !authority.is_empty() && u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        Ok(_) | Err(url::ParseError::EmptyHost) => Err(no_host()),
+        Err(url::ParseError::InvalidPort) => Err(format!(
+            "is {}: its port must be a number from 0 to 65535.",
+            shown(e)
+        )),
+        Err(why) => Err(format!("is {}: it is not a valid URL ({why}).", shown(e))),
     }
-    if let Some(port) = port {
-        if port.is_empty() || port.parse::<u16>().is_err() {
-            return Err(format!(
-                "is {}: its port must be a number from 0 to 65535.",
-                shown(e)
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// `e` with anything before an `@` in its first part cut out, for a message
@@ -713,6 +704,28 @@ fn authority_redacted(e: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_with_ipv6_default_ports_and_trailing_slashes() {
+        for ok in [
+            "http://[::1]:9000/",
+            "http://[::1]",
+            "https://s3.example",
+            "HTTP://h:9000",
+            "http://h:0/",
+        ] {
+            assert_eq!(check_endpoint(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("http://[::1]:65536", "port must be a number"),
+            ("http://[::1", "not a valid URL"),
+            ("http://[]:9000", "not a valid URL"),
+            ("https:///b", "no host name"),
+        ] {
+            let m = check_endpoint(bad).unwrap_err();
+            assert!(m.contains(why), "{bad}: {m}");
+        }
+    }
     use crate::config_tree::{read_tree, secrets_in_text, secrets_in_tree};
     use crate::error::Error;
 
@@ -1316,6 +1329,8 @@ Clusters:
             ("v: {Driver: S3, DriverParameters: {Bucket: b, Endpoint: 'http://'}}", "Endpoint is http://: it has no host name"),
             ("v: {Driver: S3, DriverParameters: {Bucket: b, Endpoint: 'http://:9000/'}}", "it has no host name"),
             ("v: {Driver: S3, DriverParameters: {Bucket: b, Endpoint: 'http://h:99999'}}", "its port must be a number"),
+            ("v: {Driver: S3, DriverParameters: {Bucket: b, Endpoint: 'http://[::1'}}", "Endpoint is http://[::1: it is not a valid URL"),
+            ("v: {Driver: S3, DriverParameters: {Bucket: b, Endpoint: 'http://[::1]:x/'}}", "its port must be a number"),
             ("v: {Driver: S3, DriverParameters: {Bucket: b, Endpoint: 'http://h x'}}", "a URL cannot hold spaces"),
             ("v: {Driver: S3, DriverParameters: {Bucket: b, Endpoint: 'http://AKIDsecret456:SECRETsecret123@h'}}", "v.DriverParameters.Endpoint holds a user name or password"),
             ("v: {Driver: S3, DriverParameters: {Bucket: b, Endpoint: 'AKIDsecret456:SECRETsecret123@h'}}", "Endpoint is <redacted>@h: it must be an http"),

@@ -9,8 +9,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
 
-use crate::cli::DEFAULT_MAX_PER_SERVICE;
-use crate::cli::{at_least_one, parse_prefix, seconds, Networking, DEFAULT_TRANSFERS};
+use crate::cli::{parse_prefix, seconds, Concurrency, Networking};
 use crate::error::{Error, Result};
 
 const AFTER_HELP: &str = "\
@@ -140,31 +139,9 @@ pub struct CheckConfig {
     #[arg(long, help_heading = "Mode")]
     pub read: bool,
 
-    /// Blocks asked at once (--probe, --read).
-    #[arg(long, default_value_t = DEFAULT_TRANSFERS, value_name = "N", value_parser = at_least_one("transfers"), help_heading = "Performance")]
-    pub transfers: usize,
-
-    /// Index requests in flight.
-    #[arg(long, default_value_t = 8, value_name = "N", value_parser = at_least_one("checkers"), help_heading = "Performance")]
-    pub checkers: usize,
-
-    /// At most this many requests in flight to one service: the ceiling of its adaptive limit.
-    #[arg(long = "max-per-service", default_value_t = DEFAULT_MAX_PER_SERVICE, value_name = "N", value_parser = at_least_one("max-per-service"), help_heading = "Performance")]
-    pub max_per_service: usize,
-
-    /// Keep each service's limit at --max-per-service instead of adapting it (between 1 and --max-per-service, by the service's 503s and round trips).
-    #[arg(long = "fixed-concurrency", help_heading = "Performance")]
-    pub fixed_concurrency: bool,
-
-    /// Index lines (and listed blocks) held in memory per hash sub-prefix
-    /// pass; also the block list's sort buffer, in blocks (default 4000000).
-    #[arg(
-        long = "index-budget",
-        value_name = "LINES",
-        value_parser = clap::value_parser!(u64).range(1000..),
-        help_heading = "Performance"
-    )]
-    pub index_budget: Option<u64>,
+    /// Concurrency and pass size (the same flags as keep-rsync's).
+    #[command(flatten)]
+    pub conc: Concurrency,
 
     /// Retries and timeouts (the same flags as keep-rsync's).
     #[command(flatten)]
@@ -196,7 +173,8 @@ impl CheckConfig {
     }
 
     pub fn index_budget(&self) -> u64 {
-        self.index_budget
+        self.conc
+            .index_budget
             .unwrap_or(crate::cli::DEFAULT_INDEX_BUDGET)
     }
 

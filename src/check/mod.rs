@@ -150,9 +150,9 @@ pub async fn run(cfg: CheckConfig, soft: CancellationToken) -> u8 {
         conn: Connection {
             connect_timeout: cfg.net.connect_timeout,
             stall_timeout: cfg.net.stall_timeout,
-            max_per_service: cfg.max_per_service,
-            adaptive: !cfg.fixed_concurrency,
-            checkers: cfg.checkers,
+            max_per_service: cfg.conc.max_per_service,
+            adaptive: !cfg.conc.fixed_concurrency,
+            checkers: cfg.conc.checkers,
             retries: cfg.net.retries,
             backoff: cfg.net.backoff(),
         },
@@ -289,7 +289,7 @@ impl Check<'_> {
     /// blocks, merged by the plan with no source: lost = missing.
     async fn by_index(&self) -> Result<()> {
         let opts = FetchOptions {
-            checkers: self.cfg.checkers,
+            checkers: self.cfg.conc.checkers,
             retries: self.cfg.net.retries,
             backoff: self.backoff,
             recycle: Default::default(),
@@ -410,7 +410,7 @@ impl Check<'_> {
                 };
                 Ok::<_, Error>((e, r))
             })
-            .buffer_unordered(self.cfg.transfers);
+            .buffer_unordered(self.cfg.conc.transfers);
         futures::pin_mut!(s);
         while let Some(done) = s.next().await {
             let (e, r) = done?;
@@ -471,7 +471,7 @@ impl Check<'_> {
         svc.stats
             .count(Op::Get, &r.as_ref().map_err(|(f, _)| f.clone()), 0);
         r.map_err(|(f, attempts)| {
-            if let Some(msg) = self.side.refused(&f) {
+            if let Some(msg) = self.side.refused(i, &f) {
                 self.log.log(Level::Warn, &msg);
             }
             if f.kind == FailureKind::Unreachable {

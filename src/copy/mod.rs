@@ -551,7 +551,7 @@ impl<'a> Copier<'a> {
     /// the retries, and list it (the run then exits 1; a rerun completes).
     /// A refused request (401/403) says once what to fix ([`Side::refused`]).
     fn note_down(&self, side: &Side, i: usize, f: Failure) -> Failure {
-        if let Some(msg) = side.refused(&f) {
+        if let Some(msg) = side.refused(i, &f) {
             self.reporter.log(crate::progress::Level::Warn, &msg);
         }
         let svc = &side.services[i];

@@ -196,6 +196,18 @@ impl DirVolume {
         self
     }
 
+    /// What to fix when the volume refuses a request (`f`): its files'
+    /// permissions, never a token.
+    pub(super) fn refused_advice(&self, role: crate::role::Role, f: &Failure) -> String {
+        format!(
+            "the {role} Directory volume {} refuses our requests ({f}): check that {} and the \
+             files under it can be read (and, on the destination, written) by the user \
+             keep-rsync runs as.",
+            self.id,
+            self.root.display()
+        )
+    }
+
     pub(super) async fn list(
         &self,
         prefix: &str,

@@ -3,6 +3,7 @@
 //! and the side's blob signing key, so that reads are signed here and no
 //! other stage handles a signed locator.
 
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use super::{BlockStream, Body, Part};
 use crate::protocol::client::{body_chunks, list_index, Failure, KeepClient, PutOk};
 use crate::protocol::index::Entry;
 use crate::protocol::{BlockHash, KeepService, Locator, Mount};
+use crate::role::Role;
 
 /// How a side signs the locators it asks for (`+A…@…`): never printed.
 pub struct Signer {
@@ -19,6 +21,16 @@ pub struct Signer {
     pub token: String,
     /// The cluster's blob signature TTL, part of the signature.
     pub ttl: u64,
+    /// Where the token, key and TTL were read from, for advice.
+    pub source: TokenSource,
+}
+
+/// The file a side's token came from: a settings file (`ARVADOS_API_TOKEN`)
+/// or a cluster config (`SystemRootToken`).
+#[derive(Clone, Debug, Default)]
+pub struct TokenSource {
+    pub path: PathBuf,
+    pub cluster_config: bool,
 }
 
 impl std::fmt::Debug for Signer {
@@ -26,6 +38,7 @@ impl std::fmt::Debug for Signer {
         f.debug_struct("Signer")
             .field("key", &self.key.as_ref().map(|_| "<redacted>"))
             .field("ttl", &self.ttl)
+            .field("source", &self.source)
             .finish()
     }
 }
@@ -178,6 +191,57 @@ impl KeepStore {
                 writable: self.service.writable(),
             }],
         }
+    }
+
+    /// What to fix when its index is refused (401/403): the token, named
+    /// as the file it came from names it.
+    pub(super) fn index_refused_advice(&self) -> String {
+        format!(
+            "Indexes are served only to the cluster's system root token: check {}.",
+            self.token_key()
+        )
+    }
+
+    /// What to fix when a block request is refused (401/403, `f`): the
+    /// token, and the signing key and TTL a signature is made of.
+    pub(super) fn refused_advice(&self, role: Role, f: &Failure) -> String {
+        let s = &self.signer;
+        let path = s.source.path.display();
+        let fix = if s.source.cluster_config {
+            format!(
+                "check SystemRootToken, Collections.BlobSigningKey and \
+                 Collections.BlobSigningTTL in {path} (they must be the cluster's own), or \
+                 {} if the TTL there is not the one the keepstores use",
+                role.ttl_flag()
+            )
+        } else if s.key.is_some() {
+            format!(
+                "check ARVADOS_API_TOKEN (the cluster's system root token) and \
+                 ARVADOS_BLOB_SIGNING_KEY in {path}, and {} (it must be the cluster's \
+                 BlobSigningTTL)",
+                role.ttl_flag()
+            )
+        } else {
+            format!(
+                "check ARVADOS_API_TOKEN in {path} (the cluster's system root token), and add \
+                 ARVADOS_BLOB_SIGNING_KEY if the cluster enforces permission signatures"
+            )
+        };
+        format!(
+            "the {}'s keep services refuse our requests ({f}): {fix}.",
+            role.cluster()
+        )
+    }
+
+    /// `SystemRootToken in FILE` or `ARVADOS_API_TOKEN in FILE`.
+    fn token_key(&self) -> String {
+        let src = &self.signer.source;
+        let key = if src.cluster_config {
+            "SystemRootToken"
+        } else {
+            "ARVADOS_API_TOKEN"
+        };
+        format!("{key} in {}", src.path.display())
     }
 
     pub(super) async fn list(

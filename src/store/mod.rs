@@ -27,12 +27,13 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use crate::protocol::client::{Failure, PutOk};
+use crate::protocol::client::{Failure, FailureKind, PutOk};
 use crate::protocol::index::Entry;
 use crate::protocol::BlockHash;
+use crate::role::Role;
 
 pub use dir::DirVolume;
-pub use keep::{KeepStore, Signer};
+pub use keep::{KeepStore, Signer, TokenSource};
 pub use s3::S3Volume;
 
 /// A block's bytes as a store sends them: not yet verified.
@@ -333,6 +334,43 @@ impl Store {
         }
     }
 
+    /// What to do about a listing that failed with `kind`, in this kind of
+    /// store's terms (a Keep service's token, a volume's credentials or
+    /// files): the advice an index error ends with.
+    pub fn index_advice(&self, kind: FailureKind) -> String {
+        match (self, kind) {
+            (Store::Keep(s), FailureKind::Denied) => s.index_refused_advice(),
+            (
+                _,
+                FailureKind::Denied
+                | FailureKind::NotFound
+                | FailureKind::Rejected
+                | FailureKind::Malformed,
+            ) => self.what_to_check().to_string(),
+            (Store::Keep(_), _) => {
+                "Check that the service is up and reachable from here, then rerun.".into()
+            }
+            (Store::Dir(_), _) => {
+                "Check that the volume's filesystem is mounted and answering, then rerun.".into()
+            }
+            (Store::S3(_), _) => {
+                "Check that the S3 endpoint is up and reachable from here, then rerun.".into()
+            }
+        }
+    }
+
+    /// What to fix when this store refused a request of the `role` side
+    /// (HTTP 401/403, `f`), naming what this kind of store is given: the
+    /// token, signing key and TTL of a Keep service (and the file they came
+    /// from), an S3 volume's credentials, a Directory volume's permissions.
+    pub fn refused_advice(&self, role: Role, f: &Failure) -> String {
+        match self {
+            Store::Keep(s) => s.refused_advice(role, f),
+            Store::Dir(v) => v.refused_advice(role, f),
+            Store::S3(v) => v.refused_advice(role, f),
+        }
+    }
+
     /// Every block whose hash starts with `prefix` (on one `mount` of a
     /// keepstore, from [`Self::parts`]), as listed (unsorted,
     /// possibly with duplicates), and the number of lines or keys. `answered`
@@ -500,5 +538,160 @@ impl Ranking {
         let mut out = Vec::with_capacity(all.len());
         self.order_among(hash, &all, &mut Vec::new(), &mut out);
         out
+    }
+}
+
+#[cfg(test)]
+mod advice_tests {
+    use super::*;
+    use crate::protocol::KeepService;
+    use std::sync::Arc;
+
+    const KEEP_TOKEN: &str = "ARVADOS_API_TOKEN";
+
+    fn keep(cluster_config: bool, key: bool) -> Store {
+        let opts = crate::protocol::client::ClientOptions {
+            connect_timeout: std::time::Duration::from_secs(1),
+            stall_timeout: std::time::Duration::from_secs(1),
+            insecure: false,
+            pool_per_host: 1,
+        };
+        let service = KeepService {
+            uuid: "zzzzz-bi6l4-000000000000000".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            ssl: false,
+            service_type: "disk".into(),
+            read_only: false,
+            mounts: None,
+            mounts_served: false,
+        };
+        let path = if cluster_config {
+            "/etc/arvados/config.yml"
+        } else {
+            "/home/a/dst.conf"
+        };
+        let signer = Signer {
+            key: key.then(|| "k".to_string()),
+            token: "t".into(),
+            ttl: 1,
+            source: TokenSource {
+                path: path.into(),
+                cluster_config,
+            },
+        };
+        let client = crate::protocol::client::KeepClient::new("t", &opts).unwrap();
+        Store::Keep(KeepStore::new(service, client, Arc::new(signer)))
+    }
+
+    fn dir() -> Store {
+        Store::Dir(DirVolume::new(
+            "zzzzz-nyw5e-000000000000000".into(),
+            "/srv/keep0".into(),
+            VolumeTraits::default(),
+            false,
+        ))
+    }
+
+    fn s3() -> Store {
+        let p = crate::volumes_file::S3Params {
+            bucket: "keep-blocks".into(),
+            region: "us-east-1".into(),
+            endpoint: Some("http://127.0.0.1:9000/".into()),
+            use_path_style: true,
+            access_key_id: Some("AKID".into()),
+            secret_access_key: Some("SECRETsecret".into()),
+            prefix_length: 0,
+            index_page_size: 1000,
+        };
+        let v = S3Volume::new(
+            "zzzzz-nyw5e-000000000000010".into(),
+            &p,
+            VolumeTraits::default(),
+            reqwest::Client::new(),
+        )
+        .unwrap();
+        Store::S3(v)
+    }
+
+    fn denied() -> Failure {
+        Failure::new(FailureKind::Denied, "HTTP 403 Forbidden")
+    }
+
+    #[test]
+    fn a_refused_keep_service_names_the_token_as_its_file_does() {
+        let a = keep(false, false).index_advice(FailureKind::Denied);
+        assert!(
+            a.contains("system root token") && a.contains("ARVADOS_API_TOKEN in /home/a/dst.conf"),
+            "{a}"
+        );
+        let a = keep(true, true).index_advice(FailureKind::Denied);
+        assert!(
+            a.contains("SystemRootToken in /etc/arvados/config.yml"),
+            "{a}"
+        );
+        assert!(!a.contains(KEEP_TOKEN), "{a}");
+
+        let r = keep(false, false).refused_advice(Role::Source, &denied());
+        assert!(
+            r.contains("ARVADOS_API_TOKEN in /home/a/dst.conf")
+                && r.contains("add ARVADOS_BLOB_SIGNING_KEY"),
+            "{r}"
+        );
+        assert!(
+            r.contains("refuse our requests (HTTP 403 Forbidden)"),
+            "{r}"
+        );
+        let r = keep(false, true).refused_advice(Role::Destination, &denied());
+        assert!(
+            r.contains("ARVADOS_BLOB_SIGNING_KEY in /home/a/dst.conf")
+                && r.contains("-dst-blob-signature-ttl"),
+            "{r}"
+        );
+        let r = keep(true, true).refused_advice(Role::Source, &denied());
+        assert!(
+            r.contains("SystemRootToken, Collections.BlobSigningKey"),
+            "{r}"
+        );
+        assert!(!r.contains(KEEP_TOKEN), "{r}");
+    }
+
+    #[test]
+    fn volumes_never_give_keep_token_advice() {
+        for (store, wants) in [
+            (dir(), ["/srv/keep0", "user keep-rsync runs as"]),
+            (s3(), ["AccessKeyID/SecretAccessKey", "Region"]),
+        ] {
+            let mut all = vec![store.refused_advice(Role::Destination, &denied())];
+            for k in [
+                FailureKind::Denied,
+                FailureKind::NotFound,
+                FailureKind::Rejected,
+                FailureKind::Malformed,
+                FailureKind::Transient,
+                FailureKind::Unreachable,
+            ] {
+                all.push(store.index_advice(k));
+            }
+            for a in &all {
+                for keep_words in [
+                    KEEP_TOKEN,
+                    "SystemRootToken",
+                    "system root token",
+                    "keep services",
+                ] {
+                    assert!(!a.contains(keep_words), "{}: {a}", store.kind());
+                }
+            }
+            for w in wants {
+                assert!(all[0].contains(w), "{w} not in {}", all[0]);
+            }
+            assert!(all[0].contains(store.id()), "{}", all[0]);
+            assert!(!all[0].contains("SECRETsecret"), "{}", all[0]);
+            assert!(all[1].contains("Check"), "{}", all[1]);
+        }
+        assert!(s3()
+            .index_advice(FailureKind::Transient)
+            .contains("S3 endpoint"));
     }
 }

@@ -101,7 +101,7 @@ impl S3Volume {
         let url: reqwest::Url = endpoint
             .parse()
             .map_err(|e| format!("its Endpoint is not a URL ({e})"))?;
-        let bucket = Bucket::new(url, style, o.bucket.clone(), o.region.clone())
+        let bucket = Bucket::new(url.clone(), style, o.bucket.clone(), o.region.clone())
             .map_err(|e| format!("bucket {:?} at {endpoint}: {e}", o.bucket))?;
         let creds = match (&o.access_key_id, &o.secret_access_key) {
             (Some(k), Some(s)) => Credentials::new(k.clone(), s.clone()),
@@ -121,8 +121,10 @@ impl S3Volume {
         Ok(S3Volume {
             id,
             location: format!(
-                "s3://{}/{}",
-                endpoint.split("://").nth(1).unwrap_or(&endpoint),
+                "s3://{}{}{}/{}",
+                url.host_str().unwrap_or_default(),
+                url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                url.path().trim_end_matches('/'),
                 o.bucket
             ),
             bucket,
@@ -143,6 +145,18 @@ impl S3Volume {
     pub fn with_fanout(mut self, n: usize) -> S3Volume {
         self.fanout = n.max(1);
         self
+    }
+
+    /// What to fix when the S3 server refuses a request (`f`): the
+    /// volume's credentials and Region, never an Arvados token.
+    pub(super) fn refused_advice(&self, role: crate::role::Role, f: &Failure) -> String {
+        format!(
+            "the {role} S3 volume {} ({}) refuses our requests ({f}): check its \
+             AccessKeyID/SecretAccessKey (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and Region \
+             in the volumes file, and that those credentials may read (and, on the destination, \
+             write) the bucket.",
+            self.id, self.location
+        )
     }
 
     pub(super) fn location(&self) -> String {
