@@ -804,6 +804,15 @@ impl<'a> Copier<'a> {
                 }
             }
             if most(&todo) == 0 {
+                // Writes still in flight were needed when they started (the
+                // ones before them could not store enough): they end rather
+                // than being dropped, so where the replicas land does not
+                // depend on which store answered first.
+                while let Some((_, r)) = inflight.next().await {
+                    if let Ok(ok) = r {
+                        stored += ok.replicas;
+                    }
+                }
                 break;
             }
         }
