@@ -456,18 +456,13 @@ impl Side {
         ))
     }
 
-    /// Replicas each listing counts for (see [`Store::credit`]): a mount
-    /// its `Replication` (read-only or not: the copy is there) on a writable
-    /// keepstore, 0 on a read-only one.
+    /// Replicas each listing counts for ([`Store::part_credit`]).
     pub fn credits(&self, want: u32) -> Vec<u32> {
         (self.listings.iter())
             .map(|l| {
-                let store = &self.services[l.service as usize].store;
-                match &l.part.mount {
-                    Some(_) if store.writable() => l.part.replicas,
-                    Some(_) => 0,
-                    None => store.credit(want),
-                }
+                self.services[l.service as usize]
+                    .store
+                    .part_credit(&l.part, want)
             })
             .collect()
     }
@@ -475,10 +470,7 @@ impl Side {
     /// Copies each listing stands for, read-only or not (keep-block-check).
     pub fn replicas_held(&self) -> Vec<u32> {
         (self.listings.iter())
-            .map(|l| match &l.part.mount {
-                Some(_) => l.part.replicas,
-                None => self.services[l.service as usize].store.replicas_held(),
-            })
+            .map(|l| self.services[l.service as usize].store.part_held(&l.part))
             .collect()
     }
 

@@ -265,6 +265,29 @@ impl Store {
         }
     }
 
+    /// What a copy listed in `part` (one of [`Self::parts`]) counts for at
+    /// the destination: nothing where nothing is written, a keepproxy's
+    /// `want`, else the part's replicas (a mount's or volume's
+    /// `Replication`, read-only mount or not: the copy is there; a whole
+    /// keepstore 1).
+    pub fn part_credit(&self, part: &Part, want: u32) -> u32 {
+        match () {
+            _ if !self.writable() => 0,
+            _ if self.is_proxy() => want,
+            _ => part.replicas,
+        }
+    }
+
+    /// Copies `part` stands for, read-only or not (keep-block-check): a
+    /// keepproxy as many as are asked of it, else the part's replicas.
+    pub fn part_held(&self, part: &Part) -> u32 {
+        if self.is_proxy() {
+            crate::wants::MAX_REPLICATION
+        } else {
+            part.replicas
+        }
+    }
+
     /// Replicas one write of `hash` here is expected to store: a volume its
     /// `Replication`; a keepstore the `Replication` of the first writable
     /// mount (of a class of `classes`) in its mount order, as keepstore
@@ -279,17 +302,6 @@ impl Store {
     /// Whether a write here stores several replicas at once (a keepproxy).
     pub fn is_proxy(&self) -> bool {
         matches!(self, Store::Keep(s) if s.service.is_proxy())
-    }
-
-    /// Copies one listing here stands for, read-only or not: a volume its
-    /// `Replication`, a keepstore 1, a keepproxy (whose keepstores are not
-    /// known) as many as are asked of it.
-    pub fn replicas_held(&self) -> u32 {
-        match self {
-            Store::Keep(s) if s.service.is_proxy() => crate::wants::MAX_REPLICATION,
-            Store::Keep(_) => 1,
-            _ => self.volume().map_or(1, |t| t.replication.max(1)),
-        }
     }
 
     /// Whether a block that read back wrong from here will read back the same

@@ -716,10 +716,44 @@ mod tests {
         assert!(f.detail.contains("is off from the S3 server's"), "{f}");
     }
 
+    /// The test volume at `endpoint` (flat keys), with `change` applied.
+    fn volume_at(endpoint: Option<String>, change: impl FnOnce(&mut S3Params)) -> S3Volume {
+        let mut o = opts();
+        o.endpoint = endpoint;
+        o.prefix_length = 0;
+        change(&mut o);
+        S3Volume::new(
+            "v".into(),
+            &o,
+            VolumeTraits::default(),
+            reqwest::Client::new(),
+        )
+        .unwrap()
+    }
+
+    /// A ListObjectsV2 page of `keys` (1 byte each), truncated when it
+    /// gives a `next` continuation token.
+    fn listing(keys: &[&str], next: Option<&str>) -> String {
+        let contents: String = (keys.iter())
+            .map(|k| format!("<Contents><Key>{k}</Key><Size>1</Size></Contents>"))
+            .collect();
+        let tail = next
+            .map(|t| format!("<NextContinuationToken>{t}</NextContinuationToken>"))
+            .unwrap_or_default();
+        format!(
+            "<?xml version=\"1.0\"?><ListBucketResult \
+             xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>keep-data</Name>\
+             <KeyCount>{}</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>{}</IsTruncated>\
+             {contents}{tail}</ListBucketResult>",
+            keys.len(),
+            next.is_some()
+        )
+    }
+
     /// A raw HTTP server on 127.0.0.1 that answers each request with the
     /// next of `answers` (status, body) and records its request lines.
     async fn scripted(
-        answers: Vec<(u16, &'static str)>,
+        answers: Vec<(u16, String)>,
     ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -774,17 +808,9 @@ mod tests {
     #[tokio::test]
     async fn a_failed_marker_is_retried_without_the_data() {
         let err = "<Error><Code>InternalError</Code><Message>x</Message></Error>";
-        let (url, seen) = scripted(vec![(200, ""), (500, err), (503, ""), (200, "")]).await;
-        let mut o = opts();
-        o.endpoint = Some(url);
-        o.prefix_length = 0;
-        let v = S3Volume::new(
-            "v".into(),
-            &o,
-            VolumeTraits::default(),
-            reqwest::Client::new(),
-        )
-        .unwrap();
+        let answers = [(200, ""), (500, err), (503, ""), (200, "")];
+        let (url, seen) = scripted(answers.map(|(c, b)| (c, b.to_string())).into()).await;
+        let v = volume_at(Some(url), |_| {});
         let data = bytes::Bytes::from_static(b"marker test block");
         let h = BlockHash::of(&data);
         v.write(&h, data.len() as u64, Body::Whole(vec![data]))
@@ -808,36 +834,14 @@ mod tests {
     async fn a_failed_page_is_asked_again_alone() {
         let a = "0cc175b9c0f1b6a831c399e269772661";
         let b = "92eb5ffee6ae2fec3ad71c777531578f";
-        let page1: &'static str = Box::leak(
-            format!(
-                "<?xml version=\"1.0\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>keep-data</Name><KeyCount>1</KeyCount>\
-                 <MaxKeys>1</MaxKeys><IsTruncated>true</IsTruncated><Contents><Key>{a}</Key>\
-                 <Size>1</Size></Contents><NextContinuationToken>T2</NextContinuationToken>\
-                 </ListBucketResult>"
-            )
-            .into_boxed_str(),
-        );
-        let page2: &'static str = Box::leak(
-            format!(
-                "<?xml version=\"1.0\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>keep-data</Name><KeyCount>1</KeyCount>\
-                 <MaxKeys>1</MaxKeys><IsTruncated>false</IsTruncated><Contents><Key>{b}</Key>\
-                 <Size>1</Size></Contents></ListBucketResult>"
-            )
-            .into_boxed_str(),
-        );
         let busy = "<Error><Code>SlowDown</Code><Message>x</Message></Error>";
-        let (url, seen) = scripted(vec![(200, page1), (503, busy), (200, page2)]).await;
-        let mut o = opts();
-        o.endpoint = Some(url);
-        o.prefix_length = 0;
-        o.index_page_size = 1;
-        let v = S3Volume::new(
-            "v".into(),
-            &o,
-            VolumeTraits::default(),
-            reqwest::Client::new(),
-        )
-        .unwrap();
+        let answers = vec![
+            (200, listing(&[a], Some("T2"))),
+            (503, busy.to_string()),
+            (200, listing(&[b], None)),
+        ];
+        let (url, seen) = scripted(answers).await;
+        let v = volume_at(Some(url), |o| o.index_page_size = 1);
         let answered = AtomicBool::new(false);
         let (entries, keys) = v.list("", &answered, &|_| {}, Vec::new()).await.unwrap();
         assert_eq!((entries.len(), keys), (2, 2));
@@ -853,21 +857,8 @@ mod tests {
     /// With a fan-out, a listing is the 16 next-digit listings.
     #[tokio::test]
     async fn a_listing_fans_out_by_next_digit() {
-        let empty = "<?xml version=\"1.0\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
-                     <Name>keep-data</Name><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys>\
-                     <IsTruncated>false</IsTruncated></ListBucketResult>";
-        let (url, seen) = scripted(vec![(200, empty); 16]).await;
-        let mut o = opts();
-        o.endpoint = Some(url);
-        o.prefix_length = 0;
-        let v = S3Volume::new(
-            "v".into(),
-            &o,
-            VolumeTraits::default(),
-            reqwest::Client::new(),
-        )
-        .unwrap()
-        .with_fanout(4);
+        let (url, seen) = scripted(vec![(200, listing(&[], None)); 16]).await;
+        let v = volume_at(Some(url), |_| {}).with_fanout(4);
         let answered = AtomicBool::new(false);
         let (entries, keys) = v.list("a", &answered, &|_| {}, Vec::new()).await.unwrap();
         assert_eq!((entries.len(), keys), (0, 0));
@@ -883,15 +874,7 @@ mod tests {
     /// as 16 bits).
     #[test]
     fn page_size_is_clamped() {
-        let mut o = opts();
-        o.index_page_size = 50_000;
-        let v = S3Volume::new(
-            "v".into(),
-            &o,
-            VolumeTraits::default(),
-            reqwest::Client::new(),
-        )
-        .unwrap();
+        let v = volume_at(None, |o| o.index_page_size = 50_000);
         assert_eq!(v.page_size, MAX_PAGE);
     }
 }
