@@ -1913,77 +1913,31 @@ async fn a_fresh_full_marker_sends_blocks_to_the_next_volume() {
 }
 
 // ---------------------------------------------------------------------------
-// An S3 server that lists an empty bucket and refuses every write: the
-// refusal's advice is the volume's (its credentials), never a Keep token's.
-// Needs no versitygw: a few lines of HTTP on 127.0.0.1.
-
-/// Answers ListObjectsV2 with an empty bucket and anything else with 403
-/// AccessDenied; its endpoint URL.
-async fn refusing_s3() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        while let Ok((conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (r, mut w) = conn.into_split();
-                let mut r = BufReader::new(r);
-                while let Ok(Some(head)) = read_head(&mut r).await {
-                    let is_head = head.starts_with("HEAD ");
-                    if read_body(&mut r, &head, is_head).await.is_err() {
-                        return;
-                    }
-                    let (status, body) = if head.starts_with("GET ") && head.contains("list-type=2")
-                    {
-                        (
-                            "200 OK",
-                            format!(
-                                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult \
-                                 xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>{BUCKET}\
-                                 </Name><Prefix></Prefix><KeyCount>0</KeyCount><MaxKeys>7\
-                                 </MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>"
-                            ),
-                        )
-                    } else {
-                        (
-                            "403 Forbidden",
-                            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied\
-                             </Code><Message>Access Denied</Message></Error>"
-                                .to_string(),
-                        )
-                    };
-                    let reply = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: \
-                         {}\r\n\r\n{}",
-                        body.len(),
-                        if is_head { "" } else { &body }
-                    );
-                    if w.write_all(reply.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (endpoint, task)
-}
+// A bucket that refuses every write (versitygw --readonly): the refusal's
+// advice is the volume's (its credentials), never a Keep token's.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_s3_write_gives_the_volumes_advice_not_a_keep_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let src = cluster(1, "aaaaa", dir.path(), "src").await;
     seed(&src, &blocks(3, 43));
-    let (endpoint, server) = refusing_s3().await;
+    let Some(s3) = S3Server::start_with(
+        "a_refused_s3_write_gives_the_volumes_advice",
+        &["--readonly"],
+    ) else {
+        return;
+    };
+    s3.create_bucket(BUCKET);
     let vols = vols_file(
         dir.path(),
         "refusing.yml",
-        &s3_entry(S3VOL, &endpoint, BUCKET, 0, "someSecretThatMustNotShow0043"),
+        &s3_entry(S3VOL, &s3.endpoint, BUCKET, 0, &s3.secret),
     );
     let r = rsync(&[
         keep_side(dir.path(), "src"),
         args(&["--dst-volumes", &vols, "--retries", "1"]),
     ])
     .await;
-    server.abort();
     r.expect(1);
     let refused: Vec<&str> = r
         .stderr
@@ -1998,7 +1952,7 @@ async fn a_refused_s3_write_gives_the_volumes_advice_not_a_keep_tokens() {
         "ARVADOS_API_TOKEN",
         "SystemRootToken",
         "keep services",
-        "someSecret",
+        &s3.secret,
     ] {
         assert!(
             !r.stderr.contains(keep_words),

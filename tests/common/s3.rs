@@ -131,6 +131,12 @@ impl S3Server {
     /// not installed (under CI that skip panics). Panics, with the server's
     /// output, when it does not answer within 20 s.
     pub fn start(test_name: &str) -> Option<S3Server> {
+        Self::start_with(test_name, &[])
+    }
+
+    /// [`S3Server::start`] with more versitygw flags before the backend
+    /// (e.g. `--readonly`: every write refused with 403 AccessDenied).
+    pub fn start_with(test_name: &str, flags: &[&str]) -> Option<S3Server> {
         let bin = match versitygw() {
             Ok(b) => b,
             Err(why) => {
@@ -173,6 +179,7 @@ impl S3Server {
                 // Without it every response says `Connection: close`.
                 .arg("--keep-alive")
                 .arg("--quiet")
+                .args(flags)
                 .arg("posix")
                 .arg(&root)
                 .stdin(Stdio::null())
