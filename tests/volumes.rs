@@ -218,6 +218,23 @@ fn s3_entry(
     )
 }
 
+/// Two empty Directory volumes `VOL0` and `VOL1` under `dir` (roots
+/// `TAG0`, `TAG1`), the second with `extra` lines, in volumes file
+/// `TAG.yml`: the roots and the file's path.
+fn two_volumes(dir: &Path, tag: &str, extra: &str) -> ([PathBuf; 2], String) {
+    let roots = [dir.join(format!("{tag}0")), dir.join(format!("{tag}1"))];
+    for r in &roots {
+        std::fs::create_dir(r).unwrap();
+    }
+    let text = format!(
+        "{}{}",
+        dir_entry(VOL0, &roots[0], ""),
+        dir_entry(VOL1, &roots[1], extra)
+    );
+    let vols = vols_file(dir, &format!("{tag}.yml"), &text);
+    (roots, vols)
+}
+
 /// One Directory volume entry of a volumes file (YAML).
 fn dir_entry(uuid: &str, root: &Path, extra: &str) -> String {
     format!(
@@ -1235,16 +1252,7 @@ async fn destination_volumes_are_filled_in_mount_order() {
     );
 
     // -replications 1: each block on the first volume of its order only.
-    let roots = [dir.path().join("v0"), dir.path().join("v1")];
-    for r in &roots {
-        std::fs::create_dir(r).unwrap();
-    }
-    let text = format!(
-        "{}{}",
-        dir_entry(VOL0, &roots[0], ""),
-        dir_entry(VOL1, &roots[1], "")
-    );
-    let vols = vols_file(dir.path(), "two.yml", &text);
+    let (roots, vols) = two_volumes(dir.path(), "v", "");
     let run = args(&[
         "--src-volume-dir",
         &s(&src),
@@ -1302,16 +1310,7 @@ async fn a_volume_with_replication_2_is_written_alone() {
 
     // VOL1 counts for 2 replicas: -replications 2 writes a block whose first
     // volume it is once; the others go to VOL0, then VOL1.
-    let roots = [dir.path().join("w0"), dir.path().join("w1")];
-    for r in &roots {
-        std::fs::create_dir(r).unwrap();
-    }
-    let text = format!(
-        "{}{}",
-        dir_entry(VOL0, &roots[0], ""),
-        dir_entry(VOL1, &roots[1], "  Replication: 2\n")
-    );
-    let vols = vols_file(dir.path(), "repl.yml", &text);
+    let (roots, vols) = two_volumes(dir.path(), "w", "  Replication: 2\n");
     let report = s(dir.path().join("repl.json"));
     let r = run_rsync(&args(&[
         "--src-volume-dir",
@@ -1701,16 +1700,7 @@ async fn a_wrongly_cased_key_in_a_volumes_file_is_ignored_with_a_warning() {
             .any(|(h, _)| mount_order(h, &[VOL0, VOL1])[0] == 1),
         "VOL1 comes first for some"
     );
-    let roots = [dir.path().join("c0"), dir.path().join("c1")];
-    for r in &roots {
-        std::fs::create_dir(r).unwrap();
-    }
-    let text = format!(
-        "{}{}",
-        dir_entry(VOL0, &roots[0], ""),
-        dir_entry(VOL1, &roots[1], "  replication: 2\n")
-    );
-    let vols = vols_file(dir.path(), "cased.yml", &text);
+    let (roots, vols) = two_volumes(dir.path(), "c", "  replication: 2\n");
     let r = run_rsync(&args(&[
         "--src-volume-dir",
         &s(&src),
