@@ -94,7 +94,7 @@ impl Failure {
     pub fn new(kind: FailureKind, detail: impl Into<String>) -> Failure {
         Failure {
             kind,
-            detail: super::redact_signatures(&detail.into()),
+            detail: redact_query_secrets(&super::redact_signatures(&detail.into())),
             status: None,
             max_retries: None,
         }
@@ -574,6 +574,84 @@ pub async fn read_capped(resp: reqwest::Response, max: usize) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Why [`read_bounded`] gave no body.
+pub enum Unbounded {
+    /// The body broke (or timed out) before its end.
+    Broke(reqwest::Error),
+    /// It was longer than the bound.
+    TooLong,
+}
+
+/// A whole response body, or [`Unbounded::TooLong`] as soon as it passes
+/// `max` bytes (the rest is never read): for answers that must be taken
+/// whole, such as a bucket listing's page, and that a broken or hostile
+/// server could make endless.
+pub async fn read_bounded(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, Unbounded> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(Unbounded::Broke)?;
+        if out.len() + chunk.len() > max {
+            return Err(Unbounded::TooLong);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// `text` with the value of every `X-Amz-*` parameter or header (a
+/// presigned URL's `X-Amz-Signature`, `X-Amz-Credential`,
+/// `X-Amz-Security-Token` …) and of SigV2's `Signature` and
+/// `AWSAccessKeyId` replaced by `…`: a proxy's error page often echoes the
+/// request's URL, presigned query included. Names are matched without
+/// regard to case; a value ends at `&`, whitespace, a quote, `<`, `>` or
+/// `,`.
+pub fn redact_query_secrets(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let b = lower.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let starts_word = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'-');
+        let name_len = if !starts_word {
+            0
+        } else if b[i..].starts_with(b"x-amz-") {
+            6 + b[i + 6..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || **c == b'-')
+                .count()
+        } else if b[i..].starts_with(b"signature") {
+            9
+        } else if b[i..].starts_with(b"awsaccesskeyid") {
+            14
+        } else {
+            0
+        };
+        let mut j = i + name_len;
+        if name_len == 0 || j >= b.len() || !matches!(b[j], b'=' | b':') {
+            i += 1;
+            continue;
+        }
+        j += 1;
+        while j < b.len() && b[j] == b' ' {
+            j += 1;
+        }
+        let end = j + b[j..]
+            .iter()
+            .take_while(|c| !(c.is_ascii_whitespace() || b"&\"'<>,".contains(c)))
+            .count();
+        if end > j {
+            out.push_str(&text[copied..j]);
+            out.push('…');
+            copied = end;
+        }
+        i = end.max(i + 1);
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 /// A response body as a stream of chunks, transport errors classified.
 pub fn body_chunks(resp: reqwest::Response) -> impl futures::Stream<Item = Result<Bytes, Failure>> {
     resp.bytes_stream()
@@ -583,6 +661,28 @@ pub fn body_chunks(resp: reqwest::Response) -> impl futures::Stream<Item = Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A proxy's error page echoing a presigned URL shows none of its
+    /// secrets.
+    #[test]
+    fn presigned_query_secrets_are_redacted() {
+        let page = "<html><body>502 Bad Gateway: GET http://s3.example/b/k?X-Amz-Algorithm=\
+                    AWS4-HMAC-SHA256&X-Amz-Credential=AKIDSECRET%2F20261207%2Fus-east-1%2Fs3\
+                    &x-amz-security-token=TOKENSECRET&X-Amz-Signature=abcdef0123456789 \
+                    failed; Signature=SIGV2SECRET&AWSAccessKeyId=AKIDV2 X-Amz-Date: 20261207\
+                    </body></html>";
+        let out = redact_query_secrets(page);
+        for secret in ["AKIDSECRET", "TOKENSECRET", "abcdef0123", "SIGV2SECRET", "AKIDV2"] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+        assert!(out.contains("X-Amz-Signature=… failed"), "{out}");
+        assert!(out.contains("X-Amz-Date: …<"), "{out}");
+        let f = Failure::from_status(StatusCode::BAD_GATEWAY, page);
+        assert!(!f.detail.contains("TOKENSECRET"), "{f}");
+        // Not a parameter: left alone, and no panic on other scripts.
+        assert_eq!(redact_query_secrets("my-x-amz-signature=1 é x-amz-"), "my-x-amz-signature=1 é x-amz-");
+        assert_eq!(redact_query_secrets("ü X-Amz-Signature=é"), "ü X-Amz-Signature=…");
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {

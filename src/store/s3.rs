@@ -29,7 +29,8 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use super::{BlockStream, Body, VolumeTraits};
 use crate::protocol::client::{
-    body_chunks, describe_http_error, read_capped, Failure, FailureKind, PutOk,
+    body_chunks, describe_http_error, read_bounded, read_capped, redact_query_secrets, Failure,
+    FailureKind, PutOk, Unbounded,
 };
 use crate::protocol::index::Entry;
 use crate::protocol::layout::s3 as layout;
@@ -50,6 +51,11 @@ const PAGE_BACKOFF: Duration = Duration::from_millis(100);
 /// The most keys S3 returns in one ListObjectsV2 page (and the most
 /// rusty-s3 parses as `MaxKeys`).
 const MAX_PAGE: u32 = 1000;
+
+/// The most of one listing page that is read: a page of 1000 keys is about
+/// 300 KiB of XML (1000 of the longest keys, 1 KiB each, with their
+/// ETags, 1.3 MiB); a longer answer is not a listing.
+const PAGE_MAX: usize = 4 << 20;
 
 /// One S3 volume.
 pub struct S3Volume {
@@ -90,8 +96,11 @@ impl S3Volume {
         let (endpoint, style) = match &o.endpoint {
             Some(e) => (e.trim_end_matches('/').to_string(), UrlStyle::Path),
             None => (
-                format!("https://s3.{}.amazonaws.com", o.region),
-                if o.use_path_style {
+                aws_endpoint(&o.region),
+                // A bucket name with a dot is not one DNS label: the
+                // `*.s3.REGION.amazonaws.com` certificate does not cover
+                // `a.b.s3…`, so it is addressed by path (as the AWS SDKs do).
+                if o.use_path_style || !virtual_hostable(&o.bucket) {
                     UrlStyle::Path
                 } else {
                     UrlStyle::VirtualHost
@@ -167,7 +176,9 @@ impl S3Volume {
     /// than its status alone ([`classify`]).
     async fn refused(&self, resp: reqwest::Response) -> Failure {
         let status = resp.status();
-        let body = read_capped(resp, 4096).await;
+        // A proxy's error page may echo the presigned URL: its X-Amz-*
+        // parameters go before any of it is looked at.
+        let body = redact_query_secrets(&read_capped(resp, 4096).await);
         classify(
             status,
             &body,
@@ -192,15 +203,25 @@ impl S3Volume {
         let mut attempt = 0;
         loop {
             let r = match self.send(self.http.get(url.clone())).await {
-                Ok(resp) => resp.text().await.map_err(|e| {
-                    Failure::new(
+                Ok(resp) => match read_bounded(resp, PAGE_MAX).await {
+                    Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+                    Err(Unbounded::Broke(e)) => Err(Failure::new(
                         FailureKind::Transient,
                         format!(
                             "listing broke after {keys} keys: {}",
                             describe_http_error(&e)
                         ),
-                    )
-                }),
+                    )),
+                    Err(Unbounded::TooLong) => Err(Failure::new(
+                        FailureKind::Malformed,
+                        format!(
+                            "bucket listing page after {keys} keys longer than {} MiB (a page of \
+                             {MAX_PAGE} keys is well under 2 MiB): the server is not S3, or a \
+                             proxy answers in its place",
+                            PAGE_MAX >> 20
+                        ),
+                    )),
+                },
                 Err(f) => Err(f),
             };
             match r {
@@ -420,6 +441,36 @@ impl S3Volume {
     }
 }
 
+/// AWS's S3 endpoint for `region`, by partition as the AWS SDKs' endpoint
+/// rules give it: China (`cn-*`: `amazonaws.com.cn`), the ISO partitions,
+/// and the rest (GovCloud `us-gov-*` included) under `amazonaws.com`.
+fn aws_endpoint(region: &str) -> String {
+    let domain = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else if region.starts_with("us-isob-") {
+        "sc2s.sgov.gov"
+    } else if region.starts_with("us-isof-") {
+        "csp.hci.ic.gov"
+    } else if region.starts_with("us-iso-") {
+        "c2s.ic.gov"
+    } else if region.starts_with("eu-isoe-") {
+        "cloud.adc-e.uk"
+    } else {
+        "amazonaws.com"
+    };
+    format!("https://s3.{region}.{domain}")
+}
+
+/// Whether `bucket` can be a host name's first label under TLS: lower-case
+/// letters, digits and hyphens, no dot.
+fn virtual_hostable(bucket: &str) -> bool {
+    !bucket.is_empty()
+        && bucket.len() <= 63
+        && (bucket.bytes()).all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && !bucket.starts_with('-')
+        && !bucket.ends_with('-')
+}
+
 /// S3 error codes that say "try again": the server timed out an idle
 /// upload (a streamed PUT from a slow source provokes `RequestTimeout`), the
 /// body arrived short, or the service is busy or broken for a moment.
@@ -621,6 +672,56 @@ mod tests {
             "{url}"
         );
         assert_eq!(v.location(), "s3://127.0.0.1:9000/keep-data");
+    }
+
+    /// A dotted bucket is addressed by path even on AWS (its virtual host
+    /// would not match the certificate); other partitions have their own
+    /// domains.
+    #[test]
+    fn dotted_buckets_and_partitions() {
+        let http = reqwest::Client::new();
+        let dotted = S3Params {
+            bucket: "keep.data".into(),
+            ..opts()
+        };
+        let v = S3Volume::new("v".into(), &dotted, VolumeTraits::default(), http.clone()).unwrap();
+        let url = v.bucket.get_object(Some(&v.creds), "k").sign(EXPIRY);
+        assert!(
+            url.as_str()
+                .starts_with("https://s3.eu-west-1.amazonaws.com/keep.data/k?"),
+            "{url}"
+        );
+        for (region, host) in [
+            ("cn-north-1", "keep-data.s3.cn-north-1.amazonaws.com.cn"),
+            ("us-gov-west-1", "keep-data.s3.us-gov-west-1.amazonaws.com"),
+            ("us-iso-east-1", "keep-data.s3.us-iso-east-1.c2s.ic.gov"),
+            ("us-isob-east-1", "keep-data.s3.us-isob-east-1.sc2s.sgov.gov"),
+        ] {
+            let o = S3Params {
+                region: region.into(),
+                ..opts()
+            };
+            let v = S3Volume::new("v".into(), &o, VolumeTraits::default(), http.clone()).unwrap();
+            let url = v.bucket.get_object(Some(&v.creds), "k").sign(EXPIRY);
+            assert_eq!(url.host_str(), Some(host), "{region}");
+        }
+        assert!(!virtual_hostable("a.b") && !virtual_hostable("A") && virtual_hostable("a-1"));
+    }
+
+    /// An S3 error page from a proxy that echoes the presigned URL is
+    /// shown without its secrets.
+    #[test]
+    fn a_non_xml_error_page_is_redacted() {
+        let page = redact_query_secrets(
+            "<html>403 GET /b/k?X-Amz-Credential=AKIDEXAMPLE%2Fx&X-Amz-Signature=feed</html>",
+        );
+        let f = classify(
+            reqwest::StatusCode::FORBIDDEN,
+            &page,
+            "b",
+            std::time::SystemTime::now(),
+        );
+        assert!(!f.detail.contains("AKIDEXAMPLE") && !f.detail.contains("feed"), "{f}");
     }
 
     #[test]
@@ -852,6 +953,28 @@ mod tests {
                 && lines[2].contains("continuation-token=T2"),
             "{lines:#?}"
         );
+    }
+
+    /// A listing page past the bound is a malformed listing, not read to
+    /// its end; an HTML error page echoing the presigned URL is shown
+    /// without its X-Amz-* values.
+    #[tokio::test]
+    async fn long_pages_and_error_pages() {
+        let long = format!("{}{}", listing(&[], None), " ".repeat(PAGE_MAX));
+        let (url, _) = scripted(vec![(200, long)]).await;
+        let v = volume_at(Some(url), |_| {});
+        let answered = AtomicBool::new(false);
+        let f = v.list("", &answered, &|_| {}, Vec::new()).await.unwrap_err();
+        assert_eq!(f.kind, FailureKind::Malformed, "{f}");
+        assert!(f.detail.contains("longer than 4 MiB"), "{f}");
+        let page = "<html><h1>502</h1>upstream failed for /keep-data/?list-type=2&\
+                    X-Amz-Credential=AKIDEXAMPLE%2F20261207&X-Amz-Signature=0123feed</html>";
+        let (url, _) = scripted(vec![(502, page.to_string()); 5]).await;
+        let v = volume_at(Some(url), |_| {});
+        let f = v.list("", &answered, &|_| {}, Vec::new()).await.unwrap_err();
+        assert!(f.is_transient(), "{f}");
+        assert!(f.detail.contains("upstream failed"), "{f}");
+        assert!(!f.detail.contains("AKIDEXAMPLE") && !f.detail.contains("0123feed"), "{f}");
     }
 
     /// With a fan-out, a listing is the 16 next-digit listings.
