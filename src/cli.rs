@@ -212,6 +212,12 @@ pub struct Config {
     #[arg(short = 'n', long = "dry-run", help_heading = "Copy")]
     pub dry_run: bool,
 
+    /// Skip the write probe: an empty object under keep-rsync-probe/ that each
+    /// writable destination S3 volume takes (and has deleted) before anything
+    /// is listed, so that a read-only credential stops the run at once (exit 3).
+    #[arg(long = "no-write-probe", help_heading = "Copy")]
+    pub no_write_probe: bool,
+
     /// Read back blocks the destination already lists, check their MD5, and rewrite bad or missing copies.
     #[arg(long = "verify-existing", help_heading = "Copy")]
     pub verify_existing: bool,

@@ -133,6 +133,10 @@ pub async fn prepare(cfg: &Config, reporter: &dyn Reporter) -> Result<Sides> {
     )?;
     services::discover_mounts(&mut dst, conn.mounts_ask()).await;
     check_writable(&dst, defaults.want, cfg.storage_classes.as_deref())?;
+    if !cfg.dry_run && !cfg.no_write_probe {
+        let stores: Vec<&Store> = dst.services.iter().map(|s| &s.store).collect();
+        crate::store::probe::probe_writes(&stores, reporter).await?;
+    }
     warn_uuid_order(&src, reporter);
     warn_uuid_order(&dst, reporter);
     Ok(Sides {

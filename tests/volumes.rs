@@ -1923,9 +1923,43 @@ async fn a_refused_s3_write_gives_the_volumes_advice_not_a_keep_tokens() {
         "refusing.yml",
         &s3_entry(S3VOL, &s3.endpoint, BUCKET, 0, &s3.secret),
     );
-    let r = rsync(&[
+    // The write probe finds it before anything is listed: one paragraph,
+    // exit 3, and a dry run (which writes nothing) does not probe.
+    let probed = rsync(&[
         keep_side(dir.path(), "src"),
         args(&["--dst-volumes", &vols, "--retries", "1"]),
+    ])
+    .await;
+    probed.expect(3);
+    let lines: Vec<&str> = (probed.stderr.lines())
+        .filter(|l| l.contains("refused the write probe"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", probed.stderr);
+    for want in [
+        S3VOL,
+        "keep-rsync-probe/",
+        "403",
+        "PutObject",
+        "--no-write-probe",
+    ] {
+        assert!(lines[0].contains(want), "{want} not in {}", lines[0]);
+    }
+    assert!(
+        !probed.stderr.contains("refuses our requests"),
+        "{}",
+        probed.stderr
+    );
+    assert!(!probed.all().contains(&s3.secret));
+    rsync(&[
+        keep_side(dir.path(), "src"),
+        args(&["--dst-volumes", &vols, "--dry-run"]),
+    ])
+    .await
+    .expect(0);
+    // Without the probe, the block writes meet the refusal: said once.
+    let r = rsync(&[
+        keep_side(dir.path(), "src"),
+        args(&["--dst-volumes", &vols, "--retries", "1", "--no-write-probe"]),
     ])
     .await;
     r.expect(1);

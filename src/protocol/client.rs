@@ -672,7 +672,13 @@ mod tests {
                     failed; Signature=SIGV2SECRET&AWSAccessKeyId=AKIDV2 X-Amz-Date: 20261207\
                     </body></html>";
         let out = redact_query_secrets(page);
-        for secret in ["AKIDSECRET", "TOKENSECRET", "abcdef0123", "SIGV2SECRET", "AKIDV2"] {
+        for secret in [
+            "AKIDSECRET",
+            "TOKENSECRET",
+            "abcdef0123",
+            "SIGV2SECRET",
+            "AKIDV2",
+        ] {
             assert!(!out.contains(secret), "{secret} in {out}");
         }
         assert!(out.contains("X-Amz-Signature=… failed"), "{out}");
@@ -680,8 +686,14 @@ mod tests {
         let f = Failure::from_status(StatusCode::BAD_GATEWAY, page);
         assert!(!f.detail.contains("TOKENSECRET"), "{f}");
         // Not a parameter: left alone, and no panic on other scripts.
-        assert_eq!(redact_query_secrets("my-x-amz-signature=1 é x-amz-"), "my-x-amz-signature=1 é x-amz-");
-        assert_eq!(redact_query_secrets("ü X-Amz-Signature=é"), "ü X-Amz-Signature=…");
+        assert_eq!(
+            redact_query_secrets("my-x-amz-signature=1 é x-amz-"),
+            "my-x-amz-signature=1 é x-amz-"
+        );
+        assert_eq!(
+            redact_query_secrets("ü X-Amz-Signature=é"),
+            "ü X-Amz-Signature=…"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 pub mod dir;
 pub mod keep;
+pub mod probe;
 pub mod s3;
 pub mod servers;
 

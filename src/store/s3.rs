@@ -441,6 +441,43 @@ impl S3Volume {
     }
 }
 
+/// The write probe ([`crate::store::probe`]): an empty object under
+/// [`PROBE_PREFIX`], written and deleted before anything is listed.
+impl S3Volume {
+    /// Write the probe object and delete it. `Ok(None)`: the write and the
+    /// delete worked; `Ok(Some(f))`: the write worked, the delete did not
+    /// (`f`), and the key is left behind; `Err`: the write failed, after
+    /// retries when it failed transiently.
+    pub(super) async fn probe_write(&self, key: &str) -> Result<Option<Failure>, Failure> {
+        let empty = BlockHash::of(b"");
+        let mut attempt = 0;
+        loop {
+            match self
+                .put(key, 0, &empty.0, reqwest::Body::from(Vec::new()))
+                .await
+            {
+                Ok(()) => break,
+                Err(f) if f.is_transient() && attempt < PAGE_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(PAGE_BACKOFF * (1 << attempt)).await;
+                }
+                Err(f) => return Err(f),
+            }
+        }
+        let url = self
+            .bucket
+            .delete_object(Some(&self.creds), key)
+            .sign(EXPIRY);
+        Ok(self.send(self.http.delete(url)).await.err())
+    }
+}
+
+/// Where the write probe's object goes: not hex, so neither keepstore's
+/// index (which takes only `[XYZ/]HASH` keys) nor its trash and `recent/`
+/// handling (`trash/HASH`, `recent/HASH`) ever takes it for a block, and
+/// past the data keys, where keep-rsync's own listing stops.
+pub const PROBE_PREFIX: &str = "keep-rsync-probe/";
+
 /// AWS's S3 endpoint for `region`, by partition as the AWS SDKs' endpoint
 /// rules give it: China (`cn-*`: `amazonaws.com.cn`), the ISO partitions,
 /// and the rest (GovCloud `us-gov-*` included) under `amazonaws.com`.
@@ -695,7 +732,10 @@ mod tests {
             ("cn-north-1", "keep-data.s3.cn-north-1.amazonaws.com.cn"),
             ("us-gov-west-1", "keep-data.s3.us-gov-west-1.amazonaws.com"),
             ("us-iso-east-1", "keep-data.s3.us-iso-east-1.c2s.ic.gov"),
-            ("us-isob-east-1", "keep-data.s3.us-isob-east-1.sc2s.sgov.gov"),
+            (
+                "us-isob-east-1",
+                "keep-data.s3.us-isob-east-1.sc2s.sgov.gov",
+            ),
         ] {
             let o = S3Params {
                 region: region.into(),
@@ -721,7 +761,10 @@ mod tests {
             "b",
             std::time::SystemTime::now(),
         );
-        assert!(!f.detail.contains("AKIDEXAMPLE") && !f.detail.contains("feed"), "{f}");
+        assert!(
+            !f.detail.contains("AKIDEXAMPLE") && !f.detail.contains("feed"),
+            "{f}"
+        );
     }
 
     #[test]
@@ -964,17 +1007,26 @@ mod tests {
         let (url, _) = scripted(vec![(200, long)]).await;
         let v = volume_at(Some(url), |_| {});
         let answered = AtomicBool::new(false);
-        let f = v.list("", &answered, &|_| {}, Vec::new()).await.unwrap_err();
+        let f = v
+            .list("", &answered, &|_| {}, Vec::new())
+            .await
+            .unwrap_err();
         assert_eq!(f.kind, FailureKind::Malformed, "{f}");
         assert!(f.detail.contains("longer than 4 MiB"), "{f}");
         let page = "<html><h1>502</h1>upstream failed for /keep-data/?list-type=2&\
                     X-Amz-Credential=AKIDEXAMPLE%2F20261207&X-Amz-Signature=0123feed</html>";
         let (url, _) = scripted(vec![(502, page.to_string()); 5]).await;
         let v = volume_at(Some(url), |_| {});
-        let f = v.list("", &answered, &|_| {}, Vec::new()).await.unwrap_err();
+        let f = v
+            .list("", &answered, &|_| {}, Vec::new())
+            .await
+            .unwrap_err();
         assert!(f.is_transient(), "{f}");
         assert!(f.detail.contains("upstream failed"), "{f}");
-        assert!(!f.detail.contains("AKIDEXAMPLE") && !f.detail.contains("0123feed"), "{f}");
+        assert!(
+            !f.detail.contains("AKIDEXAMPLE") && !f.detail.contains("0123feed"),
+            "{f}"
+        );
     }
 
     /// With a fan-out, a listing is the 16 next-digit listings.
