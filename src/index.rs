@@ -170,10 +170,12 @@ pub async fn fetch_one(
                 blocks = idx.entries.len(),
                 attempts = tries,
                 seconds = started.elapsed().as_secs_f64(),
-                "{} index of {} for prefix {prefix:?}: {} lines in {:.3}s",
+                "{} index of {} for prefix {prefix:?}: {} {} listed, {} blocks in {:.3}s",
                 t.role,
                 t.service.store.id(),
                 idx.lines,
+                t.service.store.listed_unit(),
+                idx.entries.len(),
                 started.elapsed().as_secs_f64()
             );
             Ok(Fetched::Index(idx))

@@ -143,6 +143,9 @@ pub fn collect<const N: usize>(
             Fetched::Index(ix) => {
                 if count_lines {
                     stats.index_lines.fetch_add(ix.lines, Relaxed);
+                    let own = &side.services[i].stats;
+                    own.index_listed.fetch_add(ix.lines, Relaxed);
+                    (own.index_blocks).fetch_add(ix.entries.len() as u64, Relaxed);
                 }
                 out[k][l] = ix;
             }

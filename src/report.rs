@@ -264,6 +264,10 @@ pub struct ServiceReport {
     pub requests: u64,
     pub errors: u64,
     pub bytes: u64,
+    /// What its indexes listed (lines, files or bucket keys) and the
+    /// blocks they gave.
+    pub index_listed: u64,
+    pub index_blocks: u64,
 }
 
 /// The directory a `--report` file is written in.
@@ -411,6 +415,8 @@ pub(crate) fn service_reports(services: &[Service]) -> Vec<ServiceReport> {
             requests: s.stats.requests.load(Relaxed),
             errors: s.stats.errors.load(Relaxed),
             bytes: s.stats.bytes.load(Relaxed),
+            index_listed: s.stats.index_listed.load(Relaxed),
+            index_blocks: s.stats.index_blocks.load(Relaxed),
         })
         .collect()
 }

@@ -272,6 +272,11 @@ pub struct ServiceStats {
     pub requests: AtomicU64,
     pub errors: AtomicU64,
     pub bytes: AtomicU64,
+    /// What its indexes listed (index lines, directory entries, or bucket
+    /// keys, those that are not blocks included) and the blocks those
+    /// gave, over every pass.
+    pub index_listed: AtomicU64,
+    pub index_blocks: AtomicU64,
     /// Every attempt by operation ([`Op`] order) and outcome class
     /// ([`STATUS_CLASSES`] order): `keep_rsync_requests_total`.
     pub answers: [[AtomicU64; STATUS_CLASSES.len()]; Op::ALL.len()],

@@ -403,12 +403,21 @@ async fn bucket_to_cluster_in_rendezvous_order() {
         "vols.yml",
         &s3_entry(S3VOL, &s3.endpoint, BUCKET, 3, &s3.secret),
     );
+    let report = s(dir.path().join("report.json"));
     let r = rsync(&[
         args(&["--src-volumes", &vols, "-replications", "2"]),
+        args(&["--report", &report]),
         keep_side(dir.path(), "dst"),
     ])
     .await;
     r.expect(0);
+    // Keys and blocks are counted apart: the flat key (and, without a
+    // fan-out, README) is listed but is no block.
+    let j = read_json(Path::new(&report));
+    let vol = &j["source"][0];
+    let listed = vol["index_listed"].as_u64().unwrap();
+    assert!((26..=27).contains(&listed), "{vol}");
+    assert_eq!(vol["index_blocks"].as_u64(), Some(25), "{vol}");
     for (h, data) in &want {
         let mut first: Vec<usize> = dst.probe_order(h).into_iter().take(2).collect();
         first.sort();

@@ -160,6 +160,18 @@ impl Store {
         format!("{} ({})", self.id(), self.location())
     }
 
+    /// What its listing is made of, as the index stage counts it apart
+    /// from the blocks it gives: index lines, directory entries, or bucket
+    /// keys (keys that are not blocks' included: a stray object, one too
+    /// big to be a block).
+    pub fn listed_unit(&self) -> &'static str {
+        match self {
+            Store::Keep(_) => "lines",
+            Store::Dir(_) => "entries",
+            Store::S3(_) => "keys",
+        }
+    }
+
     /// `disk`, `proxy`, `gateway:…` (Keep services), `directory` or `s3`.
     pub fn kind(&self) -> &str {
         match self {
