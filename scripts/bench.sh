@@ -100,6 +100,8 @@ QUICK=0
 usage() { echo "usage: $0 [--sweep|--quick|--stores [--quick]|--concurrency [--quick]|--collections [--quick]|--dist [--quick]|--mounts [--quick]]" >&2; exit 2; }
 for arg in "$@"; do
     case $arg in
+        # Scenario 13, S3 bucket listings: its own script.
+        --s3-listing) shift; exec "$(dirname "$0")/bench-s3-listing.sh" "$@" ;;
         --sweep) [ "$MODE" = full ] || usage; MODE=sweep ;;
         --stores) [ "$MODE" = full ] || usage; MODE=stores ;;
         --concurrency) [ "$MODE" = full ] || usage; MODE=concurrency ;;
