@@ -127,7 +127,12 @@ async fn read_body<R: tokio::io::AsyncBufRead + Unpin>(
 fn with_length(head: &str, n: usize) -> String {
     let mut out = String::new();
     for (i, l) in head.split("\r\n").enumerate() {
-        let name = l.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        let name = l
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if i > 0 && (name == "content-length" || name == "transfer-encoding") {
             continue;
         }
@@ -337,7 +342,10 @@ async fn case(
             stored.push(*h);
         }
     }
-    assert!(!run.all().contains(&s3.secret), "{fault:?}: the secret shown");
+    assert!(
+        !run.all().contains(&s3.secret),
+        "{fault:?}: the secret shown"
+    );
     (
         Outcome {
             run,
@@ -368,7 +376,11 @@ async fn transient_codes_and_one_bad_digest_are_survived() {
         ("incomplete-body", Fault::Code(400, "IncompleteBody"), 1),
         ("internal-error", Fault::Code(500, "InternalError"), 2),
         ("slow-down", Fault::Code(503, "SlowDown"), 1),
-        ("service-unavailable", Fault::Code(503, "ServiceUnavailable"), 1),
+        (
+            "service-unavailable",
+            Fault::Code(503, "ServiceUnavailable"),
+            1,
+        ),
         ("bad-digest-once", Fault::Damage, 1),
     ];
     for (bucket, fault, times) in cases {
@@ -396,7 +408,11 @@ async fn a_listing_page_that_slows_down_is_asked_again() {
     o.run.expect(0);
     assert_eq!(o.stored.len(), want.len());
     assert!(o.dealt >= 1);
-    assert!(o.run.stderr.contains("retrying that page"), "{}", o.run.stderr);
+    assert!(
+        o.run.stderr.contains("retrying that page"),
+        "{}",
+        o.run.stderr
+    );
 }
 
 /// A body damaged on every try is a failed block after one retry (not
@@ -405,12 +421,24 @@ async fn a_listing_page_that_slows_down_is_asked_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_refusals_fail_as_the_table_says() {
     let s3 = s3_or_skip!("persistent_refusals_fail_as_the_table_says");
-    let (o, want) = case(&s3, "bad-digest-twice", Target::DataPut, Fault::Damage, 9, &[]).await;
+    let (o, want) = case(
+        &s3,
+        "bad-digest-twice",
+        Target::DataPut,
+        Fault::Damage,
+        9,
+        &[],
+    )
+    .await;
     o.run.expect(1);
     assert!(o.stored.is_empty(), "{:?}", o.stored);
     // The first try and one retry per block.
     assert_eq!(o.dealt, 2 * want.len() as u32, "{}", o.run.stderr);
-    assert!(o.run.stderr.contains("damaged on the way"), "{}", o.run.stderr);
+    assert!(
+        o.run.stderr.contains("damaged on the way"),
+        "{}",
+        o.run.stderr
+    );
 
     let expired = Fault::Code(400, "ExpiredToken");
     let (o, _) = case(&s3, "expired-token", Target::DataPut, expired, 99, &[]).await;

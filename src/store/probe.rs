@@ -76,14 +76,12 @@ pub async fn probe_writes(stores: &[&Store], reporter: &dyn Reporter) -> Result<
             }
             Err(f) => {
                 let what = match f.kind {
-                    FailureKind::NotFound => {
-                        "check Bucket and Endpoint in the volumes file".to_string()
-                    }
-                    _ => format!(
+                    FailureKind::NotFound => "check Bucket and Endpoint in the volumes file",
+                    _ => {
                         "check that its credentials (AccessKeyID/SecretAccessKey, or the \
                          environment's) may write (PutObject) the bucket, or mark the volume \
                          ReadOnly in the volumes file"
-                    ),
+                    }
                 };
                 return Err(Error::unreadable(format!(
                     "the destination S3 volume {} ({}) refused the write probe, an empty object \
