@@ -207,7 +207,7 @@ for n in $COUNTS; do
     fi
     for run in $(seq "$RUNS"); do
         timed keep-rsync "$n" "${kr[@]}"
-        timed rclone "$n" rclone --config "$W/rclone.conf" lsf --files-only "s3:$b"
+        timed rclone "$n" env -u AWS_CA_BUNDLE rclone --config "$W/rclone.conf" lsf --files-only "s3:$b"
         if [ -n "$ks_port" ]; then
             timed keepstore "$n" curl -sSf -H "Authorization: Bearer $TOKEN" \
                 "http://127.0.0.1:$ks_port/index"
