@@ -1334,7 +1334,7 @@ def latency_report(run, out):
             ratio = b / base if b and base else None
             goal = goals.get(rtt) if via != "direct" else None
             if via == "direct" and ratio:
-                res = f"proxy costs {(1 / ratio - 1) * 100:+.0f} %"
+                res = f"proxy at 0 ms: wall {(ratio - 1) * 100:+.0f} % vs direct"
             elif goal and ratio is not None:
                 res = verdict(ratio >= goal)
             else:
