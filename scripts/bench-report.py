@@ -1292,6 +1292,63 @@ def dist_report(run, out):
                    "rounds.\n")
 
 
+def latency_report(run, out):
+    """Scenario 14: small blocks over long links, against the same copy with no added latency."""
+    out.append("## Small blocks over long links (scenario 14)\n")
+    out.append(f"`scripts/bench.sh --latency`, {run['date']}, commit `{run['commit']}`, "
+               f"load average before {run.get('load_before', '?')}, when done {run['load_after']} "
+               "(raw results: `docs/bench/last-latency.json`):\n")
+    rs = rows(run, scenario=14)
+    if not rs:
+        out.append("No rows.\n")
+        return
+    n = rs[0]["blocks"]
+    out.append(f"{n:,} blocks of 4 KiB from 2 source services (1 copy each) to 3 destination "
+               "services, 2 replicas, keep-rsync at default flags, a fresh (empty) destination "
+               "for every copy. The added round trips of a round run one after the other, so "
+               "each ratio compares copies run within seconds of each other. *keepstore-sim*: "
+               "the simulator's own delay before every answer (`--latency-ms`). *real "
+               "keepstores*: Arvados' keepstore (Directory volumes), each behind `keepstore-sim "
+               "lag`, a TCP delay line adding half the round trip each way without limiting the "
+               "bytes' rate; *direct* is the same copy with no proxy, so that *proxy, 0 ms* ÷ "
+               "*direct* is what the proxy itself costs. Blocks/s = blocks copied ÷ wall time "
+               "of the whole keep-rsync process (indexes, plan, copy, report); *of LAN speed* = "
+               "blocks/s ÷ blocks/s at 0 ms (real keepstores: through the proxy at 0 ms).\n")
+    out.append("| target | round trip | via | blocks/s (median) | all runs (wall s) | CPU s (median) | "
+               "peak RSS MiB | of LAN speed | goal | result |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    goals = {20: 0.9, 100: 0.8}
+    for target, label in (("sim", "keepstore-sim"), ("real", "real keepstores")):
+        trs = rows(run, scenario=14, target=target)
+        if not trs:
+            if target == "real":
+                out.append("| real keepstores | – | – | skipped: no keepstore binary | | | | | | |")
+            continue
+        rate = lambda rs: med([r["report"]["copied"] / r["wall"] for r in rs if kr_ok(r)])
+        base_via = "delay" if target == "sim" else "proxy"
+        base = rate(rows(run, scenario=14, target=target, via=base_via, rtt_ms=0))
+        variants = sorted({(r["via"] != "direct", r["rtt_ms"], r["via"]) for r in trs})
+        for _, rtt, via in variants:
+            fr = rows(run, scenario=14, target=target, via=via, rtt_ms=rtt)
+            b = rate(fr)
+            ratio = b / base if b and base else None
+            goal = goals.get(rtt) if via != "direct" else None
+            if via == "direct" and ratio:
+                res = f"proxy at 0 ms: wall {(ratio - 1) * 100:+.0f} % vs direct"
+            elif goal and ratio is not None:
+                res = verdict(ratio >= goal)
+            else:
+                res = ""
+            out.append(f"| {label} | {rtt} ms | {via} | {f(b, 0)} | {allruns([r['wall'] for r in fr])} | "
+                       f"{f(med([r['user'] + r['sys'] for r in fr]))} | "
+                       f"{f(med([r['maxrss_kib'] / 1024 for r in fr]), 0)} | "
+                       f"{f(ratio) if ratio else ''} | {('≥ ' + str(goal)) if goal else ''} | {res} |")
+    out.append("")
+    notes = os.path.join(BENCH, "latency-notes.md")
+    if os.path.exists(notes):
+        out.append(open(notes).read().strip() + "\n")
+
+
 def main():
     out = []
     if len(sys.argv) == 2 and sys.argv[1] == "--s9-line":
@@ -1313,6 +1370,10 @@ def main():
             return
         if run["mode"].startswith("dist"):
             dist_report(run, out)
+            print("\n".join(out))
+            return
+        if run["mode"].startswith("latency"):
+            latency_report(run, out)
             print("\n".join(out))
             return
         header(run, out)
@@ -1360,6 +1421,9 @@ def main():
     mounts = os.path.join(BENCH, "last-mounts.json")
     if os.path.exists(mounts):
         mounts_report(json.load(open(mounts)), out)
+    latency = os.path.join(BENCH, "last-latency.json")
+    if os.path.exists(latency):
+        latency_report(json.load(open(latency)), out)
     out.append("## Choosing `--transfers`\n")
     if os.path.exists(sweep):
         srun = json.load(open(sweep))

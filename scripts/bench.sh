@@ -48,6 +48,10 @@
 #      repeated in second collections), and those collections as psql CSV
 #      records (replication and storage classes per collection); wall, CPU
 #      and peak RSS of each;
+#  14. (only with --latency) small blocks over long links: 3,000 blocks of
+#      4 KiB, 2 source + 3 destination services, default flags, at 0, 20 and
+#      100 ms added round trip, on keepstore-sim (--latency-ms) and on real
+#      keepstores behind `keepstore-sim lag` (scripts/bench-latency.py);
 #  11. (only with --dist) release builds: the binaries of `--profile dist`
 #      (what scripts/package.sh ships: fat LTO, one codegen unit, stripped)
 #      against `--release`, their sizes, and the same three runs with each,
@@ -77,6 +81,11 @@
 #                               then docs/benchmarks.md; about 4 min on 2
 #                               cores plus the dist build); with --quick:
 #                               smaller sets, printed, does not touch docs/
+#   scripts/bench.sh --latency  scenario 14 only (docs/bench/last-latency.json,
+#                               then docs/benchmarks.md; real keepstores from
+#                               $REAL_KEEPSTORE, default
+#                               /work/real-keepstore-bin/keepstore, skipped
+#                               with a message where absent)
 #   scripts/bench.sh --concurrency
 #                               scenario 9 only (docs/bench/last-concurrency.json,
 #                               then docs/benchmarks.md; BENCH_S9="b c" runs
@@ -97,7 +106,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=full
 QUICK=0
-usage() { echo "usage: $0 [--sweep|--quick|--stores [--quick]|--concurrency [--quick]|--collections [--quick]|--dist [--quick]|--mounts [--quick]]" >&2; exit 2; }
+usage() { echo "usage: $0 [--sweep|--quick|--stores [--quick]|--concurrency [--quick]|--collections [--quick]|--dist [--quick]|--mounts [--quick]|--latency [--quick]]" >&2; exit 2; }
 for arg in "$@"; do
     case $arg in
         # Scenario 13, S3 bucket listings: its own script.
@@ -108,6 +117,7 @@ for arg in "$@"; do
         --collections) [ "$MODE" = full ] || usage; MODE=collections ;;
         --dist) [ "$MODE" = full ] || usage; MODE=dist ;;
         --mounts) [ "$MODE" = full ] || usage; MODE=mounts ;;
+        --latency) [ "$MODE" = full ] || usage; MODE=latency ;;
         --quick) QUICK=1 ;;
         *) usage ;;
     esac
@@ -124,6 +134,7 @@ BIG=${BENCH_BIG:-1}
 [ "$MODE" = collections ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
 [ "$MODE" = dist ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
 [ "$MODE" = mounts ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
+[ "$MODE" = latency ] && [ "$QUICK" = 1 ] && RUNS=${BENCH_RUNS:-1}
 
 if [ ! -x /usr/bin/time ]; then
     echo "bench: GNU time is needed (apt-get install -y time)" >&2
@@ -159,7 +170,7 @@ BASE_REF=${BENCH_BASELINE:-fc569a8}
 BASE_DIR=$ROOT/target/bench-baseline
 KR_BASE=$BASE_DIR/release/keep-rsync
 base_commit=$(git rev-parse --verify --quiet "$BASE_REF^{commit}" || true)
-if [ "$MODE" = stores ] || [ "$MODE" = concurrency ] || [ "$MODE" = collections ] || [ "$MODE" = dist ] || [ "$MODE" = mounts ] || ! { want 4 || want 5 || want 6; }; then
+if [ "$MODE" = stores ] || [ "$MODE" = concurrency ] || [ "$MODE" = collections ] || [ "$MODE" = dist ] || [ "$MODE" = mounts ] || [ "$MODE" = latency ] || ! { want 4 || want 5 || want 6; }; then
     KR_BASE= # only scenarios 4-6 compare with it
 elif [ -z "$base_commit" ]; then
     echo "bench: BENCH_BASELINE=$BASE_REF is not a commit here: no before/after rows" >&2
@@ -1302,6 +1313,9 @@ case $MODE in
     mounts)
         scenario12 "$RUNS"
         ;;
+    latency)
+        python3 scripts/bench-latency.py "$RES" "$W" "$KR" "$SIM" "$RUNS" "$QUICK"
+        ;;
     quick)
         want 2 && md5_speed
         want 3 && scenario3 1000000 1
@@ -1323,6 +1337,7 @@ RUN_MODE=$MODE
 [ "$MODE" = collections ] && [ "$QUICK" = 1 ] && RUN_MODE=collections-quick
 [ "$MODE" = dist ] && [ "$QUICK" = 1 ] && RUN_MODE=dist-quick
 [ "$MODE" = mounts ] && [ "$QUICK" = 1 ] && RUN_MODE=mounts-quick
+[ "$MODE" = latency ] && [ "$QUICK" = 1 ] && RUN_MODE=latency-quick
 python3 - "$RUN_MODE" "$T_START" "$T_END" "$LOAD" "$DEFAULT_T" "$RES" "$LOAD_START" "$W/meta.json" >"$W/run.json" <<'EOF'
 import json, sys, os, platform, subprocess, datetime
 mode, t0, t1, load, deft, res, load0, meta = sys.argv[1:]
@@ -1381,6 +1396,13 @@ case $MODE in
             cp "$W/run.json" "$W/quick.json"
         else
             mkdir -p docs/bench && cp "$W/run.json" docs/bench/last-mounts.json
+        fi
+        ;;
+    latency)
+        if [ "$QUICK" = 1 ]; then
+            cp "$W/run.json" "$W/quick.json"
+        else
+            mkdir -p docs/bench && cp "$W/run.json" docs/bench/last-latency.json
         fi
         ;;
 esac

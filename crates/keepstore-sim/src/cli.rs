@@ -1,6 +1,6 @@
 //! The `keepstore-sim` command line: serve a cluster until SIGINT/SIGTERM,
 //! or act on a running one (`seed`, `counters`, `probe-order`, and the
-//! benchmark helpers `rawcopy` and `md5-speed`).
+//! benchmark helpers `rawcopy`, `md5-speed` and `lag`).
 //!
 //! Scripts rely on the flag names and on one behaviour: the services file
 //! (and `--settings-file`) appears, whole (a temporary file renamed into
@@ -44,6 +44,9 @@ enum Cmd {
     Rawcopy(RawcopyArgs),
     /// Benchmark: MD5 speed of one core (the md-5 crate keep-rsync uses), JSON.
     Md5Speed(Md5SpeedArgs),
+    /// Benchmark: a TCP proxy adding a round trip to each target (a delay
+    /// line, never a throttle). Prints `PORT TARGET` lines once listening.
+    Lag(LagArgs),
 }
 
 /// Serving a cluster (the default mode).
@@ -279,6 +282,19 @@ struct RawcopyArgs {
 }
 
 #[derive(Args, Debug)]
+struct LagArgs {
+    /// Round trip added, half each way.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    rtt_ms: u64,
+    /// Address to listen on (one ephemeral port per target).
+    #[arg(long, default_value = "127.0.0.1")]
+    listen: std::net::IpAddr,
+    /// Where to forward, HOST:PORT each.
+    #[arg(value_name = "TARGET", required = true)]
+    targets: Vec<std::net::SocketAddr>,
+}
+
+#[derive(Args, Debug)]
 struct Md5SpeedArgs {
     /// Times a 64 MiB buffer is hashed.
     #[arg(long, value_name = "N", default_value_t = 16)]
@@ -308,6 +324,13 @@ pub fn main() -> ExitCode {
             Some(Cmd::Counters(a)) => counters_cmd(a).await,
             Some(Cmd::ProbeOrder(a)) => probe_order_cmd(a),
             Some(Cmd::Rawcopy(a)) => rawcopy_cmd(a).await,
+            Some(Cmd::Lag(a)) => {
+                let rtt = std::time::Duration::from_millis(a.rtt_ms);
+                match super::lag::run(a.listen, a.targets, rtt).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(1, format!("lag proxy: {e}")),
+                }
+            }
             Some(Cmd::Md5Speed(a)) => {
                 println!("{}", super::rawcopy::md5_speed(a.rounds));
                 ExitCode::SUCCESS

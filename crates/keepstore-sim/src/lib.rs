@@ -27,6 +27,7 @@
 pub mod api;
 pub mod cli;
 pub mod faults;
+pub mod lag;
 mod load;
 pub mod rawcopy;
 pub mod seed;
