@@ -100,10 +100,9 @@ impl Stores {
                             p.endpoint.as_deref().unwrap_or(&p.region),
                             p.bucket
                         ),
-                        Driver::Azure(p) => format!(
-                            "azure://{}/{}/{}",
-                            p.base_url, p.account_name, p.container
-                        ),
+                        Driver::Azure(p) => {
+                            format!("azure://{}/{}/{}", p.base_url, p.account_name, p.container)
+                        }
                     };
                     (v.uuid.clone(), loc)
                 })

@@ -1417,8 +1417,12 @@ Clusters:
             ("v: {DriverParameters: {Root: /k}}", "v.Driver is missing"),
             ("v: {Driver: '', DriverParameters: {Root: /k}}", "v.Driver is missing"),
             ("v: {Driver: 3}", "v.Driver must be a string, not a number"),
-            ("v:\n  Driver: Azure\n  DriverParameters: {StorageAccountKey: SECRETsecret123}\n",
-             "v.Driver: volume v's driver Azure is not supported by keep-rsync (Directory and S3 are)"),
+            ("v:\n  Driver: Swift\n  DriverParameters: {StorageAccountKey: SECRETsecret123}\n",
+             "v.Driver: volume v's driver Swift is not supported by keep-rsync (Directory, S3 and Azure are)"),
+            ("v:\n  Driver: Azure\n  DriverParameters: {StorageAccountName: a, ContainerName: c}\n",
+             "v.DriverParameters.StorageAccountKey is missing: an Azure volume needs"),
+            ("v: {Driver: Azure, DriverParameters: {StorageAccountName: a, StorageAccountKey: SECRETsecret123, ContainerName: c, StorageBaseURL: 'https://x'}}",
+             "v.DriverParameters.StorageBaseURL is https://x: it must be a host name"),
             ("v: {Driver: 'Ceph RBD'}", "driver \"Ceph RBD\" is not supported"),
             ("v: {Driver: Directory}", "v.DriverParameters is missing: a Directory volume needs DriverParameters.Root"),
             ("v: {Driver: Directory, DriverParameters: /k}", "v.DriverParameters must be a map, not a string"),
@@ -1566,13 +1570,30 @@ Clusters:
         let z = load_fixture("two-clusters.yml", Some("zzzzz")).unwrap();
         assert_ne!(a.volumes, z.volumes);
 
+        let az = load_fixture("azure.yml", None).unwrap();
+        match &az.volumes[0].driver {
+            Driver::Azure(p) => {
+                assert_eq!(
+                    (
+                        p.account_name.as_str(),
+                        p.container.as_str(),
+                        p.base_url.as_str()
+                    ),
+                    ("zzzzzkeep", "keep", "core.windows.net")
+                );
+                assert_eq!(p.list_max_attempts, 12);
+                assert_eq!(p.request_timeout, std::time::Duration::from_secs(600));
+                assert!(!format!("{p:?}").contains("FAKEazure"));
+            }
+            other => panic!("not Azure: {other:?}"),
+        }
+
         let j = load_fixture("volumes.json", None).unwrap();
         assert_eq!(j.volumes.len(), 2);
 
         for (name, want) in [
             ("bad-yaml.yml", "not valid YAML"),
             ("no-bucket.yml", "DriverParameters.Bucket is missing"),
-            ("azure.yml", "driver Azure is not supported by keep-rsync"),
             ("relative-root.yml", "DriverParameters.Root is"),
         ] {
             let err = load_fixture(name, None).unwrap_err();

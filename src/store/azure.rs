@@ -102,10 +102,7 @@ impl AzureVolume {
             list_max_attempts: p.list_max_attempts.max(1),
             write_race_interval: p.write_race_interval,
             fanout: 1,
-            location: format!(
-                "azure://{}/{}/{}",
-                p.base_url, p.account_name, p.container
-            ),
+            location: format!("azure://{}/{}/{}", p.base_url, p.account_name, p.container),
             traits,
         })
     }
@@ -130,9 +127,7 @@ impl AzureVolume {
              StorageAccountName and StorageAccountKey in the volumes file (the key is one of \
              the storage account's access keys), and that the account may read (and, on the \
              destination, write) container {:?}.",
-            self.id,
-            self.location,
-            self.container
+            self.id, self.location, self.container
         )
     }
 
@@ -234,7 +229,10 @@ impl AzureVolume {
         let mut attempt = 1;
         loop {
             let r = match self
-                .send(self.request(reqwest::Method::GET, url.clone(), &[], None), true)
+                .send(
+                    self.request(reqwest::Method::GET, url.clone(), &[], None),
+                    true,
+                )
                 .await
             {
                 Ok(resp) => resp.text().await.map_err(|e| {
@@ -347,11 +345,12 @@ impl AzureVolume {
                         )));
                     };
                     // An empty blob younger than WriteRaceInterval is a
-                    // write under way (keepstore does not list it either).
+                    // write under way (keepstore does not list it either),
+                    // unless it is the empty block, whole when empty.
                     let racing = size == 0
-                        && b.last_modified.is_some_and(|t| {
-                            t + self.write_race_interval > now
-                        });
+                        && hash.to_string() != crate::protocol::EMPTY_BLOCK_HASH
+                        && b.last_modified
+                            .is_some_and(|t| t + self.write_race_interval > now);
                     if !b.trashed && !racing && size <= MAX_BLOCK_SIZE {
                         into.push(Entry {
                             hash,
@@ -408,7 +407,9 @@ impl AzureVolume {
             if len != size {
                 return Err(Failure::new(
                     FailureKind::BadData,
-                    format!("blob {hash} is {len} bytes where its locator says {size} (not copied)"),
+                    format!(
+                        "blob {hash} is {len} bytes where its locator says {size} (not copied)"
+                    ),
                 ));
             }
         }
@@ -667,15 +668,26 @@ mod tests {
             v.blob_url(&h).as_str(),
             "https://keepacct.blob.core.windows.net/keep-blocks/acbd18db4cc2f85cedef654fccc4a4d8"
         );
-        assert_eq!(v.location(), "azure://core.windows.net/keepacct/keep-blocks");
+        assert_eq!(
+            v.location(),
+            "azure://core.windows.net/keepacct/keep-blocks"
+        );
         let dbg = format!("{v:?}");
-        assert!(!dbg.contains("U0VDUkVU") && !dbg.contains("SECRET"), "{dbg}");
+        assert!(
+            !dbg.contains("U0VDUkVU") && !dbg.contains("SECRET"),
+            "{dbg}"
+        );
         let p = AzureParams {
             base_url: "azurite.test:10000".into(),
             ..params()
         };
-        let v = AzureVolume::new("v".into(), &p, VolumeTraits::default(), reqwest::Client::new())
-            .unwrap();
+        let v = AzureVolume::new(
+            "v".into(),
+            &p,
+            VolumeTraits::default(),
+            reqwest::Client::new(),
+        )
+        .unwrap();
         assert_eq!(
             v.blob_url(&h).as_str(),
             "https://keepacct.blob.azurite.test:10000/keep-blocks/acbd18db4cc2f85cedef654fccc4a4d8"
@@ -752,11 +764,17 @@ mod tests {
         );
         let f = c(S::NOT_FOUND, "ContainerNotFound");
         assert_eq!(f.kind, FailureKind::NotFound);
-        assert!(f.detail.contains("container \"keep\" does not exist"), "{f}");
+        assert!(
+            f.detail.contains("container \"keep\" does not exist"),
+            "{f}"
+        );
         // The code from the error document when no header gives it.
         let doc = "<?xml version=\"1.0\"?><Error><Code>ServerBusy</Code><Message>busy\nRequestId:1</Message></Error>";
         let f = classify(S::SERVICE_UNAVAILABLE, None, doc, "acct", "keep");
-        assert!(f.is_transient() && f.detail.contains("ServerBusy: busy"), "{f}");
+        assert!(
+            f.is_transient() && f.detail.contains("ServerBusy: busy"),
+            "{f}"
+        );
         assert!(!f.detail.contains("RequestId"), "{f}");
         let f = classify(S::BAD_REQUEST, None, "", "acct", "keep");
         assert_eq!(f.kind, FailureKind::Rejected);

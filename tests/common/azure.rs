@@ -133,8 +133,7 @@ impl Azurite {
             let err = out.try_clone().unwrap();
             let mut child = Command::new(&bin)
                 .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-                .arg("--location")
-                .arg(&data)
+                .current_dir(&data)
                 .arg("--cert")
                 .arg(&cert_path)
                 .arg("--key")
@@ -240,7 +239,12 @@ impl Azurite {
         let mut u = self.url(name);
         u.set_query(Some("restype=container"));
         let r = self.send(reqwest::Method::PUT, u, &[], Some(b"")).await;
-        assert_eq!(r.status(), 201, "create container {name}: {:?}", r.text().await);
+        assert_eq!(
+            r.status(),
+            201,
+            "create container {name}: {:?}",
+            r.text().await
+        );
     }
 
     /// Put `data` as block blob `name`, without Content-MD5 (so that a blob
@@ -269,7 +273,12 @@ impl Azurite {
             .map(|(n, (_, v))| (n.as_str(), *v))
             .collect();
         let r = self.send(reqwest::Method::PUT, u, &ms, Some(b"")).await;
-        assert_eq!(r.status(), 200, "set metadata of {name}: {:?}", r.text().await);
+        assert_eq!(
+            r.status(),
+            200,
+            "set metadata of {name}: {:?}",
+            r.text().await
+        );
     }
 
     /// Blob `name`'s bytes and `x-ms-meta-*` headers, or `None` (404).
@@ -279,7 +288,12 @@ impl Azurite {
         name: &str,
     ) -> Option<(Vec<u8>, Vec<(String, String)>)> {
         let r = self
-            .send(reqwest::Method::GET, self.url(&format!("{container}/{name}")), &[], None)
+            .send(
+                reqwest::Method::GET,
+                self.url(&format!("{container}/{name}")),
+                &[],
+                None,
+            )
             .await;
         if r.status() == 404 {
             return None;
@@ -297,7 +311,12 @@ impl Azurite {
     /// Blob `name`'s Last-Modified.
     pub async fn last_modified(&self, container: &str, name: &str) -> std::time::SystemTime {
         let r = self
-            .send(reqwest::Method::HEAD, self.url(&format!("{container}/{name}")), &[], None)
+            .send(
+                reqwest::Method::HEAD,
+                self.url(&format!("{container}/{name}")),
+                &[],
+                None,
+            )
             .await;
         assert_eq!(r.status(), 200, "head {name}");
         let v = r.headers()["last-modified"].to_str().unwrap().to_string();

@@ -151,9 +151,10 @@ mod tests {
              x-ms-version:2021-12-02\n/acct/keep\ncomp:list\ninclude:metadata\nprefix:ab\n\
              restype:container"
         );
-        let put: url::Url = "https://acct.blob.core.windows.net/keep/0cc175b9c0f1b6a831c399e269772661"
-            .parse()
-            .unwrap();
+        let put: url::Url =
+            "https://acct.blob.core.windows.net/keep/0cc175b9c0f1b6a831c399e269772661"
+                .parse()
+                .unwrap();
         let s = Signed {
             content_length: Some(1),
             content_md5: Some("DMF1ucDxtqgxw5niaXcmYQ=="),
