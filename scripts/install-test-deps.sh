@@ -11,6 +11,8 @@
 #   and Content-MD5; tests/common/s3.rs starts it with its posix backend)
 #   built from source with `go install` into ./.tools/bin (the Go module proxy
 #   is all it needs) unless ./.tools/bin/versitygw is that version already.
+# - Azurite (an Azure Blob service nobody here wrote; it checks SharedKey
+#   signatures and Content-MD5) from npm into ./.tools/azurite.
 # - rclone (a second S3 client, for the benchmark) from apt when missing.
 # - the packaging tools scripts/package.sh and scripts/test-packages.sh use:
 #   dpkg-dev (dpkg-shlibdeps), rpm (rpmbuild, rpm -qp), systemd
@@ -107,6 +109,19 @@ else
         tail -n 30 "$log" >&2 || true
         rm -f .tools/bin/versitygw
         cannot "go install versitygw $VERSITYGW_VERSION failed (log: $log)"
+    fi
+fi
+AZURITE_VERSION=3.37.0
+# Azurite (Microsoft's Azure Storage emulator; tests/common/azure.rs) from npm
+# into ./.tools/azurite, unless that version is there already.
+if [ "$(node -p "require('./.tools/azurite/node_modules/azurite/package.json').version" 2>/dev/null)" = "$AZURITE_VERSION" ]; then
+    echo "install-test-deps: azurite $AZURITE_VERSION already in .tools/azurite"
+elif ! command -v npm >/dev/null 2>&1; then
+    cannot "no npm, cannot install azurite $AZURITE_VERSION (install Node.js and npm)"
+else
+    mkdir -p .tools/azurite
+    if ! (cd .tools/azurite && npm install --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null); then
+        cannot "npm install azurite@$AZURITE_VERSION failed"
     fi
 fi
 if command -v rclone >/dev/null 2>&1; then

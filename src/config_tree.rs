@@ -575,8 +575,8 @@ use Keys::{Any, Known, Named};
 const CLASS: Keys = Known(&[("Default", Any), ("Priority", Any)]);
 
 /// One volume (Arvados' defaults hold one `DriverParameters` map with the
-/// keys of every driver; these are the Directory and S3 ones keep-rsync
-/// reads).
+/// keys of every driver; these are the Directory, S3 and Azure ones
+/// keep-rsync reads).
 const VOLUME: Keys = Known(&[
     ("AccessViaHosts", Named(&Known(&[("ReadOnly", Any)]))),
     ("ReadOnly", Any),
@@ -597,6 +597,16 @@ const VOLUME: Keys = Known(&[
             ("PrefixLength", Any),
             ("Root", Any),
             ("Serialize", Any),
+            ("StorageAccountName", Any),
+            ("StorageAccountKey", Any),
+            ("StorageBaseURL", Any),
+            ("ContainerName", Any),
+            ("RequestTimeout", Any),
+            ("ListBlobsRetryDelay", Any),
+            ("ListBlobsMaxAttempts", Any),
+            ("MaxGetBytes", Any),
+            ("WriteRaceInterval", Any),
+            ("WriteRacePollTime", Any),
         ]),
     ),
 ]);

@@ -21,7 +21,7 @@ use crate::role::Role;
 use crate::services::{self, Discovery, KeepService, Service, Side};
 use crate::settings::{self, Settings};
 use crate::store::{
-    DirVolume, KeepStore, Ranking, S3Volume, Signer, Store, TokenSource, VolumeTraits,
+    AzureVolume, DirVolume, KeepStore, Ranking, S3Volume, Signer, Store, TokenSource, VolumeTraits,
 };
 use crate::volumes_file::{self, Driver, VolumeSpec};
 
@@ -100,6 +100,9 @@ impl Stores {
                             p.endpoint.as_deref().unwrap_or(&p.region),
                             p.bucket
                         ),
+                        Driver::Azure(p) => {
+                            format!("azure://{}/{}/{}", p.base_url, p.account_name, p.container)
+                        }
                     };
                     (v.uuid.clone(), loc)
                 })
@@ -749,6 +752,19 @@ fn volume_store(
                     .map_err(|why| {
                         Error::config(format!(
                             "{} S3 volume {id} cannot be used: {why}.",
+                            role.as_str()
+                        ))
+                    })?
+                    .with_fanout(conn.checkers.min(conn.max_per_service)),
+            )
+        }
+        Driver::Azure(p) => {
+            let id = spec.uuid;
+            Store::Azure(
+                AzureVolume::new(id.clone(), &p, traits, http.clone())
+                    .map_err(|why| {
+                        Error::config(format!(
+                            "{} Azure volume {id} cannot be used: {why}.",
                             role.as_str()
                         ))
                     })?

@@ -69,6 +69,45 @@ pub struct ServerMount {
 pub enum Driver {
     Directory { root: PathBuf },
     S3(S3Params),
+    Azure(AzureParams),
+}
+
+/// An Azure Blob volume's `DriverParameters`, with keepstore's defaults
+/// (azure_blob_volume.go: those in its code, not the SAMPLE entry of
+/// config.default.yml, which Arvados drops). `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AzureParams {
+    pub account_name: String,
+    /// `StorageAccountKey`, base64 (checked when the volume is set up).
+    pub account_key: String,
+    /// `StorageBaseURL`: the host is `ACCOUNT.blob.BASE` (default
+    /// `core.windows.net`; may end in `:PORT`).
+    pub base_url: String,
+    pub container: String,
+    /// `RequestTimeout` (default 10m; 0: none).
+    pub request_timeout: std::time::Duration,
+    /// `ListBlobsRetryDelay` (0 or absent: 10s).
+    pub list_retry_delay: std::time::Duration,
+    /// `ListBlobsMaxAttempts` (0 or absent: 12).
+    pub list_max_attempts: u32,
+    /// `WriteRaceInterval` (default 15s): an empty blob younger than this
+    /// is a write still under way, not listed.
+    pub write_race_interval: std::time::Duration,
+}
+
+impl fmt::Debug for AzureParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzureParams")
+            .field("account_name", &self.account_name)
+            .field("account_key", &Bare("<redacted>"))
+            .field("base_url", &self.base_url)
+            .field("container", &self.container)
+            .field("request_timeout", &self.request_timeout)
+            .field("list_retry_delay", &self.list_retry_delay)
+            .field("list_max_attempts", &self.list_max_attempts)
+            .field("write_race_interval", &self.write_race_interval)
+            .finish()
+    }
 }
 
 /// An S3 volume's `DriverParameters`. `Debug` shows whether credentials are
@@ -459,17 +498,19 @@ fn volume_spec(uuid: &str, v: &Obj<'_>, priorities: &Priorities) -> Result<Volum
     let driver = match name {
         "Directory" => directory(params, v)?,
         "S3" => Driver::S3(s3(params, v)?),
+        "Azure" => Driver::Azure(azure(params, v)?),
         other => {
-            let case = ["Directory", "S3"]
+            let case = ["Directory", "S3", "Azure"]
                 .into_iter()
                 .find(|d| d.eq_ignore_ascii_case(other))
                 .map(|d| format!(" Driver names are case-sensitive (as in keepstore): write {d}."))
                 .unwrap_or_else(|| {
-                    " Give a volumes file that lists only the Directory and S3 volumes.".to_string()
+                    " Give a volumes file that lists only the Directory, S3 and Azure volumes."
+                        .to_string()
                 });
             return Err(format!(
-                "{}: volume {uuid}'s driver {} is not supported by keep-rsync (Directory and \
-                 S3 are).{case}",
+                "{}: volume {uuid}'s driver {} is not supported by keep-rsync (Directory, S3 \
+                 and Azure are).{case}",
                 v.key("Driver"),
                 shown(other)
             ));
@@ -640,6 +681,70 @@ fn s3(params: Option<Obj<'_>>, v: &Obj<'_>) -> Result<S3Params, String> {
         secret_access_key: secret_access_key.map(str::to_string),
         prefix_length,
         index_page_size,
+    })
+}
+
+fn azure(params: Option<Obj<'_>>, v: &Obj<'_>) -> Result<AzureParams, String> {
+    use std::time::Duration;
+    let need = "an Azure volume needs DriverParameters with StorageAccountName, \
+                StorageAccountKey and ContainerName, as keepstore does";
+    let Some(p) = params else {
+        return Err(format!("{} is missing: {need}.", v.key("DriverParameters")));
+    };
+    let required = |name: &str| -> Result<String, String> {
+        match p.string(name)? {
+            Some(s) => Ok(s.to_string()),
+            None => Err(format!("{} is missing: {need}.", p.key(name))),
+        }
+    };
+    let account_name = required("StorageAccountName")?;
+    let account_key = required("StorageAccountKey")?;
+    let container = required("ContainerName")?;
+    let base_url = p
+        .string("StorageBaseURL")?
+        .unwrap_or("core.windows.net")
+        .to_string();
+    if base_url.contains(['/', '@', ' ']) || base_url.starts_with('.') {
+        return Err(format!(
+            "{} is {}: it must be a host name (and :PORT), e.g. core.windows.net, without \
+             scheme or path: keepstore reaches https://ACCOUNT.blob.STORAGEBASEURL.",
+            p.key("StorageBaseURL"),
+            shown(&authority_redacted(&base_url))
+        ));
+    }
+    let duration = |name: &str| -> Result<Option<Duration>, String> {
+        match p.get(name) {
+            None | Some(Node::Null) => Ok(None),
+            Some(Node::Int(0)) => Ok(Some(Duration::ZERO)),
+            Some(Node::Str(s)) => crate::protocol::units::parse_go_duration(s)
+                .map(Some)
+                .map_err(|why| format!("{}: {why}", p.key(name))),
+            Some(_) => Err(format!(
+                "{} must be a Go duration such as 30s or 10m.",
+                p.key(name)
+            )),
+        }
+    };
+    let list_max_attempts = match p.integer("ListBlobsMaxAttempts")? {
+        None | Some(0) => 12,
+        Some(n) => u32::try_from(n).map_err(|_| {
+            format!(
+                "{} is {n}: it must be a positive number of attempts (0 or absent means 12).",
+                p.key("ListBlobsMaxAttempts")
+            )
+        })?,
+    };
+    Ok(AzureParams {
+        account_name,
+        account_key,
+        base_url,
+        container,
+        request_timeout: duration("RequestTimeout")?.unwrap_or(Duration::from_secs(600)),
+        list_retry_delay: duration("ListBlobsRetryDelay")?
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(10)),
+        list_max_attempts,
+        write_race_interval: duration("WriteRaceInterval")?.unwrap_or(Duration::from_secs(15)),
     })
 }
 
@@ -1312,8 +1417,12 @@ Clusters:
             ("v: {DriverParameters: {Root: /k}}", "v.Driver is missing"),
             ("v: {Driver: '', DriverParameters: {Root: /k}}", "v.Driver is missing"),
             ("v: {Driver: 3}", "v.Driver must be a string, not a number"),
-            ("v:\n  Driver: Azure\n  DriverParameters: {StorageAccountKey: SECRETsecret123}\n",
-             "v.Driver: volume v's driver Azure is not supported by keep-rsync (Directory and S3 are)"),
+            ("v:\n  Driver: Swift\n  DriverParameters: {StorageAccountKey: SECRETsecret123}\n",
+             "v.Driver: volume v's driver Swift is not supported by keep-rsync (Directory, S3 and Azure are)"),
+            ("v:\n  Driver: Azure\n  DriverParameters: {StorageAccountName: a, ContainerName: c}\n",
+             "v.DriverParameters.StorageAccountKey is missing: an Azure volume needs"),
+            ("v: {Driver: Azure, DriverParameters: {StorageAccountName: a, StorageAccountKey: SECRETsecret123, ContainerName: c, StorageBaseURL: 'https://x'}}",
+             "v.DriverParameters.StorageBaseURL is https://x: it must be a host name"),
             ("v: {Driver: 'Ceph RBD'}", "driver \"Ceph RBD\" is not supported"),
             ("v: {Driver: Directory}", "v.DriverParameters is missing: a Directory volume needs DriverParameters.Root"),
             ("v: {Driver: Directory, DriverParameters: /k}", "v.DriverParameters must be a map, not a string"),
@@ -1461,13 +1570,30 @@ Clusters:
         let z = load_fixture("two-clusters.yml", Some("zzzzz")).unwrap();
         assert_ne!(a.volumes, z.volumes);
 
+        let az = load_fixture("azure.yml", None).unwrap();
+        match &az.volumes[0].driver {
+            Driver::Azure(p) => {
+                assert_eq!(
+                    (
+                        p.account_name.as_str(),
+                        p.container.as_str(),
+                        p.base_url.as_str()
+                    ),
+                    ("zzzzzkeep", "keep", "core.windows.net")
+                );
+                assert_eq!(p.list_max_attempts, 12);
+                assert_eq!(p.request_timeout, std::time::Duration::from_secs(600));
+                assert!(!format!("{p:?}").contains("FAKEazure"));
+            }
+            other => panic!("not Azure: {other:?}"),
+        }
+
         let j = load_fixture("volumes.json", None).unwrap();
         assert_eq!(j.volumes.len(), 2);
 
         for (name, want) in [
             ("bad-yaml.yml", "not valid YAML"),
             ("no-bucket.yml", "DriverParameters.Bucket is missing"),
-            ("azure.yml", "driver Azure is not supported by keep-rsync"),
             ("relative-root.yml", "DriverParameters.Root is"),
         ] {
             let err = load_fixture(name, None).unwrap_err();

@@ -2,8 +2,8 @@
 //! store (docs/design.md, "Stores").
 //!
 //! A [`Store`] is a Keep service (a keepstore or keepproxy over HTTP,
-//! [`keep`]), a keepstore Directory volume ([`dir`]) or a keepstore S3 volume
-//! ([`s3`]). Each lists the blocks under a prefix, answers whether it holds
+//! [`keep`]), a keepstore Directory volume ([`dir`]), a keepstore S3 volume
+//! ([`s3`]) or a keepstore Azure Blob volume ([`azure`]). Each lists the blocks under a prefix, answers whether it holds
 //! one, reads one as a byte stream (unverified: the copy pipeline checks
 //! length and MD5 as the bytes arrive, the same way for every store), and
 //! writes one from a [`Body`] that must not become visible under the block's
@@ -12,10 +12,11 @@
 //! how rendezvous order weighs it. Index, plan, copy and keep-block-check call
 //! these and never ask which kind they hold.
 //!
-//! A closed enum rather than a trait object: three kinds, all known here,
+//! A closed enum rather than a trait object: four kinds, all known here,
 //! async methods without boxing, and `match` arms that the compiler checks
-//! when a fourth kind comes.
+//! when a fifth kind comes.
 
+pub mod azure;
 pub mod dir;
 pub mod keep;
 pub mod probe;
@@ -33,6 +34,7 @@ use crate::protocol::index::Entry;
 use crate::protocol::BlockHash;
 use crate::role::Role;
 
+pub use azure::AzureVolume;
 pub use dir::DirVolume;
 pub use keep::{KeepStore, Signer, TokenSource};
 pub use s3::S3Volume;
@@ -93,6 +95,7 @@ pub enum Store {
     Keep(KeepStore),
     Dir(DirVolume),
     S3(S3Volume),
+    Azure(AzureVolume),
 }
 
 /// How rendezvous order ranks the stores of one side.
@@ -142,16 +145,18 @@ impl Store {
             Store::Keep(s) => &s.service.uuid,
             Store::Dir(v) => &v.id,
             Store::S3(v) => &v.id,
+            Store::Azure(v) => &v.id,
         }
     }
 
-    /// `http(s)://host:port`, `file://ROOT` or `s3://ENDPOINT/BUCKET`: never
-    /// a secret.
+    /// `http(s)://host:port`, `file://ROOT`, `s3://ENDPOINT/BUCKET` or
+    /// `azure://BASE/ACCOUNT/CONTAINER`: never a secret.
     pub fn location(&self) -> String {
         match self {
             Store::Keep(s) => s.service.url(),
             Store::Dir(v) => format!("file://{}", v.root.display()),
             Store::S3(v) => v.location(),
+            Store::Azure(v) => v.location(),
         }
     }
 
@@ -169,15 +174,18 @@ impl Store {
             Store::Keep(_) => "lines",
             Store::Dir(_) => "entries",
             Store::S3(_) => "keys",
+            Store::Azure(_) => "blobs",
         }
     }
 
-    /// `disk`, `proxy`, `gateway:…` (Keep services), `directory` or `s3`.
+    /// `disk`, `proxy`, `gateway:…` (Keep services), `directory`, `s3` or
+    /// `azure`.
     pub fn kind(&self) -> &str {
         match self {
             Store::Keep(s) => &s.service.service_type,
             Store::Dir(_) => "directory",
             Store::S3(_) => "s3",
+            Store::Azure(_) => "azure",
         }
     }
 
@@ -185,7 +193,7 @@ impl Store {
     pub fn order(&self) -> Order {
         match self {
             Store::Keep(_) => Order::Services,
-            Store::Dir(_) | Store::S3(_) => Order::Mounts,
+            Store::Dir(_) | Store::S3(_) | Store::Azure(_) => Order::Mounts,
         }
     }
 
@@ -195,6 +203,7 @@ impl Store {
             Store::Keep(s) => s.service.weight_suffix(),
             Store::Dir(v) => crate::protocol::mount_weight_suffix(&v.id),
             Store::S3(v) => crate::protocol::mount_weight_suffix(&v.id),
+            Store::Azure(v) => crate::protocol::mount_weight_suffix(&v.id),
         }
     }
 
@@ -209,6 +218,7 @@ impl Store {
             Store::Keep(_) => None,
             Store::Dir(v) => Some(&v.traits),
             Store::S3(v) => Some(&v.traits),
+            Store::Azure(v) => Some(&v.traits),
         }
     }
 
@@ -356,6 +366,12 @@ impl Store {
                  listing cut short or out of order comes from the S3 server or a proxy in \
                  front of it, and is never taken for the bucket's contents."
             }
+            Store::Azure(_) => {
+                "Check the volume's StorageAccountName, StorageBaseURL and ContainerName, and \
+                 its StorageAccountKey; a listing cut short or out of order comes from the \
+                 service or a proxy in front of it, and is never taken for the container's \
+                 contents."
+            }
         }
     }
 
@@ -381,6 +397,11 @@ impl Store {
             (Store::S3(_), _) => {
                 "Check that the S3 endpoint is up and reachable from here, then rerun.".into()
             }
+            (Store::Azure(_), _) => {
+                "Check that the Azure Blob endpoint (https://ACCOUNT.blob.STORAGEBASEURL) is up \
+                 and reachable from here, then rerun."
+                    .into()
+            }
         }
     }
 
@@ -393,6 +414,7 @@ impl Store {
             Store::Keep(s) => s.refused_advice(role, f),
             Store::Dir(v) => v.refused_advice(role, f),
             Store::S3(v) => v.refused_advice(role, f),
+            Store::Azure(v) => v.refused_advice(role, f),
         }
     }
 
@@ -414,6 +436,7 @@ impl Store {
             Store::Keep(s) => s.list(prefix, mount, answered, on_bytes, into).await,
             Store::Dir(v) => v.list(prefix, answered, into).await,
             Store::S3(v) => v.list(prefix, answered, on_bytes, into).await,
+            Store::Azure(v) => v.list(prefix, answered, on_bytes, into).await,
         }
     }
 
@@ -423,6 +446,7 @@ impl Store {
             Store::Keep(s) => s.head(hash, size).await,
             Store::Dir(v) => v.head(hash).await.map(Some),
             Store::S3(v) => v.head(hash).await,
+            Store::Azure(v) => v.head(hash).await,
         }
     }
 
@@ -433,6 +457,7 @@ impl Store {
             Store::Keep(s) => s.read(hash, size).await,
             Store::Dir(v) => v.read(hash, size).await,
             Store::S3(v) => v.read(hash, size).await,
+            Store::Azure(v) => v.read(hash, size).await,
         }
     }
 
@@ -458,6 +483,7 @@ impl Store {
             Store::Keep(s) => s.write(hash, size, body, desired, classes).await,
             Store::Dir(v) => v.write(hash, size, body).await,
             Store::S3(v) => v.write(hash, size, body).await,
+            Store::Azure(v) => v.write(hash, size, body).await,
         }
     }
 }
