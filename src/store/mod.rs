@@ -16,6 +16,7 @@
 //! async methods without boxing, and `match` arms that the compiler checks
 //! when a fourth kind comes.
 
+pub mod aws_credentials;
 pub mod dir;
 pub mod keep;
 pub mod s3;

@@ -21,12 +21,14 @@
 //! timestamps, so it does not.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use futures::StreamExt;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
+use super::aws_credentials::Provider;
 use super::{BlockStream, Body, VolumeTraits};
 use crate::protocol::client::{
     body_chunks, describe_http_error, read_capped, Failure, FailureKind, PutOk,
@@ -55,7 +57,9 @@ const MAX_PAGE: u32 = 1000;
 pub struct S3Volume {
     pub id: String,
     bucket: Bucket,
-    creds: Credentials,
+    /// Shared by every request (and every volume on the default chain),
+    /// refreshed before it expires (`aws_credentials`).
+    creds: Arc<Provider>,
     http: reqwest::Client,
     prefix_length: usize,
     page_size: u32,
@@ -78,9 +82,9 @@ impl std::fmt::Debug for S3Volume {
 
 impl S3Volume {
     /// Set up the volume: its endpoint, addressing style and credentials
-    /// (the volume's keys, else `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
-    /// and `AWS_SESSION_TOKEN`). `Err` is a message naming what is wrong,
-    /// never a secret.
+    /// (the volume's keys, else the AWS credential chain, run now so that
+    /// none found is a setup error). `Err` is a message naming what is
+    /// wrong, never a secret.
     pub fn new(
         id: String,
         o: &S3Params,
@@ -103,21 +107,16 @@ impl S3Volume {
             .map_err(|e| format!("its Endpoint is not a URL ({e})"))?;
         let bucket = Bucket::new(url.clone(), style, o.bucket.clone(), o.region.clone())
             .map_err(|e| format!("bucket {:?} at {endpoint}: {e}", o.bucket))?;
-        let creds = match (&o.access_key_id, &o.secret_access_key) {
-            (Some(k), Some(s)) => Credentials::new(k.clone(), s.clone()),
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(
-                    "it gives only one of AccessKeyID and SecretAccessKey: give both, or \
-                            neither and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-                        .into(),
-                )
-            }
-            (None, None) => Credentials::from_env().ok_or(
-                "it gives no AccessKeyID/SecretAccessKey and AWS_ACCESS_KEY_ID/\
-                 AWS_SECRET_ACCESS_KEY are not set (instance roles are not supported): give the \
-                 keys in the volume's DriverParameters or in the environment",
-            )?,
-        };
+        let creds = Provider::for_volume(
+            (o.access_key_id.as_deref(), o.secret_access_key.as_deref()),
+            &o.region,
+        )?;
+        tracing::info!(
+            event = "credentials",
+            volume = id.as_str(),
+            "S3 volume {id} signs with credentials {}",
+            creds.from()
+        );
         Ok(S3Volume {
             id,
             location: format!(
@@ -151,11 +150,13 @@ impl S3Volume {
     /// volume's credentials and Region, never an Arvados token.
     pub(super) fn refused_advice(&self, role: crate::role::Role, f: &Failure) -> String {
         format!(
-            "the {role} S3 volume {} ({}) refuses our requests ({f}): check its \
-             AccessKeyID/SecretAccessKey (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and Region \
-             in the volumes file, and that those credentials may read (and, on the destination, \
-             write) the bucket.",
-            self.id, self.location
+            "the {role} S3 volume {} ({}) refuses our requests ({f}): its credentials came {}; \
+             check them (AccessKeyID/SecretAccessKey in the volumes file, or the AWS credential \
+             chain's source) and Region, and that those credentials may read (and, on the \
+             destination, write) the bucket.",
+            self.id,
+            self.location,
+            self.creds.from()
         )
     }
 
@@ -164,34 +165,99 @@ impl S3Volume {
     }
 
     /// A failed answer as a failure, classified by S3's error code rather
-    /// than its status alone ([`classify`]).
-    async fn refused(&self, resp: reqwest::Response) -> Failure {
+    /// than its status alone ([`classify`]), and whether S3 refused the
+    /// session token ([`TOKEN_CODES`]).
+    async fn refused(&self, resp: reqwest::Response) -> (Failure, bool) {
         let status = resp.status();
         let body = read_capped(resp, 4096).await;
-        classify(
+        let token = xml_field(&body, "Code").is_some_and(|c| TOKEN_CODES.contains(&c.as_str()));
+        let f = classify(
             status,
             &body,
             self.bucket.name(),
             std::time::SystemTime::now(),
-        )
+        );
+        (f, token)
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
-        let resp = req.send().await.map_err(|e| Failure::from_http(&e))?;
-        if resp.status().is_success() {
-            Ok(resp)
-        } else {
-            Err(self.refused(resp).await)
+    /// Send the request `build` makes with the current credentials. S3
+    /// refusing their session token refreshes them (once for all the
+    /// requests that used them) and the request is sent again, once; when
+    /// `build` cannot make it again (its body was a stream, now spent) the
+    /// failure is retried once by the caller, which reads the block again.
+    async fn send<F>(&self, mut build: F) -> Result<reqwest::Response, Failure>
+    where
+        F: FnMut(&Credentials) -> Option<reqwest::RequestBuilder>,
+    {
+        let mut lease = self.creds.get().await?;
+        let mut req = build(lease.credentials());
+        let mut refreshed = false;
+        loop {
+            let Some(r) = req else {
+                return Err(Failure::new(FailureKind::Transient, "request not built"));
+            };
+            let resp = r.send().await.map_err(|e| Failure::from_http(&e))?;
+            if resp.status().is_success() {
+                return Ok(resp);
+            }
+            let (mut f, token) = self.refused(resp).await;
+            if !token {
+                return Err(f);
+            }
+            if !refreshed {
+                if let Some(fresh) = self.creds.refresh_after(&lease).await? {
+                    tracing::info!(
+                        event = "credentials",
+                        volume = self.id.as_str(),
+                        "S3 volume {} refused the session token ({}): credentials refreshed \
+                         {}, request sent again",
+                        self.id,
+                        f.detail,
+                        fresh.from
+                    );
+                    lease = fresh;
+                    refreshed = true;
+                    req = build(lease.credentials());
+                    if req.is_none() {
+                        // A streamed body, spent: the caller reads the
+                        // block again, once.
+                        f.kind = FailureKind::Transient;
+                        f.max_retries = Some(1);
+                        f.detail = format!(
+                            "{}: credentials refreshed {}, the block is sent again",
+                            f.detail, lease.from
+                        );
+                        return Err(f);
+                    }
+                    continue;
+                }
+            }
+            f.detail = format!("{}: {}", f.detail, self.creds.token_advice());
+            return Err(f);
         }
+    }
+
+    /// A request with no body, signed anew with each credentials.
+    async fn send_signed(
+        &self,
+        method: reqwest::Method,
+        sign: impl Fn(&Credentials) -> reqwest::Url,
+    ) -> Result<reqwest::Response, Failure> {
+        self.send(|c| Some(self.http.request(method.clone(), sign(c))))
+            .await
     }
 
     /// One ListObjectsV2 page, retried on its own (its continuation token
     /// kept) when it fails transiently: a listing of 10^8 objects is 10^5
     /// pages, and starting again from the first costs hours.
-    async fn page(&self, url: reqwest::Url, keys: u64) -> Result<String, Failure> {
+    async fn page(
+        &self,
+        sign: &(dyn Fn(&Credentials) -> reqwest::Url + Sync),
+        keys: u64,
+    ) -> Result<String, Failure> {
         let mut attempt = 0;
         loop {
-            let r = match self.send(self.http.get(url.clone())).await {
+            let r = match self.send_signed(reqwest::Method::GET, sign).await {
                 Ok(resp) => resp.text().await.map_err(|e| {
                     Failure::new(
                         FailureKind::Transient,
@@ -262,14 +328,16 @@ impl S3Volume {
         let mut keys = 0u64;
         let malformed = |why: String| Failure::new(FailureKind::Malformed, why);
         loop {
-            let mut action = self.bucket.list_objects_v2(Some(&self.creds));
-            action.with_prefix(list_prefix.as_str());
-            action.with_max_keys(self.page_size as usize);
-            if let Some(t) = &token {
-                action.with_continuation_token(t.as_str());
-            }
-            let url = action.sign(EXPIRY);
-            let text = self.page(url, keys).await?;
+            let sign = |c: &Credentials| {
+                let mut action = self.bucket.list_objects_v2(Some(c));
+                action.with_prefix(list_prefix.as_str());
+                action.with_max_keys(self.page_size as usize);
+                if let Some(t) = &token {
+                    action.with_continuation_token(t.as_str());
+                }
+                action.sign(EXPIRY)
+            };
+            let text = self.page(&sign, keys).await?;
             answered.store(true, Ordering::Relaxed);
             on_bytes(text.len() as u64);
             // A document cut short may still parse: instant-xml takes a text
@@ -330,11 +398,11 @@ impl S3Volume {
 
     pub(super) async fn head(&self, hash: &BlockHash) -> Result<Option<u64>, Failure> {
         let key = layout::key(hash, self.prefix_length);
-        let url = self
-            .bucket
-            .head_object(Some(&self.creds), &key)
-            .sign(EXPIRY);
-        let resp = self.send(self.http.head(url)).await?;
+        let resp = self
+            .send_signed(reqwest::Method::HEAD, |c| {
+                self.bucket.head_object(Some(c), &key).sign(EXPIRY)
+            })
+            .await?;
         Ok(resp.content_length().or_else(|| {
             resp.headers()
                 .get(reqwest::header::CONTENT_LENGTH)
@@ -344,8 +412,11 @@ impl S3Volume {
 
     pub(super) async fn read(&self, hash: &BlockHash, size: u64) -> Result<BlockStream, Failure> {
         let key = layout::key(hash, self.prefix_length);
-        let url = self.bucket.get_object(Some(&self.creds), &key).sign(EXPIRY);
-        let resp = self.send(self.http.get(url)).await?;
+        let resp = self
+            .send_signed(reqwest::Method::GET, |c| {
+                self.bucket.get_object(Some(c), &key).sign(EXPIRY)
+            })
+            .await?;
         if let Some(len) = resp.content_length() {
             if len != size {
                 return Err(Failure::new(
@@ -364,19 +435,33 @@ impl S3Volume {
         key: &str,
         size: u64,
         md5: &[u8],
-        body: reqwest::Body,
+        body: Body,
     ) -> Result<(), Failure> {
-        let url = self.bucket.put_object(Some(&self.creds), key).sign(EXPIRY);
-        let req = self
-            .http
-            .put(url)
-            .header(reqwest::header::CONTENT_LENGTH, size)
-            .header(
-                "content-md5",
-                base64::engine::general_purpose::STANDARD.encode(md5),
-            )
-            .body(body);
-        self.send(req).await.map(drop)
+        // A body in memory can be sent again (after a refresh); a stream
+        // cannot: `send` then leaves the retry to the caller.
+        let (whole, mut stream) = match body {
+            Body::Whole(chunks) => (Some(chunks), None),
+            follow => (None, Some(follow)),
+        };
+        self.send(|c| {
+                let b = match &whole {
+                    Some(chunks) => Body::Whole(chunks.clone()).into_reqwest(),
+                    None => stream.take()?.into_reqwest(),
+                };
+                let url = self.bucket.put_object(Some(c), key).sign(EXPIRY);
+                Some(
+                    self.http
+                        .put(url)
+                        .header(reqwest::header::CONTENT_LENGTH, size)
+                        .header(
+                            "content-md5",
+                            base64::engine::general_purpose::STANDARD.encode(md5),
+                        )
+                        .body(b),
+                )
+            })
+            .await
+            .map(drop)
     }
 
     pub(super) async fn write(
@@ -386,7 +471,7 @@ impl S3Volume {
         body: Body,
     ) -> Result<PutOk, Failure> {
         let key = layout::key(hash, self.prefix_length);
-        self.put(&key, size, &hash.0, body.into_reqwest()).await?;
+        self.put(&key, size, &hash.0, body).await?;
         // The marker after the data, as keepstore writes it: its time is
         // the block's timestamp. A block left without one (this PUT failed)
         // is still safe: keepstore creates the marker when it first needs
@@ -398,7 +483,7 @@ impl S3Volume {
         let mut attempt = 0;
         loop {
             match self
-                .put(&marker, 0, &empty.0, reqwest::Body::from(Vec::new()))
+                .put(&marker, 0, &empty.0, Body::Whole(vec![bytes::Bytes::new()]))
                 .await
             {
                 Ok(()) => return Ok(super::volume_put_ok(&self.traits)),
@@ -430,6 +515,18 @@ const TRANSIENT_CODES: &[&str] = &[
     "SlowDown",
     "ServiceUnavailable",
     "OperationAborted",
+];
+
+/// S3 error codes that refuse a request's session token: expired
+/// (`ExpiredToken`; AWS asks for new ones with `TokenRefreshRequired`), or
+/// not one S3 knows (`InvalidToken`; MinIO says `InvalidTokenId`, also for
+/// temporary keys sent without their token). The credentials are refreshed
+/// and the request sent again, once (`S3Volume::send`).
+const TOKEN_CODES: &[&str] = &[
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "InvalidTokenId",
 ];
 
 /// An S3 error answer as a failure. S3 says why in its error document's
@@ -478,14 +575,9 @@ fn classify(
                  Endpoint in the volumes file"
             ),
         ),
-        "ExpiredToken" | "InvalidToken" | "TokenRefreshRequired" => with(
+        c if TOKEN_CODES.contains(&c) => with(
             FailureKind::Denied,
-            format!(
-                "HTTP {status} {code}: the S3 server refused the session token \
-                 (AWS_SESSION_TOKEN, or the volume's): temporary credentials last at most 12 \
-                 hours; give fresh ones (or long-lived keys) and rerun: the blocks already \
-                 copied are not copied again"
-            ),
+            format!("HTTP {status} {code}: the S3 server refused the session token ({msg})"),
         ),
         "RequestTimeTooSkewed" => with(
             FailureKind::Denied,
@@ -588,7 +680,7 @@ mod tests {
         let v = S3Volume::new("v".into(), &opts(), VolumeTraits::default(), http.clone()).unwrap();
         let url = v
             .bucket
-            .get_object(Some(&v.creds), &layout::key(&h, 3))
+            .get_object(Some(v.creds.current().credentials()), &layout::key(&h, 3))
             .sign(EXPIRY);
         assert!(
             url.as_str()
@@ -602,7 +694,7 @@ mod tests {
             ..opts()
         };
         let v = S3Volume::new("v".into(), &path, VolumeTraits::default(), http.clone()).unwrap();
-        let url = v.bucket.get_object(Some(&v.creds), "k").sign(EXPIRY);
+        let url = v.bucket.get_object(Some(v.creds.current().credentials()), "k").sign(EXPIRY);
         assert!(
             url.as_str()
                 .starts_with("https://s3.eu-west-1.amazonaws.com/keep-data/k?"),
@@ -614,7 +706,7 @@ mod tests {
             ..opts()
         };
         let v = S3Volume::new("v".into(), &custom, VolumeTraits::default(), http).unwrap();
-        let url = v.bucket.get_object(Some(&v.creds), "k").sign(EXPIRY);
+        let url = v.bucket.get_object(Some(v.creds.current().credentials()), "k").sign(EXPIRY);
         assert!(
             url.as_str()
                 .starts_with("http://127.0.0.1:9000/keep-data/k?"),
@@ -668,6 +760,8 @@ mod tests {
         let f = c(S::BAD_REQUEST, "ExpiredToken");
         assert_eq!(f.kind, FailureKind::Denied);
         assert!(f.detail.contains("session token"), "{f}");
+        let f = c(S::FORBIDDEN, "InvalidTokenId");
+        assert_eq!(f.kind, FailureKind::Denied);
         let f = c(S::FORBIDDEN, "SignatureDoesNotMatch");
         assert_eq!(f.kind, FailureKind::Denied);
         assert!(f.detail.contains("AccessKeyID/SecretAccessKey"), "{f}");
