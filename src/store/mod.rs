@@ -16,6 +16,7 @@
 //! async methods without boxing, and `match` arms that the compiler checks
 //! when a fifth kind comes.
 
+pub mod aws_credentials;
 pub mod azure;
 pub mod dir;
 pub mod keep;

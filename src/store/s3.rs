@@ -21,12 +21,14 @@
 //! timestamps, so it does not.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use futures::StreamExt;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
+use super::aws_credentials::Provider;
 use super::{BlockStream, Body, VolumeTraits};
 use crate::protocol::client::{
     body_chunks, describe_http_error, read_bounded, read_capped, redact_query_secrets, Failure,
@@ -61,7 +63,9 @@ const PAGE_MAX: usize = 4 << 20;
 pub struct S3Volume {
     pub id: String,
     bucket: Bucket,
-    creds: Credentials,
+    /// Shared by every request (and every volume on the default chain),
+    /// refreshed before it expires (`aws_credentials`).
+    creds: Arc<Provider>,
     http: reqwest::Client,
     prefix_length: usize,
     page_size: u32,
@@ -84,9 +88,9 @@ impl std::fmt::Debug for S3Volume {
 
 impl S3Volume {
     /// Set up the volume: its endpoint, addressing style and credentials
-    /// (the volume's keys, else `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
-    /// and `AWS_SESSION_TOKEN`). `Err` is a message naming what is wrong,
-    /// never a secret.
+    /// (the volume's keys, else the AWS credential chain, run now so that
+    /// none found is a setup error). `Err` is a message naming what is
+    /// wrong, never a secret.
     pub fn new(
         id: String,
         o: &S3Params,
@@ -112,21 +116,16 @@ impl S3Volume {
             .map_err(|e| format!("its Endpoint is not a URL ({e})"))?;
         let bucket = Bucket::new(url.clone(), style, o.bucket.clone(), o.region.clone())
             .map_err(|e| format!("bucket {:?} at {endpoint}: {e}", o.bucket))?;
-        let creds = match (&o.access_key_id, &o.secret_access_key) {
-            (Some(k), Some(s)) => Credentials::new(k.clone(), s.clone()),
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(
-                    "it gives only one of AccessKeyID and SecretAccessKey: give both, or \
-                            neither and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-                        .into(),
-                )
-            }
-            (None, None) => Credentials::from_env().ok_or(
-                "it gives no AccessKeyID/SecretAccessKey and AWS_ACCESS_KEY_ID/\
-                 AWS_SECRET_ACCESS_KEY are not set (instance roles are not supported): give the \
-                 keys in the volume's DriverParameters or in the environment",
-            )?,
-        };
+        let creds = Provider::for_volume(
+            (o.access_key_id.as_deref(), o.secret_access_key.as_deref()),
+            &o.region,
+        )?;
+        tracing::info!(
+            event = "credentials",
+            volume = id.as_str(),
+            "S3 volume {id} signs with credentials {}",
+            creds.from()
+        );
         Ok(S3Volume {
             id,
             location: format!(
@@ -160,11 +159,13 @@ impl S3Volume {
     /// volume's credentials and Region, never an Arvados token.
     pub(super) fn refused_advice(&self, role: crate::role::Role, f: &Failure) -> String {
         format!(
-            "the {role} S3 volume {} ({}) refuses our requests ({f}): check its \
-             AccessKeyID/SecretAccessKey (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and Region \
-             in the volumes file, and that those credentials may read (and, on the destination, \
-             write) the bucket.",
-            self.id, self.location
+            "the {role} S3 volume {} ({}) refuses our requests ({f}): its credentials came {}; \
+             check them (AccessKeyID/SecretAccessKey in the volumes file, or the AWS credential \
+             chain's source) and Region, and that those credentials may read (and, on the \
+             destination, write) the bucket.",
+            self.id,
+            self.location,
+            self.creds.from()
         )
     }
 
@@ -173,36 +174,101 @@ impl S3Volume {
     }
 
     /// A failed answer as a failure, classified by S3's error code rather
-    /// than its status alone ([`classify`]).
-    async fn refused(&self, resp: reqwest::Response) -> Failure {
+    /// than its status alone ([`classify`]), and whether S3 refused the
+    /// session token ([`TOKEN_CODES`]).
+    async fn refused(&self, resp: reqwest::Response) -> (Failure, bool) {
         let status = resp.status();
         // A proxy's error page may echo the presigned URL: its X-Amz-*
         // parameters go before any of it is looked at.
         let body = redact_query_secrets(&read_capped(resp, 4096).await);
-        classify(
+        let token = xml_field(&body, "Code").is_some_and(|c| TOKEN_CODES.contains(&c.as_str()));
+        let f = classify(
             status,
             &body,
             self.bucket.name(),
             std::time::SystemTime::now(),
-        )
+        );
+        (f, token)
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
-        let resp = req.send().await.map_err(|e| Failure::from_http(&e))?;
-        if resp.status().is_success() {
-            Ok(resp)
-        } else {
-            Err(self.refused(resp).await)
+    /// Send the request `build` makes with the current credentials. S3
+    /// refusing their session token refreshes them (once for all the
+    /// requests that used them) and the request is sent again, once; when
+    /// `build` cannot make it again (its body was a stream, now spent) the
+    /// failure is retried once by the caller, which reads the block again.
+    async fn send<F>(&self, mut build: F) -> Result<reqwest::Response, Failure>
+    where
+        F: FnMut(&Credentials) -> Option<reqwest::RequestBuilder>,
+    {
+        let mut lease = self.creds.get().await?;
+        let mut req = build(lease.credentials());
+        let mut refreshed = false;
+        loop {
+            let Some(r) = req else {
+                return Err(Failure::new(FailureKind::Transient, "request not built"));
+            };
+            let resp = r.send().await.map_err(|e| Failure::from_http(&e))?;
+            if resp.status().is_success() {
+                return Ok(resp);
+            }
+            let (mut f, token) = self.refused(resp).await;
+            if !token {
+                return Err(f);
+            }
+            if !refreshed {
+                if let Some(fresh) = self.creds.refresh_after(&lease).await? {
+                    tracing::info!(
+                        event = "credentials",
+                        volume = self.id.as_str(),
+                        "S3 volume {} refused the session token ({}): credentials refreshed \
+                         {}, request sent again",
+                        self.id,
+                        f.detail,
+                        fresh.from
+                    );
+                    lease = fresh;
+                    refreshed = true;
+                    req = build(lease.credentials());
+                    if req.is_none() {
+                        // A streamed body, spent: the caller reads the
+                        // block again, once.
+                        f.kind = FailureKind::Transient;
+                        f.max_retries = Some(1);
+                        f.detail = format!(
+                            "{}: credentials refreshed {}, the block is sent again",
+                            f.detail, lease.from
+                        );
+                        return Err(f);
+                    }
+                    continue;
+                }
+            }
+            f.detail = format!("{}: {}", f.detail, self.creds.token_advice());
+            return Err(f);
         }
+    }
+
+    /// A request with no body, signed anew with each credentials.
+    async fn send_signed(
+        &self,
+        method: reqwest::Method,
+        sign: impl Fn(&Credentials) -> reqwest::Url,
+    ) -> Result<reqwest::Response, Failure> {
+        self.send(|c| Some(self.http.request(method.clone(), sign(c))))
+            .await
     }
 
     /// One ListObjectsV2 page, retried on its own (its continuation token
     /// kept) when it fails transiently: a listing of 10^8 objects is 10^5
     /// pages, and starting again from the first costs hours.
-    async fn page(&self, url: reqwest::Url, keys: u64) -> Result<String, Failure> {
+    async fn page(
+        &self,
+        sign: &(dyn Fn(&Credentials) -> reqwest::Url + Sync),
+        keys: u64,
+    ) -> Result<String, Failure> {
         let mut attempt = 0;
         loop {
-            let r = match self.send(self.http.get(url.clone())).await {
+            let r = match self.send_signed(reqwest::Method::GET, sign).await {
                 Ok(resp) => match read_bounded(resp, PAGE_MAX).await {
                     Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
                     Err(Unbounded::Broke(e)) => Err(Failure::new(
@@ -283,14 +349,16 @@ impl S3Volume {
         let mut keys = 0u64;
         let malformed = |why: String| Failure::new(FailureKind::Malformed, why);
         loop {
-            let mut action = self.bucket.list_objects_v2(Some(&self.creds));
-            action.with_prefix(list_prefix.as_str());
-            action.with_max_keys(self.page_size as usize);
-            if let Some(t) = &token {
-                action.with_continuation_token(t.as_str());
-            }
-            let url = action.sign(EXPIRY);
-            let text = self.page(url, keys).await?;
+            let sign = |c: &Credentials| {
+                let mut action = self.bucket.list_objects_v2(Some(c));
+                action.with_prefix(list_prefix.as_str());
+                action.with_max_keys(self.page_size as usize);
+                if let Some(t) = &token {
+                    action.with_continuation_token(t.as_str());
+                }
+                action.sign(EXPIRY)
+            };
+            let text = self.page(&sign, keys).await?;
             answered.store(true, Ordering::Relaxed);
             on_bytes(text.len() as u64);
             // A document cut short may still parse: instant-xml takes a text
@@ -351,11 +419,11 @@ impl S3Volume {
 
     pub(super) async fn head(&self, hash: &BlockHash) -> Result<Option<u64>, Failure> {
         let key = layout::key(hash, self.prefix_length);
-        let url = self
-            .bucket
-            .head_object(Some(&self.creds), &key)
-            .sign(EXPIRY);
-        let resp = self.send(self.http.head(url)).await?;
+        let resp = self
+            .send_signed(reqwest::Method::HEAD, |c| {
+                self.bucket.head_object(Some(c), &key).sign(EXPIRY)
+            })
+            .await?;
         Ok(resp.content_length().or_else(|| {
             resp.headers()
                 .get(reqwest::header::CONTENT_LENGTH)
@@ -365,8 +433,11 @@ impl S3Volume {
 
     pub(super) async fn read(&self, hash: &BlockHash, size: u64) -> Result<BlockStream, Failure> {
         let key = layout::key(hash, self.prefix_length);
-        let url = self.bucket.get_object(Some(&self.creds), &key).sign(EXPIRY);
-        let resp = self.send(self.http.get(url)).await?;
+        let resp = self
+            .send_signed(reqwest::Method::GET, |c| {
+                self.bucket.get_object(Some(c), &key).sign(EXPIRY)
+            })
+            .await?;
         if let Some(len) = resp.content_length() {
             if len != size {
                 return Err(Failure::new(
@@ -380,24 +451,32 @@ impl S3Volume {
         Ok(body_chunks(resp).boxed())
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        size: u64,
-        md5: &[u8],
-        body: reqwest::Body,
-    ) -> Result<(), Failure> {
-        let url = self.bucket.put_object(Some(&self.creds), key).sign(EXPIRY);
-        let req = self
-            .http
-            .put(url)
-            .header(reqwest::header::CONTENT_LENGTH, size)
-            .header(
-                "content-md5",
-                base64::engine::general_purpose::STANDARD.encode(md5),
+    async fn put(&self, key: &str, size: u64, md5: &[u8], body: Body) -> Result<(), Failure> {
+        // A body in memory can be sent again (after a refresh); a stream
+        // cannot: `send` then leaves the retry to the caller.
+        let (whole, mut stream) = match body {
+            Body::Whole(chunks) => (Some(chunks), None),
+            follow => (None, Some(follow)),
+        };
+        self.send(|c| {
+            let b = match &whole {
+                Some(chunks) => Body::Whole(chunks.clone()).into_reqwest(),
+                None => stream.take()?.into_reqwest(),
+            };
+            let url = self.bucket.put_object(Some(c), key).sign(EXPIRY);
+            Some(
+                self.http
+                    .put(url)
+                    .header(reqwest::header::CONTENT_LENGTH, size)
+                    .header(
+                        "content-md5",
+                        base64::engine::general_purpose::STANDARD.encode(md5),
+                    )
+                    .body(b),
             )
-            .body(body);
-        self.send(req).await.map(drop)
+        })
+        .await
+        .map(drop)
     }
 
     pub(super) async fn write(
@@ -407,7 +486,7 @@ impl S3Volume {
         body: Body,
     ) -> Result<PutOk, Failure> {
         let key = layout::key(hash, self.prefix_length);
-        self.put(&key, size, &hash.0, body.into_reqwest()).await?;
+        self.put(&key, size, &hash.0, body).await?;
         // The marker after the data, as keepstore writes it: its time is
         // the block's timestamp. A block left without one (this PUT failed)
         // is still safe: keepstore creates the marker when it first needs
@@ -419,7 +498,7 @@ impl S3Volume {
         let mut attempt = 0;
         loop {
             match self
-                .put(&marker, 0, &empty.0, reqwest::Body::from(Vec::new()))
+                .put(&marker, 0, &empty.0, Body::Whole(vec![bytes::Bytes::new()]))
                 .await
             {
                 Ok(()) => return Ok(super::volume_put_ok(&self.traits)),
@@ -452,10 +531,7 @@ impl S3Volume {
         let empty = BlockHash::of(b"");
         let mut attempt = 0;
         loop {
-            match self
-                .put(key, 0, &empty.0, reqwest::Body::from(Vec::new()))
-                .await
-            {
+            match self.put(key, 0, &empty.0, Body::Whole(Vec::new())).await {
                 Ok(()) => break,
                 Err(f) if f.is_transient() && attempt < PAGE_RETRIES => {
                     attempt += 1;
@@ -464,11 +540,12 @@ impl S3Volume {
                 Err(f) => return Err(f),
             }
         }
-        let url = self
-            .bucket
-            .delete_object(Some(&self.creds), key)
-            .sign(EXPIRY);
-        Ok(self.send(self.http.delete(url)).await.err())
+        Ok(self
+            .send_signed(reqwest::Method::DELETE, |c| {
+                self.bucket.delete_object(Some(c), key).sign(EXPIRY)
+            })
+            .await
+            .err())
     }
 }
 
@@ -520,6 +597,18 @@ const TRANSIENT_CODES: &[&str] = &[
     "OperationAborted",
 ];
 
+/// S3 error codes that refuse a request's session token: expired
+/// (`ExpiredToken`; AWS asks for new ones with `TokenRefreshRequired`), or
+/// not one S3 knows (`InvalidToken`; MinIO says `InvalidTokenId`, also for
+/// temporary keys sent without their token). The credentials are refreshed
+/// and the request sent again, once (`S3Volume::send`).
+const TOKEN_CODES: &[&str] = &[
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "InvalidTokenId",
+];
+
 /// An S3 error answer as a failure. S3 says why in its error document's
 /// `Code`, often under a 400 or 403 that alone would read "rejected":
 /// transient codes are retried; `BadDigest` (the body did not match its
@@ -566,14 +655,9 @@ fn classify(
                  Endpoint in the volumes file"
             ),
         ),
-        "ExpiredToken" | "InvalidToken" | "TokenRefreshRequired" => with(
+        c if TOKEN_CODES.contains(&c) => with(
             FailureKind::Denied,
-            format!(
-                "HTTP {status} {code}: the S3 server refused the session token \
-                 (AWS_SESSION_TOKEN, or the volume's): temporary credentials last at most 12 \
-                 hours; give fresh ones (or long-lived keys) and rerun: the blocks already \
-                 copied are not copied again"
-            ),
+            format!("HTTP {status} {code}: the S3 server refused the session token ({msg})"),
         ),
         "RequestTimeTooSkewed" => with(
             FailureKind::Denied,
@@ -676,7 +760,7 @@ mod tests {
         let v = S3Volume::new("v".into(), &opts(), VolumeTraits::default(), http.clone()).unwrap();
         let url = v
             .bucket
-            .get_object(Some(&v.creds), &layout::key(&h, 3))
+            .get_object(Some(v.creds.current().credentials()), &layout::key(&h, 3))
             .sign(EXPIRY);
         assert!(
             url.as_str()
@@ -690,7 +774,10 @@ mod tests {
             ..opts()
         };
         let v = S3Volume::new("v".into(), &path, VolumeTraits::default(), http.clone()).unwrap();
-        let url = v.bucket.get_object(Some(&v.creds), "k").sign(EXPIRY);
+        let url = v
+            .bucket
+            .get_object(Some(v.creds.current().credentials()), "k")
+            .sign(EXPIRY);
         assert!(
             url.as_str()
                 .starts_with("https://s3.eu-west-1.amazonaws.com/keep-data/k?"),
@@ -702,7 +789,10 @@ mod tests {
             ..opts()
         };
         let v = S3Volume::new("v".into(), &custom, VolumeTraits::default(), http).unwrap();
-        let url = v.bucket.get_object(Some(&v.creds), "k").sign(EXPIRY);
+        let url = v
+            .bucket
+            .get_object(Some(v.creds.current().credentials()), "k")
+            .sign(EXPIRY);
         assert!(
             url.as_str()
                 .starts_with("http://127.0.0.1:9000/keep-data/k?"),
@@ -722,7 +812,10 @@ mod tests {
             ..opts()
         };
         let v = S3Volume::new("v".into(), &dotted, VolumeTraits::default(), http.clone()).unwrap();
-        let url = v.bucket.get_object(Some(&v.creds), "k").sign(EXPIRY);
+        let url = v
+            .bucket
+            .get_object(Some(v.creds.current().credentials()), "k")
+            .sign(EXPIRY);
         assert!(
             url.as_str()
                 .starts_with("https://s3.eu-west-1.amazonaws.com/keep.data/k?"),
@@ -742,7 +835,10 @@ mod tests {
                 ..opts()
             };
             let v = S3Volume::new("v".into(), &o, VolumeTraits::default(), http.clone()).unwrap();
-            let url = v.bucket.get_object(Some(&v.creds), "k").sign(EXPIRY);
+            let url = v
+                .bucket
+                .get_object(Some(v.creds.current().credentials()), "k")
+                .sign(EXPIRY);
             assert_eq!(url.host_str(), Some(host), "{region}");
         }
         assert!(!virtual_hostable("a.b") && !virtual_hostable("A") && virtual_hostable("a-1"));
@@ -812,6 +908,8 @@ mod tests {
         let f = c(S::BAD_REQUEST, "ExpiredToken");
         assert_eq!(f.kind, FailureKind::Denied);
         assert!(f.detail.contains("session token"), "{f}");
+        let f = c(S::FORBIDDEN, "InvalidTokenId");
+        assert_eq!(f.kind, FailureKind::Denied);
         let f = c(S::FORBIDDEN, "SignatureDoesNotMatch");
         assert_eq!(f.kind, FailureKind::Denied);
         assert!(f.detail.contains("AccessKeyID/SecretAccessKey"), "{f}");
