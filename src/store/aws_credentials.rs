@@ -81,7 +81,10 @@ enum Source {
     Fixed,
     /// A profile of a shared credentials file: read again when S3 refuses
     /// its token (someone may have renewed it).
-    Profile { file: PathBuf, profile: String },
+    Profile {
+        file: PathBuf,
+        profile: String,
+    },
     WebIdentity {
         token_file: PathBuf,
         role_arn: String,
@@ -392,12 +395,10 @@ pub async fn chain(env: Env<'_>, region: &str) -> Result<Provider, String> {
                 },
             ));
         }
-        (Some(_), None) => tried.push(
-            "environment (AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not)".into(),
-        ),
-        (None, Some(_)) => tried.push(
-            "environment (AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not)".into(),
-        ),
+        (Some(_), None) => tried
+            .push("environment (AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not)".into()),
+        (None, Some(_)) => tried
+            .push("environment (AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not)".into()),
         (None, None) => tried.push("environment (AWS_ACCESS_KEY_ID unset)".into()),
     }
 
@@ -562,8 +563,7 @@ fn sts_endpoint(env: Env<'_>, region: &str) -> String {
         "us-west-2",
     ];
     let legacy = env("AWS_STS_REGIONAL_ENDPOINTS").is_some_and(|v| v == "legacy");
-    if region.is_empty() || region == "aws-global" || (legacy && LEGACY_GLOBAL.contains(&region))
-    {
+    if region.is_empty() || region == "aws-global" || (legacy && LEGACY_GLOBAL.contains(&region)) {
         "https://sts.amazonaws.com".into()
     } else if region.starts_with("cn-") {
         format!("https://sts.{region}.amazonaws.com.cn")
@@ -576,12 +576,12 @@ fn sts_endpoint(env: Env<'_>, region: &str) -> String {
 /// host or to the ECS / EKS Pod Identity agent (the SDKs' rule: the
 /// authorization token is not sent anywhere else in the clear).
 fn check_full_uri(full: &str) -> Result<(), String> {
-    let url = reqwest::Url::parse(full).map_err(|e| {
-        format!("AWS_CONTAINER_CREDENTIALS_FULL_URI is not a URL ({e})")
-    })?;
+    let url = reqwest::Url::parse(full)
+        .map_err(|e| format!("AWS_CONTAINER_CREDENTIALS_FULL_URI is not a URL ({e})"))?;
     let local = match url.host() {
         Some(url::Host::Ipv4(a)) => {
-            a.is_loopback() || a == std::net::Ipv4Addr::new(169, 254, 170, 2)
+            a.is_loopback()
+                || a == std::net::Ipv4Addr::new(169, 254, 170, 2)
                 || a == std::net::Ipv4Addr::new(169, 254, 170, 23)
         }
         Some(url::Host::Ipv6(a)) => {
@@ -673,7 +673,10 @@ fn http_error(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    format!("{what}: {}", crate::protocol::client::describe_http_error(e))
+    format!(
+        "{what}: {}",
+        crate::protocol::client::describe_http_error(e)
+    )
 }
 
 /// Credentials from `source`, now.
@@ -957,12 +960,21 @@ mod tests {
     #[test]
     fn sts_endpoints() {
         let e = env_of(&[]);
-        assert_eq!(sts_endpoint(&e, "eu-west-1"), "https://sts.eu-west-1.amazonaws.com");
-        assert_eq!(sts_endpoint(&e, "cn-north-1"), "https://sts.cn-north-1.amazonaws.com.cn");
+        assert_eq!(
+            sts_endpoint(&e, "eu-west-1"),
+            "https://sts.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            sts_endpoint(&e, "cn-north-1"),
+            "https://sts.cn-north-1.amazonaws.com.cn"
+        );
         assert_eq!(sts_endpoint(&e, ""), "https://sts.amazonaws.com");
         let e = env_of(&[("AWS_STS_REGIONAL_ENDPOINTS", "legacy")]);
         assert_eq!(sts_endpoint(&e, "eu-west-1"), "https://sts.amazonaws.com");
-        assert_eq!(sts_endpoint(&e, "af-south-1"), "https://sts.af-south-1.amazonaws.com");
+        assert_eq!(
+            sts_endpoint(&e, "af-south-1"),
+            "https://sts.af-south-1.amazonaws.com"
+        );
         let e = env_of(&[("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:1/")]);
         assert_eq!(sts_endpoint(&e, "eu-west-1"), "http://127.0.0.1:1");
     }
@@ -1019,7 +1031,11 @@ mod tests {
         )
         .unwrap();
         let p = chain(&e, "us-east-1").await.unwrap();
-        assert!(p.from().starts_with("from profile default in "), "{}", p.from());
+        assert!(
+            p.from().starts_with("from profile default in "),
+            "{}",
+            p.from()
+        );
         let e = env_of(&[("HOME", &home), ("AWS_PROFILE", "gone")]);
         let why = chain(&e, "us-east-1").await.unwrap_err();
         assert!(why.contains("\"gone\""), "{why}");
@@ -1037,7 +1053,10 @@ mod tests {
         let p = chain(&e, "us-east-1").await.unwrap();
         assert_eq!(p.current().credentials().token(), Some("TOKENVALUE"));
         let shown = format!("{p:?} {:?}", p.current());
-        assert!(!shown.contains("SECRETVALUE") && !shown.contains("TOKENVALUE"), "{shown}");
+        assert!(
+            !shown.contains("SECRETVALUE") && !shown.contains("TOKENVALUE"),
+            "{shown}"
+        );
         assert!(p.refresh_after(&p.current()).await.unwrap().is_none());
     }
 }

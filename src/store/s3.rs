@@ -430,13 +430,7 @@ impl S3Volume {
         Ok(body_chunks(resp).boxed())
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        size: u64,
-        md5: &[u8],
-        body: Body,
-    ) -> Result<(), Failure> {
+    async fn put(&self, key: &str, size: u64, md5: &[u8], body: Body) -> Result<(), Failure> {
         // A body in memory can be sent again (after a refresh); a stream
         // cannot: `send` then leaves the retry to the caller.
         let (whole, mut stream) = match body {
@@ -444,24 +438,24 @@ impl S3Volume {
             follow => (None, Some(follow)),
         };
         self.send(|c| {
-                let b = match &whole {
-                    Some(chunks) => Body::Whole(chunks.clone()).into_reqwest(),
-                    None => stream.take()?.into_reqwest(),
-                };
-                let url = self.bucket.put_object(Some(c), key).sign(EXPIRY);
-                Some(
-                    self.http
-                        .put(url)
-                        .header(reqwest::header::CONTENT_LENGTH, size)
-                        .header(
-                            "content-md5",
-                            base64::engine::general_purpose::STANDARD.encode(md5),
-                        )
-                        .body(b),
-                )
-            })
-            .await
-            .map(drop)
+            let b = match &whole {
+                Some(chunks) => Body::Whole(chunks.clone()).into_reqwest(),
+                None => stream.take()?.into_reqwest(),
+            };
+            let url = self.bucket.put_object(Some(c), key).sign(EXPIRY);
+            Some(
+                self.http
+                    .put(url)
+                    .header(reqwest::header::CONTENT_LENGTH, size)
+                    .header(
+                        "content-md5",
+                        base64::engine::general_purpose::STANDARD.encode(md5),
+                    )
+                    .body(b),
+            )
+        })
+        .await
+        .map(drop)
     }
 
     pub(super) async fn write(
@@ -694,7 +688,10 @@ mod tests {
             ..opts()
         };
         let v = S3Volume::new("v".into(), &path, VolumeTraits::default(), http.clone()).unwrap();
-        let url = v.bucket.get_object(Some(v.creds.current().credentials()), "k").sign(EXPIRY);
+        let url = v
+            .bucket
+            .get_object(Some(v.creds.current().credentials()), "k")
+            .sign(EXPIRY);
         assert!(
             url.as_str()
                 .starts_with("https://s3.eu-west-1.amazonaws.com/keep-data/k?"),
@@ -706,7 +703,10 @@ mod tests {
             ..opts()
         };
         let v = S3Volume::new("v".into(), &custom, VolumeTraits::default(), http).unwrap();
-        let url = v.bucket.get_object(Some(v.creds.current().credentials()), "k").sign(EXPIRY);
+        let url = v
+            .bucket
+            .get_object(Some(v.creds.current().credentials()), "k")
+            .sign(EXPIRY);
         assert!(
             url.as_str()
                 .starts_with("http://127.0.0.1:9000/keep-data/k?"),

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod minio;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
