@@ -111,6 +111,35 @@ else
         cannot "go install versitygw $VERSITYGW_VERSION failed (log: $log)"
     fi
 fi
+# MinIO (tests/common/minio.rs; AGPL, a test server only, never linked): its
+# STS gives temporary credentials and it refuses a request that lacks their
+# session token, so tests/s3_credentials.rs proves the credential chain. The
+# project is archived: the Go module proxy is its source.
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+have_minio() {
+    [ -x .tools/bin/minio ] || return 1
+    command -v go >/dev/null 2>&1 || return 0
+    go version -m .tools/bin/minio 2>/dev/null |
+        grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/minio/minio[[:space:]]+$MINIO_VERSION([[:space:]]|$)"
+}
+if have_minio; then
+    echo "install-test-deps: minio $MINIO_VERSION already in .tools/bin"
+elif ! command -v go >/dev/null 2>&1; then
+    cannot "no go, cannot build minio $MINIO_VERSION (install Go)"
+else
+    echo "install-test-deps: building minio $MINIO_VERSION into .tools/bin (a few minutes)"
+    mkdir -p .tools/bin
+    log=.tools/minio-install.log
+    if GOBIN="$PWD/.tools/bin" GOFLAGS=-buildvcs=false \
+        go install "github.com/minio/minio@$MINIO_VERSION" >"$log" 2>&1 &&
+        have_minio; then
+        rm -f "$log"
+    else
+        tail -n 30 "$log" >&2 || true
+        rm -f .tools/bin/minio
+        cannot "go install minio $MINIO_VERSION failed (log: $log)"
+    fi
+fi
 AZURITE_VERSION=3.37.0
 # Azurite (Microsoft's Azure Storage emulator; tests/common/azure.rs) from npm
 # into ./.tools/azurite, unless that version is there already.
@@ -145,10 +174,11 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-if .venv/bin/python -c 'import arvados, pytest, yaml' >/dev/null 2>&1; then
-    echo "install-test-deps: .venv already has arvados-python-client, pytest and PyYAML"
+# boto3 (the tests' STS client, tests/s3_credentials.rs) comes with the SDK.
+if .venv/bin/python -c 'import arvados, pytest, yaml, boto3' >/dev/null 2>&1; then
+    echo "install-test-deps: .venv already has arvados-python-client, pytest, PyYAML and boto3"
     exit 0
 fi
 .venv/bin/pip install --quiet --upgrade pip
-.venv/bin/pip install --quiet 'arvados-python-client>=3.2,<3.3' pytest pyyaml
-.venv/bin/python -c 'import arvados, pytest, yaml; import importlib.metadata as m; print("install-test-deps: arvados-python-client", m.version("arvados-python-client"))'
+.venv/bin/pip install --quiet 'arvados-python-client>=3.2,<3.3' pytest pyyaml boto3
+.venv/bin/python -c 'import arvados, pytest, yaml, boto3; import importlib.metadata as m; print("install-test-deps: arvados-python-client", m.version("arvados-python-client"))'

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod azure;
+pub mod minio;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
