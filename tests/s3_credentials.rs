@@ -278,7 +278,7 @@ async fn serve(
         })
     };
     let line = head.lines().next().unwrap_or("").to_string();
-    let mut next = || {
+    let next = || {
         fetches.fetch_add(1, Ordering::SeqCst);
         let mut s = script.lock().unwrap();
         if s.len() > 1 {
