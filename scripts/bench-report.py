@@ -1349,6 +1349,37 @@ def latency_report(run, out):
         out.append(open(notes).read().strip() + "\n")
 
 
+def s3_listing_report(run, out):
+    """Scenario 13: indexing a bucket through a lag proxy, against a real keepstore's /index and rclone lsf."""
+    out.append("## Bucket listings at cloud latency (scenario 13)\n")
+    out.append(f"`scripts/bench.sh --s3-listing`, {run['date']}, commit `{run['commit']}`, "
+               f"load average before {run.get('load_before', '?')}, when done {' '.join(run['load_after'])} "
+               "(raw results: `docs/bench/last-s3-listing.json`):\n")
+    out.append(f"A versitygw bucket (posix backend, PrefixLength 0) behind a lag proxy adding "
+               f"{run['rtt_ms']:g} ms round trip (`scripts/bench-lag-proxy.py`). *keep-rsync*: the index "
+               "stage of `--dry-run` with the bucket as the destination volume (fan-out by next hex "
+               "digit); *keepstore*: a real Arvados keepstore mounting the bucket, `GET /index` (one "
+               "chain of ListObjectsV2 pages, plus its `recent/` listing); *rclone*: `rclone lsf` of the "
+               "bucket. One run per figure; *keepstore ÷ keep-rsync* is the speed-up (target ≥ 4).\n")
+    by = {}
+    for r in run["rows"]:
+        by.setdefault(r["objects"], {})[r["tool"]] = r
+    out.append("| objects | keep-rsync s | rclone lsf s | keepstore /index s | keepstore ÷ keep-rsync | rclone ÷ keep-rsync | keep-rsync peak RSS MiB |")
+    out.append("|---|---|---|---|---|---|---|")
+    for n in sorted(by):
+        t = by[n]
+        kr = t.get("keep-rsync", {}).get("seconds")
+        rc = t.get("rclone", {}).get("seconds")
+        ks = t.get("keepstore", {}).get("seconds")
+        ratio = lambda x: f(x / kr) if x and kr else "–"
+        out.append(f"| {n:,} | {f(kr)} | {f(rc)} | {f(ks) if ks else 'skipped'} | {ratio(ks)} | {ratio(rc)} | "
+                   f"{f(t.get('keep-rsync', {}).get('rss_kib', 0) / 1024, 0)} |")
+    out.append("")
+    notes = os.path.join(BENCH, "s3-listing-notes.md")
+    if os.path.exists(notes):
+        out.append(open(notes).read().strip() + "\n")
+
+
 def main():
     out = []
     if len(sys.argv) == 2 and sys.argv[1] == "--s9-line":
@@ -1374,6 +1405,10 @@ def main():
             return
         if run["mode"].startswith("latency"):
             latency_report(run, out)
+            print("\n".join(out))
+            return
+        if run["mode"].startswith("s3-listing"):
+            s3_listing_report(run, out)
             print("\n".join(out))
             return
         header(run, out)
@@ -1424,6 +1459,9 @@ def main():
     latency = os.path.join(BENCH, "last-latency.json")
     if os.path.exists(latency):
         latency_report(json.load(open(latency)), out)
+    listing = os.path.join(BENCH, "last-s3-listing.json")
+    if os.path.exists(listing):
+        s3_listing_report(json.load(open(listing)), out)
     out.append("## Choosing `--transfers`\n")
     if os.path.exists(sweep):
         srun = json.load(open(sweep))
