@@ -608,6 +608,29 @@ async fn a_refused_key_and_a_missing_container_are_named() {
         r.stderr
     );
     assert!(!r.all().contains("not!base64"), "{}", r.all());
+
+    // A certificate this host does not trust: one clear refusal, not a
+    // listing retried ListBlobsMaxAttempts times.
+    let other = rcgen::generate_simple_self_signed(vec!["elsewhere.test".into()]).unwrap();
+    let other_pem = dir.path().join("other.pem");
+    std::fs::write(&other_pem, other.cert.pem()).unwrap();
+    let vols = vols_file(dir.path(), "ok.yml", &az.volume_entry(AZVOL, CONTAINER, ""));
+    let r = az
+        .run_trusting(
+            bin(),
+            &args(&["--src-volumes", &vols, "--dst-volume-dir", &s(&out)]),
+            None,
+            &other_pem,
+        )
+        .await;
+    r.expect(3);
+    assert!(
+        r.stderr.contains("TLS certificate is not trusted here")
+            && r.stderr.contains("SSL_CERT_FILE"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.all().contains(KEY), "{}", r.all());
 }
 
 /// keep-block-check against a container: index (default), --probe and

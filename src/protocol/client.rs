@@ -101,12 +101,25 @@ impl Failure {
     }
     /// A request that got no (complete) answer.
     pub fn from_http(e: &reqwest::Error) -> Failure {
+        let detail = describe_http_error(e);
+        if e.is_connect() && is_certificate_error(&detail) {
+            // Retrying cannot help: the certificate is what it is.
+            return Failure::new(
+                FailureKind::Rejected,
+                format!(
+                    "{detail}: the server's TLS certificate is not trusted here (not retried); \
+                     if a private CA signed it, give that CA in SSL_CERT_FILE (or SSL_CERT_DIR), \
+                     which then replaces the system's certificates; a self-signed certificate \
+                     must be an end-entity one (basicConstraints CA:FALSE) with the host's name"
+                ),
+            );
+        }
         let kind = if e.is_connect() {
             FailureKind::Unreachable
         } else {
             FailureKind::Transient
         };
-        Failure::new(kind, describe_http_error(e))
+        Failure::new(kind, detail)
     }
     /// An answer with a status other than success; `body_hint` is (the
     /// start of) its body.
@@ -524,6 +537,12 @@ pub async fn list_index(
 /// Render a reqwest error with its causes ("connection refused", "timed
 /// out"), without the URL (which may carry a signed locator): callers name the
 /// service themselves.
+/// Whether a connection failed on the server's certificate (rustls says
+/// "invalid peer certificate: …"), which no retry mends.
+fn is_certificate_error(detail: &str) -> bool {
+    detail.contains("invalid peer certificate")
+}
+
 pub fn describe_http_error(e: &reqwest::Error) -> String {
     use std::error::Error as _;
     let mut parts: Vec<String> = Vec::new();

@@ -356,6 +356,18 @@ impl Azurite {
     /// to 127.0.0.1, trusting the certificate (`SSL_CERT_FILE`), with fast
     /// retries; `stdin` fed when given.
     pub async fn run(&self, bin: &str, args: &[String], stdin: Option<&[u8]>) -> super::Run {
+        self.run_trusting(bin, args, stdin, &self.cert).await
+    }
+
+    /// [`Azurite::run`] with `cert_file` as `SSL_CERT_FILE` (another
+    /// certificate: Azurite's is then not trusted).
+    pub async fn run_trusting(
+        &self,
+        bin: &str,
+        args: &[String],
+        stdin: Option<&[u8]>,
+        cert_file: &Path,
+    ) -> super::Run {
         use tokio::io::AsyncWriteExt;
         let mut cmd = tokio::process::Command::new("unshare");
         cmd.arg("-m")
@@ -367,7 +379,7 @@ impl Azurite {
             .args(args)
             .arg("--retry-backoff")
             .arg("5ms")
-            .env("SSL_CERT_FILE", &self.cert)
+            .env("SSL_CERT_FILE", cert_file)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(if stdin.is_some() {
