@@ -84,6 +84,10 @@
 #                               then docs/benchmarks.md; about 4 min on 2
 #                               cores plus the dist build); with --quick:
 #                               smaller sets, printed, does not touch docs/
+#   scripts/bench.sh --azure    scenario 15 only (scripts/bench-azure.sh:
+#                               docs/bench/last-azure.json, then
+#                               docs/benchmarks.md; needs root, Azurite and
+#                               rclone, ~3 min); with --quick: printed
 #   scripts/bench.sh --latency  scenario 14 only (docs/bench/last-latency.json,
 #                               then docs/benchmarks.md; real keepstores from
 #                               $REAL_KEEPSTORE, default
