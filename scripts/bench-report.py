@@ -1379,6 +1379,141 @@ def s3_listing_report(run, out):
     if os.path.exists(notes):
         out.append(open(notes).read().strip() + "\n")
 
+# ------------------------------------------------------------ scenario 15
+S15_COPIES = [
+    ("dir-az", "keep-rsync", "keep-rsync (Azure volume)"),
+    ("dir-az", "rclone", "rclone, best flags"),
+    ("dir-az", "rclone-defaults", "rclone, defaults (round 1)"),
+    ("az-dir", "keep-rsync", "keep-rsync (Azure volume)"),
+    ("az-dir", "rclone", "rclone, best flags"),
+    ("az-dir", "rclone-defaults", "rclone, defaults (round 1)"),
+]
+S15_DIRS = {"dir-az": "directory → container", "az-dir": "container → directory"}
+
+
+def s15_rows(run, data, d, tool):
+    return [r for r in rows(run, scenario=15, data=data, dir=d, tool=tool) if r["rc"] == 0 and r.get("bytes")]
+
+
+def s15_limit(run, r):
+    """What held a copy back: Azurite's single Node.js thread, the client, or waiting."""
+    nproc = run["machine"]["nproc"]
+    w = r["wall"]
+    client = (r["user"] + r["sys"]) / w
+    server = r["server_cpu"] / w
+    busy = r["host"]["busy"] / w
+    if server >= 0.85:
+        why = f"Azurite: {server:.2f} cores, its one JavaScript thread saturated"
+    elif busy >= 0.85 * nproc:
+        why = f"CPU: {busy:.1f} of {nproc} cores busy"
+    elif client >= 0.85:
+        why = f"the client: {client:.2f} cores"
+    else:
+        why = f"waiting: {nproc - busy:.1f} of {nproc} cores idle (round trips, serial steps)"
+    return client, server, why
+
+
+def azure_report(run, out):
+    """Scenario 15: Azure Blob volumes on Azurite against rclone's azureblob backend."""
+    az = run.get("azure", {})
+    budget = s8_budget_mib(dict(run, rows=[dict(r, scenario=8) for r in run["rows"]]))
+    rss_target = budget + STORES_TARGETS["rss_fixed_mib"]
+    datas = [d for d in ("big", "small") if rows(run, scenario=15, data=d)]
+    out.append("## Azure Blob volumes (scenario 15)\n")
+    if run["mode"] == "azure":
+        out.append("Run apart from the others, by `scripts/bench.sh --azure` (`scripts/bench-azure.sh`; "
+                   "raw results: `docs/bench/last-azure.json`):\n")
+    else:
+        out.append(f"`scripts/bench.sh --azure --quick`: a smoke test (mode `{run['mode']}`); the numbers mean little.\n")
+    header(run, out)
+    loads = [float(str(run.get(k, "0")).split()[0]) for k in ("load_before", "load_after")]
+    loads += [r.get("load1", 0) for r in run["rows"]]
+    out.append(f"- Load average (1 min) before, during (highest at any copy's end) and after: "
+               f"{f(loads[0])}, {f(max(loads[2:] or [0]))}, {f(loads[1])} on {run['machine']['nproc']} cores.")
+    out.append(f"- Azurite {az.get('azurite', '?')} on Node.js {az.get('node', '?')} (disk persistence in the "
+               f"work directory, {az.get('filesystem', '?')}), {az.get('rclone', '?')}.\n")
+    sets = []
+    for d in datas:
+        rs = rows(run, scenario=15, data=d)
+        size = next((r["bytes"] for r in rs if r.get("bytes")), None)
+        kind = {"big": "of 64 MiB", "small": "of 4 KiB"}[d]
+        sets.append(f"*{d}*: {rs[0]['blocks']:,} blocks {kind} ({f(size / MIB if size else None, 0)} MiB)")
+    out.append("One Azurite on 127.0.0.1 over HTTPS (a self-signed certificate in `SSL_CERT_FILE`), its "
+               "account reached by both tools as keepstore reaches a real one, "
+               "`https://ACCOUNT.blob.azurite.test:PORT/CONTAINER`, the name mapped to 127.0.0.1 in a "
+               "private mount namespace's `/etc/hosts` (`unshare -m`). Data sets, random bytes named by "
+               "MD5 in keepstore's Directory layout `SRC/xyz/HASH`: " + "; ".join(sets) + ". "
+               f"Each of {az.get('runs', '?')} round{'' if az.get('runs') == 1 else 's'} copies each set "
+               "with each tool, alternating (keep-rsync first in odd rounds, rclone first in even ones), "
+               "into a fresh empty container or directory: keep-rsync at default flags "
+               "(`--src-volume-dir SRC --dst-volumes AZ.yml -q`, one `Driver: Azure` volume; each block "
+               "one Put Blob with `Content-MD5`; back with `--src-volumes AZ.yml --dst-volume-dir DST`), "
+               f"`rclone copy` with its best flags (`{az.get('rclone_best', '?')}`) and, in round 1, its "
+               "defaults (64 MiB files go up as 4 MiB Put Block chunks, 16 at once, and a Put Block List). "
+               "After each copy every blob or file is counted by name and size (and two MD5s of a "
+               "directory), or the scenario stops. MB/s = the set's bytes ÷ process wall time; CPU = "
+               "user+sys of the client (GNU time), *Azurite CPU* from `/proc/PID/stat` of its node "
+               "process before and after; keep-rsync's directory writes fsync each block, rclone's do not.\n")
+    out.append("| target | measured (median) | target | result |")
+    out.append("|---|---|---|---|")
+    for d in datas:
+        for dd in ("dir-az", "az-dir"):
+            a = med([r["bytes"] / r["wall"] / 1e6 for r in s15_rows(run, d, dd, "keep-rsync")])
+            b = med([r["bytes"] / r["wall"] / 1e6 for r in s15_rows(run, d, dd, "rclone")])
+            ratio = a / b if a and b else None
+            out.append(f"| {d}, {S15_DIRS[dd]}: MB/s keep-rsync ÷ rclone (best flags) | {f(ratio)}× "
+                       f"({f(a, 1)} vs {f(b, 1)} MB/s) | ≥ {STORES_TARGETS['vs_rclone']:.1f}× | "
+                       f"{verdict(None if ratio is None else ratio >= STORES_TARGETS['vs_rclone'])} |")
+    krs = [r for r in rows(run, scenario=15, tool="keep-rsync") if r["rc"] == 0]
+    if krs:
+        peak = max(krs, key=lambda r: r["maxrss_kib"])
+        out.append(f"| keep-rsync peak RSS, largest of every copy | {f(peak['maxrss_kib'] / 1024, 0)} MiB "
+                   f"({peak['data']}, {S15_DIRS[peak['dir']]}) | ≤ {f(budget, 0)} MiB `--buffer-memory` + "
+                   f"{f(STORES_TARGETS['rss_fixed_mib'], 0)} = {f(rss_target, 0)} MiB | "
+                   f"{verdict(peak['maxrss_kib'] / 1024 <= rss_target)} |")
+    out.append("")
+    for d in datas:
+        n = rows(run, scenario=15, data=d)[0]["blocks"]
+        out.append(f"### {d}: {n:,} blocks\n")
+        out.append("| copy | tool | MB/s (median) | all runs (MB/s) | blocks/s | CPU s/GB | Azurite CPU s/GB "
+                   "| Azurite cores | peak RSS MiB | MB/s ÷ rclone | limit |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for dd, tool, label in S15_COPIES:
+            rs = s15_rows(run, d, dd, tool)
+            if not rs:
+                continue
+            mb = med([r["bytes"] / r["wall"] / 1e6 for r in rs])
+            ratio = "–"
+            if tool != "rclone":
+                base = med([r["bytes"] / r["wall"] / 1e6 for r in s15_rows(run, d, dd, "rclone")])
+                ratio = f(mb / base) + "×" if base else "–"
+            mid = sorted(rs, key=lambda r: r["wall"])[len(rs) // 2]
+            _, server, why = s15_limit(run, mid)
+            nd = 0 if d == "big" else 2
+            out.append(f"| {S15_DIRS[dd]} | {label} | {f(mb, nd)} | {allruns([r['bytes'] / r['wall'] / 1e6 for r in rs], nd)} | "
+                       f"{f(med([r['blocks'] / r['wall'] for r in rs]), 0)} | "
+                       f"{f(med([(r['user'] + r['sys']) / (r['bytes'] / 1e9) for r in rs]))} | "
+                       f"{f(med([r['server_cpu'] / (r['bytes'] / 1e9) for r in rs]))} | {f(server)} | "
+                       f"{f(med([r['maxrss_kib'] / 1024 for r in rs]), 0)} | {ratio} | {why} |")
+        out.append("")
+    notes = os.path.join(BENCH, "azure-notes.md")
+    if os.path.exists(notes) and run["mode"] == "azure":
+        out.append(open(notes).read().strip())
+        out.append("")
+    out.append("Commands (`$W` the script's work directory; Azurite runs as `AZURITE_ACCOUNTS=ACCOUNT:KEY "
+               "azurite-blob --blobHost 127.0.0.1 --blobPort PORT --location $W/az --cert --key "
+               "--skipApiVersionCheck --loose --silent --disableTelemetry`; `$W/keep-rsync.yml` names one "
+               "`Driver: Azure` volume with `StorageAccountName`, `StorageAccountKey`, `StorageBaseURL: "
+               "azurite.test:PORT`, `ContainerName`; rclone is configured by `RCLONE_CONFIG_AZ_TYPE=azureblob`, "
+               "`_ACCOUNT`, `_KEY`, `_ENDPOINT=blob.azurite.test:PORT`; every command runs under "
+               "`unshare -m sh -c 'mount --bind \"$0\" /etc/hosts && exec \"$@\"' $W/hosts`):\n")
+    seen = {}
+    for r in rows(run, scenario=15):
+        seen.setdefault((r.get("dir"), r["tool"]), r["cmd"].split("/etc/hosts && exec \"$@\" $W/hosts ", 1)[-1])
+    out.append("```")
+    out.extend(seen.values())
+    out.append("```\n")
+
 
 def main():
     out = []
@@ -1409,6 +1544,10 @@ def main():
             return
         if run["mode"].startswith("s3-listing"):
             s3_listing_report(run, out)
+            print("\n".join(out))
+            return
+        if run["mode"].startswith("azure"):
+            azure_report(run, out)
             print("\n".join(out))
             return
         header(run, out)
@@ -1462,6 +1601,9 @@ def main():
     listing = os.path.join(BENCH, "last-s3-listing.json")
     if os.path.exists(listing):
         s3_listing_report(json.load(open(listing)), out)
+    azure = os.path.join(BENCH, "last-azure.json")
+    if os.path.exists(azure):
+        azure_report(json.load(open(azure)), out)
     out.append("## Choosing `--transfers`\n")
     if os.path.exists(sweep):
         srun = json.load(open(sweep))

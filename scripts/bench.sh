@@ -52,6 +52,9 @@
 #      4 KiB, 2 source + 3 destination services, default flags, at 0, 20 and
 #      100 ms added round trip, on keepstore-sim (--latency-ms) and on real
 #      keepstores behind `keepstore-sim lag` (scripts/bench-latency.py);
+#  15. (only with --azure: scripts/bench-azure.sh) Azure Blob volumes on
+#      Azurite: directory -> container -> directory, 64 MiB and 4 KiB
+#      blocks, keep-rsync against rclone's azureblob backend;
 #  11. (only with --dist) release builds: the binaries of `--profile dist`
 #      (what scripts/package.sh ships: fat LTO, one codegen unit, stripped)
 #      against `--release`, their sizes, and the same three runs with each,
@@ -81,6 +84,10 @@
 #                               then docs/benchmarks.md; about 4 min on 2
 #                               cores plus the dist build); with --quick:
 #                               smaller sets, printed, does not touch docs/
+#   scripts/bench.sh --azure    scenario 15 only (scripts/bench-azure.sh:
+#                               docs/bench/last-azure.json, then
+#                               docs/benchmarks.md; needs root, Azurite and
+#                               rclone, ~3 min); with --quick: printed
 #   scripts/bench.sh --latency  scenario 14 only (docs/bench/last-latency.json,
 #                               then docs/benchmarks.md; real keepstores from
 #                               $REAL_KEEPSTORE, default
@@ -106,11 +113,13 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=full
 QUICK=0
-usage() { echo "usage: $0 [--sweep|--quick|--stores [--quick]|--concurrency [--quick]|--collections [--quick]|--dist [--quick]|--mounts [--quick]|--latency [--quick]]" >&2; exit 2; }
+usage() { echo "usage: $0 [--azure [--quick]|--s3-listing [--quick]|--sweep|--quick|--stores [--quick]|--concurrency [--quick]|--collections [--quick]|--dist [--quick]|--mounts [--quick]|--latency [--quick]]" >&2; exit 2; }
 for arg in "$@"; do
     case $arg in
         # Scenario 13, S3 bucket listings: its own script.
         --s3-listing) shift; exec "$(dirname "$0")/bench-s3-listing.sh" "$@" ;;
+        # Scenario 15, Azure Blob volumes against rclone: its own script.
+        --azure) shift; exec "$(dirname "$0")/bench-azure.sh" "$@" ;;
         --sweep) [ "$MODE" = full ] || usage; MODE=sweep ;;
         --stores) [ "$MODE" = full ] || usage; MODE=stores ;;
         --concurrency) [ "$MODE" = full ] || usage; MODE=concurrency ;;
