@@ -274,22 +274,12 @@ impl AzureVolume {
         prefix: &str,
         answered: &AtomicBool,
         on_bytes: &(dyn Fn(u64) + Sync),
-        mut into: Vec<Entry>,
+        into: Vec<Entry>,
     ) -> Result<(Vec<Entry>, u64), Failure> {
-        if self.fanout <= 1 || prefix.len() >= 32 {
-            return self.list_chain(prefix, answered, on_bytes, into).await;
-        }
-        let subs: Vec<String> = (0..16u8).map(|d| format!("{prefix}{d:x}")).collect();
-        let mut chains = futures::stream::iter(subs.iter())
-            .map(|p| self.list_chain(p, answered, on_bytes, Vec::new()))
-            .buffer_unordered(self.fanout.min(16));
-        let mut keys = 0;
-        while let Some(r) = chains.next().await {
-            let (entries, k) = r?;
-            into.extend(entries);
-            keys += k;
-        }
-        Ok((into, keys))
+        super::fan_out(prefix, self.fanout, into, |p, into| async move {
+            self.list_chain(&p, answered, on_bytes, into).await
+        })
+        .await
     }
 
     /// One chain of List Blobs pages under `prefix`.

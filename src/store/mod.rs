@@ -593,6 +593,38 @@ impl Ranking {
     }
 }
 
+/// A listing of every block under `prefix`, through `chain` (one chain of
+/// pages under a prefix, appending to the `Vec` it is given and returning
+/// the keys it listed): one chain, or, with `fanout` > 1 and room in the
+/// prefix, the 16 next-hex-digit chains, `fanout` at once, concatenated
+/// (the index sorts them). Bucket and container keys are block hashes, so
+/// the 16 chains cover the prefix exactly; each runs its own pages one
+/// after another, which is what a listing's latency costs.
+pub(crate) async fn fan_out<F, Fut>(
+    prefix: &str,
+    fanout: usize,
+    mut into: Vec<Entry>,
+    chain: F,
+) -> Result<(Vec<Entry>, u64), Failure>
+where
+    F: Fn(String, Vec<Entry>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<Entry>, u64), Failure>>,
+{
+    if fanout <= 1 || prefix.len() >= 32 {
+        return chain(prefix.to_string(), into).await;
+    }
+    let mut chains = futures::stream::iter((0..16u8).map(|d| format!("{prefix}{d:x}")))
+        .map(|p| chain(p, Vec::new()))
+        .buffer_unordered(fanout.min(16));
+    let mut keys = 0;
+    while let Some(r) = chains.next().await {
+        let (entries, k) = r?;
+        into.extend(entries);
+        keys += k;
+    }
+    Ok((into, keys))
+}
+
 #[cfg(test)]
 mod advice_tests {
     use super::*;
