@@ -84,62 +84,50 @@ elif [ "$ci" = 1 ]; then
     echo "install-test-deps: warning: CI=$CI but INSTALL_SLURM=${INSTALL_SLURM:-0} and slurm is not installed: the Slurm test will fail" >&2
 fi
 
-VERSITYGW_VERSION=v1.8.0
-# Runs, and (where go can tell) is the version wanted: a bump rebuilds.
-have_versitygw() {
-    .tools/bin/versitygw --version >/dev/null 2>&1 || return 1
+# A Go server built from the module proxy into ./.tools/bin: go_tool NAME
+# MODULE VERSION PACKAGE [PROBE...]. It is kept when it runs (PROBE, where
+# given) and, where go can tell, was built from VERSION of MODULE: a version
+# bump rebuilds it. Quiet: go's output goes to a log, shown on failure.
+have_go_tool() { # NAME MODULE VERSION [PROBE...]
+    local name=$1 module=$2 version=$3
+    shift 3
+    [ -x ".tools/bin/$name" ] || return 1
+    if [ $# -gt 0 ]; then ".tools/bin/$name" "$@" >/dev/null 2>&1 || return 1; fi
     command -v go >/dev/null 2>&1 || return 0
-    go version -m .tools/bin/versitygw 2>/dev/null |
-        grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/versity/versitygw[[:space:]]+$VERSITYGW_VERSION[[:space:]]"
+    go version -m ".tools/bin/$name" 2>/dev/null |
+        grep -Eq "^[[:space:]]+mod[[:space:]]+$module[[:space:]]+$version([[:space:]]|$)"
 }
-if have_versitygw; then
-    echo "install-test-deps: versitygw $VERSITYGW_VERSION already in .tools/bin"
-elif ! command -v go >/dev/null 2>&1; then
-    cannot "no go, cannot build versitygw $VERSITYGW_VERSION (install Go)"
-else
-    echo "install-test-deps: building versitygw $VERSITYGW_VERSION into .tools/bin (a few minutes)"
-    mkdir -p .tools/bin
-    log=.tools/versitygw-install.log
-    # GOBIN must be absolute. Quiet: the output goes to the log, shown on failure.
-    if GOBIN="$PWD/.tools/bin" GOFLAGS=-buildvcs=false \
-        go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" >"$log" 2>&1 &&
-        have_versitygw; then
-        rm -f "$log"
+go_tool() { # NAME MODULE VERSION PACKAGE [PROBE...]
+    local name=$1 module=$2 version=$3 package=$4
+    shift 4
+    if have_go_tool "$name" "$module" "$version" "$@"; then
+        echo "install-test-deps: $name $version already in .tools/bin"
+    elif ! command -v go >/dev/null 2>&1; then
+        cannot "no go, cannot build $name $version (install Go)"
     else
-        tail -n 30 "$log" >&2 || true
-        rm -f .tools/bin/versitygw
-        cannot "go install versitygw $VERSITYGW_VERSION failed (log: $log)"
+        echo "install-test-deps: building $name $version into .tools/bin (a few minutes)"
+        mkdir -p .tools/bin
+        local log=".tools/$name-install.log"
+        # GOBIN must be absolute.
+        if GOBIN="$PWD/.tools/bin" GOFLAGS=-buildvcs=false \
+            go install "$package@$version" >"$log" 2>&1 &&
+            have_go_tool "$name" "$module" "$version" "$@"; then
+            rm -f "$log"
+        else
+            tail -n 30 "$log" >&2 || true
+            rm -f ".tools/bin/$name"
+            cannot "go install $name $version failed (log: $log)"
+        fi
     fi
-fi
+}
+go_tool versitygw github.com/versity/versitygw v1.8.0 \
+    github.com/versity/versitygw/cmd/versitygw --version
 # MinIO (tests/common/minio.rs; AGPL, a test server only, never linked): its
 # STS gives temporary credentials and it refuses a request that lacks their
 # session token, so tests/s3_credentials.rs proves the credential chain. The
 # project is archived: the Go module proxy is its source.
-MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
-have_minio() {
-    [ -x .tools/bin/minio ] || return 1
-    command -v go >/dev/null 2>&1 || return 0
-    go version -m .tools/bin/minio 2>/dev/null |
-        grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/minio/minio[[:space:]]+$MINIO_VERSION([[:space:]]|$)"
-}
-if have_minio; then
-    echo "install-test-deps: minio $MINIO_VERSION already in .tools/bin"
-elif ! command -v go >/dev/null 2>&1; then
-    cannot "no go, cannot build minio $MINIO_VERSION (install Go)"
-else
-    echo "install-test-deps: building minio $MINIO_VERSION into .tools/bin (a few minutes)"
-    mkdir -p .tools/bin
-    log=.tools/minio-install.log
-    if GOBIN="$PWD/.tools/bin" GOFLAGS=-buildvcs=false \
-        go install "github.com/minio/minio@$MINIO_VERSION" >"$log" 2>&1 &&
-        have_minio; then
-        rm -f "$log"
-    else
-        tail -n 30 "$log" >&2 || true
-        rm -f .tools/bin/minio
-        cannot "go install minio $MINIO_VERSION failed (log: $log)"
-    fi
-fi
+go_tool minio github.com/minio/minio v0.0.0-20260212201848-7aac2a2c5b7c \
+    github.com/minio/minio
 AZURITE_VERSION=3.37.0
 # Azurite (Microsoft's Azure Storage emulator; tests/common/azure.rs) from npm
 # into ./.tools/azurite, unless that version is there already.
