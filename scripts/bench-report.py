@@ -1350,31 +1350,100 @@ def latency_report(run, out):
 
 
 def s3_listing_report(run, out):
-    """Scenario 13: indexing a bucket through a lag proxy, against a real keepstore's /index and rclone lsf."""
+    """Scenario 13: indexing a bucket through a delay line, against a real keepstore's /index and rclone lsf."""
     out.append("## Bucket listings at cloud latency (scenario 13)\n")
     out.append(f"`scripts/bench.sh --s3-listing`, {run['date']}, commit `{run['commit']}`, "
+               f"{run['seconds'] / 60:.0f} min in all, {run['machine']['nproc']} cores, "
                f"load average before {run.get('load_before', '?')}, when done {' '.join(run['load_after'])} "
-               "(raw results: `docs/bench/last-s3-listing.json`):\n")
-    out.append(f"A versitygw bucket (posix backend, PrefixLength 0) behind a lag proxy adding "
-               f"{run['rtt_ms']:g} ms round trip (`scripts/bench-lag-proxy.py`). *keep-rsync*: the index "
-               "stage of `--dry-run` with the bucket as the destination volume (fan-out by next hex "
-               "digit); *keepstore*: a real Arvados keepstore mounting the bucket, `GET /index` (one "
-               "chain of ListObjectsV2 pages, plus its `recent/` listing); *rclone*: `rclone lsf` of the "
-               "bucket. One run per figure; *keepstore ÷ keep-rsync* is the speed-up (target ≥ 4).\n")
-    by = {}
+               "(raw results: `docs/bench/last-s3-listing.json`).\n")
+    legacy = not any("server" in r for r in run["rows"])
+    runs = run.get("runs") or "?"
+    out.append(f"Buckets in keepstore's layout (each data object with its `recent/` marker), PrefixLength 0 "
+               f"(flat) and 3 (`xyz/HASH`), on versitygw (posix backend) and MinIO, each behind a delay line "
+               f"adding {run['rtt_ms']:g} ms round trip (`keepstore-sim lag`). *keep-rsync*: the index stage "
+               "of `--dry-run` with the bucket as the destination volume (fan-out by next hex digit, "
+               "`--checkers` chains at once: 8 by default, and 16); *keepstore*: a real Arvados keepstore "
+               "mounting the bucket, `GET /index` (one chain of ListObjectsV2 pages over the data keys, "
+               "merged with a second chain over `recent/`); *rclone*: `rclone lsf --files-only` of the data "
+               f"keys (`-R --max-depth 2` for PrefixLength 3). Seconds are medians of {runs} runs; "
+               "*server CPU* is the S3 server's user+sys seconds during one listing (median); "
+               "*keepstore ÷ keep-rsync* is the speed-up (target ≥ 4 at ≥ 10^5 objects).\n")
+    if legacy:
+        for r in run["rows"]:
+            r.setdefault("server", "versitygw")
+            r.setdefault("prefix_length", 0)
+    groups = {}
     for r in run["rows"]:
-        by.setdefault(r["objects"], {})[r["tool"]] = r
-    out.append("| objects | keep-rsync s | rclone lsf s | keepstore /index s | keepstore ÷ keep-rsync | rclone ÷ keep-rsync | keep-rsync peak RSS MiB |")
-    out.append("|---|---|---|---|---|---|---|")
-    for n in sorted(by):
-        t = by[n]
-        kr = t.get("keep-rsync", {}).get("seconds")
-        rc = t.get("rclone", {}).get("seconds")
-        ks = t.get("keepstore", {}).get("seconds")
-        ratio = lambda x: f(x / kr) if x and kr else "–"
-        out.append(f"| {n:,} | {f(kr)} | {f(rc)} | {f(ks) if ks else 'skipped'} | {ratio(ks)} | {ratio(rc)} | "
-                   f"{f(t.get('keep-rsync', {}).get('rss_kib', 0) / 1024, 0)} |")
+        groups.setdefault((r["server"], r["prefix_length"]), {}).setdefault(r["objects"], {}).setdefault(r["tool"], []).append(r)
+
+    def secs(t, tool):
+        return med([r["seconds"] for r in t.get(tool, []) if r.get("exit", 0) == 0])
+
+    def scpu(t, tool):
+        return med([r.get("server_cpu") for r in t.get(tool, []) if r.get("exit", 0) == 0])
+
+    def complete(t, tool, n):
+        rs = t.get(tool, [])
+        return all(r.get("exit", 0) == 0 and r.get("lines", n) == n for r in rs) if rs else None
+
+    largest = max(r["objects"] for r in run["rows"])
+    targets = []
+    out.append("| server | PrefixLength | objects | keep-rsync s | keep-rsync --checkers 16 s | rclone lsf s | "
+               "keepstore /index s | keepstore ÷ keep-rsync | keepstore ÷ keep-rsync 16 | rclone ÷ keep-rsync 16 | "
+               "server CPU s: keep-rsync 16 / keepstore | keep-rsync peak RSS MiB | all listed |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (server, pl) in sorted(groups):
+        by = groups[(server, pl)]
+        for n in sorted(by):
+            t = by[n]
+            kr, k16, rc, ks = (secs(t, x) for x in ("keep-rsync", "keep-rsync-c16", "rclone", "keepstore"))
+            ratio = lambda x, y: f(x / y) if x and y else "–"
+            ok = [complete(t, x, n) for x in ("keep-rsync", "keep-rsync-c16", "rclone", "keepstore")]
+            allok = "yes" if all(o is not False for o in ok) else "**no**"
+            rss = med([r["rss_kib"] / 1024 for r in t.get("keep-rsync", []) + t.get("keep-rsync-c16", [])])
+            out.append(f"| {server} | {pl} | {n:,} | {f(kr)} | {f(k16)} | {f(rc)} | {f(ks) if ks else 'skipped'} | "
+                       f"{ratio(ks, kr)} | {ratio(ks, k16)} | {ratio(rc, k16)} | "
+                       f"{f(scpu(t, 'keep-rsync-c16'))} / {f(scpu(t, 'keepstore'))} | {f(rss, 0)} | {allok} |")
+            if n == largest and ks:
+                targets.append((server, pl, n, ks, kr, k16))
     out.append("")
+    # Growth with the object count, largest ÷ smallest.
+    grow = []
+    for (server, pl) in sorted(groups):
+        by = groups[(server, pl)]
+        ns = sorted(by)
+        if len(ns) < 2:
+            continue
+        lo, hi = ns[0], ns[-1]
+        cells = []
+        for tool in ("keep-rsync", "keep-rsync-c16", "rclone", "keepstore"):
+            a, b = secs(by[lo], tool), secs(by[hi], tool)
+            cells.append(f(b / a, 1) + "×" if a and b else "–")
+        grow.append(f"| {server} | {pl} | {hi / lo:g}× | " + " | ".join(cells) + " |")
+    if grow:
+        out.append("How each time grows with the object count (largest count's median ÷ smallest's):\n")
+        out.append("| server | PrefixLength | objects | keep-rsync | keep-rsync --checkers 16 | rclone lsf | keepstore /index |")
+        out.append("|---|---|---|---|---|---|---|")
+        out.extend(grow)
+        out.append("")
+    cost = []
+    for (server, pl) in sorted(groups):
+        for n, t in sorted(groups[(server, pl)].items()):
+            z, d = secs(t, "keep-rsync-0ms"), secs(t, "keep-rsync-direct")
+            if z and d:
+                cost.append(f"{server} (PrefixLength {pl}, {n:,} objects): {f(z)} s through the delay line at 0 ms, "
+                            f"{f(d)} s straight to the server")
+    if cost:
+        out.append("What the delay line itself costs (keep-rsync, default flags): " + "; ".join(cost) + ".\n")
+    if targets:
+        out.append("| target | measured (median) | target | result |")
+        out.append("|---|---|---|---|")
+        for server, pl, n, ks, kr, k16 in targets:
+            for label, x in (("default flags", kr), ("--checkers 16", k16)):
+                if x:
+                    out.append(f"| {server}, PrefixLength {pl}, {n:,} objects: keepstore /index ÷ keep-rsync ({label}) | "
+                               f"{ks / x:.2f}× ({f(ks)} vs {f(x)} s) | ≥ 4× | {verdict(ks / x >= 4)} |")
+        out.append("")
     notes = os.path.join(BENCH, "s3-listing-notes.md")
     if os.path.exists(notes):
         out.append(open(notes).read().strip() + "\n")
