@@ -779,3 +779,82 @@ mod advice_tests {
             .contains("S3 endpoint"));
     }
 }
+
+#[cfg(test)]
+mod fan_out_tests {
+    use super::*;
+    use crate::protocol::client::FailureKind;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Mutex;
+
+    fn entry(prefix: &str) -> Entry {
+        let hex = format!("{prefix:0<32}");
+        Entry {
+            hash: BlockHash::from_hex(hex.as_bytes()).unwrap(),
+            size: 1,
+        }
+    }
+
+    /// Every next-digit chain runs exactly once, at most `fanout` at a
+    /// time, after what `into` already held; keys add up.
+    #[tokio::test]
+    async fn sixteen_chains_each_once_within_the_fanout() {
+        let asked = Mutex::new(Vec::new());
+        let (now, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let (asked, now, most) = (&asked, &now, &most);
+        let (got, keys) = fan_out("a", 4, vec![entry("f")], |p, mut into| async move {
+            asked.lock().unwrap().push(p.clone());
+            most.fetch_max(now.fetch_add(1, SeqCst) + 1, SeqCst);
+            tokio::task::yield_now().await;
+            now.fetch_sub(1, SeqCst);
+            into.push(entry(&p));
+            Ok((into, 2))
+        })
+        .await
+        .unwrap();
+        let mut asked = asked.lock().unwrap().clone();
+        asked.sort();
+        let want: Vec<String> = (0..16).map(|d| format!("a{d:x}")).collect();
+        assert_eq!(asked, want);
+        assert!(
+            most.load(SeqCst) <= 4,
+            "{} chains at once",
+            most.load(SeqCst)
+        );
+        assert_eq!(got.len(), 17);
+        assert_eq!(got[0], entry("f"));
+        assert_eq!(keys, 32);
+    }
+
+    /// No fan-out, or a whole hash as the prefix: one chain, given `into`.
+    #[tokio::test]
+    async fn one_chain_without_fanout_or_room() {
+        let full = "0".repeat(32);
+        for (prefix, fanout) in [("a", 1), (full.as_str(), 16)] {
+            let asked = Mutex::new(Vec::new());
+            let asked = &asked;
+            let (got, keys) = fan_out(prefix, fanout, vec![entry("f")], |p, into| async move {
+                asked.lock().unwrap().push(p);
+                Ok((into, 7))
+            })
+            .await
+            .unwrap();
+            assert_eq!(*asked.lock().unwrap(), vec![prefix.to_string()]);
+            assert_eq!((got.len(), keys), (1, 7));
+        }
+    }
+
+    /// One chain's failure is the listing's.
+    #[tokio::test]
+    async fn a_failed_chain_fails_the_listing() {
+        let r = fan_out("", 16, Vec::new(), |p, into| async move {
+            if p == "7" {
+                Err(Failure::new(FailureKind::Transient, "page 3 of 7: 500"))
+            } else {
+                Ok((into, 0))
+            }
+        })
+        .await;
+        assert!(r.unwrap_err().to_string().contains("page 3 of 7"));
+    }
+}
