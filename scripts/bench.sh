@@ -563,6 +563,9 @@ if [ "$QUICK" = 1 ]; then
 fi
 S8_ACCESS=AKIAKEEPRSYNCBENCH08
 S8_SECRET=keeprsyncbenchsecret8Qw3Er5Ty7Ui9Op2As4Df
+# BENCH_S8_BEFORE: another keep-rsync binary (e.g. one built before a
+# change), run beside keep-rsync (PrefixLength 3) in both directions.
+S8_BEFORE=${BENCH_S8_BEFORE:-}
 S8_SRC_UUID=s8src-bi6l4-000000000000000 # keepstore-sim's uuid of service 0
 S8_DST_UUID=s8dst-bi6l4-000000000000000
 RCLONE=(env -u AWS_CA_BUNDLE rclone --config "$W/s8/rclone.conf")
@@ -760,6 +763,11 @@ EOF
         s8_bucket kr-p3
         s8_copy "{$t,\"tool\":\"keep-rsync-p3\",\"dir\":\"dir-s3\",\"run\":$run}" flat3 "$gwd/kr-p3" \
             "$KR" --src-volume-dir "$src" --dst-volumes "$W/s8/p3.yml" -q --report "$W/report.json"
+        if [ -n "$S8_BEFORE" ]; then
+            s8_bucket kr-before
+            s8_copy "{$t,\"tool\":\"keep-rsync-before\",\"dir\":\"dir-s3\",\"run\":$run}" flat3 "$gwd/kr-before" \
+                "$S8_BEFORE" --src-volume-dir "$src" --dst-volumes "$W/s8/pb.yml" -q --report "$W/report.json"
+        fi
         s8_bucket rclone
         s8_copy "{$t,\"tool\":\"rclone\",\"dir\":\"dir-s3\",\"run\":$run}" xyz "$gwd/rclone" \
             "${RCLONE[@]}" copy "$src" s3:rclone "${RCLONE_BEST[@]}" --s3-no-check-bucket --s3-no-head -q
@@ -776,10 +784,15 @@ EOF
         rm -rf "$dst" && mkdir "$dst"
         s8_copy "{$t,\"tool\":\"keep-rsync-p3\",\"dir\":\"s3-dir\",\"run\":$run}" xyz "$dst" \
             "$KR" --src-volumes "$W/s8/p3.yml" --dst-volume-dir "$dst" -q --report "$W/report.json"
+        if [ -n "$S8_BEFORE" ]; then
+            rm -rf "$dst" && mkdir "$dst"
+            s8_copy "{$t,\"tool\":\"keep-rsync-before\",\"dir\":\"s3-dir\",\"run\":$run}" xyz "$dst" \
+                "$S8_BEFORE" --src-volumes "$W/s8/pb.yml" --dst-volume-dir "$dst" -q --report "$W/report.json"
+        fi
         rm -rf "$dst" && mkdir "$dst"
         s8_copy "{$t,\"tool\":\"rclone\",\"dir\":\"s3-dir\",\"run\":$run}" xyz "$dst" \
             "${RCLONE[@]}" copy s3:rclone "$dst" "${RCLONE_BEST[@]}" -q
-        rm -rf "$dst" "$gwd/kr-p0" "$gwd/kr-p3" "$gwd/rclone"
+        rm -rf "$dst" "$gwd/kr-p0" "$gwd/kr-p3" "$gwd/kr-before" "$gwd/rclone"
         # sim -> sim: the same blocks through two keepstore-sims
         rm -rf "$W/s8/simdst"
         start_sim s8simdst --services 1 --uuid-prefix s8dst --data-dir "$W/s8/simdst"
@@ -806,6 +819,7 @@ scenario8() { # ROUNDS
     start_gw
     s8_volumes "$W/s8/p0.yml" kr-p0 0
     s8_volumes "$W/s8/p3.yml" kr-p3 3
+    s8_volumes "$W/s8/pb.yml" kr-before 3
     printf '%s\n' '[s3]' 'type = s3' 'provider = Other' 'env_auth = false' \
         "access_key_id = $S8_ACCESS" "secret_access_key = $S8_SECRET" \
         "endpoint = http://127.0.0.1:$S8_PORT" 'region = us-east-1' \

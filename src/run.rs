@@ -309,6 +309,7 @@ impl<'a> Run<'a> {
             total: AtomicU64::new(0),
             pool: BufferPool::new(copy_opts.budget.total()),
             per_block: self.per_block(),
+            finishing: Default::default(),
         };
         for (k, prefix) in prefixes.iter().enumerate() {
             if !self.limits.before_pass() {

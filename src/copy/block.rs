@@ -1,5 +1,6 @@
 //! One block's course: copy or top up (read once, write the replicas
-//! still needed), or `--verify-existing` (read back, repair).
+//! still needed, their finishes left to admission), or `--verify-existing`
+//! (read back, repair, finishes awaited here).
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -18,15 +19,9 @@ impl<'a> Copier<'a> {
             Action::Copy | Action::TopUp => {
                 let need = self.need(job, listed);
                 let cands = candidates(plan.sources(job), holders, &[]);
+                // Counted as stored once its writes' finishes end
+                // (admission runs them).
                 self.transfer(job, &cands, holders, &need).await?;
-                let size = job.size as u64;
-                if job.action == Action::Copy {
-                    self.stats.copied.fetch_add(1, Relaxed);
-                    self.stats.copied_bytes.fetch_add(size, Relaxed);
-                } else {
-                    self.stats.topped_up.fetch_add(1, Relaxed);
-                    self.stats.topped_up_bytes.fetch_add(size, Relaxed);
-                }
                 Ok(())
             }
             Action::Verify => self.verify(plan, job).await,
@@ -82,6 +77,7 @@ impl<'a> Copier<'a> {
         }
         let need = self.need(job, &good);
         self.write(job, &relay, holders, &need).await?;
+        self.settle(job).await?;
         self.stats.repaired.fetch_add(1, Relaxed);
         Ok(())
     }

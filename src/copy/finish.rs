@@ -1,11 +1,77 @@
-//! Finishing: a block's outcome told to the reporter and counted in the
-//! run's stats (a failed block is listed with its reason, never fatal).
+//! Finishing: the durable rest of a block's writes, and its outcome told
+//! and counted in the run's stats (a failed block is listed with its
+//! reason, never fatal).
+//!
+//! A store's write ends in two parts ([`crate::store::Staged`]): the bytes
+//! taken, then a *finish* (a directory's fsync, rename and directory
+//! fsync; a bucket's `recent/` marker). The finishes of a block's writes
+//! wait here, in [`Finishing`], while its byte budget reservation and
+//! buffers are given back; admission then runs them, a bounded number at
+//! once, and only when they have all ended does the block count as stored.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Mutex;
+
+use futures::future::BoxFuture;
 
 use super::{BlockError, Copier};
-use crate::plan::Job;
+use crate::plan::{Action, Job};
+use crate::protocol::BlockHash;
 use crate::report::FailedBlock;
 
+/// One replica write's finish, as the copy runs it: the store's own, then
+/// the replicas it stored counted.
+pub(super) type Finish<'a> = BoxFuture<'a, Result<(), BlockError>>;
+
+/// The finishes of blocks whose bytes are written, by block.
+#[derive(Default)]
+pub struct Finishing<'a> {
+    by_block: Mutex<HashMap<BlockHash, Vec<Finish<'a>>>>,
+}
+
+impl<'a> Finishing<'a> {
+    pub(super) fn add(&self, hash: BlockHash, f: Finish<'a>) {
+        let mut m = self.by_block.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(hash).or_default().push(f);
+    }
+
+    /// The finishes `hash`'s writes left, now to be run.
+    pub(super) fn take(&self, hash: &BlockHash) -> Vec<Finish<'a>> {
+        let mut m = self.by_block.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(hash).unwrap_or_default()
+    }
+}
+
+/// Run `finishes` together; the first failure is the block's.
+pub(super) async fn run_all(finishes: Vec<Finish<'_>>) -> Result<(), BlockError> {
+    let results = futures::future::join_all(finishes).await;
+    results.into_iter().collect()
+}
+
 impl<'a> Copier<'a> {
+    /// `--verify-existing` repairs: wait for the finishes of `job`'s
+    /// writes so far, before counting the repair.
+    pub(super) async fn settle(&self, job: &Job) -> Result<(), BlockError> {
+        run_all(self.finishing.take(&job.hash)).await
+    }
+
+    /// `job`'s writes are all durable: count the block as copied or topped up.
+    pub(super) fn stored(&self, job: &Job) {
+        let size = job.size as u64;
+        match job.action {
+            Action::Copy => {
+                self.stats.copied.fetch_add(1, Relaxed);
+                self.stats.copied_bytes.fetch_add(size, Relaxed);
+            }
+            Action::TopUp => {
+                self.stats.topped_up.fetch_add(1, Relaxed);
+                self.stats.topped_up_bytes.fetch_add(size, Relaxed);
+            }
+            Action::Verify => {}
+        }
+    }
+
     /// Record the end of `job`.
     pub(super) fn finished(&self, job: &Job, r: Result<(), BlockError>) {
         match r {

@@ -4,9 +4,12 @@
 //!
 //! - **Memory is a byte budget** (`--buffer-memory`, [`Budget`]): a block
 //!   reserves its size before its read and releases it when its last write
-//!   ends, so 64 MiB blocks run a few at a time and small ones up to
-//!   `--transfers` at once. Each service takes at most `--max-per-service`
-//!   requests at a time.
+//!   has taken its bytes, so 64 MiB blocks run a few at a time and small
+//!   ones up to `--transfers` at once. Each service takes at most
+//!   `--max-per-service` requests at a time.
+//! - **Finishes** (a directory's fsync and rename, a bucket's `recent/`
+//!   marker) run after that, outside the budget, [`admission::FINISHING`] at once; the
+//!   block counts as stored when they end, and fails if one fails.
 //! - **Reads** try holders in source probe order. Transient failures are
 //!   retried with backoff on the same holder, then the next holder is tried;
 //!   a 404 or refusal moves on at once; a short or corrupt body is fetched
@@ -41,6 +44,7 @@ mod relay;
 mod write;
 
 pub use budget::Budget;
+pub use finish::Finishing;
 pub use pool::BufferPool;
 pub use relay::{verify_body, Relay};
 pub use write::{classes_confirmed, confirmed_counts};
@@ -86,6 +90,8 @@ pub struct Copier<'a> {
     pub pool: std::sync::Arc<BufferPool>,
     /// Collection records: what each block's collections want.
     pub per_block: Option<PerBlock<'a>>,
+    /// Blocks' writes whose bytes are taken, their durable rest to run.
+    pub finishing: Finishing<'a>,
 }
 
 /// What a block's writes must still achieve.

@@ -1,5 +1,7 @@
 //! Writing: the replicas a block still needs, to destination services in
-//! rendezvous order, each PUT retried and failed over.
+//! rendezvous order, each PUT retried and failed over. A PUT that took the
+//! block's bytes leaves its finish ([`crate::store::Staged`]) to
+//! [`super::Finishing`].
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -29,7 +31,8 @@ impl<'a> Copier<'a> {
         desired: u32,
         classes: Option<&str>,
     ) -> Result<crate::protocol::client::PutOk, Failure> {
-        let svc = &self.dst.services[d as usize];
+        let dst: &'a crate::services::Side = self.dst;
+        let svc = &dst.services[d as usize];
         if svc.is_down() {
             return Err(gone());
         }
@@ -45,11 +48,13 @@ impl<'a> Copier<'a> {
         let asking = self.asking(From::Dst(d), Op::Put, job);
         let r = with_retries(self.opts.backoff, self.opts.retries, &asking, |_| {
             async move {
+                // The transfer slot: held while the body is sent, not
+                // while the write finishes.
                 let _permit = svc.limit.acquire().await;
                 let asked = std::time::Instant::now();
                 let r = svc
                     .store
-                    .write(&job.hash, size, relay.body(), desired, classes)
+                    .write_staged(&job.hash, size, relay.body(), desired, classes)
                     .await;
                 request_done(self.dst, svc, Op::Put, job, &r, asked);
                 // A small block's PUT time is mostly the service's own (its
@@ -62,22 +67,22 @@ impl<'a> Copier<'a> {
                 if r.is_err() && relay.is_failed() {
                     return Err(Failure::new(FailureKind::Abandoned, relay::ReadFailed.to_string()));
                 }
-                let r = r.and_then(|ok| match classes {
-                    Some(want) if strict && !classes_confirmed(want, ok.classes_confirmed.as_deref()) => Err(Failure::new(
+                let r = r.and_then(|staged| match classes {
+                    Some(want) if strict && !classes_confirmed(want, staged.ok.classes_confirmed.as_deref()) => Err(Failure::new(
                         FailureKind::Rejected,
                         format!(
                             "storage classes {want:?} not confirmed (X-Keep-Storage-Classes-Confirmed: {:?})",
-                            ok.classes_confirmed.unwrap_or_default()
+                            staged.ok.classes_confirmed.unwrap_or_default()
                         ),
                     )),
-                    Some(want) if !strict && confirmed_counts(want, ok.classes_confirmed.as_deref(), ok.replicas).is_empty() => Err(Failure::new(
+                    Some(want) if !strict && confirmed_counts(want, staged.ok.classes_confirmed.as_deref(), staged.ok.replicas).is_empty() => Err(Failure::new(
                         FailureKind::Rejected,
                         format!(
                             "none of the storage classes {want:?} confirmed (X-Keep-Storage-Classes-Confirmed: {:?})",
-                            ok.classes_confirmed.unwrap_or_default()
+                            staged.ok.classes_confirmed.unwrap_or_default()
                         ),
                     )),
-                    _ => Ok(ok),
+                    _ => Ok(staged),
                 });
                 svc.stats.count(Op::Put, &r, size);
                 r
@@ -85,13 +90,32 @@ impl<'a> Copier<'a> {
         })
         .await;
         match r {
-            Ok(ok) => {
-                self.stats
-                    .replicas_written
-                    .fetch_add(ok.replicas as u64, Relaxed);
-                self.stats
-                    .bytes_written
-                    .fetch_add(size * ok.replicas as u64, Relaxed);
+            Ok(staged) => {
+                let ok = staged.ok.clone();
+                let stats = self.stats;
+                let (replicas, request) = (ok.replicas as u64, staged.request);
+                // The durable rest, run by admission once the block's
+                // buffer is given back; the replicas count when it ends.
+                self.finishing.add(
+                    job.hash,
+                    Box::pin(async move {
+                        if let Some(finish) = staged.finish {
+                            // A marker is a request to the same service: its
+                            // limit counts it, though not the block's slot.
+                            let _permit = match request {
+                                true => Some(svc.limit.acquire().await),
+                                false => None,
+                            };
+                            finish.await.map_err(|f| BlockError {
+                                service: svc.store.id().to_string(),
+                                reason: format!("{}: {f}", svc.store.id()),
+                            })?;
+                        }
+                        stats.replicas_written.fetch_add(replicas, Relaxed);
+                        stats.bytes_written.fetch_add(size * replicas, Relaxed);
+                        Ok(())
+                    }),
+                );
                 Ok(ok)
             }
             // keepstore answers 507 as well when it has no writable volume

@@ -7,7 +7,9 @@
 //! any read). Writes go to a temp file beside the block's name, which is
 //! fsynced, stamped with the current time (the block's timestamp: never the
 //! source's, or keep-balance could find a fresh copy old enough to trash) and
-//! renamed over the name only once the body ended whole and verified.
+//! renamed over the name only once the body ended whole and verified. The
+//! fsync, rename and directory fsync are the write's *finish*
+//! ([`super::Staged`]): the copy runs it after freeing the block's buffer.
 //! Filesystem work runs on the blocking pool, never on async workers.
 //!
 //! As keepstore (unix_volume.go): a volume whose `ROOT/full` marker is
@@ -21,9 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
-use super::{BlockStream, Body, VolumeTraits};
+use super::{BlockStream, Body, Staged, VolumeTraits};
 use crate::protocol::client::{Failure, FailureKind, PutOk};
 use crate::protocol::index::Entry;
 use crate::protocol::layout::dir as layout;
@@ -176,6 +178,21 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
+/// Tests only (debug builds): with `KEEP_RSYNC_TEST_FINISH_GATE=PATH` set,
+/// each write's finish (fsync, rename) waits until PATH exists, so that a
+/// test can see how many blocks are written but not yet finished.
+#[cfg(debug_assertions)]
+fn finish_gate() {
+    static GATE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let gate =
+        GATE.get_or_init(|| std::env::var_os("KEEP_RSYNC_TEST_FINISH_GATE").map(PathBuf::from));
+    if let Some(gate) = gate {
+        while !gate.exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 impl DirVolume {
     /// The volume at `root`; `serialize` is its `Serialize` parameter.
     pub fn new(id: String, root: PathBuf, traits: VolumeTraits, serialize: bool) -> DirVolume {
@@ -283,14 +300,34 @@ impl DirVolume {
             .boxed())
     }
 
+    /// A whole write, its finish awaited (tests).
+    #[cfg(test)]
     pub(super) async fn write(
         &self,
         hash: &BlockHash,
         size: u64,
         body: Body,
     ) -> Result<PutOk, Failure> {
+        let staged = self.write_staged(hash, size, body).await?;
+        if let Some(finish) = staged.finish {
+            finish.await?;
+        }
+        Ok(staged.ok)
+    }
+
+    /// Write the body to a temp file; the answer's finish fsyncs it,
+    /// renames it over the block's name and fsyncs the directory
+    /// ([`layout::TempBlock::commit`]). Dropping the finish unrun removes
+    /// the temp file. A `Serialize` volume does all of it here, under its
+    /// lock.
+    pub(super) async fn write_staged(
+        &self,
+        hash: &BlockHash,
+        size: u64,
+        body: Body,
+    ) -> Result<Staged<'static>, Failure> {
         if self.serial.is_some() {
-            return self.write_serialized(hash, size, body).await;
+            return Ok(Staged::done(self.write_serialized(hash, size, body).await?));
         }
         let (id, root, h, free) = (self.id.clone(), self.root.clone(), *hash, self.free_space);
         let shown = layout::block_path(&self.root, hash).display().to_string();
@@ -321,13 +358,17 @@ impl DirVolume {
                 format!("the body ended after {} of {size} bytes", tmp.written()),
             ));
         }
-        let what = shown;
-        blocking(move || {
+        let finish = blocking(move || {
+            #[cfg(debug_assertions)]
+            finish_gate();
             tmp.commit(SystemTime::now())
-                .map_err(|e| io_failure(&e, format!("cannot store {what}")))
+                .map_err(|e| io_failure(&e, format!("cannot store {shown}")))
+        });
+        Ok(Staged {
+            ok: super::volume_put_ok(&self.traits),
+            finish: Some(finish.boxed()),
+            request: false,
         })
-        .await?;
-        Ok(super::volume_put_ok(&self.traits))
     }
 
     /// A write on a `Serialize` volume: the body is gathered first (its

@@ -474,6 +474,28 @@ impl Store {
         desired: u32,
         classes: Option<&str>,
     ) -> Result<PutOk, Failure> {
+        let staged = self
+            .write_staged(hash, size, body, desired, classes)
+            .await?;
+        if let Some(finish) = staged.finish {
+            finish.await?;
+        }
+        Ok(staged.ok)
+    }
+
+    /// [`Self::write`] in two parts: this future ends once `body` has been
+    /// taken whole (its buffers may be freed); the [`Staged::finish`] it
+    /// answers is what is left before the block counts as stored (a
+    /// directory's fsync, rename and directory fsync; a bucket's `recent/`
+    /// marker). Until it ends the block is absent or whole, never partial.
+    pub async fn write_staged(
+        &self,
+        hash: &BlockHash,
+        size: u64,
+        body: Body,
+        desired: u32,
+        classes: Option<&str>,
+    ) -> Result<Staged<'_>, Failure> {
         if self.volume().is_some_and(|t| t.read_only) {
             return Err(Failure::new(
                 crate::protocol::client::FailureKind::Rejected,
@@ -481,10 +503,37 @@ impl Store {
             ));
         }
         match self {
-            Store::Keep(s) => s.write(hash, size, body, desired, classes).await,
-            Store::Dir(v) => v.write(hash, size, body).await,
-            Store::S3(v) => v.write(hash, size, body).await,
-            Store::Azure(v) => v.write(hash, size, body).await,
+            Store::Keep(s) => Ok(Staged::done(
+                s.write(hash, size, body, desired, classes).await?,
+            )),
+            Store::Dir(v) => v.write_staged(hash, size, body).await,
+            Store::S3(v) => v.write_staged(hash, size, body).await,
+            Store::Azure(v) => Ok(Staged::done(v.write(hash, size, body).await?)),
+        }
+    }
+}
+
+/// The durable rest of a write ([`Store::write_staged`]): holds no block
+/// buffer, only what it must still do to the store.
+pub type Finish<'s> = futures::future::BoxFuture<'s, Result<(), Failure>>;
+
+/// A write whose bytes are all taken: what it stores once `finish` (if
+/// any) has ended without error.
+pub struct Staged<'s> {
+    pub ok: PutOk,
+    pub finish: Option<Finish<'s>>,
+    /// The finish is a request to the store's service (a bucket's marker
+    /// PUT), which its concurrency limit must count; not a local fsync.
+    pub request: bool,
+}
+
+impl Staged<'_> {
+    /// A write with nothing left to do.
+    pub fn done(ok: PutOk) -> Self {
+        Staged {
+            ok,
+            finish: None,
+            request: false,
         }
     }
 }

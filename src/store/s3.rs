@@ -12,7 +12,9 @@
 //! (reqwest errors are rendered without their URL). A block is written with
 //! one PUT carrying `Content-MD5` (the locator's hash, known before the first
 //! byte): the server refuses a body that does not match, so a block streams
-//! from its source to the bucket and is still checked twice.
+//! from its source to the bucket and is still checked twice. Its `recent/`
+//! marker is the write's *finish* ([`super::Staged`]), sent after the data
+//! object once the block's buffer and transfer slot are given back.
 //!
 //! The index is one ListObjectsV2 listing of the data keys under the prefix,
 //! paged by `IndexPageSize`, stopping where data keys end (`recent/` and
@@ -25,14 +27,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use super::aws_credentials::Provider;
-use super::{BlockStream, Body, VolumeTraits};
+use super::{BlockStream, Body, Staged, VolumeTraits};
 use crate::protocol::client::{
     body_chunks, describe_http_error, read_bounded, read_capped, redact_query_secrets, Failure,
-    FailureKind, PutOk, Unbounded,
+    FailureKind, Unbounded,
 };
 use crate::protocol::index::Entry;
 use crate::protocol::layout::s3 as layout;
@@ -469,20 +471,45 @@ impl S3Volume {
         .map(drop)
     }
 
+    /// A whole write, its finish awaited (tests).
+    #[cfg(test)]
     pub(super) async fn write(
         &self,
         hash: &BlockHash,
         size: u64,
         body: Body,
-    ) -> Result<PutOk, Failure> {
+    ) -> Result<crate::protocol::client::PutOk, Failure> {
+        let staged = self.write_staged(hash, size, body).await?;
+        if let Some(finish) = staged.finish {
+            finish.await?;
+        }
+        Ok(staged.ok)
+    }
+
+    /// PUT the data object; the answer's finish PUTs its `recent/` marker.
+    /// The marker after the data, as keepstore writes it: its time is the
+    /// block's timestamp. A block left without one (the marker PUT failed)
+    /// is still safe: keepstore creates the marker when it first needs the
+    /// block's time.
+    pub(super) async fn write_staged(
+        &self,
+        hash: &BlockHash,
+        size: u64,
+        body: Body,
+    ) -> Result<Staged<'_>, Failure> {
         let key = layout::key(hash, self.prefix_length);
         self.put(&key, size, &hash.0, body).await?;
-        // The marker after the data, as keepstore writes it: its time is
-        // the block's timestamp. A block left without one (this PUT failed)
-        // is still safe: keepstore creates the marker when it first needs
-        // the block's time.
-        // The marker is retried on its own (an empty PUT): the data object
-        // is not sent again for it.
+        let hash = *hash;
+        Ok(Staged {
+            ok: super::volume_put_ok(&self.traits),
+            finish: Some(async move { self.put_marker(&hash, &key).await }.boxed()),
+            request: true,
+        })
+    }
+
+    /// The marker of the data object `key`, retried on its own (an empty
+    /// PUT): the data object is not sent again for it.
+    async fn put_marker(&self, hash: &BlockHash, key: &str) -> Result<(), Failure> {
         let empty = BlockHash::of(b"");
         let marker = layout::recent_key(hash, self.prefix_length);
         let mut attempt = 0;
@@ -491,7 +518,7 @@ impl S3Volume {
                 .put(&marker, 0, &empty.0, Body::Whole(vec![bytes::Bytes::new()]))
                 .await
             {
-                Ok(()) => return Ok(super::volume_put_ok(&self.traits)),
+                Ok(()) => return Ok(()),
                 Err(f) if f.is_transient() && attempt < MARKER_RETRIES => {
                     attempt += 1;
                     tokio::time::sleep(PAGE_BACKOFF * (1 << attempt)).await;
