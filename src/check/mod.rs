@@ -410,7 +410,12 @@ impl Check<'_> {
                 };
                 Ok::<_, Error>((e, r))
             })
-            .buffer_unordered(self.cfg.conc.transfers);
+            .buffer_unordered(
+                self.cfg
+                    .conc
+                    .transfers
+                    .unwrap_or(crate::cli::DEFAULT_TRANSFERS),
+            );
         futures::pin_mut!(s);
         while let Some(done) = s.next().await {
             let (e, r) = done?;

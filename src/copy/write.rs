@@ -53,10 +53,14 @@ impl<'a> Copier<'a> {
                     .await;
                 request_done(self.dst, svc, Op::Put, job, &r, asked);
                 // A small block's PUT time is mostly the service's own (its
-                // queue), as a GET's time to headers is.
+                // queue), as a GET's time to headers is, once counted from
+                // when its body could complete: the block's last byte
+                // released by the relay (a slow source is not this
+                // service's queue).
+                let since = relay.released_at().map_or(asked, |at| at.max(asked));
                 svc.limit.observe(crate::limiter::signal_of(
                     &r,
-                    asked.elapsed(),
+                    since.elapsed(),
                     size <= SMALL_PUT,
                 ));
                 if r.is_err() && relay.is_failed() {
