@@ -346,6 +346,10 @@ mod tests {
         );
         filled.unwrap();
         assert_eq!(got.unwrap(), data);
+        // The release time a write's own time is counted from.
+        assert!(r
+            .released_at()
+            .is_some_and(|t| t <= std::time::Instant::now()));
         // A follower that starts after the end replays the whole block.
         assert_eq!(collect(r.follow()).await.unwrap(), data);
         assert!(r.is_verified());
@@ -405,6 +409,7 @@ mod tests {
         );
         assert!(r.is_failed());
         assert!(!r.wait_end().await);
+        assert_eq!(r.released_at(), None, "a failed read releases nothing");
     }
 
     #[tokio::test]
