@@ -14,6 +14,17 @@ every copy:
   every keepstore; one more copy goes straight to the keepstores, without
   the proxy, to show that the proxy at 0 ms costs nothing.
 
+With $KR_BEFORE (bench.sh passes keep-rsync-before from the worktree when
+it is there: the binary before issue 31's admission and limiter changes),
+every copy is run with it as well, in the same round, as rows with
+"binary": "before", so that the gain is a ratio of the same invocation.
+
+With BENCH_S14_GO=1 and the Go keep-rsync built (/work/real-keepstore-bin/
+keep-rsync-go, or $GO_KEEP_RSYNC), a last part copies 16 blocks of 64 MiB
+from 2 real source keepstores to 3 real destination keepstores, 2 replicas,
+with the Go tool, keep-rsync-before and keep-rsync (wall, CPU, peak RSS;
+rows "scenario": "14go").
+
 Appends one JSON line per copy to RESULTS (bench.sh turns them into
 docs/bench/last-latency.json). Usage: bench-latency.py RESULTS WORK KR SIM ROUNDS QUICK
 """
@@ -35,6 +46,9 @@ SIZE = "4K"
 SEED = 14
 REAL = os.environ.get("REAL_KEEPSTORE", "/work/real-keepstore-bin/keepstore")
 PROCS = []
+KR_BEFORE = os.environ.get("KR_BEFORE", "")
+BINARIES = [("after", KR)] + ([("before", KR_BEFORE)] if KR_BEFORE and os.access(KR_BEFORE, os.X_OK) else [])
+GO = os.environ.get("GO_KEEP_RSYNC", "/work/real-keepstore-bin/keep-rsync-go")
 
 
 def log(msg):
@@ -93,12 +107,13 @@ def sim(name, services, prefix, rtt, seed=False):
     return p, js, conf
 
 
-def measure(tag, src_conf, dst_conf, src_json, dst_json, extra=()):
+def measure(tag, src_conf, dst_conf, src_json, dst_json, extra=(), kr=None):
     rep = os.path.join(W, "report14.json")
     if os.path.exists(rep):
         os.remove(rep)
     timef = os.path.join(W, "time14.txt")
-    cmd = [KR, "-src", src_conf, "-dst", dst_conf, "-src-keep-services-json", src_json,
+    kr = kr or KR
+    cmd = [kr, "-src", src_conf, "-dst", dst_conf, "-src-keep-services-json", src_json,
            "-dst-keep-services-json", dst_json, "-replications", "2", "--quiet",
            "--report", rep, *extra]
     t0 = time.time()
@@ -131,11 +146,12 @@ def sim_part():
     srcs = {rtt: sim(f"s14src{rtt}", 2, "srcl4", rtt, seed=True) for rtt in RTTS}
     for run in range(1, ROUNDS + 1):
         for rtt in RTTS:
-            dst = sim("s14dst", 3, "dstl4", rtt)
-            _, sjs, sconf = srcs[rtt]
-            measure({"target": "sim", "via": "delay", "rtt_ms": rtt, "run": run},
-                    sconf, dst[2], sjs, dst[1])
-            stop(dst[0])
+            for binary, kr in BINARIES:
+                dst = sim("s14dst", 3, "dstl4", rtt)
+                _, sjs, sconf = srcs[rtt]
+                measure({"target": "sim", "via": "delay", "rtt_ms": rtt, "run": run,
+                         "binary": binary}, sconf, dst[2], sjs, dst[1], kr=kr)
+                stop(dst[0])
     for p, _, _ in srcs.values():
         stop(p)
 
@@ -230,20 +246,93 @@ def real_part():
     variants = [("direct", 0)] + [("proxy", rtt) for rtt in RTTS]
     for run in range(1, ROUNDS + 1):
         for via, rtt in variants:
-            for v in dvols:
-                for e in os.listdir(v):
-                    shutil.rmtree(os.path.join(v, e), ignore_errors=True)
-            name = "direct" if via == "direct" else str(rtt)
-            measure({"target": "real", "via": via, "rtt_ms": rtt, "run": run}, conf, conf,
-                    os.path.join(W, f"real-src-{name}.json"),
-                    os.path.join(W, f"real-dst-{name}.json"))
+            for binary, kr in BINARIES:
+                for v in dvols:
+                    for e in os.listdir(v):
+                        shutil.rmtree(os.path.join(v, e), ignore_errors=True)
+                name = "direct" if via == "direct" else str(rtt)
+                measure({"target": "real", "via": via, "rtt_ms": rtt, "run": run,
+                         "binary": binary}, conf, conf,
+                        os.path.join(W, f"real-src-{name}.json"),
+                        os.path.join(W, f"real-dst-{name}.json"), kr=kr)
+        # The lag proxy's own CPU so far (every copy of this round): it is
+        # not the limit if it stays far below a core.
+        for rtt, p in lags.items():
+            try:
+                f = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
+                cpu = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+                with open(RESULTS, "a") as out:
+                    out.write(json.dumps({"scenario": 14, "lag_proxy_cpu_s": cpu, "rtt_ms": rtt,
+                                          "after_run": run}) + "\n")
+                log(f"lag proxy {rtt} ms: {cpu:.2f} s CPU after round {run}")
+            except (OSError, IndexError, ValueError):
+                pass
     for p in list(lags.values()) + sprocs + dprocs:
         stop(p)
 
 
+# ------------------------------------------- 64 MiB: the Go tool, real keepstores
+def go_part():
+    if os.environ.get("BENCH_S14_GO") != "1":
+        return
+    if not (os.access(REAL, os.X_OK) and os.access(GO, os.X_OK)):
+        log(f"no real keepstore at {REAL} or no Go keep-rsync at {GO}: 64 MiB rows skipped")
+        return
+    conf = os.path.join(W, "go14.conf")
+    open(conf, "w").write(f"ARVADOS_API_HOST=none.invalid\nARVADOS_API_TOKEN={TOKEN}\n"
+                          "ARVADOS_API_HOST_INSECURE=1\n")
+    sprocs, sports, _ = real_cluster("gsrc", 2)
+    dprocs, dports, dvols = real_cluster("gdst", 3)
+    sjs, djs = os.path.join(W, "go-src.json"), os.path.join(W, "go-dst.json")
+    services_json(sjs, "s", sports)
+    services_json(djs, "d", dports)
+    seeded = subprocess.run([SIM, "seed", "--services-json", sjs, "--root-token", TOKEN,
+                             "--blocks", "16", "--sizes", "64M", "--replicas", "1",
+                             "--seed", "141", "--count"], capture_output=True, text=True)
+    if seeded.returncode != 0:
+        sys.exit(f"bench: scenario 14: seeding the 64 MiB blocks failed: {seeded.stderr}")
+    tools = [("go", GO)] + [(f"keep-rsync-{b}", k) for b, k in BINARIES]
+    for run in range(1, ROUNDS + 1):
+        for tool, exe in tools:
+            for v in dvols:
+                for e in os.listdir(v):
+                    shutil.rmtree(os.path.join(v, e), ignore_errors=True)
+            subprocess.run(["sync"])
+            timef = os.path.join(W, "timego.txt")
+            if tool == "go":
+                # The Go tool takes the services lists as JSON text.
+                cmd = [exe, "-src", conf, "-dst", conf,
+                       "-src-keep-services-json", open(sjs).read(),
+                       "-dst-keep-services-json", open(djs).read(),
+                       "-replications", "2", "-src-blob-signature-ttl", "336h"]
+            else:
+                cmd = [exe, "-src", conf, "-dst", conf, "-src-keep-services-json", sjs,
+                       "-dst-keep-services-json", djs, "-replications", "2", "--quiet"]
+            t0 = time.time()
+            rc = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", timef, *cmd],
+                                stdout=subprocess.DEVNULL,
+                                stderr=open(os.path.join(W, f"{tool}14go.err"), "wb")).returncode
+            wall = time.time() - t0
+            e, u, s_, m = open(timef).read().split()[-4:]
+            files = sum(len(fs) for v in dvols for _, _, fs in os.walk(v))
+            row = {"scenario": "14go", "tool": tool, "run": run, "blocks": 16, "wall": wall,
+                   "user": float(u), "sys": float(s_), "maxrss_kib": int(m), "rc": rc,
+                   "dst_files": files}
+            with open(RESULTS, "a") as out:
+                out.write(json.dumps(row) + "\n")
+            log(f"64 MiB {tool} run {run}: wall {wall:.2f} s, CPU {float(u) + float(s_):.2f} s, "
+                f"rss {int(m) / 1024:.0f} MiB, rc {rc}, {files} files at the destination")
+            if rc != 0:
+                log(open(os.path.join(W, f"{tool}14go.err")).read()[-600:])
+    for p in sprocs + dprocs:
+        stop(p)
+
+
 try:
-    sim_part()
-    real_part()
+    if os.environ.get("BENCH_S14_ONLY_GO") != "1":
+        sim_part()
+        real_part()
+    go_part()
 finally:
     for p in list(PROCS):
         stop(p)

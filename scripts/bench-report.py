@@ -1309,10 +1309,13 @@ def latency_report(run, out):
     out.append(f"`scripts/bench.sh --latency`, {run['date']}, commit `{run['commit']}`, "
                f"load average before {run.get('load_before', '?')}, when done {run['load_after']} "
                "(raw results: `docs/bench/last-latency.json`):\n")
-    rs = rows(run, scenario=14)
+    rs = [r for r in rows(run, scenario=14) if "target" in r]
     if not rs:
         out.append("No rows.\n")
         return
+    for r in rs:
+        r.setdefault("binary", "after")
+    binaries = [b for b in ("after", "before") if any(r["binary"] == b for r in rs)]
     n = rs[0]["blocks"]
     out.append(f"{n:,} blocks of 4 KiB from 2 source services (1 copy each) to 3 destination "
                "services, 2 replicas, keep-rsync at default flags, a fresh (empty) destination "
@@ -1324,36 +1327,72 @@ def latency_report(run, out):
                "bytes' rate; *direct* is the same copy with no proxy, so that *proxy, 0 ms* ÷ "
                "*direct* is what the proxy itself costs. Blocks/s = blocks copied ÷ wall time "
                "of the whole keep-rsync process (indexes, plan, copy, report); *of LAN speed* = "
-               "blocks/s ÷ blocks/s at 0 ms (real keepstores: through the proxy at 0 ms).\n")
-    out.append("| target | round trip | via | blocks/s (median) | all runs (wall s) | CPU s (median) | "
-               "peak RSS MiB | of LAN speed | goal | result |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|")
+               "blocks/s ÷ the same binary's blocks/s at 0 ms (real keepstores: through the proxy "
+               "at 0 ms). *before*: the binary before issue 31's admission and limiter changes "
+               "(`keep-rsync-before`), run in the same rounds; *÷ before*: blocks/s ÷ its.\n")
+    out.append("| target | round trip | via | keep-rsync | blocks/s (median) | all runs (wall s) | CPU s (median) | "
+               "peak RSS MiB | of LAN speed | ÷ before | goal | result |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     goals = {20: 0.9, 100: 0.8}
     for target, label in (("sim", "keepstore-sim"), ("real", "real keepstores")):
         trs = rows(run, scenario=14, target=target)
         if not trs:
             if target == "real":
-                out.append("| real keepstores | – | – | skipped: no keepstore binary | | | | | | |")
+                out.append("| real keepstores | – | – | – | skipped: no keepstore binary | | | | | | | |")
             continue
         rate = lambda rs: med([r["report"]["copied"] / r["wall"] for r in rs if kr_ok(r)])
         base_via = "delay" if target == "sim" else "proxy"
-        base = rate(rows(run, scenario=14, target=target, via=base_via, rtt_ms=0))
         variants = sorted({(r["via"] != "direct", r["rtt_ms"], r["via"]) for r in trs})
         for _, rtt, via in variants:
-            fr = rows(run, scenario=14, target=target, via=via, rtt_ms=rtt)
-            b = rate(fr)
-            ratio = b / base if b and base else None
-            goal = goals.get(rtt) if via != "direct" else None
-            if via == "direct" and ratio:
-                res = f"proxy at 0 ms: wall {(ratio - 1) * 100:+.0f} % vs direct"
-            elif goal and ratio is not None:
-                res = verdict(ratio >= goal)
-            else:
-                res = ""
-            out.append(f"| {label} | {rtt} ms | {via} | {f(b, 0)} | {allruns([r['wall'] for r in fr])} | "
+            for binary in binaries:
+                base = rate(rows(run, scenario=14, target=target, via=base_via, rtt_ms=0, binary=binary))
+                fr = rows(run, scenario=14, target=target, via=via, rtt_ms=rtt, binary=binary)
+                b = rate(fr)
+                old = rate(rows(run, scenario=14, target=target, via=via, rtt_ms=rtt, binary="before"))
+                gain = f(b / old) + "×" if binary == "after" and b and old else ""
+                ratio = b / base if b and base else None
+                goal = goals.get(rtt) if via != "direct" and binary == "after" else None
+                if via == "direct" and ratio:
+                    res = f"proxy at 0 ms: wall {(ratio - 1) * 100:+.0f} % vs direct"
+                elif goal and ratio is not None:
+                    res = verdict(ratio >= goal)
+                else:
+                    res = ""
+                out.append(f"| {label} | {rtt} ms | {via} | {binary} | {f(b, 0)} | {allruns([r['wall'] for r in fr])} | "
+                           f"{f(med([r['user'] + r['sys'] for r in fr]))} | "
+                           f"{f(med([r['maxrss_kib'] / 1024 for r in fr]), 0)} | "
+                           f"{f(ratio) if ratio else ''} | {gain} | {('≥ ' + str(goal)) if goal else ''} | {res} |")
+    out.append("")
+    cpu = [r for r in rows(run, scenario=14) if "lag_proxy_cpu_s" in r]
+    if cpu:
+        last = {}
+        for r in cpu:
+            last[r["rtt_ms"]] = r
+        out.append("The lag proxy's CPU over all its copies (every round, both binaries): " +
+                   ", ".join(f"{rtt} ms: {last[rtt]['lag_proxy_cpu_s']:.2f} s after {last[rtt]['after_run']} rounds"
+                             for rtt in sorted(last)) + ".\n")
+    go = rows(run, scenario="14go")
+    if go:
+        out.append("### 64 MiB blocks: the Go keep-rsync on real keepstores\n")
+        out.append("16 blocks of 64 MiB on 2 real source keepstores (Directory volumes) copied to 3 "
+                   "real destination keepstores, 2 replicas (2 GiB written), no added latency, a "
+                   "fresh destination and `sync` before each copy: the Go keep-rsync "
+                   "(`/work/real-keepstore-bin/keep-rsync-go`, one block at a time), keep-rsync "
+                   "before issue 31 and now, each at default flags, in turn in each round.\n")
+        out.append("| tool | wall s (median) | all runs (wall s) | CPU s (median) | peak RSS MiB (median) | "
+                   "÷ Go (wall) | blocks at the destination (files) | exit codes |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        gw = med([r["wall"] for r in go if r["tool"] == "go" and r["rc"] == 0])
+        for tool in ("go", "keep-rsync-before", "keep-rsync-after"):
+            fr = [r for r in go if r["tool"] == tool]
+            if not fr:
+                continue
+            w = med([r["wall"] for r in fr if r["rc"] == 0])
+            out.append(f"| {tool} | {f(w)} | {allruns([r['wall'] for r in fr])} | "
                        f"{f(med([r['user'] + r['sys'] for r in fr]))} | "
                        f"{f(med([r['maxrss_kib'] / 1024 for r in fr]), 0)} | "
-                       f"{f(ratio) if ratio else ''} | {('≥ ' + str(goal)) if goal else ''} | {res} |")
+                       f"{f(w / gw) + '×' if w and gw else '–'} | "
+                       f"{', '.join(str(r['dst_files']) for r in fr)} | {', '.join(str(r['rc']) for r in fr)} |")
     out.append("")
     notes = os.path.join(BENCH, "latency-notes.md")
     if os.path.exists(notes):

@@ -1337,7 +1337,11 @@ case $MODE in
         scenario12 "$RUNS"
         ;;
     latency)
-        python3 scripts/bench-latency.py "$RES" "$W" "$KR" "$SIM" "$RUNS" "$QUICK"
+        # keep-rsync-before (the binary before issue 31, saved in the
+        # worktree) as rows of the same run, and the 64 MiB Go comparison.
+        [ -x "$ROOT/keep-rsync-before" ] && export KR_BEFORE=${KR_BEFORE:-$ROOT/keep-rsync-before}
+        BENCH_S14_GO=${BENCH_S14_GO:-1} \
+            python3 scripts/bench-latency.py "$RES" "$W" "$KR" "$SIM" "$RUNS" "$QUICK"
         ;;
     quick)
         want 2 && md5_speed

@@ -13,10 +13,14 @@ use crate::error::{Error, Result};
 pub use crate::protocol::units::parse_go_duration;
 
 /// `--max-per-service` by default: the ceiling of each service's adaptive
-/// limit (docs/benchmarks.md, scenario 9).
-pub const DEFAULT_MAX_PER_SERVICE: usize = 128;
+/// limit. At 100 ms of round trip a service needs several hundred requests
+/// in flight to be busy (docs/benchmarks.md, scenarios 9 and 14); the
+/// adaptive limit stops short of it when the service queues or answers 503.
+pub const DEFAULT_MAX_PER_SERVICE: usize = 512;
 
-/// Default `--transfers`: see docs/benchmarks.md for the measurements.
+/// keep-block-check's default `--transfers` (probes in flight). keep-rsync
+/// has none: without `--transfers` its blocks in flight are set by the byte
+/// budget and the services' limits (`copy::admission`).
 pub const DEFAULT_TRANSFERS: usize = 128;
 
 /// Default `--buffer-memory`: four 64 MiB blocks (docs/benchmarks.md, "Memory").
@@ -39,7 +43,7 @@ Exit codes:
 
 Memory: block data in flight is bounded by --buffer-memory (256M): a block reserves
 its size before it is read and frees it after its last replica is written, so
-64 MiB blocks run four at a time and small blocks --transfers at a time. Indexes
+64 MiB blocks run four at a time and small blocks as many as the services take. Indexes
 are processed in hash sub-prefix passes of at most --index-budget lines (about 40
 bytes each; a planned block counts as 2 lines), freed before the pass's copies
 start. Peak RSS <= 32 MiB + max(40 B x index budget, buffer memory + 20 B x index
@@ -426,9 +430,9 @@ pub fn normalize_go_flags_for(cmd: &clap::Command, argv: Vec<OsString>) -> Vec<O
 /// once so that names, defaults, checks and help cannot drift apart.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Concurrency {
-    /// Blocks in flight at once: copied by keep-rsync, asked by keep-block-check's --probe and --read (1 does one at a time, like the Go tools). keep-rsync's memory is bounded by --buffer-memory, not by this.
-    #[arg(long, default_value_t = DEFAULT_TRANSFERS, value_name = "N", value_parser = at_least_one("transfers"), help_heading = "Performance")]
-    pub transfers: usize,
+    /// Blocks in flight at once (1 does one at a time, like the Go tools). keep-rsync by default starts blocks while --buffer-memory has room and the services' adaptive limits take more requests; keep-block-check's --probe and --read ask 128 at a time. keep-rsync's memory is bounded by --buffer-memory, not by this.
+    #[arg(long, value_name = "N", value_parser = at_least_one("transfers"), help_heading = "Performance")]
+    pub transfers: Option<usize>,
 
     /// Index requests in flight.
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = at_least_one("checkers"), help_heading = "Performance")]

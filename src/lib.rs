@@ -82,6 +82,28 @@ pub const VERSION: &str = concat!(
 );
 
 /// The `keep-rsync` program: parse argv, run, and return the exit code.
+/// Raise the soft open-file limit to the hard one, as every Go program does
+/// at start (the Go keep-rsync and keepstore included): a login shell's
+/// soft limit is often 1024, and the services' limits (up to
+/// `--max-per-service` connections each) and open temp files add up past
+/// it. Failure leaves the limit as it was.
+pub fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let now = getrlimit(Resource::Nofile);
+        if now.current != now.maximum {
+            let raised = Rlimit {
+                current: now.maximum,
+                maximum: now.maximum,
+            };
+            if setrlimit(Resource::Nofile, raised).is_err() {
+                tracing::debug!("the open-file limit could not be raised");
+            }
+        }
+    }
+}
+
 pub fn main(argv: Vec<std::ffi::OsString>) -> u8 {
     // Errors before the flags are parsed are JSON too when the command line
     // asks for JSON logs.
@@ -115,6 +137,7 @@ pub fn main(argv: Vec<std::ffi::OsString>) -> u8 {
     };
     let reporter = progress::for_output(cfg.log_format, cfg.quiet);
     logging::init(cfg.verbose, cfg.log_format, reporter.clone());
+    raise_open_file_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,4 +171,30 @@ pub fn main(argv: Vec<std::ffi::OsString>) -> u8 {
         ));
         run::run(cfg, reporter, soft).await
     })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        let was = getrlimit(Resource::Nofile);
+        let (Some(cur), Some(max)) = (was.current, was.maximum) else {
+            eprintln!("skipped: the open-file limit is infinite here");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "skipped under CI=true"
+            );
+            return;
+        };
+        // One below what the process has: harmless to the other tests.
+        let lowered = Rlimit {
+            current: Some(cur.min(max) - 1),
+            maximum: Some(max),
+        };
+        setrlimit(Resource::Nofile, lowered).unwrap();
+        super::raise_open_file_limit();
+        assert_eq!(getrlimit(Resource::Nofile).current, Some(max));
+    }
 }

@@ -7,7 +7,13 @@
 //!
 //! - **Slow start**: the limit starts at [`INITIAL`] and grows by one for each
 //!   request that succeeds while the limit was reached (so it doubles every
-//!   round trip) until the first sign of overload.
+//!   round trip) until the first sign of overload. When the first answer
+//!   shows a long idle round trip, it starts higher at once (up to
+//!   [`LONG_START_MAX`]): requests on the wire do not load the store, so
+//!   `INITIAL` requests' worth of the store's work at a LAN round trip
+//!   ([`LAN_RTT`]) is `INITIAL × rtt / LAN_RTT` requests in flight at `rtt`.
+//!   A limit lives as long as the run, so later passes start from what the
+//!   store took in earlier ones.
 //! - **Congestion avoidance**: then it grows by `gain/limit` per such
 //!   success (`gain` per round trip), except in the round trip after a cut,
 //!   whose answers were asked for before it.
@@ -25,11 +31,17 @@
 //!   by [`DECREASE_EACH`] for each further one: a refusal is answered at
 //!   once and frees its slot, so one per round trip would let a queue of
 //!   requests run into the wall one after the other.
-//! - **Queueing**: a block request's time to its first answer, compared
-//!   with the smallest seen (the store's round trip when idle): past
-//!   [`QUEUE_FACTOR`] times that, the store is queueing requests, and the
-//!   limit stops growing (and leaves slow start); past twice that, it is
-//!   cut as for an overload.
+//! - **Queueing** (TCP Vegas' and BBR's delay signal): the fastest first
+//!   answer (a GET's headers, a small PUT from its last byte) of each round
+//!   trip, compared with the fastest of the last [`BASE_WINDOW`] (the
+//!   store's round trip when idle; a window, so that a path or store that
+//!   got slower for good is learned, not held against an old minimum):
+//!   past [`QUEUE_FACTOR`] times that, the store is queueing requests, and
+//!   the limit stops growing (and leaves slow start) for the next round
+//!   trip; past twice that, it is cut as for an overload. A round trip's
+//!   fastest answer, not each answer: a single slow answer (S3's and
+//!   MinIO's heavy tails, a request behind a big one) says nothing of a
+//!   queue that every request would wait in.
 //!
 //! The limit only grows while there is demand for it, so a store that few
 //! requests go to keeps a small limit. A change of a quarter or more is a
@@ -44,6 +56,14 @@ use tokio::sync::Notify;
 
 /// Where an adaptive limit starts.
 pub const INITIAL: f64 = 8.0;
+/// A round trip at which [`INITIAL`] requests in flight are right.
+pub const LAN_RTT: Duration = Duration::from_millis(10);
+/// The highest start a long first round trip gives: Arvados keepstore's
+/// default `API.MaxConcurrentRequests`, what a stock keepstore serves at
+/// once without queueing.
+pub const LONG_START_MAX: f64 = 64.0;
+/// How long the idle round trip is remembered (the window of the minimum).
+pub const BASE_WINDOW: Duration = Duration::from_secs(10);
 /// The smallest adaptive limit: one request, so that many jobs sharing a
 /// small keepstore can together stay under what it takes.
 pub const FLOOR: f64 = 1.0;
@@ -87,8 +107,13 @@ pub struct Limiter {
 struct State {
     limit: f64,
     slow_start: bool,
-    /// The smallest time to a first answer seen: the idle round trip.
-    base: Option<Duration>,
+    /// The smallest time to a first answer of the last [`BASE_WINDOW`]:
+    /// the idle round trip.
+    base: MinWindow,
+    /// This round trip's fastest first answer, and when the round began.
+    round: Option<(Instant, Duration)>,
+    /// The last finished round trip's verdict: the store queues.
+    queueing: bool,
     /// Smoothed request time (RFC 6298's SRTT, of every request that
     /// succeeded): one "round trip" for the once-per-round-trip cut.
     srtt: Option<Duration>,
@@ -146,7 +171,9 @@ impl Limiter {
             state: Mutex::new(State {
                 limit,
                 slow_start: true,
-                base: None,
+                base: MinWindow::default(),
+                round: None,
+                queueing: false,
                 srtt: None,
                 last_cut: None,
                 cut_from: limit,
@@ -202,6 +229,11 @@ impl Limiter {
 
     /// Learn from one request's answer.
     pub fn observe(&self, signal: Signal) {
+        self.observe_at(signal, Instant::now())
+    }
+
+    /// [`Limiter::observe`] of an answer that came at `now`.
+    fn observe_at(&self, signal: Signal, now: Instant) {
         if !self.adaptive {
             return;
         }
@@ -212,36 +244,25 @@ impl Limiter {
                 Signal::Neutral => {}
                 Signal::Overload => {
                     s.gain = (s.gain * GAIN_DOWN).max(GAIN_MIN);
-                    self.cut(&mut s)
+                    self.cut(&mut s, now)
                 }
                 Signal::Ok { took, headers } => {
+                    // The round trip so far (before this answer) decides
+                    // whether this answer begins a new one.
+                    if headers {
+                        self.delay(&mut s, took, now);
+                    }
                     s.srtt = Some(match s.srtt {
                         Some(srtt) => srtt.mul_f64(0.875) + took.mul_f64(0.125),
                         None => took,
                     });
-                    let queueing = match headers.then_some(took) {
-                        Some(t) => {
-                            let base = *s.base.get_or_insert(t);
-                            if t < base {
-                                s.base = Some(t);
-                            }
-                            let base = s.base.unwrap_or(t).as_secs_f64() + SLACK.as_secs_f64();
-                            let t = t.as_secs_f64();
-                            if t > 2.0 * QUEUE_FACTOR * base {
-                                self.cut(&mut s);
-                                true
-                            } else {
-                                t > QUEUE_FACTOR * base
-                            }
-                        }
-                        None => false,
-                    };
+                    let queueing = s.queueing;
                     s.gain = (s.gain * (1.0 + GAIN_UP)).min(1.0);
                     // Answers within a round trip of a cut were asked for
                     // before it: they do not say the lower limit is safe.
                     let recovering = s
                         .last_cut
-                        .is_some_and(|t| t.elapsed() < s.srtt.unwrap_or(took));
+                        .is_some_and(|t| now.saturating_duration_since(t) < s.srtt.unwrap_or(took));
                     if queueing {
                         s.slow_start = false;
                     } else if !recovering && self.in_flight() + 1 >= s.limit as usize {
@@ -259,14 +280,49 @@ impl Limiter {
         }
     }
 
+    /// The delay signal: one first-answer time `took`, at `now`.
+    fn delay(&self, s: &mut State, took: Duration, now: Instant) {
+        if s.base.get(now).is_none() {
+            // The first answer: a long idle round trip starts slow start
+            // higher (see the module's doc).
+            if s.slow_start {
+                let start = INITIAL * took.as_secs_f64() / LAN_RTT.as_secs_f64();
+                s.limit = s.limit.max(start.min(LONG_START_MAX).min(self.ceiling));
+            }
+        }
+        s.base.add(took, now);
+        let round = s.srtt.unwrap_or(took).max(Duration::from_millis(1));
+        match s.round {
+            Some((began, fastest)) if now.duration_since(began) < round => {
+                s.round = Some((began, fastest.min(took)));
+            }
+            ended => {
+                if let Some((_, fastest)) = ended {
+                    let base = s.base.get(now).unwrap_or(fastest) + SLACK;
+                    let t = fastest.as_secs_f64();
+                    let base = base.as_secs_f64();
+                    s.queueing = t > QUEUE_FACTOR * base;
+                    if t > 2.0 * QUEUE_FACTOR * base {
+                        self.cut(s, now);
+                    } else if s.queueing {
+                        s.slow_start = false;
+                    }
+                }
+                s.round = Some((now, took));
+            }
+        }
+    }
+
     /// Multiply the limit down, once per round trip.
-    fn cut(&self, s: &mut State) {
+    fn cut(&self, s: &mut State, now: Instant) {
         let window = s
             .srtt
             .unwrap_or(Duration::from_millis(50))
             .max(Duration::from_millis(1));
-        let now = Instant::now();
-        let cut = if s.last_cut.is_some_and(|t| now.duration_since(t) < window) {
+        let cut = if s
+            .last_cut
+            .is_some_and(|t| now.saturating_duration_since(t) < window)
+        {
             (s.limit * DECREASE_EACH).max(s.cut_from / 2.0)
         } else {
             s.last_cut = Some(now);
@@ -290,6 +346,49 @@ impl Limiter {
                 self.name
             );
             s.said = s.limit;
+        }
+    }
+}
+
+/// The smallest of the samples of about the last [`BASE_WINDOW`], kept as
+/// two halves (the current one and the one before it): a sample is
+/// forgotten between a half and a whole window after it was seen.
+#[derive(Default)]
+struct MinWindow {
+    /// (when the half began, its minimum), the current half and the one
+    /// before.
+    now: Option<(Instant, Duration)>,
+    before: Option<(Instant, Duration)>,
+}
+
+impl MinWindow {
+    fn rotate(&mut self, at: Instant) {
+        let half = BASE_WINDOW / 2;
+        if let Some((began, _)) = self.now {
+            if at.duration_since(began) >= half {
+                self.before = self.now.take();
+            }
+        }
+        if let Some((began, _)) = self.before {
+            if at.duration_since(began) >= BASE_WINDOW {
+                self.before = None;
+            }
+        }
+    }
+
+    fn add(&mut self, t: Duration, at: Instant) {
+        self.rotate(at);
+        self.now = Some(match self.now {
+            Some((began, min)) => (began, min.min(t)),
+            None => (at, t),
+        });
+    }
+
+    fn get(&mut self, at: Instant) -> Option<Duration> {
+        self.rotate(at);
+        match (self.now, self.before) {
+            (Some((_, a)), Some((_, b))) => Some(a.min(b)),
+            (a, b) => a.or(b).map(|(_, m)| m),
         }
     }
 }
@@ -493,32 +592,128 @@ mod tests {
         assert_eq!(idle.limit(), INITIAL as usize);
     }
 
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    /// `n` answers of `took` each, in the round trip starting `at` (the
+    /// limit reached: demand), then the clock moves on past the round.
+    fn round(l: &Limiter, at: &mut Instant, took: &[Duration]) {
+        for &t in took {
+            l.in_flight.store(l.limit(), Relaxed);
+            l.observe_at(
+                Signal::Ok {
+                    took: t,
+                    headers: true,
+                },
+                *at,
+            );
+        }
+        l.in_flight.store(0, Relaxed);
+        // The next round trip: past the SRTT, and past a cut's round.
+        *at += l.state().srtt.unwrap_or(MS(10)) + MS(1);
+        l.state().last_cut = None;
+    }
+
     #[test]
-    fn queueing_stops_growth_and_heavy_queueing_cuts() {
+    fn a_queue_every_request_waits_in_stops_growth_and_a_deep_one_cuts() {
         let l = Limiter::new(512, true, "t".into());
-        l.in_flight.store(8, Relaxed);
-        l.observe(Signal::Ok {
-            took: Duration::from_millis(10),
-            headers: true,
-        });
-        let n = l.limit();
-        // Over twice the idle round trip (plus slack): queueing, no growth.
-        l.observe(Signal::Ok {
-            took: Duration::from_millis(40),
-            headers: true,
-        });
-        assert_eq!(l.limit(), n);
-        // Ten times: cut.
-        l.observe(Signal::Ok {
-            took: Duration::from_millis(100),
-            headers: true,
-        });
-        assert!(l.limit() < n, "{} !< {n}", l.limit());
+        let mut at = Instant::now();
+        round(&l, &mut at, &[MS(10); 8]);
+        round(&l, &mut at, &[MS(10); 16]);
+        // Every answer of a round over twice the idle round trip (plus
+        // slack): the store queues. The verdict comes with the round's
+        // end; from then on, no growth.
+        round(&l, &mut at, &[MS(40); 30]);
+        round(&l, &mut at, &[MS(40); 30]);
+        assert!(!l.state().slow_start);
+        let held = l.limit();
+        round(&l, &mut at, &[MS(40); 30]);
+        assert_eq!(l.limit(), held, "grew while the store queues");
+        // Every answer over four times: cut.
+        round(&l, &mut at, &[MS(100); 30]);
+        round(&l, &mut at, &[MS(100); 2]);
+        assert!(l.limit() < held, "{} !< {held}", l.limit());
         // Never below the floor.
         for _ in 0..50 {
             l.state().last_cut = None;
             l.observe(Signal::Overload);
         }
         assert_eq!(l.limit(), FLOOR as usize);
+    }
+
+    #[test]
+    fn one_slow_answer_in_a_round_trip_does_not_stop_growth() {
+        // The single sample against the all-time minimum cut the limit
+        // here (200 ms > 4 × (10 + 5) ms) and ended slow start.
+        let l = Limiter::new(512, true, "t".into());
+        let mut at = Instant::now();
+        round(&l, &mut at, &[MS(10); 8]);
+        let mut slow = vec![MS(10); 15];
+        slow.insert(3, MS(200));
+        round(&l, &mut at, &slow);
+        let n = l.limit();
+        round(&l, &mut at, &[MS(10); 32]);
+        assert!(l.state().slow_start, "a heavy tail ended slow start");
+        assert!(l.limit() > n, "{} !> {n}", l.limit());
+    }
+
+    #[test]
+    fn the_idle_round_trip_is_a_window_that_forgets_an_old_minimum() {
+        let t0 = Instant::now();
+        let mut w = MinWindow::default();
+        w.add(MS(10), t0);
+        w.add(MS(50), t0 + Duration::from_secs(6));
+        assert_eq!(w.get(t0 + Duration::from_secs(9)), Some(MS(10)));
+        assert_eq!(w.get(t0 + BASE_WINDOW), Some(MS(50)));
+        w.add(MS(60), t0 + Duration::from_secs(12));
+        assert_eq!(w.get(t0 + Duration::from_secs(13)), Some(MS(50)));
+        assert_eq!(w.get(t0 + Duration::from_secs(30)), None);
+
+        // A store that got slower for good (50 ms instead of 10): queueing
+        // at first, learned as its round trip within the window, after
+        // which the limit grows again.
+        let l = Limiter::new(512, true, "t".into());
+        let mut at = t0;
+        round(&l, &mut at, &[MS(10); 8]);
+        round(&l, &mut at, &[MS(10); 16]);
+        at += Duration::from_secs(1);
+        for _ in 0..3 {
+            round(&l, &mut at, &[MS(50); 32]);
+        }
+        let held = l.limit();
+        round(&l, &mut at, &[MS(50); 32]);
+        assert_eq!(l.limit(), held, "50 ms is a queue against 10 ms");
+        at += BASE_WINDOW;
+        for _ in 0..3 {
+            round(&l, &mut at, &[MS(50); 64]);
+        }
+        assert!(l.limit() > held, "{} !> {held}", l.limit());
+    }
+
+    #[test]
+    fn a_long_first_round_trip_starts_higher() {
+        for (first, start) in [(1, 8), (10, 8), (20, 16), (50, 40), (100, 64), (2000, 64)] {
+            let l = Limiter::new(512, true, "t".into());
+            l.observe(Signal::Ok {
+                took: MS(first),
+                headers: true,
+            });
+            assert_eq!(l.limit(), start, "first answer {first} ms");
+        }
+        // Never above the ceiling, and not for a fixed limit.
+        let l = Limiter::new(30, true, "t".into());
+        l.observe(Signal::Ok {
+            took: MS(100),
+            headers: true,
+        });
+        assert_eq!(l.limit(), 30);
+        // Not once slow start is over (a later pass's long round trip).
+        let l = Limiter::new(512, true, "t".into());
+        l.observe(Signal::Overload);
+        let cut = l.limit();
+        l.observe(Signal::Ok {
+            took: MS(100),
+            headers: true,
+        });
+        assert_eq!(l.limit(), cut);
     }
 }

@@ -74,6 +74,7 @@ pub fn main(argv: Vec<std::ffi::OsString>) -> u8 {
         }
         Ok(Ok(cfg)) => cfg,
     };
+    crate::raise_open_file_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -410,7 +411,12 @@ impl Check<'_> {
                 };
                 Ok::<_, Error>((e, r))
             })
-            .buffer_unordered(self.cfg.conc.transfers);
+            .buffer_unordered(
+                self.cfg
+                    .conc
+                    .transfers
+                    .unwrap_or(crate::cli::DEFAULT_TRANSFERS),
+            );
         futures::pin_mut!(s);
         while let Some(done) = s.next().await {
             let (e, r) = done?;

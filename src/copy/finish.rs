@@ -24,20 +24,47 @@ use crate::report::FailedBlock;
 /// the replicas it stored counted.
 pub(super) type Finish<'a> = BoxFuture<'a, Result<(), BlockError>>;
 
+/// What one write's finish does, which decides what it holds while it runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Kind {
+    /// Nothing left (a keepstore PUT, an Azure blob): only counting.
+    Nothing,
+    /// A local fsync and rename.
+    Local,
+    /// A request to the service (a bucket's `recent/` marker PUT).
+    Request,
+}
+
+/// The finishes a block's writes left, as [`Finishing::take`] answers them.
+#[derive(Default)]
+pub(super) struct Pending<'a> {
+    pub finishes: Vec<Finish<'a>>,
+    /// Some finish is a local fsync and rename: it takes a finishing slot.
+    pub local: bool,
+    /// Some finish is a request to a service (a bucket's marker PUT): the
+    /// block stays one of the blocks in flight until it ends, as the
+    /// service's limit counts it.
+    pub request: bool,
+}
+
 /// The finishes of blocks whose bytes are written, by block.
 #[derive(Default)]
 pub struct Finishing<'a> {
-    by_block: Mutex<HashMap<BlockHash, Vec<Finish<'a>>>>,
+    by_block: Mutex<HashMap<BlockHash, Pending<'a>>>,
 }
 
 impl<'a> Finishing<'a> {
-    pub(super) fn add(&self, hash: BlockHash, f: Finish<'a>) {
+    /// `f` is left by a write of `hash`, doing `kind`.
+    pub(super) fn add(&self, hash: BlockHash, f: Finish<'a>, kind: Kind) {
         let mut m = self.by_block.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(hash).or_default().push(f);
+        let p = m.entry(hash).or_default();
+        p.finishes.push(f);
+        p.local |= kind == Kind::Local;
+        p.request |= kind == Kind::Request;
     }
 
     /// The finishes `hash`'s writes left, now to be run.
-    pub(super) fn take(&self, hash: &BlockHash) -> Vec<Finish<'a>> {
+    pub(super) fn take(&self, hash: &BlockHash) -> Pending<'a> {
         let mut m = self.by_block.lock().unwrap_or_else(|e| e.into_inner());
         m.remove(hash).unwrap_or_default()
     }
@@ -53,7 +80,7 @@ impl<'a> Copier<'a> {
     /// `--verify-existing` repairs: wait for the finishes of `job`'s
     /// writes so far, before counting the repair.
     pub(super) async fn settle(&self, job: &Job) -> Result<(), BlockError> {
-        run_all(self.finishing.take(&job.hash)).await
+        run_all(self.finishing.take(&job.hash).finishes).await
     }
 
     /// `job`'s writes are all durable: count the block as copied or topped up.

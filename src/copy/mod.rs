@@ -5,11 +5,13 @@
 //! - **Memory is a byte budget** (`--buffer-memory`, [`Budget`]): a block
 //!   reserves its size before its read and releases it when its last write
 //!   has taken its bytes, so 64 MiB blocks run a few at a time and small
-//!   ones up to `--transfers` at once. Each service takes at most
-//!   `--max-per-service` requests at a time.
+//!   ones as many as the services' limits take (or `--transfers`, when
+//!   given). Each service takes at most its adaptive limit of requests at a
+//!   time (up to `--max-per-service`).
 //! - **Finishes** (a directory's fsync and rename, a bucket's `recent/`
-//!   marker) run after that, outside the budget, [`admission::FINISHING`] at once; the
-//!   block counts as stored when they end, and fails if one fails.
+//!   marker) run after that, outside the budget and the blocks in flight,
+//!   [`admission::FINISHING`] at once; the block counts as stored when they
+//!   end, and fails if one fails.
 //! - **Reads** try holders in source probe order. Transient failures are
 //!   retried with backoff on the same holder, then the next holder is tried;
 //!   a 404 or refusal moves on at once; a short or corrupt body is fetched
@@ -61,7 +63,9 @@ use crate::throttle::Throttle;
 /// How blocks are copied.
 pub struct CopyOptions {
     pub want: u32,
-    pub transfers: usize,
+    /// `--transfers`: at most this many blocks in flight; `None` lets the
+    /// budget and the services' limits decide (`admission`).
+    pub transfers: Option<usize>,
     pub retries: u32,
     pub backoff: Backoff,
     /// `--storage-classes`, as sent in `X-Keep-Storage-Classes`.

@@ -58,6 +58,8 @@ pub struct Relay {
     size: u64,
     /// Where the block's buffers come from (and go back to).
     pool: Arc<BufferPool>,
+    /// When the block was verified: its last byte released to the writes.
+    released: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl Relay {
@@ -72,6 +74,7 @@ impl Relay {
             tx,
             size,
             pool: pool.clone(),
+            released: std::sync::OnceLock::new(),
         }
     }
 
@@ -81,6 +84,13 @@ impl Relay {
 
     pub fn is_verified(&self) -> bool {
         self.tx.borrow().end == End::Verified
+    }
+
+    /// When the block's last byte was released to the writes (once it was
+    /// verified): a write's own time runs from then, not from before a
+    /// slow source's bytes arrived.
+    pub fn released_at(&self) -> Option<std::time::Instant> {
+        self.released.get().copied()
     }
 
     /// Whether the read failed (a PUT that broke may blame the source).
@@ -119,7 +129,10 @@ impl Relay {
     {
         let r = self.fill_inner(body, hash, throttle, on_bytes).await;
         match &r {
-            Ok(()) => self.tx.send_modify(|s| s.end = End::Verified),
+            Ok(()) => {
+                let _ = self.released.set(std::time::Instant::now());
+                self.tx.send_modify(|s| s.end = End::Verified)
+            }
             Err(_) => self.fail(),
         }
         r
@@ -333,6 +346,10 @@ mod tests {
         );
         filled.unwrap();
         assert_eq!(got.unwrap(), data);
+        // The release time a write's own time is counted from.
+        assert!(r
+            .released_at()
+            .is_some_and(|t| t <= std::time::Instant::now()));
         // A follower that starts after the end replays the whole block.
         assert_eq!(collect(r.follow()).await.unwrap(), data);
         assert!(r.is_verified());
@@ -392,6 +409,7 @@ mod tests {
         );
         assert!(r.is_failed());
         assert!(!r.wait_end().await);
+        assert_eq!(r.released_at(), None, "a failed read releases nothing");
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
+use super::finish::Kind;
 use super::relay;
 use super::{gone, request_done, summarize, BlockError, Copier, From, Need, Relay};
 use crate::plan::Job;
@@ -58,10 +59,14 @@ impl<'a> Copier<'a> {
                     .await;
                 request_done(self.dst, svc, Op::Put, job, &r, asked);
                 // A small block's PUT time is mostly the service's own (its
-                // queue), as a GET's time to headers is.
+                // queue), as a GET's time to headers is, once counted from
+                // when its body could complete: the block's last byte
+                // released by the relay (a slow source is not this
+                // service's queue).
+                let since = relay.released_at().map_or(asked, |at| at.max(asked));
                 svc.limit.observe(crate::limiter::signal_of(
                     &r,
-                    asked.elapsed(),
+                    since.elapsed(),
                     size <= SMALL_PUT,
                 ));
                 if r.is_err() && relay.is_failed() {
@@ -94,6 +99,11 @@ impl<'a> Copier<'a> {
                 let ok = staged.ok.clone();
                 let stats = self.stats;
                 let (replicas, request) = (ok.replicas as u64, staged.request);
+                let kind = match (&staged.finish, request) {
+                    (None, _) => Kind::Nothing,
+                    (Some(_), false) => Kind::Local,
+                    (Some(_), true) => Kind::Request,
+                };
                 // The durable rest, run by admission once the block's
                 // buffer is given back; the replicas count when it ends.
                 self.finishing.add(
@@ -115,6 +125,7 @@ impl<'a> Copier<'a> {
                         stats.bytes_written.fetch_add(size * replicas, Relaxed);
                         Ok(())
                     }),
+                    kind,
                 );
                 Ok(ok)
             }
