@@ -185,6 +185,13 @@ impl<'a> Copier<'a> {
             tokio::select! {
                 Some(done) = blocks.next() => {
                     let Some((job, r, finishes, held)) = done else { continue };
+                    // Nothing to finish: the block ends here, before the
+                    // next one can start (the reporter's blocks in flight
+                    // are the copy's).
+                    if finishes.is_empty() {
+                        self.ended(job, r);
+                        continue;
+                    }
                     finishing.push(async move {
                         // A failed block's replicas that were written still
                         // finish; its failure is the one it had.
@@ -193,13 +200,7 @@ impl<'a> Copier<'a> {
                         (job, r.and(f))
                     });
                 }
-                Some((job, r)) = finishing.next() => {
-                    if r.is_ok() {
-                        self.stored(job);
-                    }
-                    self.stats.blocks_done.fetch_add(1, Relaxed);
-                    self.finished(job, r);
-                }
+                Some((job, r)) = finishing.next() => self.ended(job, r),
                 else => break,
             }
         }

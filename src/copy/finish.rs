@@ -27,8 +27,6 @@ pub(super) type Finish<'a> = BoxFuture<'a, Result<(), BlockError>>;
 /// What one write's finish does, which decides what it holds while it runs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Kind {
-    /// Nothing left (a keepstore PUT, an Azure blob): only counting.
-    Nothing,
     /// A local fsync and rename.
     Local,
     /// A request to the service (a bucket's `recent/` marker PUT).
@@ -97,6 +95,15 @@ impl<'a> Copier<'a> {
             }
             Action::Verify => {}
         }
+    }
+
+    /// `job` has ended, its finishes too: count it and tell it.
+    pub(super) fn ended(&self, job: &Job, r: Result<(), BlockError>) {
+        if r.is_ok() {
+            self.stored(job);
+        }
+        self.stats.blocks_done.fetch_add(1, Relaxed);
+        self.finished(job, r);
     }
 
     /// Record the end of `job`.

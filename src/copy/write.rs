@@ -98,34 +98,39 @@ impl<'a> Copier<'a> {
             Ok(staged) => {
                 let ok = staged.ok.clone();
                 let stats = self.stats;
-                let (replicas, request) = (ok.replicas as u64, staged.request);
-                let kind = match (&staged.finish, request) {
-                    (None, _) => Kind::Nothing,
-                    (Some(_), false) => Kind::Local,
-                    (Some(_), true) => Kind::Request,
+                let replicas = ok.replicas as u64;
+                let count = move || {
+                    stats.replicas_written.fetch_add(replicas, Relaxed);
+                    stats.bytes_written.fetch_add(size * replicas, Relaxed);
                 };
+                let Some(finish) = staged.finish else {
+                    // Whole when answered (keepstore, Azure).
+                    count();
+                    return Ok(ok);
+                };
+                let request = staged.request;
                 // The durable rest, run by admission once the block's
                 // buffer is given back; the replicas count when it ends.
                 self.finishing.add(
                     job.hash,
                     Box::pin(async move {
-                        if let Some(finish) = staged.finish {
-                            // A marker is a request to the same service: its
-                            // limit counts it, though not the block's slot.
-                            let _permit = match request {
-                                true => Some(svc.limit.acquire().await),
-                                false => None,
-                            };
-                            finish.await.map_err(|f| BlockError {
-                                service: svc.store.id().to_string(),
-                                reason: format!("{}: {f}", svc.store.id()),
-                            })?;
-                        }
-                        stats.replicas_written.fetch_add(replicas, Relaxed);
-                        stats.bytes_written.fetch_add(size * replicas, Relaxed);
+                        // A marker is a request to the same service: its
+                        // limit counts it, though not the block's slot.
+                        let _permit = match request {
+                            true => Some(svc.limit.acquire().await),
+                            false => None,
+                        };
+                        finish.await.map_err(|f| BlockError {
+                            service: svc.store.id().to_string(),
+                            reason: format!("{}: {f}", svc.store.id()),
+                        })?;
+                        count();
                         Ok(())
                     }),
-                    kind,
+                    match request {
+                        true => Kind::Request,
+                        false => Kind::Local,
+                    },
                 );
                 Ok(ok)
             }
