@@ -308,11 +308,7 @@ impl DirVolume {
         size: u64,
         body: Body,
     ) -> Result<PutOk, Failure> {
-        let staged = self.write_staged(hash, size, body).await?;
-        if let Some(finish) = staged.finish {
-            finish.await?;
-        }
-        Ok(staged.ok)
+        self.write_staged(hash, size, body).await?.wait().await
     }
 
     /// Write the body to a temp file; the answer's finish fsyncs it,

@@ -474,13 +474,10 @@ impl Store {
         desired: u32,
         classes: Option<&str>,
     ) -> Result<PutOk, Failure> {
-        let staged = self
-            .write_staged(hash, size, body, desired, classes)
-            .await?;
-        if let Some(finish) = staged.finish {
-            finish.await?;
-        }
-        Ok(staged.ok)
+        self.write_staged(hash, size, body, desired, classes)
+            .await?
+            .wait()
+            .await
     }
 
     /// [`Self::write`] in two parts: this future ends once `body` has been
@@ -528,6 +525,14 @@ pub struct Staged<'s> {
 }
 
 impl Staged<'_> {
+    /// The whole write: its finish (if any) awaited.
+    pub async fn wait(self) -> Result<PutOk, Failure> {
+        if let Some(finish) = self.finish {
+            finish.await?;
+        }
+        Ok(self.ok)
+    }
+
     /// A write with nothing left to do.
     pub fn done(ok: PutOk) -> Self {
         Staged {

@@ -479,11 +479,7 @@ impl S3Volume {
         size: u64,
         body: Body,
     ) -> Result<crate::protocol::client::PutOk, Failure> {
-        let staged = self.write_staged(hash, size, body).await?;
-        if let Some(finish) = staged.finish {
-            finish.await?;
-        }
-        Ok(staged.ok)
+        self.write_staged(hash, size, body).await?.wait().await
     }
 
     /// PUT the data object; the answer's finish PUTs its `recent/` marker.
